@@ -1,0 +1,92 @@
+//! The one error type of ferry-io. Every variant names the file, and the tensor where there is one.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout ferry-io.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong while reading, transforming or writing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused a read, write, rename or map.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid for its format (truncated, corrupt, inconsistent).
+    #[error("{}: {msg}", path.display())]
+    Malformed {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong, in words.
+        msg: String,
+    },
+    /// A pickle asked for a global that ferry does not allow; nothing was imported or called.
+    #[error(
+        "{}: refused to load: the pickle references `{global}`, which is not on ferry's allow-list \
+         (ferry never imports or calls code from a checkpoint; if you trust this file, re-save it \
+         with plain tensors, e.g. `torch.save(model.state_dict(), ...)`)",
+        path.display()
+    )]
+    UnsafePickle {
+        /// The file involved.
+        path: PathBuf,
+        /// The refused global, as `module name` (for example `posix system`).
+        global: String,
+    },
+    /// One tensor cannot be handled (unsupported type, shape, size).
+    #[error("{}: tensor `{tensor}`: {msg}", path.display())]
+    Tensor {
+        /// The file involved.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// What is wrong, in words.
+        msg: String,
+    },
+    /// The format of a file could not be recognised from its content.
+    #[error("{}: unrecognised format ({msg}); ferry reads PyTorch .pth/.bin (zip and legacy), TorchScript .pt, safetensors (single and sharded), GGUF, .npy/.npz and Hugging Face folders", path.display())]
+    UnknownFormat {
+        /// The file involved.
+        path: PathBuf,
+        /// What was seen.
+        msg: String,
+    },
+    /// A request that does not make sense (bad rule, bad option value).
+    #[error("{0}")]
+    Invalid(String),
+    /// An error raised inside candle.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// A [`Error::Malformed`] for `path`.
+    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Malformed {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A [`Error::Tensor`] for `tensor` in `path`.
+    pub fn tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor {
+            path: path.into(),
+            tensor: tensor.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! safetensors: reader (memory-mapped, every header field checked against the file) and
+//! writer (with `__metadata__`, tied tensors written once, optional sharding).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::atomic::write_atomic;
+use crate::checkpoint::{Checkpoint, Format};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::meta::{MetaValue, Metadata};
+use crate::tensor::{Layout, Storage, TensorEntry};
+use crate::write::{OutTensor, Progress};
+
+/// Metadata key under which ferry records tied tensors it wrote once: a JSON object mapping
+/// each omitted name to the name whose data it shares.
+pub const TIED_KEY: &str = "ferry.tied";
+
+/// Largest header ferry accepts (the format's reference implementation uses 100 MB).
+const MAX_HEADER: u64 = 100 * 1024 * 1024;
+
+/// The safetensors name of a dtype.
+pub fn dtype_name(d: DType) -> Option<&'static str> {
+    Some(match d {
+        DType::Bool => "BOOL",
+        DType::U8 => "U8",
+        DType::I8 => "I8",
+        DType::I16 => "I16",
+        DType::U16 => "U16",
+        DType::I32 => "I32",
+        DType::U32 => "U32",
+        DType::I64 => "I64",
+        DType::U64 => "U64",
+        DType::F8E4M3 => "F8_E4M3",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::F32 => "F32",
+        DType::F64 => "F64",
+        _ => return None,
+    })
+}
+
+fn parse_dtype(s: &str) -> Option<DType> {
+    crate::dtype::ALL_DTYPES
+        .iter()
+        .copied()
+        .find(|&d| dtype_name(d) == Some(s))
+}
+
+/// Opens a single safetensors file.
+pub fn open(path: &Path) -> Result<Checkpoint> {
+    let bad = |msg: String| Error::malformed(path, msg);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only; ferry does not modify files it reads. A file truncated by
+    // another process while mapped is outside what any reader can defend against.
+    let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    let len = map.len() as u64;
+    if len < 8 {
+        return Err(bad(format!("{len} bytes is too short for a safetensors header")));
+    }
+    let n = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
+    if n > MAX_HEADER || n > len - 8 {
+        return Err(bad(format!(
+            "header claims {n} bytes but the file has {} after the length prefix (truncated or not safetensors)",
+            len - 8
+        )));
+    }
+    let header_end = 8 + n as usize;
+    let header: Map<String, Value> = serde_json::from_slice(&map[8..header_end])
+        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let data_len = map.len() - header_end;
+    let file_arc: Arc<Path> = Arc::from(path);
+
+    let mut metadata = Metadata::new();
+    let mut tied: BTreeMap<String, String> = BTreeMap::new();
+    let mut entries: Vec<(usize, usize, TensorEntry)> = Vec::new();
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            let obj = info
+                .as_object()
+                .ok_or_else(|| bad("`__metadata__` is not an object".into()))?;
+            for (k, v) in obj {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| bad(format!("`__metadata__.{k}` is not a string")))?;
+                if k == TIED_KEY {
+                    tied = serde_json::from_str(s)
+                        .map_err(|e| bad(format!("`{TIED_KEY}` is not a JSON object of names: {e}")))?;
+                } else {
+                    metadata.insert(k.clone(), MetaValue::String(s.to_string()));
+                }
+            }
+            continue;
+        }
+        let terr = |msg: String| Error::tensor(path, name, msg);
+        let dtype_s = info
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| terr("no `dtype` string in the header".into()))?;
+        let dtype = parse_dtype(dtype_s).ok_or_else(|| {
+            terr(format!("dtype `{dtype_s}` is not supported by ferry (supported: BOOL, U8, I8, I16, U16, I32, U32, I64, U64, F8_E4M3, F16, BF16, F32, F64)"))
+        })?;
+        let shape: Vec<usize> = info
+            .get("shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| terr("no `shape` array in the header".into()))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| terr("`shape` holds a value that is not a size".into()))?;
+        let offs = info
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+            .ok_or_else(|| terr("`data_offsets` is not a pair of offsets".into()))?;
+        let (start, end) = offs;
+        let numel = crate::tensor::numel(&shape).ok_or_else(|| terr("shape overflows".into()))?;
+        let nbytes = dtype
+            .storage_bytes(numel)
+            .ok_or_else(|| terr("shape overflows".into()))?;
+        if start > end || end > data_len as u64 {
+            return Err(terr(format!(
+                "data_offsets [{start}, {end}] run past the {data_len} data bytes of the file (truncated or corrupt)"
+            )));
+        }
+        if end - start != nbytes {
+            return Err(terr(format!(
+                "data_offsets [{start}, {end}] span {} bytes but {dtype} {shape:?} needs {nbytes}",
+                end - start
+            )));
+        }
+        let (s, e) = (header_end + start as usize, header_end + end as usize);
+        entries.push((
+            s,
+            e,
+            TensorEntry {
+                name: name.clone(),
+                dtype,
+                shape,
+                storage: Storage::mapped(map.clone(), s..e),
+                layout: Layout::Contiguous { offset: 0 },
+                storage_key: None,
+                file: file_arc.clone(),
+            },
+        ));
+    }
+    entries.sort_by_key(|(s, e, _)| (*s, *e));
+    for w in entries.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if b.0 < a.1 {
+            return Err(bad(format!(
+                "tensors `{}` and `{}` overlap (bytes {}..{} and {}..{}); a valid file never shares bytes",
+                a.2.name,
+                b.2.name,
+                a.0 - header_end,
+                a.1 - header_end,
+                b.0 - header_end,
+                b.1 - header_end
+            )));
+        }
+    }
+    let mut tensors: Vec<TensorEntry> = entries.into_iter().map(|(_, _, t)| t).collect();
+    for (alias, target) in &tied {
+        let src = tensors
+            .iter_mut()
+            .find(|t| &t.name == target)
+            .ok_or_else(|| bad(format!("`{TIED_KEY}` ties `{alias}` to `{target}`, which is not in the file")))?;
+        src.storage_key = Some(target.clone());
+        let mut copy = src.clone();
+        copy.name = alias.clone();
+        tensors.push(copy);
+    }
+    Ok(Checkpoint {
+        format: Format::Safetensors,
+        path: path.to_path_buf(),
+        tensors,
+        metadata,
+        companions: Vec::new(),
+    })
+}
+
+fn meta_string(v: &MetaValue) -> String {
+    match v {
+        MetaValue::String(s) => s.clone(),
+        other => other.to_json().to_string(),
+    }
+}
+
+/// Writes `tensors` to one safetensors file at `path` (atomically). Tensors with `tied_to`
+/// set are not written again; they are listed under [`TIED_KEY`] and restored on reading.
+pub fn write(path: &Path, tensors: &[OutTensor<'_>], metadata: &Metadata, progress: Progress<'_>) -> Result<()> {
+    let mut header = Map::new();
+    let mut meta = Map::new();
+    for (k, v) in metadata {
+        meta.insert(k.clone(), Value::String(meta_string(v)));
+    }
+    let mut tied = Map::new();
+    let mut offset = 0u64;
+    for t in tensors {
+        if let Some(target) = &t.tied_to {
+            tied.insert(t.name.clone(), Value::String(target.clone()));
+            continue;
+        }
+        let name = dtype_name(t.dtype).ok_or_else(|| {
+            Error::tensor(path, &t.name, format!(
+                "safetensors cannot hold {} data; write GGUF (`--to gguf`) or dequantize (`--dtype f32`)",
+                t.dtype
+            ))
+        })?;
+        let n = t.nbytes();
+        header.insert(
+            t.name.clone(),
+            json!({"dtype": name, "shape": t.shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    if !tied.is_empty() {
+        meta.insert(TIED_KEY.into(), Value::String(Value::Object(tied).to_string()));
+    }
+    if !meta.is_empty() {
+        // `__metadata__` first, as the reference implementation writes it.
+        let mut with_meta = Map::new();
+        with_meta.insert("__metadata__".into(), Value::Object(meta));
+        with_meta.extend(header);
+        header = with_meta;
+    }
+    let mut text = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::Invalid(e.to_string()))?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    write_atomic(path, |w| {
+        let io = |e| Error::io(path, e);
+        w.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(&text).map_err(io)?;
+        for t in tensors.iter().filter(|t| t.tied_to.is_none()) {
+            let bytes = t.bytes()?;
+            if bytes.len() as u64 != t.nbytes() {
+                return Err(Error::tensor(path, &t.name, format!(
+                    "produced {} bytes, expected {}",
+                    bytes.len(),
+                    t.nbytes()
+                )));
+            }
+            w.write_all(&bytes).map_err(io)?;
+            progress(&t.name, bytes.len() as u64);
+        }
+        Ok(())
+    })
+}
+
+/// Writes `tensors` as shards of at most `shard_bytes` each (a tensor larger than that gets a
+/// shard of its own) plus `<stem>.safetensors.index.json`, Hugging Face style. Returns the
+/// written paths, the index last. With one shard, writes a plain file at `path`.
+pub fn write_sharded(
+    path: &Path,
+    tensors: &[OutTensor<'_>],
+    metadata: &Metadata,
+    shard_bytes: u64,
+    progress: Progress<'_>,
+) -> Result<Vec<PathBuf>> {
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut size = 0u64;
+    for (i, t) in tensors.iter().enumerate() {
+        let n = if t.tied_to.is_some() { 0 } else { t.nbytes() };
+        if size > 0 && size + n > shard_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        shards.last_mut().expect("non-empty").push(i);
+        size += n;
+    }
+    if shards.len() == 1 {
+        write(path, tensors, metadata, progress)?;
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".safetensors").to_string())
+        .unwrap_or_else(|| "model".into());
+    let count = shards.len();
+    let mut weight_map = Map::new();
+    let mut written = Vec::new();
+    let mut total = 0u64;
+    for (k, idx) in shards.iter().enumerate() {
+        let file = format!("{stem}-{:05}-of-{count:05}.safetensors", k + 1);
+        // Tied tensors must live in the shard of their target.
+        let part: Vec<OutTensor<'_>> = idx
+            .iter()
+            .map(|&i| {
+                let t = &tensors[i];
+                let mut o = OutTensor::new(t.name.clone(), t.dtype, t.shape.clone(), move || t.bytes());
+                o.tied_to = t.tied_to.clone();
+                o
+            })
+            .collect();
+        for t in &part {
+            if let Some(target) = &t.tied_to {
+                if !part.iter().any(|p| &p.name == target) {
+                    return Err(Error::tensor(path, &t.name, format!(
+                        "tied to `{target}`, which landed in another shard; raise --shard-size"
+                    )));
+                }
+            } else {
+                total += t.nbytes();
+            }
+            weight_map.insert(t.name.clone(), Value::String(file.clone()));
+        }
+        let p = dir.join(&file);
+        write(&p, &part, metadata, progress)?;
+        written.push(p);
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    let index_path = dir.join(format!("{stem}.safetensors.index.json"));
+    write_atomic(&index_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &index).map_err(|e| Error::Invalid(e.to_string()))?;
+        w.write_all(b"\n").map_err(|e| Error::io(&index_path, e))
+    })?;
+    written.push(index_path);
+    Ok(written)
+}

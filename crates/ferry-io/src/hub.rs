@@ -1,0 +1,162 @@
+//! Hugging Face model folders and hub ids resolved from the local cache. Offline: nothing is
+//! downloaded here.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+/// Weight files looked for in a model folder, best first.
+const WEIGHT_FILES: [&str; 7] = [
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+    "model.pt",
+    "model.pth",
+    "model.gguf",
+];
+
+/// Files carried along with the weights when a folder is migrated.
+pub const COMPANION_FILES: [&str; 8] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+];
+
+/// Opens the weights of a Hugging Face model folder, with its config and tokenizer files
+/// listed as companions.
+pub fn open_folder(dir: &Path) -> Result<Checkpoint> {
+    let weights = WEIGHT_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .or_else(|| single_weight_file(dir))
+        .ok_or_else(|| {
+            Error::malformed(
+                dir,
+                format!(
+                    "no weights found in this folder (looked for {})",
+                    WEIGHT_FILES.join(", ")
+                ),
+            )
+        })?;
+    let mut ck = crate::formats::open_file(&weights)?;
+    ck.companions = COMPANION_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.is_file())
+        .collect();
+    Ok(ck)
+}
+
+/// A folder holding exactly one `*.safetensors` or `*.gguf` file.
+fn single_weight_file(dir: &Path) -> Option<PathBuf> {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "safetensors" || e == "gguf")
+        })
+        .collect();
+    (found.len() == 1).then(|| found[0].clone())
+}
+
+/// The hub cache root: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn cache_root() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(p).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// Whether `s` looks like a hub id (`org/name` or `name`, optionally `@revision`).
+pub fn is_hub_id(s: &str) -> bool {
+    let id = s.split('@').next().unwrap_or(s);
+    let parts: Vec<&str> = id.split('/').collect();
+    (1..=2).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p != &"."
+                && p != &".."
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+}
+
+/// Resolves a hub id (`org/name[@revision]`) to its snapshot folder in the local cache,
+/// following `refs/<revision>` (default `main`). `Ok(None)` when `s` is not a hub id or is
+/// not cached; an error when the cache is inconsistent.
+pub fn resolve_cached(s: &str) -> Result<Option<PathBuf>> {
+    if !is_hub_id(s) {
+        return Ok(None);
+    }
+    let Some(root) = cache_root() else {
+        return Ok(None);
+    };
+    resolve_in(&root, s)
+}
+
+/// [`resolve_cached`] against an explicit cache root.
+pub fn resolve_in(root: &Path, s: &str) -> Result<Option<PathBuf>> {
+    let (id, rev) = match s.split_once('@') {
+        Some((id, rev)) => (id, rev),
+        None => (s, "main"),
+    };
+    let repo = root.join(format!("models--{}", id.replace('/', "--")));
+    if !repo.is_dir() {
+        return Ok(None);
+    }
+    let ref_file = repo.join("refs").join(rev);
+    let commit = if ref_file.is_file() {
+        std::fs::read_to_string(&ref_file)
+            .map_err(|e| Error::io(&ref_file, e))?
+            .trim()
+            .to_string()
+    } else {
+        rev.to_string()
+    };
+    let snap = repo.join("snapshots").join(&commit);
+    if snap.is_dir() {
+        Ok(Some(snap))
+    } else {
+        Err(Error::malformed(
+            &repo,
+            format!("revision `{rev}` ({commit}) is not in the local cache; fetch it with `huggingface-cli download {id}` or pass --online"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids() {
+        assert!(is_hub_id("sentence-transformers/all-MiniLM-L6-v2"));
+        assert!(is_hub_id("gpt2@main"));
+        assert!(!is_hub_id("../x"));
+        assert!(!is_hub_id("a/b/c"));
+    }
+
+    #[test]
+    fn resolves_refs_in_a_cache_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("models--org--m");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        let p = resolve_in(root.path(), "org/m").unwrap().unwrap();
+        assert!(p.ends_with("snapshots/abc123"));
+        assert!(resolve_in(root.path(), "org/other").unwrap().is_none());
+        assert!(resolve_in(root.path(), "org/m@v2").is_err());
+    }
+}

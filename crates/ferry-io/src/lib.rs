@@ -1,0 +1,26 @@
+//! ferry-io: every tensor format ferry reads and writes, behind one [`Checkpoint`] view.
+//!
+//! - [`Checkpoint::open`] detects the format from the content and lists tensors lazily.
+//! - [`formats`] holds one module per container format (readers and writers).
+//! - [`cast`] and [`quant`] transform tensors.
+//! - Every write is atomic ([`atomic`]).
+#![warn(missing_docs)]
+
+pub mod atomic;
+pub mod cast;
+pub mod checkpoint;
+pub mod dtype;
+pub mod error;
+pub mod formats;
+pub mod hub;
+pub mod meta;
+pub mod quant;
+pub mod tensor;
+pub mod write;
+
+pub use checkpoint::{Checkpoint, Format};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use meta::{MetaValue, Metadata};
+pub use tensor::{Layout, Storage, TensorEntry};
+pub use write::OutTensor;

@@ -1,0 +1,67 @@
+//! What writers consume: tensors whose header is known up front and whose bytes are produced
+//! one at a time, so peak memory is bounded by the largest tensor, not by the model.
+
+use std::borrow::Cow;
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::tensor::TensorEntry;
+
+type Producer<'a> = Box<dyn Fn() -> Result<Cow<'a, [u8]>> + Send + Sync + 'a>;
+
+/// One tensor to be written.
+pub struct OutTensor<'a> {
+    /// Name in the output.
+    pub name: String,
+    /// Element type in the output.
+    pub dtype: DType,
+    /// Shape in the output.
+    pub shape: Vec<usize>,
+    /// When set, this tensor holds the same data as the earlier output tensor of that name;
+    /// writers that can share storage (pth) or record aliases (safetensors) write it once.
+    pub tied_to: Option<String>,
+    produce: Producer<'a>,
+}
+
+impl<'a> OutTensor<'a> {
+    /// A tensor whose bytes come from `produce`.
+    pub fn new(
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        produce: impl Fn() -> Result<Cow<'a, [u8]>> + Send + Sync + 'a,
+    ) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype,
+            shape,
+            tied_to: None,
+            produce: Box::new(produce),
+        }
+    }
+
+    /// The entry as it is, bytes read from its source on demand.
+    pub fn from_entry(entry: &'a TensorEntry) -> Self {
+        OutTensor::new(entry.name.clone(), entry.dtype, entry.shape.clone(), move || {
+            entry.data()
+        })
+    }
+
+    /// Produces the tensor's bytes (row-major, little-endian).
+    pub fn bytes(&self) -> Result<Cow<'a, [u8]>> {
+        (self.produce)()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        crate::tensor::numel(&self.shape).unwrap_or(u64::MAX)
+    }
+
+    /// Size of the bytes `bytes()` returns.
+    pub fn nbytes(&self) -> u64 {
+        self.dtype.storage_bytes(self.numel()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Called by writers after each tensor: its name and the bytes written for it.
+pub type Progress<'p> = &'p mut dyn FnMut(&str, u64);
