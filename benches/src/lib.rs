@@ -1,1 +1,36 @@
-//! Shared helpers for ferry benches.
+//! Shared helpers for ferry's criterion benches: synthetic checkpoints written by ferry itself.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use ferry_io::{DType, Metadata, OutTensor};
+
+/// Deterministic pseudo-random f32 values in [-1, 1) (xorshift; no dependency).
+pub fn synthetic_f32(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Writes `tensors` square f32 matrices of side `side` to `path` as a PyTorch zip checkpoint.
+pub fn write_synthetic_pth(path: &Path, tensors: usize, side: usize) {
+    let data: Vec<Vec<u8>> = (0..tensors)
+        .map(|i| bytemuck_bytes(&synthetic_f32(side * side, i as u64)))
+        .collect();
+    let outs: Vec<OutTensor<'_>> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| OutTensor::new(format!("layers.{i}.weight"), DType::F32, vec![side, side], move || Ok(Cow::Borrowed(d.as_slice()))))
+        .collect();
+    ferry_io::formats::pytorch::write(path, &outs, &Metadata::new(), &mut |_, _| {}).expect("write synthetic pth");
+}
+
+fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

@@ -1,1 +1,58 @@
-fn main() {}
+//! `ferry`: carry trained models across formats, and prove they still compute the same.
+//!
+//! This binary only parses arguments and composes the library crates (`ferry-io`,
+//! `ferry-migrate`); all real work lives there.
+
+mod args;
+mod cmd;
+mod progress;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Carry trained models across formats and prove they still compute the same",
+    long_about = "ferry reads PyTorch (.pth/.bin zip and legacy, TorchScript .pt), safetensors (single and \
+sharded), GGUF, NumPy (.npy/.npz) and Hugging Face model folders; converts dtypes, quantizes, renames; \
+writes safetensors, GGUF, .npz and .pth; and verifies every tensor against its source. It never executes \
+code from a checkpoint.",
+    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a checkpoint's format, tensors, parameter count, tied groups and metadata.
+    Inspect(cmd::inspect::Args),
+    /// Convert a checkpoint to another format, dtype or quantization, streaming tensor by tensor.
+    Convert(cmd::convert::Args),
+    /// Compare two checkpoints tensor by tensor.
+    Diff(cmd::diff::Args),
+    /// Run the migration pipeline: resolve -> convert -> verify -> report.
+    Migrate(cmd::migrate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
+        Command::Migrate(a) => cmd::migrate::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -2,19 +2,23 @@
 //!
 //! - [`Checkpoint::open`] detects the format from the content and lists tensors lazily.
 //! - [`formats`] holds one module per container format (readers and writers).
-//! - [`cast`] and [`quant`] transform tensors.
+//! - [`cast`], [`quant`] and [`rename`] transform tensors; [`convert`] plans a conversion and
+//!   streams it into a writer; [`compare`] checks tensors against each other.
 //! - Every write is atomic ([`atomic`]).
 #![warn(missing_docs)]
 
 pub mod atomic;
 pub mod cast;
 pub mod checkpoint;
+pub mod compare;
+pub mod convert;
 pub mod dtype;
 pub mod error;
 pub mod formats;
 pub mod hub;
 pub mod meta;
 pub mod quant;
+pub mod rename;
 pub mod tensor;
 pub mod write;
 

@@ -41,3 +41,245 @@ pub(crate) fn aligned_copy(data: &[u8]) -> Vec<u64> {
     bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..data.len()].copy_from_slice(data);
     buf
 }
+
+/// Blocks handed to one rayon task when quantizing. Quantization is block-local, so the split
+/// does not change the output; it only bounds the work per task.
+const BLOCKS_PER_TASK: usize = 1024;
+
+/// How far a quantized tensor is from its float original.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantError {
+    /// Root mean square of the element-wise differences.
+    pub rmse: f64,
+    /// Largest absolute element-wise difference.
+    pub max_abs: f64,
+    /// Cosine similarity of the two tensors seen as vectors (1 when both are all zeros).
+    pub cosine: f64,
+}
+
+/// Whether a tensor of `shape` can be stored as quantized `dtype`, llama.cpp style: it needs
+/// at least two dimensions (biases and norms stay float) and its last dimension (the row,
+/// ggml's `ne[0]`) must be a whole number of blocks. `Err` holds the reason in words.
+pub fn can_quantize(shape: &[usize], dtype: DType) -> std::result::Result<(), String> {
+    let block = dtype.block_elems();
+    if dtype.to_ggml().is_none() || !dtype.is_quantized() {
+        return Err(format!("{dtype} is not a GGML quantized type"));
+    }
+    if shape.len() < 2 {
+        return Err(format!(
+            "{}-dimensional tensors stay float (biases and norms are not quantized)",
+            shape.len()
+        ));
+    }
+    let row = shape[shape.len() - 1];
+    if row == 0 || row % block != 0 {
+        return Err(format!(
+            "last dimension {row} is not a multiple of the {dtype} block size {block}"
+        ));
+    }
+    Ok(())
+}
+
+/// Quantizes f32 values to `dtype` (any GGML quantized type) with candle's kernels, in
+/// parallel over chunks of whole blocks. The output is identical whatever the thread count.
+/// `data.len()` must be a multiple of the block size and every value must be finite.
+pub fn quantize(data: &[f32], dtype: DType) -> Result<Vec<u8>> {
+    quantize_chunked(data, dtype, BLOCKS_PER_TASK)
+}
+
+/// [`quantize`] with an explicit number of blocks per parallel task (for tests and tuning).
+pub fn quantize_chunked(data: &[f32], dtype: DType, blocks_per_task: usize) -> Result<Vec<u8>> {
+    use rayon::prelude::*;
+    let ggml = dtype
+        .to_ggml()
+        .filter(|_| dtype.is_quantized())
+        .ok_or_else(|| Error::Invalid(format!("{dtype} is not a GGML quantized type")))?;
+    let block = dtype.block_elems();
+    if data.len() % block != 0 {
+        return Err(Error::Invalid(format!(
+            "{} values do not fill whole {dtype} blocks of {block}",
+            data.len()
+        )));
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "value {} at element {i} is not finite; {dtype} cannot encode it",
+            data[i]
+        )));
+    }
+    let per_task = blocks_per_task.clamp(1, data.len() / block + 1);
+    let (chunk_elems, chunk_bytes) = (block * per_task, dtype.block_bytes() * per_task);
+    let nbytes = data.len() / block * dtype.block_bytes();
+    let mut out = vec![0u8; nbytes];
+    out.par_chunks_mut(chunk_bytes)
+        .zip(data.par_chunks(chunk_elems))
+        .try_for_each(|(dst, src)| quantize_into(ggml, src, dst))?;
+    Ok(out)
+}
+
+/// Quantizes whole blocks `src` into `dst` (exactly their size in bytes).
+fn quantize_into(
+    ggml: candle_core::quantized::GgmlDType,
+    src: &[f32],
+    dst: &mut [u8],
+) -> Result<()> {
+    let mut q = ggml.cpu_zeros(src.len());
+    q.from_float(src);
+    let n = q.storage_size_in_bytes();
+    if n != dst.len() {
+        return Err(Error::Invalid(format!(
+            "candle produced {n} bytes for {} {ggml:?} values, expected {}",
+            src.len(),
+            dst.len()
+        )));
+    }
+    // SAFETY: `q` is a live Vec of plain-old-data blocks; `as_ptr` points at its first byte
+    // and `storage_size_in_bytes` is its exact length in bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), n) };
+    dst.copy_from_slice(bytes);
+    Ok(())
+}
+
+/// Error of `dequantized` against `original` (same length; extra elements are ignored).
+/// Accumulates in f64.
+pub fn error_stats(original: &[f32], dequantized: &[f32]) -> QuantError {
+    let (mut sq, mut max_abs, mut dot, mut na, mut nb) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for (&a, &b) in original.iter().zip(dequantized) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        let d = a - b;
+        sq += d * d;
+        max_abs = max_abs.max(d.abs());
+        dot += a * b;
+        na += a * a;
+        nb += b * b;
+    }
+    let n = original.len().min(dequantized.len());
+    let rmse = if n == 0 { 0.0 } else { (sq / n as f64).sqrt() };
+    let cosine = if na == 0.0 && nb == 0.0 {
+        1.0
+    } else if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    };
+    QuantError {
+        rmse,
+        max_abs,
+        cosine,
+    }
+}
+
+/// Deterministic pseudo-random test values, roughly normal in [-2, 2].
+#[cfg(test)]
+pub(crate) fn tests_sample(n: usize) -> Vec<f32> {
+    sample(n, 1)
+}
+
+#[cfg(test)]
+fn sample(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            let mut acc = 0f32;
+            for _ in 0..4 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                acc += ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+            }
+            acc
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_Q: [DType; 12] = [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q8_1,
+        DType::Q2K,
+        DType::Q3K,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::Q8K,
+    ];
+
+    #[test]
+    fn chunking_does_not_change_the_output() {
+        let x = sample(256 * 37, 7);
+        for d in ALL_Q {
+            let whole = quantize_chunked(&x, d, usize::MAX).unwrap();
+            for per_task in [1, 3, 8] {
+                assert_eq!(
+                    quantize_chunked(&x, d, per_task).unwrap(),
+                    whole,
+                    "{d} by {per_task}"
+                );
+            }
+            assert_eq!(whole.len() as u64, d.storage_bytes(x.len() as u64).unwrap());
+        }
+    }
+
+    #[test]
+    fn round_trip_error_is_small() {
+        let x = sample(256 * 16, 3);
+        let std = (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+        for (d, rel) in [
+            (DType::Q8_0, 0.01),
+            (DType::Q6K, 0.02),
+            (DType::Q5_0, 0.05),
+            (DType::Q4_0, 0.1),
+            (DType::Q4K, 0.1),
+            (DType::Q2K, 0.5),
+        ] {
+            let q = quantize(&x, d).unwrap();
+            let back = dequantize(&q, d, x.len()).unwrap();
+            let e = error_stats(&x, &back);
+            assert!(e.rmse < rel * std, "{d}: rmse {} vs std {std}", e.rmse);
+            assert!(e.cosine > 0.9, "{d}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(quantize(&[0.0; 31], DType::Q8_0).is_err());
+        assert!(quantize(&[0.0; 32], DType::F16).is_err());
+        let mut x = vec![1.0f32; 256];
+        x[5] = f32::NAN;
+        assert!(quantize(&x, DType::Q4K)
+            .unwrap_err()
+            .to_string()
+            .contains("element 5"));
+        assert!(quantize(&[], DType::Q8_0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn quantizable_shapes() {
+        assert!(can_quantize(&[384, 1536], DType::Q8_0).is_ok());
+        assert!(can_quantize(&[1536, 384], DType::Q4K)
+            .unwrap_err()
+            .contains("384"));
+        assert!(can_quantize(&[384], DType::Q8_0)
+            .unwrap_err()
+            .contains("1-dimensional"));
+        assert!(can_quantize(&[4, 0], DType::Q8_0).is_err());
+        assert!(can_quantize(&[4, 32], DType::F16).is_err());
+    }
+
+    #[test]
+    fn stats_of_identical_and_zero() {
+        let e = error_stats(&[1.0, -2.0], &[1.0, -2.0]);
+        assert_eq!((e.rmse, e.max_abs), (0.0, 0.0));
+        assert!((e.cosine - 1.0).abs() < 1e-12);
+        assert_eq!(error_stats(&[0.0; 4], &[0.0; 4]).cosine, 1.0);
+    }
+}

@@ -5,8 +5,13 @@
 //! `write` if ferry should produce it), recognise its first bytes in [`sniff`], add a
 //! [`Format`] variant, and add fixtures made by the format's own tool in `scripts/`.
 
+pub mod gguf;
+pub mod numpy;
+pub mod pickle;
+pub mod pytorch;
 pub mod safetensors;
 pub mod sharded;
+pub mod zip;
 
 use std::io::Read;
 use std::path::Path;
@@ -77,11 +82,33 @@ pub fn sniff(path: &Path) -> Result<Sniffed> {
 /// Opens one file of any supported format.
 pub fn open_file(path: &Path) -> Result<Checkpoint> {
     match sniff(path)? {
+        Sniffed::Gguf => gguf::open(path),
+        Sniffed::Npy => numpy::open_npy(path),
+        Sniffed::Zip => open_zip(path),
+        Sniffed::Pickle => pytorch::open_legacy(path),
         Sniffed::Safetensors => safetensors::open(path),
         Sniffed::ShardIndex => sharded::open(path),
-        other => Err(Error::UnknownFormat {
-            path: path.to_path_buf(),
-            msg: format!("{other:?} reading is not built yet"),
-        }),
     }
+}
+
+/// Opens a zip archive, telling its kind from the entries: TorchScript (`*/constants.pkl` or
+/// `*/code/`), PyTorch (`*/data.pkl`), or NumPy `.npz` (every entry a `.npy`).
+pub fn open_zip(path: &Path) -> Result<Checkpoint> {
+    let archive = zip::ZipArchive::open(path)?;
+    if pytorch::archive_prefix(&archive).is_some() {
+        return if pytorch::is_torchscript(&archive) {
+            pytorch::open_torchscript_archive(&archive)
+        } else {
+            pytorch::open_zip_archive(&archive)
+        };
+    }
+    let entries = archive.entries();
+    if !entries.is_empty() && entries.iter().all(|e| e.name.ends_with(".npy")) {
+        drop(archive);
+        return numpy::open_npz(path);
+    }
+    Err(Error::UnknownFormat {
+        path: path.to_path_buf(),
+        msg: "a zip archive that is neither a PyTorch archive (no `<folder>/data.pkl`) nor an npz (not every entry is a `.npy`)".into(),
+    })
 }

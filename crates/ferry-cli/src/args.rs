@@ -1,0 +1,70 @@
+//! Options shared by `convert` and `migrate`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ferry_io::convert::{ConvertOptions, DTypeRule};
+use ferry_io::rename::{RenameRule, Renamer};
+use ferry_io::DType;
+use serde_json::json;
+
+/// How tensors are transformed on the way.
+#[derive(Args, Debug, Clone)]
+pub struct TransformArgs {
+    /// Cast float tensors to this type (f32, f16, bf16, f64, f8e4m3); integers are never cast.
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    /// Give tensors matching REGEX this float type instead, e.g. --keep f32:'.*norm.*' (repeatable, first match wins).
+    #[arg(long, value_name = "DTYPE:REGEX")]
+    pub keep: Vec<String>,
+    /// Quantize float tensors of 2+ dims to a GGML type (q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k); GGUF output only.
+    #[arg(long, value_name = "QTYPE")]
+    pub quant: Option<String>,
+    /// Per-tensor quantization override, e.g. --quant-rule q8_0:'.*attn.*' or --quant-rule f16:'embed' (repeatable, first match wins).
+    #[arg(long, value_name = "TYPE:REGEX")]
+    pub quant_rule: Vec<String>,
+    /// Rename tensors: PATTERN=REPLACEMENT, regex with $1 groups, e.g. --rename '^model\.(.*)=$1' (repeatable, applied in order).
+    #[arg(long, value_name = "PAT=REP")]
+    pub rename: Vec<String>,
+    /// Remove this prefix from tensor names that have it (applied before --rename).
+    #[arg(long, value_name = "PREFIX")]
+    pub strip_prefix: Option<String>,
+    /// Add this prefix to every tensor name (applied after --rename).
+    #[arg(long, value_name = "PREFIX")]
+    pub add_prefix: Option<String>,
+}
+
+impl TransformArgs {
+    /// The library options these arguments describe.
+    pub fn to_options(&self) -> Result<ConvertOptions> {
+        let parse_rules = |v: &[String]| -> Result<Vec<DTypeRule>> {
+            v.iter().map(|r| r.parse().with_context(|| format!("in rule `{r}`"))).collect()
+        };
+        let dtype: Option<DType> = self.dtype.as_deref().map(str::parse).transpose()?;
+        if let Some(d) = dtype {
+            anyhow::ensure!(d.is_float(), "--dtype takes a float type (f32, f16, bf16, f64, f8e4m3), not {d}; use --quant for {d}");
+        }
+        let quant: Option<DType> = self.quant.as_deref().map(str::parse).transpose()?;
+        if let Some(q) = quant {
+            anyhow::ensure!(q.is_quantized(), "--quant takes a GGML type such as q8_0 or q4_k, not {q}; use --dtype for {q}");
+        }
+        Ok(ConvertOptions {
+            dtype,
+            keep: parse_rules(&self.keep)?,
+            quant,
+            quant_rules: parse_rules(&self.quant_rule)?,
+            renamer: Renamer {
+                strip_prefix: self.strip_prefix.clone(),
+                rules: self.rename.iter().map(|r| RenameRule::parse(r)).collect::<Result<_, _>>()?,
+                add_prefix: self.add_prefix.clone(),
+            },
+        })
+    }
+
+    /// The arguments as JSON, for the replayable manifest.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "dtype": self.dtype, "keep": self.keep, "quant": self.quant, "quant_rule": self.quant_rule,
+            "rename": self.rename, "strip_prefix": self.strip_prefix, "add_prefix": self.add_prefix,
+        })
+    }
+}

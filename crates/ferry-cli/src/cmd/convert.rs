@@ -1,0 +1,130 @@
+//! `ferry convert`: one checkpoint into another format, dtype or quantization.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ferry_io::convert::{self, Plan, TargetFormat};
+use ferry_io::Checkpoint;
+use serde_json::json;
+
+use crate::args::TransformArgs;
+use crate::progress::bytes_bar;
+use crate::units::{human_bytes, parse_size};
+
+/// Arguments of `ferry convert`.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run")]
+pub struct Args {
+    /// Input checkpoint: file, model folder, or cached hub id.
+    pub input: PathBuf,
+    /// Output file.
+    pub output: PathBuf,
+    /// Output format (default: from OUTPUT's extension).
+    #[arg(long, value_name = "FORMAT", value_parser = ["safetensors", "gguf", "npz", "pth"])]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub transform: TransformArgs,
+    /// Split safetensors output into shards of at most this size (e.g. 2GB, 500MiB), with an index.json.
+    #[arg(long, value_name = "SIZE")]
+    pub shard_size: Option<String>,
+    /// Show what would be written, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `ferry convert`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let target = match &a.to {
+        Some(t) => t.parse::<TargetFormat>()?,
+        None => TargetFormat::from_path(&a.output).with_context(|| {
+            format!("cannot tell the output format from `{}`; pass --to safetensors|gguf|npz|pth", a.output.display())
+        })?,
+    };
+    let shard = a.shard_size.as_deref().map(parse_size).transpose()?;
+    let opts = a.transform.to_options()?;
+    let ck = Checkpoint::open(&a.input)?;
+    let plan = Plan::new(&ck, target, &opts)?;
+    for r in &plan.rename.unmatched_rules {
+        eprintln!("warning: rename step `{r}` matched no tensor name");
+    }
+    if a.dry_run {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&json!({"dry_run": true, "plan": plan}))?);
+        } else {
+            print_plan(&plan);
+            println!("dry run: nothing written ({} would be {})", a.output.display(), human_bytes(plan.output_bytes()));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let metadata = convert::output_metadata(&ck, target)?;
+    let bar = bytes_bar(plan.output_bytes(), a.quiet || a.json);
+    let start = Instant::now();
+    let mut progress = |name: &str, bytes: u64| {
+        bar.set_message(name.to_string());
+        bar.inc(bytes);
+    };
+    let files = convert::write(&plan, &ck, &a.output, &metadata, shard, &mut progress)?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let errors = plan.quant_errors();
+    if a.json {
+        let out = json!({
+            "input": ck.path.display().to_string(), "input_format": ck.format, "target": target,
+            "outputs": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "seconds": secs, "plan": plan, "quant_errors": errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "{} tensors, {} in {:.2}s ({} -> {})",
+        plan.entries.len(),
+        human_bytes(plan.output_bytes()),
+        secs,
+        ck.format,
+        target
+    );
+    let kept = plan.kept_float();
+    if !kept.is_empty() {
+        println!("{} tensors kept in float (not quantizable):", kept.len());
+        for (n, why) in kept {
+            println!("  {n}: {why}");
+        }
+    }
+    if !errors.is_empty() {
+        println!("quantization error (rmse, max abs, cosine):");
+        for (n, e) in &errors {
+            println!("  {n}: {:.3e}, {:.3e}, {:.6}", e.rmse, e.max_abs, e.cosine);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(plan: &Plan) {
+    let width = plan.entries.iter().map(|e| e.name.len()).max().unwrap_or(4).clamp(4, 72);
+    println!("{:width$}  {:>7} -> {:7}  {:10}  SHAPE", "NAME", "FROM", "TO", "ACTION");
+    for e in &plan.entries {
+        let renamed = if e.name != e.source { format!("  (from {})", e.source) } else { String::new() };
+        let tied = e.tied_to.as_deref().map(|t| format!("  (tied to {t})")).unwrap_or_default();
+        let kept = e.kept_float.as_deref().map(|r| format!("  (kept float: {r})")).unwrap_or_default();
+        println!(
+            "{:width$}  {:>7} -> {:7}  {:10}  {:?}{renamed}{tied}{kept}",
+            e.name,
+            e.from.name(),
+            e.to.name(),
+            format!("{:?}", e.action).to_lowercase(),
+            e.shape
+        );
+    }
+}

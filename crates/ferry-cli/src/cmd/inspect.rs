@@ -1,0 +1,89 @@
+//! `ferry inspect`: what is in a checkpoint.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ferry_io::{Checkpoint, Layout};
+use serde_json::json;
+
+use crate::units::human_bytes;
+
+/// Arguments of `ferry inspect`.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache")]
+pub struct Args {
+    /// A checkpoint file, a model folder, or a hub id in the local cache.
+    pub path: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many tensors in the table (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+}
+
+fn layout_name(l: &Layout) -> String {
+    match l {
+        Layout::Contiguous { .. } => "contiguous".into(),
+        Layout::Strided { offset, strides } => format!("strided(offset={offset}, strides={strides:?})"),
+    }
+}
+
+/// Runs `ferry inspect`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let ck = Checkpoint::open(&a.path)?;
+    let tied = ck.tied_groups();
+    if a.json {
+        let tensors: Vec<_> = ck
+            .tensors
+            .iter()
+            .map(|t| {
+                json!({"name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.nbytes(),
+                       "layout": layout_name(&t.layout), "file": t.file.display().to_string()})
+            })
+            .collect();
+        let meta: serde_json::Map<_, _> = ck.metadata.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+        let out = json!({
+            "path": ck.path.display().to_string(), "format": ck.format, "parameters": ck.param_count(),
+            "bytes": ck.total_bytes(), "tensors": tensors, "tied_groups": tied, "metadata": meta,
+            "companions": ck.companions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", ck.path.display());
+    println!("  format      {}", ck.format);
+    println!("  tensors     {}", ck.tensors.len());
+    println!("  parameters  {}", ck.param_count());
+    println!("  data        {}", human_bytes(ck.total_bytes()));
+    for g in &tied {
+        println!("  tied        {}", g.join(" = "));
+    }
+    for c in &ck.companions {
+        println!("  companion   {}", c.display());
+    }
+    if !ck.metadata.is_empty() {
+        println!("  metadata");
+        for (k, v) in &ck.metadata {
+            println!("    {k} = {}", v.display_short());
+        }
+    }
+    let width = ck.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).clamp(4, 72);
+    println!("\n  {:width$}  {:7}  {:>12}  SHAPE", "NAME", "DTYPE", "BYTES");
+    let shown = if a.limit == 0 { ck.tensors.len() } else { a.limit };
+    for t in ck.tensors.iter().take(shown) {
+        let strided = if matches!(t.layout, Layout::Strided { .. }) { "  (strided view)" } else { "" };
+        println!(
+            "  {:width$}  {:7}  {:>12}  {:?}{strided}",
+            t.name,
+            t.dtype.name(),
+            t.nbytes(),
+            t.shape
+        );
+    }
+    if shown < ck.tensors.len() {
+        println!("  ... {} more (use --limit 0)", ck.tensors.len() - shown);
+    }
+    Ok(ExitCode::SUCCESS)
+}

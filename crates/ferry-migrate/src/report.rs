@@ -1,0 +1,177 @@
+//! The migration report: what went in, what came out, each stage with its timing, and every
+//! tensor's verification result. Rendered as Markdown (for people) and JSON (for machines).
+
+use std::fmt::Write as _;
+
+use ferry_io::compare::TensorComparison;
+use ferry_io::convert::Action;
+use ferry_io::quant::QuantError;
+use ferry_io::rename::RenameReport;
+use ferry_io::DType;
+use serde::Serialize;
+
+/// A file that went in or came out.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    /// Where it is (or `embedded:NAME`).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    /// Stage name (`resolve`, `convert`, `verify`, `report`).
+    pub name: String,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// One line on what it did.
+    pub summary: String,
+}
+
+/// One output tensor and how it compares with its source.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorRecord {
+    /// Name in the source.
+    pub source: String,
+    /// Name in the output.
+    pub name: String,
+    /// Source dtype.
+    pub from: DType,
+    /// Output dtype.
+    pub to: DType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// What conversion did.
+    pub action: Action,
+    /// Output tensor sharing this one's data, if tied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tied_to: Option<String>,
+    /// Why it stayed float when quantization was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_float: Option<String>,
+    /// Comparison of the written tensor with the source tensor.
+    pub check: TensorComparison,
+    /// Quantization error measured while writing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quant_error: Option<QuantError>,
+}
+
+/// Everything a migration did, for the report files and `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationReport {
+    /// ferry's version.
+    pub ferry_version: String,
+    /// The options, enough to replay the run.
+    pub options: serde_json::Value,
+    /// Input format (`pytorch-zip`...).
+    pub input_format: String,
+    /// Input files (weights, then companions).
+    pub inputs: Vec<FileRecord>,
+    /// Output files (weights, then companions).
+    pub outputs: Vec<FileRecord>,
+    /// Stages in order.
+    pub stages: Vec<StageRecord>,
+    /// Every output tensor.
+    pub tensors: Vec<TensorRecord>,
+    /// What renaming did.
+    pub rename: RenameReport,
+    /// Tied groups found in the input.
+    pub tied_groups: Vec<Vec<String>>,
+    /// Source tensors missing from the output, or output tensors nobody asked for.
+    pub missing: Vec<String>,
+    /// Parameter count.
+    pub parameters: u64,
+    /// Whether every tensor verified within its tolerance.
+    pub ok: bool,
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if x == 0.0 => "0".into(),
+        Some(x) => format!("{x:.3e}"),
+    }
+}
+
+impl MigrationReport {
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.ok { "PASSED" } else { "FAILED" };
+        let _ = writeln!(s, "# ferry migration report\n");
+        let _ = writeln!(
+            s,
+            "**Verification {verdict}**: {} of {} tensors within tolerance; {} bit-exact. ferry {}.\n",
+            self.tensors.iter().filter(|t| t.check.ok).count(),
+            self.tensors.len(),
+            self.tensors.iter().filter(|t| t.check.bit_exact).count(),
+            self.ferry_version
+        );
+        let _ = writeln!(s, "Input format: `{}`; {} parameters.\n", self.input_format, self.parameters);
+        for (title, files) in [("Inputs", &self.inputs), ("Outputs", &self.outputs)] {
+            let _ = writeln!(s, "## {title}\n\n| file | bytes | sha256 |\n|---|---:|---|");
+            for f in files {
+                let _ = writeln!(s, "| `{}` | {} | `{}` |", f.path, f.bytes, f.sha256);
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Stages\n\n| stage | seconds | what happened |\n|---|---:|---|");
+        for st in &self.stages {
+            let _ = writeln!(s, "| {} | {:.3} | {} |", st.name, st.seconds, st.summary);
+        }
+        s.push('\n');
+        if !self.missing.is_empty() {
+            let _ = writeln!(s, "## Missing or unexpected tensors\n");
+            for m in &self.missing {
+                let _ = writeln!(s, "- `{m}`");
+            }
+            s.push('\n');
+        }
+        if !self.tied_groups.is_empty() {
+            let _ = writeln!(s, "## Tied tensors (one storage)\n");
+            for g in &self.tied_groups {
+                let _ = writeln!(s, "- {}", g.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" = "));
+            }
+            s.push('\n');
+        }
+        if !self.rename.rules.is_empty() {
+            let _ = writeln!(s, "## Renaming\n\n| rule | names changed |\n|---|---:|");
+            for r in &self.rename.rules {
+                let _ = writeln!(s, "| `{}` | {} |", r.rule, r.applied);
+            }
+            let _ = writeln!(s, "\n{} names untouched by any rule.\n", self.rename.untouched.len());
+        }
+        let _ = writeln!(
+            s,
+            "## Tensors\n\n| tensor | from | to | shape | action | bit-exact | max abs | max rel | cosine | ok |\n|---|---|---|---|---|---|---:|---:|---:|---|"
+        );
+        for t in &self.tensors {
+            let name = if t.source == t.name { format!("`{}`", t.name) } else { format!("`{}` ← `{}`", t.name, t.source) };
+            let mut note = String::new();
+            if let Some(r) = &t.kept_float {
+                let _ = write!(note, " (kept float: {r})");
+            }
+            if let Some(tied) = &t.tied_to {
+                let _ = write!(note, " (tied to `{tied}`)");
+            }
+            let _ = writeln!(
+                s,
+                "| {name}{note} | {} | {} | {:?} | {:?} | {} | {} | {} | {} | {} |",
+                t.from,
+                t.to,
+                t.shape,
+                t.action,
+                if t.check.bit_exact { "yes" } else { "no" },
+                fmt_num(t.check.max_abs),
+                fmt_num(t.check.max_rel),
+                t.check.cosine.map(|c| format!("{c:.6}")).unwrap_or_else(|| "-".into()),
+                if t.check.ok { "yes" } else { "**NO**" },
+            );
+        }
+        s
+    }
+}
