@@ -1,38 +1,11 @@
 //! End-to-end tests of the `ferry` binary, run as a user would run it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-fn fixture(rel: &str) -> PathBuf {
-    repo().join("fixtures").join(rel)
-}
-
-fn ferry(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run ferry")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "ferry failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
-}
+use ferry_testkit::fixture;
+use support::{ferry, json, ok};
 
 #[test]
 fn migrate_without_arguments_runs_the_embedded_model_end_to_end() {
@@ -172,4 +145,43 @@ fn missing_file_error_names_it() {
     let out = ferry(&["inspect", "no/such/model.pth"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/model.pth"));
+}
+
+#[test]
+fn every_fixture_format_migrates_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = [
+        ("pytorch/all_dtypes.pth", "pytorch-zip"),
+        ("pytorch/views.pth", "pytorch-zip"),
+        ("pytorch/nested.pth", "pytorch-zip"),
+        ("pytorch/proto2.pth", "pytorch-zip"),
+        ("pytorch/proto4.pth", "pytorch-zip"),
+        ("pytorch/deflated.pth", "pytorch-zip"),
+        ("pytorch/legacy.pth", "pytorch-legacy"),
+        ("torchscript/mlp.pt", "torchscript"),
+        ("safetensors/single.safetensors", "safetensors"),
+        ("safetensors/sharded", "safetensors-sharded"),
+        ("gguf/tiny.gguf", "gguf"),
+        ("gguf/tiny_v2.gguf", "gguf"),
+        ("numpy/arrays.npz", "npz"),
+        ("numpy/compressed.npz", "npz"),
+        ("numpy/fortran.npy", "npy"),
+    ];
+    for (i, (rel, format)) in inputs.iter().enumerate() {
+        for to in ["safetensors", "pth"] {
+            let out = format!("o{i}-{to}");
+            let report = json(&ferry(&["migrate", fixture(rel).to_str().unwrap(), "--to", to, "--out", &out, "--json"], dir.path()));
+            assert_eq!(report["input_format"], *format, "{rel}");
+            assert_eq!(report["ok"], true, "{rel} -> {to}: {}", report["tensors"]);
+        }
+    }
+}
+
+#[test]
+fn torchscript_parameters_match_the_state_dict_torch_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = fixture("torchscript/mlp.pt");
+    let reference = fixture("torchscript/mlp_reference.safetensors");
+    let d = ferry(&["diff", reference.to_str().unwrap(), ts.to_str().unwrap()], dir.path());
+    assert!(ok(&d).contains("identical"));
 }

@@ -157,6 +157,15 @@ fn byte_range(dtype: DType, start: usize, end: usize) -> std::ops::Range<usize> 
     (start / be * bb)..(end.div_ceil(be) * bb)
 }
 
+/// Releases the mapped pages of tensors when dropped (see [`crate::Storage::release`]).
+struct ReleaseOnDrop<'a>(&'a [&'a TensorEntry]);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|t| t.storage.release());
+    }
+}
+
 /// Compares two tensors element by element (after decoding both to f64), against `tol` when
 /// given. Tensors of different shapes are reported, not compared.
 pub fn compare_tensors(a: &TensorEntry, b: &TensorEntry, tol: Option<Tolerance>) -> Result<TensorComparison> {
@@ -178,6 +187,8 @@ pub fn compare_tensors(a: &TensorEntry, b: &TensorEntry, tol: Option<Tolerance>)
     if a.shape != b.shape {
         return Ok(c);
     }
+    let pair = [a, b];
+    let _release = ReleaseOnDrop(&pair);
     let (da, db) = (a.data()?, b.data()?);
     if a.dtype == b.dtype && da == db {
         c.bit_exact = true;

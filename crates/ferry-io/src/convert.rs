@@ -333,6 +333,16 @@ pub fn write(
     progress: Progress<'_>,
 ) -> Result<Vec<PathBuf>> {
     let outs = plan.out_tensors(ck);
+    // Once a tensor is written, its source pages are released, so resident memory stays
+    // bounded by the tensor in flight rather than growing to the size of the model.
+    let sources: HashMap<&str, usize> = plan.entries.iter().map(|e| (e.name.as_str(), e.index)).collect();
+    let mut on_written = |name: &str, bytes: u64| {
+        if let Some(&i) = sources.get(name) {
+            ck.tensors[i].storage.release();
+        }
+        progress(name, bytes);
+    };
+    let progress: Progress<'_> = &mut on_written;
     if shard_bytes.is_some() && plan.target != TargetFormat::Safetensors {
         return Err(Error::Invalid("--shard-size applies to safetensors output only".into()));
     }

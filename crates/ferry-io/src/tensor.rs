@@ -85,6 +85,26 @@ impl Storage {
         self.len() == 0
     }
 
+    /// Tells the OS this process no longer needs the mapped pages of this storage: they stay in
+    /// the page cache and a later read maps them again. Keeps resident memory bounded by the
+    /// tensor in flight while a model larger than RAM streams through. No-op for storages that
+    /// are not memory-mapped.
+    pub fn release(&self) {
+        #[cfg(unix)]
+        if let Storage::Mapped { map, range } = self {
+            // SAFETY: `map` is a read-only file mapping; MADV_DONTNEED only drops this
+            // process's page-table entries, and any later access re-reads the same bytes from
+            // the file, so no borrowed slice can observe a change.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.end - range.start,
+                )
+            };
+        }
+    }
+
     /// The bytes, borrowed where they are already in memory or mapped.
     pub fn bytes(&self) -> Result<Cow<'_, [u8]>> {
         Ok(match self {

@@ -183,7 +183,7 @@ pub fn migrate(opts: &MigrateOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             for c in &ck.companions {
                 files.push(copy_companion(c, &opts.out_dir)?);
             }
-            let summary = format!("wrote {} files to {}", files.len(), opts.out_dir.display());
+            let summary = format!("wrote {} file(s) to {}", files.len(), opts.out_dir.display());
             Ok((files, summary))
         })?;
         for f in &written {

@@ -1,6 +1,5 @@
 //! `ferry migrate`: the whole pipeline with a report.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -61,10 +60,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }),
     };
     let chatty = !a.quiet && !a.json;
-    let tty = std::io::stderr().is_terminal();
     let mut bar = None;
     let mut on_event = |ev: Event<'_>| match ev {
-        Event::StageStarted(name) if chatty && !tty => eprintln!("[{name}]"),
         Event::WriteTotal(n) => bar = Some(bytes_bar(n, !chatty)),
         Event::TensorWritten { name, bytes } => {
             if let Some(b) = &bar {

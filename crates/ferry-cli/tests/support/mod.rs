@@ -1,0 +1,30 @@
+//! Running the `ferry` binary from tests.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `ferry args...` in `cwd`.
+pub fn ferry(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run ferry")
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "ferry failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts success and parses stdout as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}

@@ -1,0 +1,65 @@
+//! Test support shared by ferry's crates (dev-dependency only).
+//!
+//! Cross-tool tests need a Python with the real peers (torch, numpy, gguf-py) and the real
+//! all-MiniLM-L6-v2 model. Locally they are skipped with a note when those are absent; CI sets
+//! `FERRY_REQUIRE_PYTHON=1`, which turns a missing peer into a failure, so they always run there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// A file under `fixtures/` (committed; see `fixtures/README.md`).
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = repo_root().join("fixtures").join(rel);
+    assert!(p.exists(), "fixture {} is missing: run scripts/make_fixtures.py", p.display());
+    p
+}
+
+fn required() -> bool {
+    std::env::var_os("FERRY_REQUIRE_PYTHON").is_some_and(|v| v == "1")
+}
+
+fn skip(what: &str) {
+    assert!(!required(), "FERRY_REQUIRE_PYTHON=1 but {what}");
+    eprintln!("skipped: {what} (run scripts/setup-python.sh, or set FERRY_PYTHON)");
+}
+
+/// A Python that can `import modules` (comma-separated, e.g. `"torch"` or `"gguf, numpy"`):
+/// `$FERRY_PYTHON`, else the workspace's `.venv/bin/python`, else `python3`.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("FERRY_PYTHON") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![repo_root().join(".venv/bin/python"), PathBuf::from("python3")],
+    };
+    let found = candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", &format!("import {modules}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        skip(&format!("no python with `{modules}`"));
+    }
+    found
+}
+
+/// The real all-MiniLM-L6-v2 folder (safetensors + config + tokenizer): `$FERRY_MINILM`, else
+/// `target/models/all-MiniLM-L6-v2` (where `scripts/fetch_minilm.py` puts it).
+pub fn minilm() -> Option<PathBuf> {
+    let dir = std::env::var_os("FERRY_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/models/all-MiniLM-L6-v2"));
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        skip(&format!("all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.py)", dir.display()));
+        None
+    }
+}
