@@ -14,7 +14,9 @@ fn casts(c: &mut Criterion) {
     let mut g = c.benchmark_group("cast");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     for to in [DType::F16, DType::BF16] {
-        g.bench_function(format!("f32_to_{to}_16MiB"), |b| b.iter(|| cast_bytes(&bytes, DType::F32, to).unwrap()));
+        g.bench_function(format!("f32_to_{to}_16MiB"), |b| {
+            b.iter(|| cast_bytes(&bytes, DType::F32, to).unwrap())
+        });
     }
     g.finish();
 }
@@ -24,7 +26,9 @@ fn quantization(c: &mut Criterion) {
     let mut g = c.benchmark_group("quantize");
     g.throughput(Throughput::Bytes(v.len() as u64 * 4));
     for q in [DType::Q8_0, DType::Q4_0, DType::Q4K] {
-        g.bench_function(format!("{q}_16MiB"), |b| b.iter(|| quant::quantize(&v, q).unwrap()));
+        g.bench_function(format!("{q}_16MiB"), |b| {
+            b.iter(|| quant::quantize(&v, q).unwrap())
+        });
     }
     g.finish();
 }
@@ -43,11 +47,23 @@ fn conversions(c: &mut Criterion) {
     };
     let st = dir.path().join("out.safetensors");
     g.bench_function("pth_to_safetensors_64MiB", |b| {
-        b.iter(|| run(&pth, &st, TargetFormat::Safetensors, &ConvertOptions::default()))
+        b.iter(|| {
+            run(
+                &pth,
+                &st,
+                TargetFormat::Safetensors,
+                &ConvertOptions::default(),
+            )
+        })
     });
     let gguf = dir.path().join("out.gguf");
-    let q8 = ConvertOptions { quant: Some(DType::Q8_0), ..Default::default() };
-    g.bench_function("safetensors_to_gguf_q8_0_64MiB", |b| b.iter(|| run(&st, &gguf, TargetFormat::Gguf, &q8)));
+    let q8 = ConvertOptions {
+        quant: Some(DType::Q8_0),
+        ..Default::default()
+    };
+    g.bench_function("safetensors_to_gguf_q8_0_64MiB", |b| {
+        b.iter(|| run(&st, &gguf, TargetFormat::Gguf, &q8))
+    });
     g.finish();
 }
 

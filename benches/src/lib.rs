@@ -26,9 +26,17 @@ pub fn write_synthetic_pth(path: &Path, tensors: usize, side: usize) {
     let outs: Vec<OutTensor<'_>> = data
         .iter()
         .enumerate()
-        .map(|(i, d)| OutTensor::new(format!("layers.{i}.weight"), DType::F32, vec![side, side], move || Ok(Cow::Borrowed(d.as_slice()))))
+        .map(|(i, d)| {
+            OutTensor::new(
+                format!("layers.{i}.weight"),
+                DType::F32,
+                vec![side, side],
+                move || Ok(Cow::Borrowed(d.as_slice())),
+            )
+        })
         .collect();
-    ferry_io::formats::pytorch::write(path, &outs, &Metadata::new(), &mut |_, _| {}).expect("write synthetic pth");
+    ferry_io::formats::pytorch::write(path, &outs, &Metadata::new(), &mut |_, _| {})
+        .expect("write synthetic pth");
 }
 
 fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {

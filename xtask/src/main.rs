@@ -11,7 +11,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() || args[0] == "--help" || args[0] == "-h" {
         eprintln!("usage: cargo xtask <ferry command> [args...]\n\nBuilds ferry in release mode, then runs it. Try `cargo xtask migrate` or `cargo xtask --help`.\nferry's own help: `cargo xtask help`.");
-        return if args.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        return if args.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -20,7 +24,15 @@ fn main() -> ExitCode {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--quiet", "--package", "ferry-cli", "--bin", "ferry"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "ferry-cli",
+            "--bin",
+            "ferry",
+        ])
         .status();
     match status {
         Ok(s) if s.success() => {}
@@ -36,7 +48,9 @@ fn main() -> ExitCode {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let exe = target_dir.join("release").join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
+    let exe = target_dir
+        .join("release")
+        .join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
     match Command::new(&exe).args(&args).status() {
         Ok(s) => ExitCode::from(s.code().unwrap_or(2).clamp(0, 255) as u8),
         Err(e) => {

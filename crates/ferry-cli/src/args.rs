@@ -37,7 +37,9 @@ impl TransformArgs {
     /// The library options these arguments describe.
     pub fn to_options(&self) -> Result<ConvertOptions> {
         let parse_rules = |v: &[String]| -> Result<Vec<DTypeRule>> {
-            v.iter().map(|r| r.parse().with_context(|| format!("in rule `{r}`"))).collect()
+            v.iter()
+                .map(|r| r.parse().with_context(|| format!("in rule `{r}`")))
+                .collect()
         };
         let dtype: Option<DType> = self.dtype.as_deref().map(str::parse).transpose()?;
         if let Some(d) = dtype {
@@ -45,7 +47,10 @@ impl TransformArgs {
         }
         let quant: Option<DType> = self.quant.as_deref().map(str::parse).transpose()?;
         if let Some(q) = quant {
-            anyhow::ensure!(q.is_quantized(), "--quant takes a GGML type such as q8_0 or q4_k, not {q}; use --dtype for {q}");
+            anyhow::ensure!(
+                q.is_quantized(),
+                "--quant takes a GGML type such as q8_0 or q4_k, not {q}; use --dtype for {q}"
+            );
         }
         Ok(ConvertOptions {
             dtype,
@@ -54,7 +59,11 @@ impl TransformArgs {
             quant_rules: parse_rules(&self.quant_rule)?,
             renamer: Renamer {
                 strip_prefix: self.strip_prefix.clone(),
-                rules: self.rename.iter().map(|r| RenameRule::parse(r)).collect::<Result<_, _>>()?,
+                rules: self
+                    .rename
+                    .iter()
+                    .map(|r| RenameRule::parse(r))
+                    .collect::<Result<_, _>>()?,
                 add_prefix: self.add_prefix.clone(),
             },
         })

@@ -5,9 +5,13 @@ use anyhow::{bail, Context, Result};
 /// Parses `5GB`, `500MB`, `2GiB`, `1024` (bytes).
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().with_context(|| format!("`{s}` is not a size like 2GB or 500MiB"))?;
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("`{s}` is not a size like 2GB or 500MiB"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kb" | "k" => 1e3,

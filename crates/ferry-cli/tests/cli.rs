@@ -21,24 +21,44 @@ fn migrate_without_arguments_runs_the_embedded_model_end_to_end() {
     let tensors = report["tensors"].as_array().unwrap();
     assert!(!tensors.is_empty());
     assert!(tensors.iter().all(|t| t["check"]["bit_exact"] == true));
-    let stages: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(stages, ["resolve", "plan", "convert", "verify", "report"]);
     assert_eq!(report["inputs"][0]["path"], "embedded:default-model.pth");
     assert_eq!(report["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("Verification PASSED"), "{md}");
     // The written model is a real safetensors file with the same tensors.
-    let diffed = ferry(&["diff", out_dir.join("model.safetensors").to_str().unwrap(), out_dir.join("model.safetensors").to_str().unwrap()], dir.path());
+    let diffed = ferry(
+        &[
+            "diff",
+            out_dir.join("model.safetensors").to_str().unwrap(),
+            out_dir.join("model.safetensors").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
     assert!(ok(&diffed).contains("identical"));
 }
 
 #[test]
 fn migrate_to_bf16_verifies_within_cast_tolerance_and_json_reports_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ferry(&["migrate", "--dtype", "bf16", "--json", "--out", "o"], dir.path());
+    let out = ferry(
+        &["migrate", "--dtype", "bf16", "--json", "--out", "o"],
+        dir.path(),
+    );
     let report = json(&out);
     assert_eq!(report["ok"], true);
-    let floats: Vec<_> = report["tensors"].as_array().unwrap().iter().filter(|t| t["from"] == "f32").collect();
+    let floats: Vec<_> = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["from"] == "f32")
+        .collect();
     assert!(!floats.is_empty());
     for t in floats {
         assert_eq!(t["to"], "bf16");
@@ -51,7 +71,17 @@ fn migrate_to_bf16_verifies_within_cast_tolerance_and_json_reports_it() {
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("pytorch/tied.pth");
-    let out = ferry(&["convert", src.to_str().unwrap(), "x.safetensors", "--dtype", "f16", "--dry-run"], dir.path());
+    let out = ferry(
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "x.safetensors",
+            "--dtype",
+            "f16",
+            "--dry-run",
+        ],
+        dir.path(),
+    );
     let text = ok(&out);
     assert!(text.contains("dry run"), "{text}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -66,11 +96,37 @@ fn convert_round_trips_every_writer_bit_exactly() {
     let src = fixture("default/model.pth");
     for ext in ["safetensors", "gguf", "npz", "pth"] {
         let out = dir.path().join(format!("m.{ext}"));
-        ok(&ferry(&["convert", src.to_str().unwrap(), out.to_str().unwrap(), "-q"], dir.path()));
-        let d = ferry(&["diff", src.to_str().unwrap(), out.to_str().unwrap(), "--json"], dir.path());
+        ok(&ferry(
+            &[
+                "convert",
+                src.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            dir.path(),
+        ));
+        let d = ferry(
+            &[
+                "diff",
+                src.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--json",
+            ],
+            dir.path(),
+        );
         let rep = json(&d);
-        assert!(rep["only_in_a"].as_array().unwrap().is_empty(), "{ext}: {rep}");
-        assert!(rep["tensors"].as_array().unwrap().iter().all(|t| t["bit_exact"] == true), "{ext}: {rep}");
+        assert!(
+            rep["only_in_a"].as_array().unwrap().is_empty(),
+            "{ext}: {rep}"
+        );
+        assert!(
+            rep["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["bit_exact"] == true),
+            "{ext}: {rep}"
+        );
     }
 }
 
@@ -78,10 +134,34 @@ fn convert_round_trips_every_writer_bit_exactly() {
 fn diff_reports_differences_with_exit_status_1() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("default/model.pth");
-    ok(&ferry(&["convert", src.to_str().unwrap(), "h.safetensors", "--dtype", "f16", "-q"], dir.path()));
-    let d = ferry(&["diff", src.to_str().unwrap(), "h.safetensors"], dir.path());
+    ok(&ferry(
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "h.safetensors",
+            "--dtype",
+            "f16",
+            "-q",
+        ],
+        dir.path(),
+    ));
+    let d = ferry(
+        &["diff", src.to_str().unwrap(), "h.safetensors"],
+        dir.path(),
+    );
     assert_eq!(d.status.code(), Some(1));
-    let d = ferry(&["diff", src.to_str().unwrap(), "h.safetensors", "--rtol", "1e-3", "--atol", "1e-7"], dir.path());
+    let d = ferry(
+        &[
+            "diff",
+            src.to_str().unwrap(),
+            "h.safetensors",
+            "--rtol",
+            "1e-3",
+            "--atol",
+            "1e-7",
+        ],
+        dir.path(),
+    );
     assert!(ok(&d).contains("equal within tolerance"));
 }
 
@@ -89,18 +169,38 @@ fn diff_reports_differences_with_exit_status_1() {
 fn quantized_gguf_lists_kept_float_tensors_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("default/model.pth");
-    let out = ferry(&["convert", src.to_str().unwrap(), "q.gguf", "--quant", "q8_0", "--json"], dir.path());
+    let out = ferry(
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "q.gguf",
+            "--quant",
+            "q8_0",
+            "--json",
+        ],
+        dir.path(),
+    );
     let rep = json(&out);
     let plan = rep["plan"]["entries"].as_array().unwrap();
-    assert!(plan.iter().any(|e| e["action"]["op"] == "quantize"), "{rep}");
-    assert!(plan.iter().any(|e| e["kept_float"].is_string()), "1-D tensors stay float: {rep}");
+    assert!(
+        plan.iter().any(|e| e["action"]["op"] == "quantize"),
+        "{rep}"
+    );
+    assert!(
+        plan.iter().any(|e| e["kept_float"].is_string()),
+        "1-D tensors stay float: {rep}"
+    );
     let errors = rep["quant_errors"].as_object().unwrap();
     assert!(!errors.is_empty());
     for e in errors.values() {
         assert!(e["cosine"].as_f64().unwrap() > 0.999, "{e}");
     }
     let inspect = json(&ferry(&["inspect", "q.gguf", "--json"], dir.path()));
-    assert!(inspect["tensors"].as_array().unwrap().iter().any(|t| t["dtype"] == "q8_0"));
+    assert!(inspect["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["dtype"] == "q8_0"));
 }
 
 #[test]
@@ -108,13 +208,26 @@ fn rename_rules_apply_and_unmatched_rules_warn() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("default/model.pth");
     let out = ferry(
-        &["convert", src.to_str().unwrap(), "r.safetensors", "--add-prefix", "lid.", "--rename", "^nothing$=x", "-q"],
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "r.safetensors",
+            "--add-prefix",
+            "lid.",
+            "--rename",
+            "^nothing$=x",
+            "-q",
+        ],
         dir.path(),
     );
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("matched no tensor name"));
     let inspect = json(&ferry(&["inspect", "r.safetensors", "--json"], dir.path()));
-    assert!(inspect["tensors"].as_array().unwrap().iter().all(|t| t["name"].as_str().unwrap().starts_with("lid.")));
+    assert!(inspect["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["name"].as_str().unwrap().starts_with("lid.")));
 }
 
 #[test]
@@ -126,8 +239,14 @@ fn hostile_pickle_is_refused_and_nothing_runs() {
         let out = ferry(&["inspect", fixture(f).to_str().unwrap()], dir.path());
         assert_eq!(out.status.code(), Some(2), "{f}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("system") && err.contains("refused"), "{f}: {err}");
-        assert!(err.contains(f.rsplit('/').next().unwrap()), "error names the file: {err}");
+        assert!(
+            err.contains("system") && err.contains("refused"),
+            "{f}: {err}"
+        );
+        assert!(
+            err.contains(f.rsplit('/').next().unwrap()),
+            "error names the file: {err}"
+        );
     }
     assert!(!marker.exists(), "the payload ran");
 }
@@ -135,7 +254,14 @@ fn hostile_pickle_is_refused_and_nothing_runs() {
 #[test]
 fn inspect_reports_tied_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let out = json(&ferry(&["inspect", fixture("pytorch/tied.pth").to_str().unwrap(), "--json"], dir.path()));
+    let out = json(&ferry(
+        &[
+            "inspect",
+            fixture("pytorch/tied.pth").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    ));
     assert!(!out["tied_groups"].as_array().unwrap().is_empty(), "{out}");
 }
 
@@ -170,7 +296,18 @@ fn every_fixture_format_migrates_and_verifies() {
     for (i, (rel, format)) in inputs.iter().enumerate() {
         for to in ["safetensors", "pth"] {
             let out = format!("o{i}-{to}");
-            let report = json(&ferry(&["migrate", fixture(rel).to_str().unwrap(), "--to", to, "--out", &out, "--json"], dir.path()));
+            let report = json(&ferry(
+                &[
+                    "migrate",
+                    fixture(rel).to_str().unwrap(),
+                    "--to",
+                    to,
+                    "--out",
+                    &out,
+                    "--json",
+                ],
+                dir.path(),
+            ));
             assert_eq!(report["input_format"], *format, "{rel}");
             assert_eq!(report["ok"], true, "{rel} -> {to}: {}", report["tensors"]);
         }
@@ -182,6 +319,9 @@ fn torchscript_parameters_match_the_state_dict_torch_saved() {
     let dir = tempfile::tempdir().unwrap();
     let ts = fixture("torchscript/mlp.pt");
     let reference = fixture("torchscript/mlp_reference.safetensors");
-    let d = ferry(&["diff", reference.to_str().unwrap(), ts.to_str().unwrap()], dir.path());
+    let d = ferry(
+        &["diff", reference.to_str().unwrap(), ts.to_str().unwrap()],
+        dir.path(),
+    );
     assert!(ok(&d).contains("identical"));
 }

@@ -58,7 +58,10 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"old");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary file left behind");
-        write_atomic(&target, |w| w.write_all(b"new").map_err(|e| Error::io("x", e))).unwrap();
+        write_atomic(&target, |w| {
+            w.write_all(b"new").map_err(|e| Error::io("x", e))
+        })
+        .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
     }
 }

@@ -61,7 +61,10 @@ pub fn decode_f32(src: &[u8], from: DType) -> Vec<f32> {
             .iter()
             .map(|&b| float8::F8E4M3::from_bits(b).to_f32())
             .collect(),
-        DType::F64 => decode_f64(src, from).into_iter().map(|v| v as f32).collect(),
+        DType::F64 => decode_f64(src, from)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
         _ => unreachable!("decode_f32 is only called for float types"),
     }
 }
@@ -72,13 +75,19 @@ fn encode_f32(v: &[f32], to: DType) -> Vec<u8> {
         DType::F16 => {
             let mut halves = vec![f16::ZERO; v.len()];
             half::slice::HalfFloatSliceExt::convert_from_f32_slice(halves.as_mut_slice(), v);
-            halves.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect()
+            halves
+                .iter()
+                .flat_map(|h| h.to_bits().to_le_bytes())
+                .collect()
         }
         DType::BF16 => v
             .iter()
             .flat_map(|&x| bf16::from_f32(x).to_bits().to_le_bytes())
             .collect(),
-        DType::F8E4M3 => v.iter().map(|&x| float8::F8E4M3::from_f32(x).to_bits()).collect(),
+        DType::F8E4M3 => v
+            .iter()
+            .map(|&x| float8::F8E4M3::from_f32(x).to_bits())
+            .collect(),
         DType::F64 => v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect(),
         _ => unreachable!("encode_f32 is only called for float types"),
     }
@@ -105,7 +114,10 @@ fn encode_f64(v: &[f64], to: DType) -> Vec<u8> {
             .iter()
             .flat_map(|&x| bf16::from_f64(x).to_bits().to_le_bytes())
             .collect(),
-        DType::F8E4M3 => v.iter().map(|&x| float8::F8E4M3::from_f64(x).to_bits()).collect(),
+        DType::F8E4M3 => v
+            .iter()
+            .map(|&x| float8::F8E4M3::from_f64(x).to_bits())
+            .collect(),
         _ => {
             let narrow: Vec<f32> = v.iter().map(|&x| x as f32).collect();
             encode_f32(&narrow, to)
@@ -145,7 +157,12 @@ pub fn decode_to_f64(src: &[u8], dtype: DType) -> Result<Vec<f64>> {
 /// Builds a candle tensor from row-major little-endian bytes. `bool` becomes `u8`, `i8`
 /// widens to `i16`, `u16` to `i32`, `u64` to `i64` (an error if a value does not fit), and
 /// quantized data is dequantized to f32.
-pub fn bytes_to_candle(data: &[u8], dtype: DType, shape: &[usize], device: &Device) -> Result<Tensor> {
+pub fn bytes_to_candle(
+    data: &[u8],
+    dtype: DType,
+    shape: &[usize],
+    device: &Device,
+) -> Result<Tensor> {
     if let Some(c) = dtype.to_candle() {
         return Ok(Tensor::from_raw_buffer(data, c, shape, device)?);
     }

@@ -96,7 +96,10 @@ impl Checkpoint {
             }
             return Err(Error::io(
                 path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file, folder or cached hub model"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file, folder or cached hub model",
+                ),
             ));
         }
         crate::formats::open_file(path)

@@ -61,7 +61,11 @@ impl Tolerance {
         } else {
             (atol, rtol)
         };
-        Tolerance { atol, rtol, min_cosine }
+        Tolerance {
+            atol,
+            rtol,
+            min_cosine,
+        }
     }
 }
 
@@ -168,7 +172,11 @@ impl Drop for ReleaseOnDrop<'_> {
 
 /// Compares two tensors element by element (after decoding both to f64), against `tol` when
 /// given. Tensors of different shapes are reported, not compared.
-pub fn compare_tensors(a: &TensorEntry, b: &TensorEntry, tol: Option<Tolerance>) -> Result<TensorComparison> {
+pub fn compare_tensors(
+    a: &TensorEntry,
+    b: &TensorEntry,
+    tol: Option<Tolerance>,
+) -> Result<TensorComparison> {
     let mut c = TensorComparison {
         name: a.name.clone(),
         other_name: (a.name != b.name).then(|| b.name.clone()),
@@ -212,15 +220,17 @@ pub fn compare_tensors(a: &TensorEntry, b: &TensorEntry, tol: Option<Tolerance>)
     }
     c.max_abs = Some(acc.max_abs);
     c.max_rel = Some(acc.max_rel);
-    c.rmse = Some(if acc.n == 0 { 0.0 } else { (acc.sq / acc.n as f64).sqrt() });
+    c.rmse = Some(if acc.n == 0 {
+        0.0
+    } else {
+        (acc.sq / acc.n as f64).sqrt()
+    });
     c.cosine = Some(acc.cosine());
     c.nan_mismatches = acc.nan_mismatch;
     c.violations = tol.map(|_| acc.violations);
     c.ok = match tol {
         None => false,
-        Some(t) => {
-            acc.violations == 0 && t.min_cosine.is_none_or(|m| acc.cosine() >= m)
-        }
+        Some(t) => acc.violations == 0 && t.min_cosine.is_none_or(|m| acc.cosine() >= m),
     };
     Ok(c)
 }
@@ -239,7 +249,9 @@ pub struct DiffReport {
 impl DiffReport {
     /// Whether the checkpoints hold the same names with bit-identical tensors.
     pub fn identical(&self) -> bool {
-        self.only_in_a.is_empty() && self.only_in_b.is_empty() && self.tensors.iter().all(|t| t.bit_exact)
+        self.only_in_a.is_empty()
+            && self.only_in_b.is_empty()
+            && self.tensors.iter().all(|t| t.bit_exact)
     }
 
     /// Whether every common tensor passed and no names are missing on either side.
@@ -296,16 +308,27 @@ mod tests {
         let c = compare_tensors(&a, &a.clone(), Some(Tolerance::EXACT)).unwrap();
         assert!(c.bit_exact && c.ok);
         let b = f32_entry("a", &[1.0001, -2.0, 0.5, f32::NAN]);
-        let tol = Tolerance { atol: 0.0, rtol: 1e-3, min_cosine: None };
+        let tol = Tolerance {
+            atol: 0.0,
+            rtol: 1e-3,
+            min_cosine: None,
+        };
         let c = compare_tensors(&a, &b, Some(tol)).unwrap();
         assert!(!c.bit_exact && c.ok, "{c:?}");
         assert!((c.max_abs.unwrap() - 1e-4).abs() < 1e-6);
-        let tight = Tolerance { atol: 0.0, rtol: 1e-6, min_cosine: None };
+        let tight = Tolerance {
+            atol: 0.0,
+            rtol: 1e-6,
+            min_cosine: None,
+        };
         let c = compare_tensors(&a, &b, Some(tight)).unwrap();
         assert_eq!(c.violations, Some(1));
         assert!(!c.ok);
         let nan = f32_entry("a", &[1.0, -2.0, 0.5, 0.0]);
-        assert_eq!(compare_tensors(&a, &nan, Some(tol)).unwrap().nan_mismatches, 1);
+        assert_eq!(
+            compare_tensors(&a, &nan, Some(tol)).unwrap().nan_mismatches,
+            1
+        );
     }
 
     #[test]
@@ -316,9 +339,19 @@ mod tests {
         let mut b = a.clone();
         b.dtype = DType::F16;
         b.storage = Storage::owned(bytes);
-        let c = compare_tensors(&a, &b, Some(Tolerance::for_conversion(DType::F32, DType::F16))).unwrap();
+        let c = compare_tensors(
+            &a,
+            &b,
+            Some(Tolerance::for_conversion(DType::F32, DType::F16)),
+        )
+        .unwrap();
         assert!(c.ok, "{c:?}");
-        let c = compare_tensors(&a, &b, Some(Tolerance::for_conversion(DType::F32, DType::F32))).unwrap();
+        let c = compare_tensors(
+            &a,
+            &b,
+            Some(Tolerance::for_conversion(DType::F32, DType::F32)),
+        )
+        .unwrap();
         assert!(!c.ok);
     }
 }

@@ -53,7 +53,9 @@ impl TargetFormat {
             TargetFormat::Gguf => dtype.gguf_type_id().is_some(),
             TargetFormat::Safetensors => crate::formats::safetensors::dtype_name(dtype).is_some(),
             TargetFormat::Pth => !dtype.is_quantized() && dtype != DType::F8E4M3,
-            TargetFormat::Npz => !dtype.is_quantized() && !matches!(dtype, DType::BF16 | DType::F8E4M3),
+            TargetFormat::Npz => {
+                !dtype.is_quantized() && !matches!(dtype, DType::BF16 | DType::F8E4M3)
+            }
         }
     }
 
@@ -103,11 +105,14 @@ impl FromStr for DTypeRule {
     /// Parses `DTYPE:REGEX`.
     fn from_str(s: &str) -> Result<Self> {
         let (d, pat) = s.split_once(':').ok_or_else(|| {
-            Error::Invalid(format!("rule `{s}` is not DTYPE:REGEX (e.g. f32:'.*norm.*')"))
+            Error::Invalid(format!(
+                "rule `{s}` is not DTYPE:REGEX (e.g. f32:'.*norm.*')"
+            ))
         })?;
         Ok(DTypeRule {
             dtype: d.parse()?,
-            pattern: Regex::new(pat).map_err(|e| Error::Invalid(format!("rule `{s}`: bad regex: {e}")))?,
+            pattern: Regex::new(pat)
+                .map_err(|e| Error::Invalid(format!("rule `{s}`: bad regex: {e}")))?,
         })
     }
 }
@@ -193,7 +198,8 @@ impl Plan {
             let tied_to = t.storage_key.as_deref().and_then(|k| {
                 let first = *first_of_storage.entry((t.file.as_ref(), k)).or_insert(i);
                 let f = &ck.tensors[first];
-                let same_view = first != i && f.layout == t.layout && f.shape == t.shape && f.dtype == t.dtype;
+                let same_view =
+                    first != i && f.layout == t.layout && f.shape == t.shape && f.dtype == t.dtype;
                 (same_view && entries[first].to == to).then(|| entries[first].name.clone())
             });
             entries.push(PlanEntry {
@@ -238,7 +244,10 @@ impl Plan {
 
     /// Quantization errors measured while writing, by output name.
     pub fn quant_errors(&self) -> BTreeMap<String, QuantError> {
-        self.quant_errors.lock().map(|m| m.clone()).unwrap_or_default()
+        self.quant_errors
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// The output tensors, each producing its bytes on demand from `ck`.
@@ -247,7 +256,9 @@ impl Plan {
             .iter()
             .map(|e| {
                 let src = &ck.tensors[e.index];
-                let mut o = OutTensor::new(e.name.clone(), e.to, e.shape.clone(), move || self.produce(src, e));
+                let mut o = OutTensor::new(e.name.clone(), e.to, e.shape.clone(), move || {
+                    self.produce(src, e)
+                });
                 o.tied_to = e.tied_to.clone();
                 o
             })
@@ -266,11 +277,14 @@ impl Plan {
                 Cow::Owned(cast_bytes(bytes, DType::F32, e.to).map_err(terr)?)
             }
             Action::Quantize => {
-                let f = decode_f32(&data, e.from);
-                let q = quant::quantize(&f, e.to).map_err(terr)?;
-                let back = quant::dequantize(&q, e.to, f.len()).map_err(terr)?;
+                // f32 data already aligned in memory (mapped files usually are) is used in place.
+                let f: Cow<'_, [f32]> = match bytemuck::try_cast_slice(&data) {
+                    Ok(v) if e.from == DType::F32 => Cow::Borrowed(v),
+                    _ => Cow::Owned(decode_f32(&data, e.from)),
+                };
+                let (q, err) = quant::quantize_measured(&f, e.to).map_err(terr)?;
                 if let Ok(mut m) = self.quant_errors.lock() {
-                    m.insert(e.name.clone(), quant::error_stats(&f, &back));
+                    m.insert(e.name.clone(), err);
                 }
                 Cow::Owned(q)
             }
@@ -279,7 +293,10 @@ impl Plan {
 }
 
 fn first_match(rules: &[DTypeRule], name: &str) -> Option<DType> {
-    rules.iter().find(|r| r.pattern.is_match(name)).map(|r| r.dtype)
+    rules
+        .iter()
+        .find(|r| r.pattern.is_match(name))
+        .map(|r| r.dtype)
 }
 
 /// The output dtype and action for one tensor, and why it stayed float if quantization was
@@ -302,13 +319,21 @@ fn decide(
         return Ok((t.dtype, Action::Copy, None));
     }
     let float_to = float_target.unwrap_or(t.dtype);
-    let float_action = if float_to == t.dtype { Action::Copy } else { Action::Cast };
+    let float_action = if float_to == t.dtype {
+        Action::Copy
+    } else {
+        Action::Cast
+    };
     let wanted = first_match(&opts.quant_rules, name).or(opts.quant);
     let Some(q) = wanted else {
         return Ok((float_to, float_action, None));
     };
     if !q.is_quantized() {
-        let action = if q == t.dtype { Action::Copy } else { Action::Cast };
+        let action = if q == t.dtype {
+            Action::Copy
+        } else {
+            Action::Cast
+        };
         return Ok((q, action, None));
     }
     if !target.holds(q) {
@@ -335,7 +360,11 @@ pub fn write(
     let outs = plan.out_tensors(ck);
     // Once a tensor is written, its source pages are released, so resident memory stays
     // bounded by the tensor in flight rather than growing to the size of the model.
-    let sources: HashMap<&str, usize> = plan.entries.iter().map(|e| (e.name.as_str(), e.index)).collect();
+    let sources: HashMap<&str, usize> = plan
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.index))
+        .collect();
     let mut on_written = |name: &str, bytes: u64| {
         if let Some(&i) = sources.get(name) {
             ck.tensors[i].storage.release();
@@ -344,16 +373,24 @@ pub fn write(
     };
     let progress: Progress<'_> = &mut on_written;
     if shard_bytes.is_some() && plan.target != TargetFormat::Safetensors {
-        return Err(Error::Invalid("--shard-size applies to safetensors output only".into()));
+        return Err(Error::Invalid(
+            "--shard-size applies to safetensors output only".into(),
+        ));
     }
     match plan.target {
         TargetFormat::Safetensors => match shard_bytes {
-            Some(n) => crate::formats::safetensors::write_sharded(path, &outs, metadata, n, progress),
-            None => crate::formats::safetensors::write(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
+            Some(n) => {
+                crate::formats::safetensors::write_sharded(path, &outs, metadata, n, progress)
+            }
+            None => crate::formats::safetensors::write(path, &outs, metadata, progress)
+                .map(|_| vec![path.to_path_buf()]),
         },
-        TargetFormat::Gguf => crate::formats::gguf::write(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
-        TargetFormat::Npz => crate::formats::numpy::write_npz(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
-        TargetFormat::Pth => crate::formats::pytorch::write(path, &outs, metadata, progress).map(|_| vec![path.to_path_buf()]),
+        TargetFormat::Gguf => crate::formats::gguf::write(path, &outs, metadata, progress)
+            .map(|_| vec![path.to_path_buf()]),
+        TargetFormat::Npz => crate::formats::numpy::write_npz(path, &outs, metadata, progress)
+            .map(|_| vec![path.to_path_buf()]),
+        TargetFormat::Pth => crate::formats::pytorch::write(path, &outs, metadata, progress)
+            .map(|_| vec![path.to_path_buf()]),
     }
 }
 
@@ -363,11 +400,17 @@ pub fn write(
 pub fn output_metadata(ck: &Checkpoint, target: TargetFormat) -> Result<Metadata> {
     let mut m = ck.metadata.clone();
     if target == TargetFormat::Gguf {
-        let find = |f: &str| ck.companions.iter().find(|p| p.file_name().is_some_and(|n| n == f));
+        let find = |f: &str| {
+            ck.companions
+                .iter()
+                .find(|p| p.file_name().is_some_and(|n| n == f))
+        };
         let (config, tokenizer) = (find("config.json"), find("tokenizer.json"));
         if config.is_some() || tokenizer.is_some() {
             let dir = ck.path.parent().and_then(|d| d.file_name());
-            let name = dir.map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            let name = dir
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
             let derived = crate::formats::gguf::hf_metadata(
                 config.map(PathBuf::as_path),
                 tokenizer.map(PathBuf::as_path),

@@ -74,7 +74,11 @@ impl Error {
     }
 
     /// A [`Error::Tensor`] for `tensor` in `path`.
-    pub fn tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn tensor(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Tensor {
             path: path.into(),
             tensor: tensor.into(),

@@ -95,7 +95,9 @@ impl MetaValue {
                 }
             }
             serde_json::Value::String(s) => MetaValue::String(s.clone()),
-            serde_json::Value::Array(a) => MetaValue::Array(a.iter().map(MetaValue::from_json).collect()),
+            serde_json::Value::Array(a) => {
+                MetaValue::Array(a.iter().map(MetaValue::from_json).collect())
+            }
             serde_json::Value::Object(_) => MetaValue::String(v.to_string()),
         }
     }

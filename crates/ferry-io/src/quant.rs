@@ -90,6 +90,22 @@ pub fn quantize(data: &[f32], dtype: DType) -> Result<Vec<u8>> {
 /// [`quantize`] with an explicit number of blocks per parallel task (for tests and tuning).
 pub fn quantize_chunked(data: &[f32], dtype: DType, blocks_per_task: usize) -> Result<Vec<u8>> {
     use rayon::prelude::*;
+    let ggml = check_input(data, dtype)?;
+    let block = dtype.block_elems();
+    let per_task = blocks_per_task.clamp(1, data.len() / block + 1);
+    let (chunk_elems, chunk_bytes) = (block * per_task, dtype.block_bytes() * per_task);
+    let nbytes = data.len() / block * dtype.block_bytes();
+    let mut out = vec![0u8; nbytes];
+    out.par_chunks_mut(chunk_bytes)
+        .zip(data.par_chunks(chunk_elems))
+        .try_for_each(|(dst, src)| quantize_into(ggml, src, dst))?;
+    Ok(out)
+}
+
+/// Quantizes whole blocks `src` into `dst` (exactly their size in bytes).
+/// The candle type for `dtype`, after checking that `data` fills whole blocks of finite values
+/// (candle's K-quant kernels index with unchecked pointer arithmetic on non-finite input).
+fn check_input(data: &[f32], dtype: DType) -> Result<candle_core::quantized::GgmlDType> {
     let ggml = dtype
         .to_ggml()
         .filter(|_| dtype.is_quantized())
@@ -107,17 +123,35 @@ pub fn quantize_chunked(data: &[f32], dtype: DType, blocks_per_task: usize) -> R
             data[i]
         )));
     }
-    let per_task = blocks_per_task.clamp(1, data.len() / block + 1);
-    let (chunk_elems, chunk_bytes) = (block * per_task, dtype.block_bytes() * per_task);
-    let nbytes = data.len() / block * dtype.block_bytes();
-    let mut out = vec![0u8; nbytes];
-    out.par_chunks_mut(chunk_bytes)
-        .zip(data.par_chunks(chunk_elems))
-        .try_for_each(|(dst, src)| quantize_into(ggml, src, dst))?;
-    Ok(out)
+    Ok(ggml)
 }
 
-/// Quantizes whole blocks `src` into `dst` (exactly their size in bytes).
+/// Quantizes like [`quantize`] and measures the error in the same parallel pass: each task
+/// dequantizes the blocks it has just written while they are still in cache. The result does
+/// not depend on the number of threads.
+pub fn quantize_measured(data: &[f32], dtype: DType) -> Result<(Vec<u8>, QuantError)> {
+    use rayon::prelude::*;
+    let ggml = check_input(data, dtype)?;
+    let (chunk_elems, chunk_bytes) = (
+        dtype.block_elems() * BLOCKS_PER_TASK,
+        dtype.block_bytes() * BLOCKS_PER_TASK,
+    );
+    let mut out = vec![0u8; data.len() / dtype.block_elems() * dtype.block_bytes()];
+    let sums = out
+        .par_chunks_mut(chunk_bytes)
+        .zip(data.par_chunks(chunk_elems))
+        .map(|(dst, src)| {
+            quantize_into(ggml, src, dst)?;
+            let back = dequantize(dst, dtype, src.len())?;
+            Ok(ErrorSums::of(src, &back))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let total = sums
+        .into_iter()
+        .fold(ErrorSums::default(), ErrorSums::merge);
+    Ok((out, total.finish()))
+}
+
 fn quantize_into(
     ggml: candle_core::quantized::GgmlDType,
     src: &[f32],
@@ -143,29 +177,65 @@ fn quantize_into(
 /// Error of `dequantized` against `original` (same length; extra elements are ignored).
 /// Accumulates in f64.
 pub fn error_stats(original: &[f32], dequantized: &[f32]) -> QuantError {
-    let (mut sq, mut max_abs, mut dot, mut na, mut nb) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for (&a, &b) in original.iter().zip(dequantized) {
-        let (a, b) = (f64::from(a), f64::from(b));
-        let d = a - b;
-        sq += d * d;
-        max_abs = max_abs.max(d.abs());
-        dot += a * b;
-        na += a * a;
-        nb += b * b;
+    ErrorSums::of(original, dequantized).finish()
+}
+
+/// Running sums behind a [`QuantError`], computed per chunk and merged.
+#[derive(Debug, Default, Clone, Copy)]
+struct ErrorSums {
+    sq: f64,
+    max_abs: f64,
+    dot: f64,
+    na: f64,
+    nb: f64,
+    n: usize,
+}
+
+impl ErrorSums {
+    fn of(original: &[f32], dequantized: &[f32]) -> Self {
+        let mut s = ErrorSums::default();
+        for (&a, &b) in original.iter().zip(dequantized) {
+            let (a, b) = (f64::from(a), f64::from(b));
+            let d = a - b;
+            s.sq += d * d;
+            s.max_abs = s.max_abs.max(d.abs());
+            s.dot += a * b;
+            s.na += a * a;
+            s.nb += b * b;
+        }
+        s.n = original.len().min(dequantized.len());
+        s
     }
-    let n = original.len().min(dequantized.len());
-    let rmse = if n == 0 { 0.0 } else { (sq / n as f64).sqrt() };
-    let cosine = if na == 0.0 && nb == 0.0 {
-        1.0
-    } else if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na.sqrt() * nb.sqrt())
-    };
-    QuantError {
-        rmse,
-        max_abs,
-        cosine,
+
+    fn merge(self, o: Self) -> Self {
+        ErrorSums {
+            sq: self.sq + o.sq,
+            max_abs: self.max_abs.max(o.max_abs),
+            dot: self.dot + o.dot,
+            na: self.na + o.na,
+            nb: self.nb + o.nb,
+            n: self.n + o.n,
+        }
+    }
+
+    fn finish(self) -> QuantError {
+        let rmse = if self.n == 0 {
+            0.0
+        } else {
+            (self.sq / self.n as f64).sqrt()
+        };
+        let cosine = if self.na == 0.0 && self.nb == 0.0 {
+            1.0
+        } else if self.na == 0.0 || self.nb == 0.0 {
+            0.0
+        } else {
+            self.dot / (self.na.sqrt() * self.nb.sqrt())
+        };
+        QuantError {
+            rmse,
+            max_abs: self.max_abs,
+            cosine,
+        }
     }
 }
 
@@ -227,6 +297,20 @@ mod tests {
             }
             assert_eq!(whole.len() as u64, d.storage_bytes(x.len() as u64).unwrap());
         }
+    }
+
+    #[test]
+    fn measured_quantization_matches_quantize_then_compare() {
+        let x = sample(256 * 1100, 9);
+        for d in [DType::Q8_0, DType::Q4K] {
+            let (q, err) = quantize_measured(&x, d).unwrap();
+            assert_eq!(q, quantize(&x, d).unwrap(), "{d}");
+            let want = error_stats(&x, &dequantize(&q, d, x.len()).unwrap());
+            assert!((err.rmse - want.rmse).abs() <= 1e-12 * want.rmse, "{d}");
+            assert_eq!(err.max_abs, want.max_abs);
+            assert!((err.cosine - want.cosine).abs() < 1e-12);
+        }
+        assert!(quantize_measured(&[f32::NAN; 32], DType::Q8_0).is_err());
     }
 
     #[test]

@@ -94,16 +94,23 @@ impl Renamer {
                     }
                 }
             }
-            outcomes.push(RuleOutcome { rule: label, applied });
+            outcomes.push(RuleOutcome {
+                rule: label,
+                applied,
+            });
         };
         if let Some(p) = &self.strip_prefix {
-            step(format!("strip-prefix:{p}"), &|n| n.strip_prefix(p.as_str()).map(str::to_string));
+            step(format!("strip-prefix:{p}"), &|n| {
+                n.strip_prefix(p.as_str()).map(str::to_string)
+            });
         }
         for r in &self.rules {
             step(r.text.clone(), &|n| {
-                r.pattern
-                    .is_match(n)
-                    .then(|| r.pattern.replace_all(n, r.replacement.as_str()).into_owned())
+                r.pattern.is_match(n).then(|| {
+                    r.pattern
+                        .replace_all(n, r.replacement.as_str())
+                        .into_owned()
+                })
             });
         }
         if let Some(p) = &self.add_prefix {
@@ -176,7 +183,11 @@ mod tests {
             rules: vec![RenameRule::parse(r"^(a|b)$=c").unwrap()],
             ..Default::default()
         };
-        assert!(r.apply(&["a", "b"]).unwrap_err().to_string().contains("both"));
+        assert!(r
+            .apply(&["a", "b"])
+            .unwrap_err()
+            .to_string()
+            .contains("both"));
         assert!(RenameRule::parse("no-equals").is_err());
         assert!(RenameRule::parse("([=x").is_err());
     }

@@ -192,7 +192,9 @@ impl TensorEntry {
         let storage = self.storage.len();
         match &self.layout {
             Layout::Contiguous { offset } => {
-                let end = offset.checked_add(nbytes).ok_or_else(|| self.err("offset overflows"))?;
+                let end = offset
+                    .checked_add(nbytes)
+                    .ok_or_else(|| self.err("offset overflows"))?;
                 if end > storage {
                     return Err(self.err(format!(
                         "needs bytes {offset}..{end} but its storage holds {storage} bytes (file truncated or corrupt)"
@@ -218,7 +220,9 @@ impl TensorEntry {
                     let span = (d as u64 - 1)
                         .checked_mul(s)
                         .ok_or_else(|| self.err("strides overflow"))?;
-                    last = last.checked_add(span).ok_or_else(|| self.err("strides overflow"))?;
+                    last = last
+                        .checked_add(span)
+                        .ok_or_else(|| self.err("strides overflow"))?;
                 }
                 let elem = self.dtype.block_bytes() as u64;
                 let storage_elems = storage / elem;
@@ -284,7 +288,13 @@ pub fn numel(shape: &[usize]) -> Option<u64> {
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
 }
 
-fn gather_strided(src: &[u8], elem: usize, shape: &[usize], strides: &[u64], offset: u64) -> Vec<u8> {
+fn gather_strided(
+    src: &[u8],
+    elem: usize,
+    shape: &[usize],
+    strides: &[u64],
+    offset: u64,
+) -> Vec<u8> {
     let n: usize = shape.iter().product();
     let mut out = Vec::with_capacity(n * elem);
     if n == 0 {

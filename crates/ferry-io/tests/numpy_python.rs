@@ -1,43 +1,12 @@
 //! Cross-checks with NumPy itself: `.npz` files from `np.savez` / `np.savez_compressed`
 //! (Fortran-ordered arrays included) are read by ferry, and ferry's `.npz` / `.npy` are read by
-//! `np.load`. Needs a Python with `numpy` (`$FERRY_PYTHON`, else the workspace's
-//! `.venv/bin/python`); without one, each test prints `skipped` and passes.
+//! `np.load`. Needs a Python with `numpy` (found by `ferry_testkit::python_with`); without one,
+//! each test prints `skipped` and passes, unless `FERRY_REQUIRE_PYTHON=1` (CI), where it fails.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ferry_io::formats::numpy;
 use ferry_io::{DType, Metadata, OutTensor};
-
-fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("FERRY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    let ok = Command::new(&candidate)
-        .args(["-c", "import numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: no python with numpy (set FERRY_PYTHON)");
-    }
-    ok.then_some(candidate)
-}
-
-fn run_py(py: &Path, script: &str, args: &[&Path]) -> String {
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 const PY_SAVE: &str = r#"
 import sys, numpy as np
@@ -55,14 +24,16 @@ np.save(sys.argv[3], np.asfortranarray(a.astype(np.int16)))
 
 #[test]
 fn ferry_reads_what_numpy_writes() {
-    let Some(py) = python() else { return };
+    let Some(py) = ferry_testkit::python_with("numpy") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (plain, packed, single) = (
         dir.path().join("p.npz"),
         dir.path().join("c.npz"),
         dir.path().join("f.npy"),
     );
-    run_py(&py, PY_SAVE, &[&plain, &packed, &single]);
+    ferry_testkit::run_python(&py, PY_SAVE, &[&plain, &packed, &single]);
     let a: Vec<f32> = (0..12).map(|i| i as f32).collect();
     let a_bytes: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
     for path in [&plain, &packed] {
@@ -139,7 +110,9 @@ print("npy", v.dtype.str, list(v.shape), np.asarray(v).tobytes().hex())
 
 #[test]
 fn numpy_reads_what_ferry_writes() {
-    let Some(py) = python() else { return };
+    let Some(py) = ferry_testkit::python_with("numpy") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (npz, npy) = (dir.path().join("o.npz"), dir.path().join("o.npy"));
     let mk = |name: &str, d: DType, shape: Vec<usize>, bytes: Vec<u8>| -> OutTensor<'static> {
@@ -160,7 +133,7 @@ fn numpy_reads_what_ferry_writes() {
     ];
     numpy::write_npz(&npz, &tensors, &Metadata::new(), &mut |_, _| {}).unwrap();
     numpy::write_npy(&npy, &tensors[0]).unwrap();
-    let out = run_py(&py, PY_LOAD, &[&npz, &npy]);
+    let out = ferry_testkit::run_python(&py, PY_LOAD, &[&npz, &npy]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,

@@ -3,26 +3,13 @@
 //! `torch.load(..., weights_only=True)` (or `torch.jit.load`) produced.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ferry_io::formats::pytorch;
 use ferry_io::formats::zip::ZipArchive;
 use ferry_io::{Checkpoint, DType, Error, Format, MetaValue};
+use ferry_testkit::fixture;
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn fixture(rel: &str) -> Option<PathBuf> {
-    let p = fixtures().join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("skipped: fixture {rel} is missing (run scripts/make_fixtures.py)");
-        None
-    }
-}
 
 /// A reference array: numpy dtype string, shape, raw little-endian bytes.
 struct Npy {
@@ -156,13 +143,9 @@ fn check_scalar(name: &str, got: &MetaValue, want: &Value) {
 
 /// Checks `source` against `<base>.reference.{json,npz}`.
 fn check_against_reference(source: &str, base: &str, format: Format) {
-    let (Some(src), Some(json), Some(npz)) = (
-        fixture(source),
-        fixture(&format!("{base}.reference.json")),
-        fixture(&format!("{base}.reference.npz")),
-    ) else {
-        return;
-    };
+    let src = fixture(source);
+    let json = fixture(&format!("{base}.reference.json"));
+    let npz = fixture(&format!("{base}.reference.npz"));
     let reference: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
     let arrays = load_npz(&npz);
     let ck = Checkpoint::open(&src).unwrap_or_else(|e| panic!("{source}: {e}"));
@@ -307,29 +290,24 @@ fn hostile_files_are_refused() {
         "pytorch/hostile_os_system.pth",
         "hostile/legacy_os_system.pth",
     ] {
-        if let Some(p) = fixture(rel) {
-            assert_refused(Checkpoint::open(&p), rel);
-        }
+        assert_refused(Checkpoint::open(fixture(rel)), rel);
     }
     for rel in [
         "hostile/os_system.pkl",
         "hostile/os_system_proto0.pkl",
         "hostile/os_system_proto4.pkl",
     ] {
-        if let Some(p) = fixture(rel) {
-            let bytes = std::fs::read(&p).unwrap();
-            let opts = ferry_io::formats::pickle::Options::default();
-            assert_refused(ferry_io::formats::pickle::load(&p, &bytes, &opts), rel);
-            assert_refused(pytorch::open_legacy(&p), rel);
-        }
+        let p = fixture(rel);
+        let bytes = std::fs::read(&p).unwrap();
+        let opts = ferry_io::formats::pickle::Options::default();
+        assert_refused(ferry_io::formats::pickle::load(&p, &bytes, &opts), rel);
+        assert_refused(pytorch::open_legacy(&p), rel);
     }
 }
 
 #[test]
 fn round_trip_fixture_through_writer() {
-    let Some(src) = fixture("pytorch/all_dtypes.pth") else {
-        return;
-    };
+    let src = fixture("pytorch/all_dtypes.pth");
     let ck = Checkpoint::open(&src).unwrap();
     let outs: Vec<_> = ck
         .tensors
@@ -350,15 +328,22 @@ fn round_trip_fixture_through_writer() {
 
 #[test]
 fn truncated_fixtures_fail_cleanly() {
-    for rel in ["pytorch/legacy.pth", "pytorch/tied.pth", "pytorch/deflated.pth", "torchscript/mlp.pt"] {
-        let Some(p) = fixture(rel) else { continue };
+    for rel in [
+        "pytorch/legacy.pth",
+        "pytorch/tied.pth",
+        "pytorch/deflated.pth",
+        "torchscript/mlp.pt",
+    ] {
+        let p = fixture(rel);
         let bytes = std::fs::read(&p).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cut_path = dir.path().join("cut.pth");
         for cut in (0..bytes.len()).step_by(13) {
             std::fs::write(&cut_path, &bytes[..cut]).unwrap();
             match Checkpoint::open(&cut_path) {
-                Err(Error::Malformed { .. }) | Err(Error::UnknownFormat { .. }) | Err(Error::Tensor { .. }) => {}
+                Err(Error::Malformed { .. })
+                | Err(Error::UnknownFormat { .. })
+                | Err(Error::Tensor { .. }) => {}
                 other => panic!("{rel} cut at {cut}: {other:?}"),
             }
         }

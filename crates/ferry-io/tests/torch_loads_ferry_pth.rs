@@ -1,32 +1,15 @@
 //! `torch.load(path, weights_only=True)` accepts the `.pth` files ferry writes and sees the
-//! same values, dtypes, shapes and tied storages. Needs a Python with torch: `FERRY_PYTHON`,
-//! else the workspace `.venv`, else `python3`; skipped (with a note) when none has torch.
+//! same values, dtypes, shapes and tied storages. Needs a Python with torch (found by
+//! `ferry_testkit::python_with`); skipped with a note when none has torch, unless
+//! `FERRY_REQUIRE_PYTHON=1` (CI), where it fails.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ferry_io::formats::pytorch;
 use ferry_io::formats::zip::{ZipArchive, ZipWriter};
 use ferry_io::{DType, Metadata, OutTensor};
 use serde_json::Value;
-
-fn has_torch(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn find_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FERRY_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    [venv, PathBuf::from("python3")]
-        .into_iter()
-        .find(|p| has_torch(p))
-}
 
 const LOAD: &str = r#"
 import json, sys, torch
@@ -51,17 +34,7 @@ fn bytes_of(d: DType, n: usize, seed: usize) -> Vec<u8> {
 }
 
 fn torch_load(python: &Path, p: &Path) -> Value {
-    let out = Command::new(python)
-        .args(["-c", LOAD])
-        .arg(p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "torch.load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&ferry_testkit::run_python(python, LOAD, &[p])).unwrap()
 }
 
 /// Copies a zip into a new one written with zip64 records for every entry and offset.
@@ -77,8 +50,7 @@ fn rewrite_zip64(src: &Path, dst: &Path) {
 
 #[test]
 fn torch_loads_what_ferry_writes() {
-    let Some(python) = find_python() else {
-        println!("skipped: no torch (set FERRY_PYTHON to a python with torch)");
+    let Some(python) = ferry_testkit::python_with("torch") else {
         return;
     };
     let specs: Vec<(&str, DType, Vec<usize>)> = vec![
@@ -158,12 +130,7 @@ fn torch_loads_what_ferry_writes() {
                 .map(|d| d.as_u64().unwrap() as usize)
                 .collect();
             assert_eq!(shape, t.shape, "{}", t.name);
-            let hex: String = t
-                .bytes()
-                .unwrap()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex = ferry_testkit::hex(&t.bytes().unwrap());
             assert_eq!(info["hex"].as_str().unwrap(), hex, "{}: values", t.name);
         }
         assert_eq!(

@@ -64,7 +64,11 @@ struct Stages<'e> {
 }
 
 impl Stages<'_> {
-    fn run<T>(&mut self, name: &str, f: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<(T, String)>) -> Result<T> {
+    fn run<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<(T, String)>,
+    ) -> Result<T> {
         (self.on_event)(Event::StageStarted(name));
         let start = Instant::now();
         let (value, summary) = f(self.on_event)?;
@@ -113,7 +117,10 @@ fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
 
 /// Runs the migration: resolve -> convert -> verify -> report. The report files
 /// (`report.md`, `report.json`) are written into the output folder, and returned.
-pub fn migrate(opts: &MigrateOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Result<MigrationReport> {
+pub fn migrate(
+    opts: &MigrateOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<MigrationReport> {
     let mut stages = Stages {
         records: Vec::new(),
         on_event,
@@ -179,11 +186,22 @@ pub fn migrate(opts: &MigrateOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             let metadata = convert::output_metadata(&ck, opts.target)?;
             ev(Event::WriteTotal(plan.output_bytes()));
             let mut progress = |name: &str, bytes: u64| ev(Event::TensorWritten { name, bytes });
-            let mut files = convert::write(&plan, &ck, &model_path, &metadata, opts.shard_size, &mut progress)?;
+            let mut files = convert::write(
+                &plan,
+                &ck,
+                &model_path,
+                &metadata,
+                opts.shard_size,
+                &mut progress,
+            )?;
             for c in &ck.companions {
                 files.push(copy_companion(c, &opts.out_dir)?);
             }
-            let summary = format!("wrote {} file(s) to {}", files.len(), opts.out_dir.display());
+            let summary = format!(
+                "wrote {} file(s) to {}",
+                files.len(),
+                opts.out_dir.display()
+            );
             Ok((files, summary))
         })?;
         for f in &written {
@@ -254,13 +272,19 @@ pub fn migrate(opts: &MigrateOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let md_path = opts.out_dir.join("report.md");
     let json_path = opts.out_dir.join("report.json");
     stages.run("report", |_| {
-        Ok(((), format!("{} and {}", md_path.display(), json_path.display())))
+        Ok((
+            (),
+            format!("{} and {}", md_path.display(), json_path.display()),
+        ))
     })?;
     report.stages = stages.records;
     let md = report.to_markdown();
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| ferry_io::Error::Invalid(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&report).map_err(|e| ferry_io::Error::Invalid(e.to_string()))?;
     for (p, bytes) in [(&md_path, md.as_bytes()), (&json_path, json.as_slice())] {
-        ferry_io::atomic::write_atomic(p, |w| std::io::Write::write_all(w, bytes).map_err(|e| ferry_io::Error::io(p, e)))?;
+        ferry_io::atomic::write_atomic(p, |w| {
+            std::io::Write::write_all(w, bytes).map_err(|e| ferry_io::Error::io(p, e))
+        })?;
     }
     Ok(report)
 }

@@ -92,7 +92,7 @@ pub struct MigrationReport {
 fn fmt_num(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
-        Some(x) if x == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(x) => format!("{x:.3e}"),
     }
 }
@@ -111,7 +111,11 @@ impl MigrationReport {
             self.tensors.iter().filter(|t| t.check.bit_exact).count(),
             self.ferry_version
         );
-        let _ = writeln!(s, "Input format: `{}`; {} parameters.\n", self.input_format, self.parameters);
+        let _ = writeln!(
+            s,
+            "Input format: `{}`; {} parameters.\n",
+            self.input_format, self.parameters
+        );
         for (title, files) in [("Inputs", &self.inputs), ("Outputs", &self.outputs)] {
             let _ = writeln!(s, "## {title}\n\n| file | bytes | sha256 |\n|---|---:|---|");
             for f in files {
@@ -119,7 +123,10 @@ impl MigrationReport {
             }
             s.push('\n');
         }
-        let _ = writeln!(s, "## Stages\n\n| stage | seconds | what happened |\n|---|---:|---|");
+        let _ = writeln!(
+            s,
+            "## Stages\n\n| stage | seconds | what happened |\n|---|---:|---|"
+        );
         for st in &self.stages {
             let _ = writeln!(s, "| {} | {:.3} | {} |", st.name, st.seconds, st.summary);
         }
@@ -134,7 +141,14 @@ impl MigrationReport {
         if !self.tied_groups.is_empty() {
             let _ = writeln!(s, "## Tied tensors (one storage)\n");
             for g in &self.tied_groups {
-                let _ = writeln!(s, "- {}", g.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" = "));
+                let _ = writeln!(
+                    s,
+                    "- {}",
+                    g.iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(" = ")
+                );
             }
             s.push('\n');
         }
@@ -143,14 +157,22 @@ impl MigrationReport {
             for r in &self.rename.rules {
                 let _ = writeln!(s, "| `{}` | {} |", r.rule, r.applied);
             }
-            let _ = writeln!(s, "\n{} names untouched by any rule.\n", self.rename.untouched.len());
+            let _ = writeln!(
+                s,
+                "\n{} names untouched by any rule.\n",
+                self.rename.untouched.len()
+            );
         }
         let _ = writeln!(
             s,
             "## Tensors\n\n| tensor | from | to | shape | action | bit-exact | max abs | max rel | cosine | ok |\n|---|---|---|---|---|---|---:|---:|---:|---|"
         );
         for t in &self.tensors {
-            let name = if t.source == t.name { format!("`{}`", t.name) } else { format!("`{}` ← `{}`", t.name, t.source) };
+            let name = if t.source == t.name {
+                format!("`{}`", t.name)
+            } else {
+                format!("`{}` ← `{}`", t.name, t.source)
+            };
             let mut note = String::new();
             if let Some(r) = &t.kept_float {
                 let _ = write!(note, " (kept float: {r})");
@@ -168,7 +190,10 @@ impl MigrationReport {
                 if t.check.bit_exact { "yes" } else { "no" },
                 fmt_num(t.check.max_abs),
                 fmt_num(t.check.max_rel),
-                t.check.cosine.map(|c| format!("{c:.6}")).unwrap_or_else(|| "-".into()),
+                t.check
+                    .cosine
+                    .map(|c| format!("{c:.6}"))
+                    .unwrap_or_else(|| "-".into()),
                 if t.check.ok { "yes" } else { "**NO**" },
             );
         }

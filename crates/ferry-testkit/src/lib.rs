@@ -18,7 +18,11 @@ pub fn repo_root() -> PathBuf {
 /// A file under `fixtures/` (committed; see `fixtures/README.md`).
 pub fn fixture(rel: &str) -> PathBuf {
     let p = repo_root().join("fixtures").join(rel);
-    assert!(p.exists(), "fixture {} is missing: run scripts/make_fixtures.py", p.display());
+    assert!(
+        p.exists(),
+        "fixture {} is missing: run scripts/make_fixtures.py",
+        p.display()
+    );
     p
 }
 
@@ -36,7 +40,10 @@ fn skip(what: &str) {
 pub fn python_with(modules: &str) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = match std::env::var_os("FERRY_PYTHON") {
         Some(p) => vec![PathBuf::from(p)],
-        None => vec![repo_root().join(".venv/bin/python"), PathBuf::from("python3")],
+        None => vec![
+            repo_root().join(".venv/bin/python"),
+            PathBuf::from("python3"),
+        ],
     };
     let found = candidates.into_iter().find(|py| {
         Command::new(py)
@@ -59,7 +66,32 @@ pub fn minilm() -> Option<PathBuf> {
     if dir.join("model.safetensors").is_file() {
         Some(dir)
     } else {
-        skip(&format!("all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.py)", dir.display()));
+        skip(&format!(
+            "all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.py)",
+            dir.display()
+        ));
         None
     }
+}
+
+/// Runs `py -c script args...`; panics with Python's stderr unless it succeeds; returns stdout.
+pub fn run_python(py: &Path, script: &str, args: &[&Path]) -> String {
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", py.display()));
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python printed UTF-8")
+}
+
+/// Lower-case hex of `bytes`, as Python's `bytes.hex()` writes it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -15,7 +15,9 @@ use crate::units::{human_bytes, parse_size};
 
 /// Arguments of `ferry convert`.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run")]
+#[command(
+    after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run"
+)]
 pub struct Args {
     /// Input checkpoint: file, model folder, or cached hub id.
     pub input: PathBuf,
@@ -45,7 +47,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let target = match &a.to {
         Some(t) => t.parse::<TargetFormat>()?,
         None => TargetFormat::from_path(&a.output).with_context(|| {
-            format!("cannot tell the output format from `{}`; pass --to safetensors|gguf|npz|pth", a.output.display())
+            format!(
+                "cannot tell the output format from `{}`; pass --to safetensors|gguf|npz|pth",
+                a.output.display()
+            )
         })?,
     };
     let shard = a.shard_size.as_deref().map(parse_size).transpose()?;
@@ -57,10 +62,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if a.dry_run {
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&json!({"dry_run": true, "plan": plan}))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"dry_run": true, "plan": plan}))?
+            );
         } else {
             print_plan(&plan);
-            println!("dry run: nothing written ({} would be {})", a.output.display(), human_bytes(plan.output_bytes()));
+            println!(
+                "dry run: nothing written ({} would be {})",
+                a.output.display(),
+                human_bytes(plan.output_bytes())
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -112,12 +124,33 @@ pub fn run(a: Args) -> Result<ExitCode> {
 }
 
 fn print_plan(plan: &Plan) {
-    let width = plan.entries.iter().map(|e| e.name.len()).max().unwrap_or(4).clamp(4, 72);
-    println!("{:width$}  {:>7} -> {:7}  {:10}  SHAPE", "NAME", "FROM", "TO", "ACTION");
+    let width = plan
+        .entries
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 72);
+    println!(
+        "{:width$}  {:>7} -> {:7}  {:10}  SHAPE",
+        "NAME", "FROM", "TO", "ACTION"
+    );
     for e in &plan.entries {
-        let renamed = if e.name != e.source { format!("  (from {})", e.source) } else { String::new() };
-        let tied = e.tied_to.as_deref().map(|t| format!("  (tied to {t})")).unwrap_or_default();
-        let kept = e.kept_float.as_deref().map(|r| format!("  (kept float: {r})")).unwrap_or_default();
+        let renamed = if e.name != e.source {
+            format!("  (from {})", e.source)
+        } else {
+            String::new()
+        };
+        let tied = e
+            .tied_to
+            .as_deref()
+            .map(|t| format!("  (tied to {t})"))
+            .unwrap_or_default();
+        let kept = e
+            .kept_float
+            .as_deref()
+            .map(|r| format!("  (kept float: {r})"))
+            .unwrap_or_default();
         println!(
             "{:width$}  {:>7} -> {:7}  {:10}  {:?}{renamed}{tied}{kept}",
             e.name,

@@ -9,7 +9,9 @@ use ferry_io::Checkpoint;
 
 /// Arguments of `ferry diff`.
 #[derive(clap::Args)]
-#[command(after_help = "Exit status: 0 when every common tensor is bit-exact (or within --atol/--rtol) and no names are missing, 1 otherwise, 2 on error.\n\nExamples:\n  ferry diff model.pth model.safetensors\n  ferry diff model.safetensors model-f16.safetensors --rtol 1e-3 --json")]
+#[command(
+    after_help = "Exit status: 0 when every common tensor is bit-exact (or within --atol/--rtol) and no names are missing, 1 otherwise, 2 on error.\n\nExamples:\n  ferry diff model.pth model.safetensors\n  ferry diff model.safetensors model-f16.safetensors --rtol 1e-3 --json"
+)]
 pub struct Args {
     /// First checkpoint (the reference).
     pub a: PathBuf,
@@ -37,15 +39,29 @@ fn num(v: Option<f64>) -> String {
 pub fn run(a: Args) -> Result<ExitCode> {
     let ca = Checkpoint::open(&a.a)?;
     let cb = Checkpoint::open(&a.b)?;
-    let tol = Tolerance { atol: a.atol, rtol: a.rtol, min_cosine: None };
+    let tol = Tolerance {
+        atol: a.atol,
+        rtol: a.rtol,
+        min_cosine: None,
+    };
     let report = diff(&ca, &cb, Some(tol))?;
-    let code = if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    let code = if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(code);
     }
     let exact = report.tensors.iter().filter(|t| t.bit_exact).count();
-    println!("{} ({}) vs {} ({})", ca.path.display(), ca.format, cb.path.display(), cb.format);
+    println!(
+        "{} ({}) vs {} ({})",
+        ca.path.display(),
+        ca.format,
+        cb.path.display(),
+        cb.format
+    );
     println!(
         "  {} common tensors: {} bit-exact, {} within tolerance, {} differ; {} only in A, {} only in B",
         report.tensors.len(),
@@ -76,13 +92,28 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 t.dtypes.1,
                 num(t.max_abs),
                 num(t.max_rel),
-                t.cosine.map(|c| format!("{c:.6}")).unwrap_or_else(|| "-".into()),
-                if t.nan_mismatches > 0 { format!(", {} NaN/inf mismatches", t.nan_mismatches) } else { String::new() }
+                t.cosine
+                    .map(|c| format!("{c:.6}"))
+                    .unwrap_or_else(|| "-".into()),
+                if t.nan_mismatches > 0 {
+                    format!(", {} NaN/inf mismatches", t.nan_mismatches)
+                } else {
+                    String::new()
+                }
             )
         };
         let mark = if t.ok { "=" } else { "!" };
         println!("  {mark} {}: {what}", t.name);
     }
-    println!("{}", if report.identical() { "identical" } else if report.ok() { "equal within tolerance" } else { "different" });
+    println!(
+        "{}",
+        if report.identical() {
+            "identical"
+        } else if report.ok() {
+            "equal within tolerance"
+        } else {
+            "different"
+        }
+    );
     Ok(code)
 }

@@ -11,7 +11,9 @@ use crate::units::human_bytes;
 
 /// Arguments of `ferry inspect`.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache")]
+#[command(
+    after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache"
+)]
 pub struct Args {
     /// A checkpoint file, a model folder, or a hub id in the local cache.
     pub path: PathBuf,
@@ -26,7 +28,9 @@ pub struct Args {
 fn layout_name(l: &Layout) -> String {
     match l {
         Layout::Contiguous { .. } => "contiguous".into(),
-        Layout::Strided { offset, strides } => format!("strided(offset={offset}, strides={strides:?})"),
+        Layout::Strided { offset, strides } => {
+            format!("strided(offset={offset}, strides={strides:?})")
+        }
     }
 }
 
@@ -43,7 +47,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
                        "layout": layout_name(&t.layout), "file": t.file.display().to_string()})
             })
             .collect();
-        let meta: serde_json::Map<_, _> = ck.metadata.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+        let meta: serde_json::Map<_, _> = ck
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
         let out = json!({
             "path": ck.path.display().to_string(), "format": ck.format, "parameters": ck.param_count(),
             "bytes": ck.total_bytes(), "tensors": tensors, "tied_groups": tied, "metadata": meta,
@@ -69,11 +77,28 @@ pub fn run(a: Args) -> Result<ExitCode> {
             println!("    {k} = {}", v.display_short());
         }
     }
-    let width = ck.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).clamp(4, 72);
-    println!("\n  {:width$}  {:7}  {:>12}  SHAPE", "NAME", "DTYPE", "BYTES");
-    let shown = if a.limit == 0 { ck.tensors.len() } else { a.limit };
+    let width = ck
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 72);
+    println!(
+        "\n  {:width$}  {:7}  {:>12}  SHAPE",
+        "NAME", "DTYPE", "BYTES"
+    );
+    let shown = if a.limit == 0 {
+        ck.tensors.len()
+    } else {
+        a.limit
+    };
     for t in ck.tensors.iter().take(shown) {
-        let strided = if matches!(t.layout, Layout::Strided { .. }) { "  (strided view)" } else { "" };
+        let strided = if matches!(t.layout, Layout::Strided { .. }) {
+            "  (strided view)"
+        } else {
+            ""
+        };
         println!(
             "  {:width$}  {:7}  {:>12}  {:?}{strided}",
             t.name,

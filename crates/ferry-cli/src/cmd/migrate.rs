@@ -14,7 +14,9 @@ use crate::units::parse_size;
 
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args)]
-#[command(after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'")]
+#[command(
+    after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'"
+)]
 pub struct Args {
     /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model).
     pub input: Option<PathBuf>,
@@ -87,15 +89,26 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         println!(
             "{}: {} of {} tensors verified ({} bit-exact); report in {}",
-            if report.ok { "migration verified" } else { "VERIFICATION FAILED" },
+            if report.ok {
+                "migration verified"
+            } else {
+                "VERIFICATION FAILED"
+            },
             report.tensors.iter().filter(|t| t.check.ok).count(),
             report.tensors.len(),
             report.tensors.iter().filter(|t| t.check.bit_exact).count(),
             a.out.join("report.md").display()
         );
         for t in report.tensors.iter().filter(|t| !t.check.ok) {
-            println!("  ! {} ({} -> {}): max abs {:?}, cosine {:?}", t.name, t.from, t.to, t.check.max_abs, t.check.cosine);
+            println!(
+                "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",
+                t.name, t.from, t.to, t.check.max_abs, t.check.cosine
+            );
         }
     }
-    Ok(if report.ok || a.dry_run { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok || a.dry_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -64,11 +64,20 @@ pub fn sniff(path: &Path) -> Result<Sniffed> {
     if head.len() >= 9 && head[8] == b'{' {
         return Ok(Sniffed::Safetensors);
     }
-    let trimmed: Vec<u8> = head.iter().copied().skip_while(u8::is_ascii_whitespace).collect();
+    let trimmed: Vec<u8> = head
+        .iter()
+        .copied()
+        .skip_while(u8::is_ascii_whitespace)
+        .collect();
     if trimmed.first() == Some(&b'{') {
         return Ok(Sniffed::ShardIndex);
     }
-    let shown: String = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    let shown: String = head
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     Err(Error::UnknownFormat {
         path: path.to_path_buf(),
         msg: if n == 0 {

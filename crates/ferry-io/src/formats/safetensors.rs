@@ -60,7 +60,9 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
     let len = map.len() as u64;
     if len < 8 {
-        return Err(bad(format!("{len} bytes is too short for a safetensors header")));
+        return Err(bad(format!(
+            "{len} bytes is too short for a safetensors header"
+        )));
     }
     let n = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER || n > len - 8 {
@@ -88,8 +90,9 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
                     .as_str()
                     .ok_or_else(|| bad(format!("`__metadata__.{k}` is not a string")))?;
                 if k == TIED_KEY {
-                    tied = serde_json::from_str(s)
-                        .map_err(|e| bad(format!("`{TIED_KEY}` is not a JSON object of names: {e}")))?;
+                    tied = serde_json::from_str(s).map_err(|e| {
+                        bad(format!("`{TIED_KEY}` is not a JSON object of names: {e}"))
+                    })?;
                 } else {
                     metadata.insert(k.clone(), MetaValue::String(s.to_string()));
                 }
@@ -169,7 +172,11 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         let src = tensors
             .iter_mut()
             .find(|t| &t.name == target)
-            .ok_or_else(|| bad(format!("`{TIED_KEY}` ties `{alias}` to `{target}`, which is not in the file")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{TIED_KEY}` ties `{alias}` to `{target}`, which is not in the file"
+                ))
+            })?;
         src.storage_key = Some(target.clone());
         let mut copy = src.clone();
         copy.name = alias.clone();
@@ -193,7 +200,12 @@ fn meta_string(v: &MetaValue) -> String {
 
 /// Writes `tensors` to one safetensors file at `path` (atomically). Tensors with `tied_to`
 /// set are not written again; they are listed under [`TIED_KEY`] and restored on reading.
-pub fn write(path: &Path, tensors: &[OutTensor<'_>], metadata: &Metadata, progress: Progress<'_>) -> Result<()> {
+pub fn write(
+    path: &Path,
+    tensors: &[OutTensor<'_>],
+    metadata: &Metadata,
+    progress: Progress<'_>,
+) -> Result<()> {
     let mut header = Map::new();
     let mut meta = Map::new();
     for (k, v) in metadata {
@@ -220,7 +232,10 @@ pub fn write(path: &Path, tensors: &[OutTensor<'_>], metadata: &Metadata, progre
         offset += n;
     }
     if !tied.is_empty() {
-        meta.insert(TIED_KEY.into(), Value::String(Value::Object(tied).to_string()));
+        meta.insert(
+            TIED_KEY.into(),
+            Value::String(Value::Object(tied).to_string()),
+        );
     }
     if !meta.is_empty() {
         // `__metadata__` first, as the reference implementation writes it.
@@ -229,22 +244,24 @@ pub fn write(path: &Path, tensors: &[OutTensor<'_>], metadata: &Metadata, progre
         with_meta.extend(header);
         header = with_meta;
     }
-    let mut text = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut text =
+        serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::Invalid(e.to_string()))?;
     while text.len() % 8 != 0 {
         text.push(b' ');
     }
     write_atomic(path, |w| {
         let io = |e| Error::io(path, e);
-        w.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(io)?;
         w.write_all(&text).map_err(io)?;
         for t in tensors.iter().filter(|t| t.tied_to.is_none()) {
             let bytes = t.bytes()?;
             if bytes.len() as u64 != t.nbytes() {
-                return Err(Error::tensor(path, &t.name, format!(
-                    "produced {} bytes, expected {}",
-                    bytes.len(),
-                    t.nbytes()
-                )));
+                return Err(Error::tensor(
+                    path,
+                    &t.name,
+                    format!("produced {} bytes, expected {}", bytes.len(), t.nbytes()),
+                ));
             }
             w.write_all(&bytes).map_err(io)?;
             progress(&t.name, bytes.len() as u64);
@@ -281,7 +298,11 @@ pub fn write_sharded(
     let dir = path.parent().unwrap_or(Path::new(""));
     let stem = path
         .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".safetensors").to_string())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(".safetensors")
+                .to_string()
+        })
         .unwrap_or_else(|| "model".into());
     let count = shards.len();
     let mut weight_map = Map::new();
@@ -294,7 +315,8 @@ pub fn write_sharded(
             .iter()
             .map(|&i| {
                 let t = &tensors[i];
-                let mut o = OutTensor::new(t.name.clone(), t.dtype, t.shape.clone(), move || t.bytes());
+                let mut o =
+                    OutTensor::new(t.name.clone(), t.dtype, t.shape.clone(), move || t.bytes());
                 o.tied_to = t.tied_to.clone();
                 o
             })
@@ -302,9 +324,13 @@ pub fn write_sharded(
         for t in &part {
             if let Some(target) = &t.tied_to {
                 if !part.iter().any(|p| &p.name == target) {
-                    return Err(Error::tensor(path, &t.name, format!(
-                        "tied to `{target}`, which landed in another shard; raise --shard-size"
-                    )));
+                    return Err(Error::tensor(
+                        path,
+                        &t.name,
+                        format!(
+                            "tied to `{target}`, which landed in another shard; raise --shard-size"
+                        ),
+                    ));
                 }
             } else {
                 total += t.nbytes();
@@ -342,7 +368,9 @@ mod tests {
 
     fn open_err(header: &str, data_len: usize) -> String {
         let dir = tempfile::tempdir().unwrap();
-        open(&raw_file(dir.path(), header, data_len)).unwrap_err().to_string()
+        open(&raw_file(dir.path(), header, data_len))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -351,12 +379,18 @@ mod tests {
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
             12,
         );
-        assert!(e.contains("overlap") && e.contains("`a`") && e.contains("`b`"), "{e}");
+        assert!(
+            e.contains("overlap") && e.contains("`a`") && e.contains("`b`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn offsets_past_the_end_are_refused() {
-        let e = open_err(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8);
+        let e = open_err(
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            8,
+        );
         assert!(e.contains("tensor `a`") && e.contains("run past"), "{e}");
     }
 
@@ -378,10 +412,16 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         assert!(open(&p).unwrap_err().to_string().contains("header claims"));
         assert!(open_err("{not json}", 0).contains("not a JSON object"));
-        assert!(open_err(r#"{"a":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[0,1]}}"#, 1)
-            .contains("F8_E5M2"));
-        assert!(open_err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4)
-            .contains("needs 8"));
+        assert!(open_err(
+            r#"{"a":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[0,1]}}"#,
+            1
+        )
+        .contains("F8_E5M2"));
+        assert!(open_err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            4
+        )
+        .contains("needs 8"));
     }
 
     #[test]
@@ -391,9 +431,13 @@ mod tests {
         let w: Vec<u8> = (0..24u8).collect();
         let b: Vec<u8> = vec![1, 0, 0, 0, 0, 0, 0, 0];
         let mut outs = vec![
-            OutTensor::new("embed.weight", DType::F32, vec![2, 3], || Ok(Cow::Borrowed(&w[..]))),
+            OutTensor::new("embed.weight", DType::F32, vec![2, 3], || {
+                Ok(Cow::Borrowed(&w[..]))
+            }),
             OutTensor::new("step", DType::I64, vec![], || Ok(Cow::Borrowed(&b[..]))),
-            OutTensor::new("lm_head.weight", DType::F32, vec![2, 3], || Ok(Cow::Borrowed(&w[..]))),
+            OutTensor::new("lm_head.weight", DType::F32, vec![2, 3], || {
+                Ok(Cow::Borrowed(&w[..]))
+            }),
         ];
         outs[2].tied_to = Some("embed.weight".into());
         let mut meta = Metadata::new();
@@ -407,7 +451,13 @@ mod tests {
         assert_eq!(ck.metadata["epoch"], MetaValue::String("3".into()));
         assert_eq!(&*ck.get("lm_head.weight").unwrap().data().unwrap(), &w[..]);
         assert_eq!(&*ck.get("step").unwrap().data().unwrap(), &b[..]);
-        assert_eq!(ck.tied_groups(), vec![vec!["embed.weight".to_string(), "lm_head.weight".to_string()]]);
+        assert_eq!(
+            ck.tied_groups(),
+            vec![vec![
+                "embed.weight".to_string(),
+                "lm_head.weight".to_string()
+            ]]
+        );
     }
 
     #[test]
@@ -418,10 +468,18 @@ mod tests {
         let outs: Vec<OutTensor<'_>> = data
             .iter()
             .enumerate()
-            .map(|(i, d)| OutTensor::new(format!("t{i}"), DType::F32, vec![100], move || Ok(Cow::Borrowed(&d[..]))))
+            .map(|(i, d)| {
+                OutTensor::new(format!("t{i}"), DType::F32, vec![100], move || {
+                    Ok(Cow::Borrowed(&d[..]))
+                })
+            })
             .collect();
         let files = write_sharded(&p, &outs, &Metadata::new(), 900, &mut |_, _| {}).unwrap();
-        assert_eq!(files.len(), 4, "3 shards of <= 900 bytes + index: {files:?}");
+        assert_eq!(
+            files.len(),
+            4,
+            "3 shards of <= 900 bytes + index: {files:?}"
+        );
         assert!(files[0].ends_with("model-00001-of-00003.safetensors"));
         let ck = crate::Checkpoint::open(files.last().unwrap()).unwrap();
         assert_eq!(ck.format, Format::SafetensorsSharded);

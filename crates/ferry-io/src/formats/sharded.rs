@@ -16,7 +16,9 @@ const MAX_INDEX: u64 = 256 * 1024 * 1024;
 /// Opens a shard index and every shard it names.
 pub fn open(path: &Path) -> Result<Checkpoint> {
     let bad = |msg: String| Error::malformed(path, msg);
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     if len > MAX_INDEX {
         return Err(bad(format!("{len} bytes is too large for a shard index")));
     }
@@ -33,7 +35,9 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
             .as_str()
             .ok_or_else(|| bad(format!("`weight_map.{name}` is not a file name")))?;
         if f.contains('/') || f.contains('\\') || f == ".." {
-            return Err(bad(format!("shard `{f}` for `{name}` is not a plain file name")));
+            return Err(bad(format!(
+                "shard `{f}` for `{name}` is not a plain file name"
+            )));
         }
         files.insert(f.to_string());
     }
@@ -58,9 +62,15 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         match found.get(name) {
             Some(actual) if actual == f => {}
             Some(actual) => {
-                return Err(bad(format!("the index puts `{name}` in `{f}` but it is in `{actual}`")))
+                return Err(bad(format!(
+                    "the index puts `{name}` in `{f}` but it is in `{actual}`"
+                )))
             }
-            None => return Err(bad(format!("the index names `{name}` in `{f}` but that shard does not hold it"))),
+            None => {
+                return Err(bad(format!(
+                    "the index names `{name}` in `{f}` but that shard does not hold it"
+                )))
+            }
         }
     }
     if let Some(meta) = index.get("metadata").and_then(Value::as_object) {
