@@ -2,9 +2,10 @@
 //! one at a time, so peak memory is bounded by the largest tensor, not by the model.
 
 use std::borrow::Cow;
+use std::path::Path;
 
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::TensorEntry;
 
 type Producer<'a> = Box<dyn Fn() -> Result<Cow<'a, [u8]>> + Send + Sync + 'a>;
@@ -53,6 +54,20 @@ impl<'a> OutTensor<'a> {
     /// Produces the tensor's bytes (row-major, little-endian).
     pub fn bytes(&self) -> Result<Cow<'a, [u8]>> {
         (self.produce)()
+    }
+
+    /// Produces the bytes and checks their length against the header, so a writer never
+    /// records one size and writes another; errors name `path` (the output) and the tensor.
+    pub fn bytes_checked(&self, path: &Path) -> Result<Cow<'a, [u8]>> {
+        let bytes = self.bytes()?;
+        if bytes.len() as u64 != self.nbytes() {
+            return Err(Error::tensor(
+                path,
+                &self.name,
+                format!("produced {} bytes, expected {}", bytes.len(), self.nbytes()),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// Number of elements.

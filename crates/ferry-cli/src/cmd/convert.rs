@@ -116,8 +116,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if !errors.is_empty() {
         println!("quantization error (rmse, max abs, cosine):");
-        for (n, e) in &errors {
-            println!("  {n}: {:.3e}, {:.3e}, {:.6}", e.rmse, e.max_abs, e.cosine);
+        for entry in &plan.entries {
+            if let Some(e) = errors.get(&entry.name) {
+                println!("  {}: {:.3e}, {:.3e}, {:.6}", entry.name, e.rmse, e.max_abs, e.cosine);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

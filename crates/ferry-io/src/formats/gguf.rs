@@ -732,14 +732,7 @@ pub fn write(
         w.write_all(&header).map_err(io)?;
         let zeros = vec![0u8; alignment as usize];
         for t in tensors {
-            let bytes = t.bytes()?;
-            if bytes.len() as u64 != t.nbytes() {
-                return Err(Error::tensor(
-                    path,
-                    &t.name,
-                    format!("produced {} bytes, expected {}", bytes.len(), t.nbytes()),
-                ));
-            }
+            let bytes = t.bytes_checked(path)?;
             w.write_all(&bytes).map_err(io)?;
             let pad = align_up(bytes.len() as u64, alignment) - bytes.len() as u64;
             w.write_all(&zeros[..pad as usize]).map_err(io)?;

@@ -550,24 +550,11 @@ fn npy_header(path: &Path, t: &OutTensor<'_>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// `t`'s bytes, checked against its size.
-fn tensor_bytes<'a>(path: &Path, t: &OutTensor<'a>) -> Result<std::borrow::Cow<'a, [u8]>> {
-    let bytes = t.bytes()?;
-    if bytes.len() as u64 != t.nbytes() {
-        return Err(Error::tensor(
-            path,
-            &t.name,
-            format!("produced {} bytes, expected {}", bytes.len(), t.nbytes()),
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Writes one tensor as a `.npy` file at `path` (atomically).
 pub fn write_npy(path: &Path, tensor: &OutTensor<'_>) -> Result<()> {
     let header = npy_header(path, tensor)?;
     write_atomic(path, |w| {
-        let bytes = tensor_bytes(path, tensor)?;
+        let bytes = tensor.bytes_checked(path)?;
         w.write_all(&header).map_err(|e| Error::io(path, e))?;
         w.write_all(&bytes).map_err(|e| Error::io(path, e))
     })
@@ -595,7 +582,7 @@ pub fn write_npz(
     write_atomic(path, |w| {
         let mut zip = ZipWriter::new(w, path);
         for (t, header) in tensors.iter().zip(&headers) {
-            let bytes = tensor_bytes(path, t)?;
+            let bytes = t.bytes_checked(path)?;
             let mut member = Vec::with_capacity(header.len() + bytes.len());
             member.extend_from_slice(header);
             member.extend_from_slice(&bytes);

@@ -1058,14 +1058,7 @@ pub fn write(
                 progress(&t.name, 0);
                 continue;
             }
-            let bytes = t.bytes()?;
-            if bytes.len() as u64 != t.nbytes() {
-                return Err(Error::tensor(
-                    path,
-                    &t.name,
-                    format!("produced {} bytes, expected {}", bytes.len(), t.nbytes()),
-                ));
-            }
+            let bytes = t.bytes_checked(path)?;
             z.add(&format!("{p}/data/{}", plan.key), &bytes)?;
             id.update(crc_of(&bytes).to_le_bytes());
             progress(&t.name, bytes.len() as u64);

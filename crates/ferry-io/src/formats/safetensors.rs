@@ -255,14 +255,7 @@ pub fn write(
             .map_err(io)?;
         w.write_all(&text).map_err(io)?;
         for t in tensors.iter().filter(|t| t.tied_to.is_none()) {
-            let bytes = t.bytes()?;
-            if bytes.len() as u64 != t.nbytes() {
-                return Err(Error::tensor(
-                    path,
-                    &t.name,
-                    format!("produced {} bytes, expected {}", bytes.len(), t.nbytes()),
-                ));
-            }
+            let bytes = t.bytes_checked(path)?;
             w.write_all(&bytes).map_err(io)?;
             progress(&t.name, bytes.len() as u64);
         }
