@@ -68,6 +68,30 @@ fn migrate_to_bf16_verifies_within_cast_tolerance_and_json_reports_it() {
 }
 
 #[test]
+fn migrate_to_f8e4m3_keeps_matching_tensors_in_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = json(&ferry(
+        &[
+            "migrate",
+            "--dtype",
+            "f8e4m3",
+            "--keep",
+            "f32:classifier",
+            "--json",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(report["ok"], true, "{}", report["tensors"]);
+    for t in report["tensors"].as_array().unwrap() {
+        let kept = t["name"].as_str().unwrap().contains("classifier");
+        assert_eq!(t["to"], if kept { "f32" } else { "f8e4m3" }, "{t}");
+        assert_eq!(t["check"]["bit_exact"], kept, "{t}");
+    }
+}
+
+#[test]
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("pytorch/tied.pth");

@@ -118,7 +118,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("quantization error (rmse, max abs, cosine):");
         for entry in &plan.entries {
             if let Some(e) = errors.get(&entry.name) {
-                println!("  {}: {:.3e}, {:.3e}, {:.6}", entry.name, e.rmse, e.max_abs, e.cosine);
+                println!(
+                    "  {}: {:.3e}, {:.3e}, {:.6}",
+                    entry.name, e.rmse, e.max_abs, e.cosine
+                );
             }
         }
     }
