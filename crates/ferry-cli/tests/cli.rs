@@ -92,6 +92,32 @@ fn migrate_to_f8e4m3_keeps_matching_tensors_in_f32() {
 }
 
 #[test]
+fn sharded_migration_verifies_through_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = json(&ferry(
+        &["migrate", "--shard-size", "10KB", "--json", "--out", "s"],
+        dir.path(),
+    ));
+    assert_eq!(report["ok"], true, "{}", report["missing"]);
+    let outputs: Vec<&str> = report["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        outputs
+            .iter()
+            .any(|p| p.ends_with("model.safetensors.index.json")),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs.iter().filter(|p| p.contains("-of-")).count() >= 2,
+        "{outputs:?}"
+    );
+}
+
+#[test]
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("pytorch/tied.pth");

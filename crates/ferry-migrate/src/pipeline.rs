@@ -181,7 +181,7 @@ pub fn migrate(
     let mut tensors = Vec::new();
     let mut missing = Vec::new();
     if !opts.dry_run {
-        let written = stages.run("convert", |ev| {
+        let (written, model) = stages.run("convert", |ev| {
             std::fs::create_dir_all(&opts.out_dir).map_err(|e| fs_err(&opts.out_dir, e))?;
             let metadata = convert::output_metadata(&ck, opts.target)?;
             ev(Event::WriteTotal(plan.output_bytes()));
@@ -194,6 +194,9 @@ pub fn migrate(
                 opts.shard_size,
                 &mut progress,
             )?;
+            // What to reopen for verification: the model file, or the index of its shards
+            // (written last).
+            let model = files.last().cloned().unwrap_or_else(|| model_path.clone());
             for c in &ck.companions {
                 files.push(copy_companion(c, &opts.out_dir)?);
             }
@@ -202,14 +205,14 @@ pub fn migrate(
                 files.len(),
                 opts.out_dir.display()
             );
-            Ok((files, summary))
+            Ok(((files, model), summary))
         })?;
         for f in &written {
             outputs.push(file_record(f, None)?);
         }
 
         let (t, m) = stages.run("verify", |_| {
-            let out = Checkpoint::open(&written[0])?;
+            let out = Checkpoint::open(&model)?;
             let errors = plan.quant_errors();
             let mut records = Vec::new();
             let mut missing = Vec::new();
