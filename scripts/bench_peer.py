@@ -48,6 +48,8 @@ def timed(cmd, repeat):
     """Best wall time (s) and the peak RSS (MiB) of that run."""
     best = None
     for i in range(repeat + 1):
+        # Flush earlier runs' dirty pages first, so one run's writeback does not land in the next.
+        subprocess.run(["sync"], check=True)
         with tempfile.NamedTemporaryFile("r") as out:
             t0 = time.perf_counter()
             subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", out.name] + cmd, check=True,

@@ -333,14 +333,16 @@ mod tests {
         }
     }
 
+    /// candle's own quantization of `x`, the reference for the fast paths.
+    fn via_candle(ggml: candle_core::quantized::GgmlDType, x: &[f32]) -> Vec<u8> {
+        let mut q = ggml.cpu_zeros(x.len());
+        q.from_float(x);
+        // SAFETY: as in `quantize_into`: a live Vec of POD blocks of exactly this size.
+        unsafe { std::slice::from_raw_parts(q.as_ptr(), q.storage_size_in_bytes()) }.to_vec()
+    }
+
     #[test]
     fn fast_q8_0_is_bit_identical_to_candle() {
-        let via_candle = |x: &[f32]| {
-            let mut q = candle_core::quantized::GgmlDType::Q8_0.cpu_zeros(x.len());
-            q.from_float(x);
-            // SAFETY: as in `quantize_into`: a live Vec of POD blocks of exactly this size.
-            unsafe { std::slice::from_raw_parts(q.as_ptr(), q.storage_size_in_bytes()) }.to_vec()
-        };
         // Random data at several scales, and blocks whose scale is exactly 1 (amax 127) so the
         // values hit the rounding boundaries k + 0.5 and just below them.
         let mut x: Vec<f32> = [1e-6f32, 1.0, 300.0]
@@ -362,7 +364,10 @@ mod tests {
         x.extend([0.0f32; 32]);
         let mut fast = vec![0u8; x.len() / 32 * 34];
         quantize_q8_0_into(&x, &mut fast);
-        assert_eq!(fast, via_candle(&x));
+        assert_eq!(
+            fast,
+            via_candle(candle_core::quantized::GgmlDType::Q8_0, &x)
+        );
     }
 
     #[test]
