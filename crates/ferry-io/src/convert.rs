@@ -260,6 +260,11 @@ impl Plan {
                     self.produce(src, e)
                 });
                 o.tied_to = e.tied_to.clone();
+                if e.action == Action::Copy {
+                    o.file_extent = src
+                        .file_extent()
+                        .map(|(off, len)| (src.file.clone(), off, len));
+                }
                 o
             })
             .collect()

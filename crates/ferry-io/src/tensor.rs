@@ -271,6 +271,19 @@ impl TensorEntry {
         }
     }
 
+    /// Where the tensor's bytes lie, unchanged and contiguous, in [`TensorEntry::file`]:
+    /// `(offset, length)`. `None` when they are not a plain byte range of the file (strided,
+    /// compressed, or in memory). Readers map whole files, so a mapped range is a file range.
+    pub fn file_extent(&self) -> Option<(u64, u64)> {
+        match (&self.storage, &self.layout) {
+            (Storage::Mapped { range, .. }, Layout::Contiguous { offset }) => {
+                self.validate().ok()?;
+                Some((range.start as u64 + offset, self.nbytes()))
+            }
+            _ => None,
+        }
+    }
+
     /// Loads the tensor into candle on `device`. `bool` becomes `u8`, `i8` and `u16` widen to
     /// `i16`/`i32`; quantized tensors are dequantized to f32 (see [`crate::quant`] for
     /// keeping them quantized).

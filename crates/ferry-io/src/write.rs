@@ -2,7 +2,10 @@
 //! one at a time, so peak memory is bounded by the largest tensor, not by the model.
 
 use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -18,6 +21,10 @@ pub struct OutTensor<'a> {
     pub dtype: DType,
     /// Shape in the output.
     pub shape: Vec<usize>,
+    /// When set, the output bytes are exactly this `(file, offset, length)` range of a source
+    /// file, and writers that write bytes unchanged may copy it in the kernel
+    /// (`copy_file_range`) instead of through memory.
+    pub file_extent: Option<(Arc<Path>, u64, u64)>,
     /// When set, this tensor holds the same data as the earlier output tensor of that name;
     /// writers that can share storage (pth) or record aliases (safetensors) write it once.
     pub tied_to: Option<String>,
@@ -37,18 +44,54 @@ impl<'a> OutTensor<'a> {
             dtype,
             shape,
             tied_to: None,
+            file_extent: None,
             produce: Box::new(produce),
         }
     }
 
     /// The entry as it is, bytes read from its source on demand.
     pub fn from_entry(entry: &'a TensorEntry) -> Self {
-        OutTensor::new(
+        let mut o = OutTensor::new(
             entry.name.clone(),
             entry.dtype,
             entry.shape.clone(),
             move || entry.data(),
-        )
+        );
+        o.file_extent = entry
+            .file_extent()
+            .map(|(off, len)| (entry.file.clone(), off, len));
+        o
+    }
+
+    /// Writes the tensor's bytes to `w` (the output `path`, for errors): a kernel-side copy
+    /// from the source file when [`OutTensor::file_extent`] is set, else the produced bytes.
+    /// Returns the number of bytes written, checked against the header.
+    pub fn write_to(&self, path: &Path, w: &mut BufWriter<File>) -> Result<u64> {
+        let Some((src, offset, len)) = &self.file_extent else {
+            let bytes = self.bytes_checked(path)?;
+            w.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+            return Ok(bytes.len() as u64);
+        };
+        if *len != self.nbytes() {
+            return Err(Error::tensor(
+                path,
+                &self.name,
+                format!("source range holds {len} bytes, expected {}", self.nbytes()),
+            ));
+        }
+        let mut f = File::open(src).map_err(|e| Error::io(src.as_ref(), e))?;
+        f.seek(SeekFrom::Start(*offset))
+            .map_err(|e| Error::io(src.as_ref(), e))?;
+        // std copies File -> BufWriter<File> with copy_file_range (after flushing the buffer).
+        let n = std::io::copy(&mut f.take(*len), w).map_err(|e| Error::io(path, e))?;
+        if n != *len {
+            return Err(Error::tensor(
+                src.as_ref(),
+                &self.name,
+                format!("file ended after {n} of {len} bytes (truncated while reading?)"),
+            ));
+        }
+        Ok(n)
     }
 
     /// Produces the tensor's bytes (row-major, little-endian).

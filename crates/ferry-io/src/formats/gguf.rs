@@ -732,11 +732,10 @@ pub fn write(
         w.write_all(&header).map_err(io)?;
         let zeros = vec![0u8; alignment as usize];
         for t in tensors {
-            let bytes = t.bytes_checked(path)?;
-            w.write_all(&bytes).map_err(io)?;
-            let pad = align_up(bytes.len() as u64, alignment) - bytes.len() as u64;
+            let n = t.write_to(path, w)?;
+            let pad = align_up(n, alignment) - n;
             w.write_all(&zeros[..pad as usize]).map_err(io)?;
-            progress(&t.name, bytes.len() as u64);
+            progress(&t.name, n);
         }
         Ok(())
     })

@@ -255,9 +255,8 @@ pub fn write(
             .map_err(io)?;
         w.write_all(&text).map_err(io)?;
         for t in tensors.iter().filter(|t| t.tied_to.is_none()) {
-            let bytes = t.bytes_checked(path)?;
-            w.write_all(&bytes).map_err(io)?;
-            progress(&t.name, bytes.len() as u64);
+            let n = t.write_to(path, w)?;
+            progress(&t.name, n);
         }
         Ok(())
     })
