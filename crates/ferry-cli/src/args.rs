@@ -77,3 +77,30 @@ impl TransformArgs {
         })
     }
 }
+
+/// How output is written and reported; shared by the commands that write models.
+#[derive(Args, Debug, Clone)]
+pub struct WriteArgs {
+    /// Split safetensors output into shards of at most this size (e.g. 2GB, 500MiB), with an index.json.
+    #[arg(long, value_name = "SIZE")]
+    pub shard_size: Option<String>,
+    /// Show what would be written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl WriteArgs {
+    /// `--shard-size` in bytes.
+    pub fn shard_bytes(&self) -> Result<Option<u64>> {
+        self.shard_size
+            .as_deref()
+            .map(crate::units::parse_size)
+            .transpose()
+    }
+}

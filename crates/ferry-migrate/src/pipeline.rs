@@ -223,14 +223,7 @@ pub fn migrate(
                 };
                 let tol = Tolerance::for_conversion(e.from, e.to);
                 records.push(TensorRecord {
-                    source: e.source.clone(),
-                    name: e.name.clone(),
-                    from: e.from,
-                    to: e.to,
-                    shape: e.shape.clone(),
-                    action: e.action,
-                    tied_to: e.tied_to.clone(),
-                    kept_float: e.kept_float.clone(),
+                    planned: e.clone(),
                     check: compare_tensors(src, dst, Some(tol))?,
                     quant_error: errors.get(&e.name).cloned(),
                 });

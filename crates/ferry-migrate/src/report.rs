@@ -4,10 +4,9 @@
 use std::fmt::Write as _;
 
 use ferry_io::compare::TensorComparison;
-use ferry_io::convert::Action;
+use ferry_io::convert::PlanEntry;
 use ferry_io::quant::QuantError;
 use ferry_io::rename::RenameReport;
-use ferry_io::DType;
 use serde::Serialize;
 
 /// A file that went in or came out.
@@ -32,27 +31,13 @@ pub struct StageRecord {
     pub summary: String,
 }
 
-/// One output tensor and how it compares with its source.
+/// One output tensor: what conversion planned for it, and how the written tensor compares
+/// with its source.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorRecord {
-    /// Name in the source.
-    pub source: String,
-    /// Name in the output.
-    pub name: String,
-    /// Source dtype.
-    pub from: DType,
-    /// Output dtype.
-    pub to: DType,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// What conversion did.
-    pub action: Action,
-    /// Output tensor sharing this one's data, if tied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tied_to: Option<String>,
-    /// Why it stayed float when quantization was asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kept_float: Option<String>,
+    /// Names, dtypes, shape, action, ties (flattened into the JSON object).
+    #[serde(flatten)]
+    pub planned: PlanEntry,
     /// Comparison of the written tensor with the source tensor.
     pub check: TensorComparison,
     /// Quantization error measured while writing.
@@ -167,7 +152,10 @@ impl MigrationReport {
             s,
             "## Tensors\n\n| tensor | from | to | shape | action | bit-exact | max abs | max rel | cosine | ok |\n|---|---|---|---|---|---|---:|---:|---:|---|"
         );
-        for t in &self.tensors {
+        for TensorRecord {
+            planned: t, check, ..
+        } in &self.tensors
+        {
             let name = if t.source == t.name {
                 format!("`{}`", t.name)
             } else {
@@ -187,14 +175,14 @@ impl MigrationReport {
                 t.to,
                 t.shape,
                 t.action,
-                if t.check.bit_exact { "yes" } else { "no" },
-                fmt_num(t.check.max_abs),
-                fmt_num(t.check.max_rel),
-                t.check
+                if check.bit_exact { "yes" } else { "no" },
+                fmt_num(check.max_abs),
+                fmt_num(check.max_rel),
+                check
                     .cosine
                     .map(|c| format!("{c:.6}"))
                     .unwrap_or_else(|| "-".into()),
-                if t.check.ok { "yes" } else { "**NO**" },
+                if check.ok { "yes" } else { "**NO**" },
             );
         }
         s

@@ -9,9 +9,9 @@ use ferry_io::convert::{self, Plan, TargetFormat};
 use ferry_io::Checkpoint;
 use serde_json::json;
 
-use crate::args::TransformArgs;
+use crate::args::{TransformArgs, WriteArgs};
 use crate::progress::bytes_bar;
-use crate::units::{human_bytes, parse_size};
+use crate::units::human_bytes;
 
 /// Arguments of `ferry convert`.
 #[derive(clap::Args)]
@@ -28,18 +28,8 @@ pub struct Args {
     pub to: Option<String>,
     #[command(flatten)]
     pub transform: TransformArgs,
-    /// Split safetensors output into shards of at most this size (e.g. 2GB, 500MiB), with an index.json.
-    #[arg(long, value_name = "SIZE")]
-    pub shard_size: Option<String>,
-    /// Show what would be written, write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// Runs `ferry convert`.
@@ -53,15 +43,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             )
         })?,
     };
-    let shard = a.shard_size.as_deref().map(parse_size).transpose()?;
+    let shard = a.write.shard_bytes()?;
     let opts = a.transform.to_options()?;
     let ck = Checkpoint::open(&a.input)?;
     let plan = Plan::new(&ck, target, &opts)?;
     for r in &plan.rename.unmatched_rules {
         eprintln!("warning: rename step `{r}` matched no tensor name");
     }
-    if a.dry_run {
-        if a.json {
+    if a.write.dry_run {
+        if a.write.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({"dry_run": true, "plan": plan}))?
@@ -77,7 +67,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let metadata = convert::output_metadata(&ck, target)?;
-    let bar = bytes_bar(plan.output_bytes(), a.quiet || a.json);
+    let bar = bytes_bar(plan.output_bytes(), a.write.quiet || a.write.json);
     let start = Instant::now();
     let mut progress = |name: &str, bytes: u64| {
         bar.set_message(name.to_string());
@@ -87,7 +77,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let errors = plan.quant_errors();
-    if a.json {
+    if a.write.json {
         let out = json!({
             "input": ck.path.display().to_string(), "input_format": ck.format, "target": target,
             "outputs": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),

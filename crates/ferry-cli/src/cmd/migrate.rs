@@ -8,9 +8,8 @@ use ferry_io::convert::TargetFormat;
 use ferry_migrate::{migrate, Event, Input, MigrateOptions};
 use serde_json::json;
 
-use crate::args::TransformArgs;
+use crate::args::{TransformArgs, WriteArgs};
 use crate::progress::bytes_bar;
-use crate::units::parse_size;
 
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args)]
@@ -28,21 +27,11 @@ pub struct Args {
     pub to: String,
     #[command(flatten)]
     pub transform: TransformArgs,
-    /// Split safetensors output into shards of at most this size.
-    #[arg(long, value_name = "SIZE")]
-    pub shard_size: Option<String>,
     /// File name of the written model, without extension.
     #[arg(long, default_value = "model")]
     pub name: String,
-    /// Plan only; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// Runs `ferry migrate`.
@@ -53,15 +42,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
         out_dir: a.out.clone(),
         target,
         convert: a.transform.to_options()?,
-        shard_size: a.shard_size.as_deref().map(parse_size).transpose()?,
+        shard_size: a.write.shard_bytes()?,
         file_stem: a.name.clone(),
-        dry_run: a.dry_run,
+        dry_run: a.write.dry_run,
         options_json: json!({
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
-            "to": a.to, "transform": a.transform.to_json(), "shard_size": a.shard_size, "name": a.name,
+            "to": a.to, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name,
         }),
     };
-    let chatty = !a.quiet && !a.json;
+    let chatty = !a.write.quiet && !a.write.json;
     let mut bar = None;
     let mut on_event = |ev: Event<'_>| match ev {
         Event::WriteTotal(n) => bar = Some(bytes_bar(n, !chatty)),
@@ -82,9 +71,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         _ => {}
     };
     let report = migrate(&opts, &mut on_event)?;
-    if a.json {
+    if a.write.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if a.dry_run {
+    } else if a.write.dry_run {
         println!("dry run: nothing written");
     } else {
         println!(
@@ -102,11 +91,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         for t in report.tensors.iter().filter(|t| !t.check.ok) {
             println!(
                 "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",
-                t.name, t.from, t.to, t.check.max_abs, t.check.cosine
+                t.planned.name, t.planned.from, t.planned.to, t.check.max_abs, t.check.cosine
             );
         }
     }
-    Ok(if report.ok || a.dry_run {
+    Ok(if report.ok || a.write.dry_run {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
