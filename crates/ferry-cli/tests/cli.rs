@@ -5,7 +5,7 @@ use std::path::Path;
 mod support;
 
 use ferry_testkit::fixture;
-use support::{ferry, json, ok};
+use support::{ferry, ferry_env, json, ok};
 
 #[test]
 fn migrate_without_arguments_runs_the_embedded_model_end_to_end() {
@@ -374,4 +374,57 @@ fn torchscript_parameters_match_the_state_dict_torch_saved() {
         dir.path(),
     );
     assert!(ok(&d).contains("identical"));
+}
+
+#[test]
+fn hub_ids_resolve_from_the_local_cache_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hub");
+    let snap = cache.join("models--acme--lid/snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(cache.join("models--acme--lid/refs")).unwrap();
+    std::fs::write(cache.join("models--acme--lid/refs/main"), "0123abcd").unwrap();
+    let src = fixture("default/model.pth");
+    ok(&ferry(
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            snap.join("model.safetensors").to_str().unwrap(),
+            "-q",
+        ],
+        dir.path(),
+    ));
+    std::fs::write(snap.join("config.json"), "{}").unwrap();
+    let env = [("HF_HUB_CACHE", cache.as_path())];
+    let out = json(&ferry_env(
+        &["inspect", "acme/lid", "--json"],
+        dir.path(),
+        &env,
+    ));
+    assert_eq!(out["format"], "safetensors");
+    assert_eq!(out["companions"].as_array().unwrap().len(), 1);
+    // Not cached and not asked to go online: a clear error that says how.
+    let out = ferry_env(&["inspect", "acme/other"], dir.path(), &env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("acme/other") && err.contains("--online"),
+        "{err}"
+    );
+}
+
+#[test]
+fn online_download_failure_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hub");
+    // A closed port on loopback: the download fails at once, and nothing is left in the cache.
+    let endpoint = Path::new("http://127.0.0.1:9");
+    let env = [("HF_HUB_CACHE", cache.as_path()), ("HF_ENDPOINT", endpoint)];
+    let out = ferry_env(&["inspect", "acme/lid", "--online"], dir.path(), &env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("downloading `acme/lid` from the Hugging Face Hub"),
+        "{err}"
+    );
 }

@@ -106,12 +106,14 @@ pub fn resolve_cached(s: &str) -> Result<Option<PathBuf>> {
     resolve_in(&root, s)
 }
 
+/// `org/name@rev` -> (`org/name`, `rev`), `main` by default.
+fn split_revision(s: &str) -> (&str, &str) {
+    s.split_once('@').unwrap_or((s, "main"))
+}
+
 /// [`resolve_cached`] against an explicit cache root.
 pub fn resolve_in(root: &Path, s: &str) -> Result<Option<PathBuf>> {
-    let (id, rev) = match s.split_once('@') {
-        Some((id, rev)) => (id, rev),
-        None => (s, "main"),
-    };
+    let (id, rev) = split_revision(s);
     let repo = root.join(format!("models--{}", id.replace('/', "--")));
     if !repo.is_dir() {
         return Ok(None);
@@ -134,6 +136,68 @@ pub fn resolve_in(root: &Path, s: &str) -> Result<Option<PathBuf>> {
             format!("revision `{rev}` ({commit}) is not in the local cache; fetch it with `huggingface-cli download {id}` or pass --online"),
         ))
     }
+}
+
+/// Downloads a hub model (`org/name[@revision]`) into the local cache, as `huggingface-cli`
+/// would, and returns its snapshot folder: the weights (every shard of a sharded index) and the
+/// companion files that exist. Honours `HF_ENDPOINT` and `HF_TOKEN`. Only called when the user
+/// asks for it (`--online`); nothing else in ferry touches the network.
+#[cfg(feature = "online")]
+pub fn download(s: &str) -> Result<PathBuf> {
+    use hf_hub::api::sync::{ApiBuilder, ApiError};
+    use hf_hub::{Repo, RepoType};
+    use std::io::IsTerminal;
+
+    let (id, rev) = split_revision(s);
+    let net =
+        |e: ApiError| Error::Invalid(format!("downloading `{s}` from the Hugging Face Hub: {e}"));
+    let not_found = |e: &ApiError| matches!(e, ApiError::RequestError(r) if r.to_string().contains("status code 404"));
+    let mut builder = ApiBuilder::from_env().with_progress(std::io::stderr().is_terminal());
+    if let Some(root) = cache_root() {
+        builder = builder.with_cache_dir(root);
+    }
+    let repo = builder.build().map_err(net)?.repo(Repo::with_revision(
+        id.to_string(),
+        RepoType::Model,
+        rev.to_string(),
+    ));
+    let mut weights = None;
+    for f in WEIGHT_FILES {
+        match repo.get(f) {
+            Ok(p) => {
+                weights = Some((f, p));
+                break;
+            }
+            Err(e) if not_found(&e) => continue,
+            Err(e) => return Err(net(e)),
+        }
+    }
+    let (name, path) = weights.ok_or_else(|| {
+        Error::Invalid(format!(
+            "`{s}` on the Hub has none of {}",
+            WEIGHT_FILES.join(", ")
+        ))
+    })?;
+    if name.ends_with(".index.json") {
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| Error::malformed(&path, e.to_string()))?;
+        let shards: std::collections::BTreeSet<&str> = index["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        for shard in shards {
+            repo.get(shard).map_err(net)?;
+        }
+    }
+    for f in COMPANION_FILES {
+        match repo.get(f) {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(net(e)),
+        }
+    }
+    Ok(path.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub struct MigrateOptions {
     pub file_stem: String,
     /// Stop after planning: nothing is written.
     pub dry_run: bool,
+    /// Download a hub id missing from the local cache.
+    pub online: bool,
     /// The options as given, recorded in the report so the run can be replayed.
     pub options_json: serde_json::Value,
 }
@@ -139,7 +141,7 @@ pub fn migrate(
                 (p, Some(format!("embedded:{}", crate::EMBEDDED_NAME)))
             }
         };
-        let ck = Checkpoint::open(&path)?;
+        let ck = Checkpoint::open_with(&path, opts.online)?;
         ck.validate()?;
         let summary = format!(
             "{} ({}): {} tensors, {} parameters, {} companion files",

@@ -28,6 +28,9 @@ pub struct Args {
     pub to: Option<String>,
     #[command(flatten)]
     pub transform: TransformArgs,
+    /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
+    #[arg(long)]
+    pub online: bool,
     #[command(flatten)]
     pub write: WriteArgs,
 }
@@ -45,7 +48,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let shard = a.write.shard_bytes()?;
     let opts = a.transform.to_options()?;
-    let ck = Checkpoint::open(&a.input)?;
+    let ck = Checkpoint::open_with(&a.input, a.online)?;
     let plan = Plan::new(&ck, target, &opts)?;
     for r in &plan.rename.unmatched_rules {
         eprintln!("warning: rename step `{r}` matched no tensor name");

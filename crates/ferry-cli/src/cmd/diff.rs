@@ -23,6 +23,9 @@ pub struct Args {
     /// Relative tolerance.
     #[arg(long, default_value_t = 0.0)]
     pub rtol: f64,
+    /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
+    #[arg(long)]
+    pub online: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -37,8 +40,8 @@ fn num(v: Option<f64>) -> String {
 
 /// Runs `ferry diff`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let ca = Checkpoint::open(&a.a)?;
-    let cb = Checkpoint::open(&a.b)?;
+    let ca = Checkpoint::open_with(&a.a, a.online)?;
+    let cb = Checkpoint::open_with(&a.b, a.online)?;
     let tol = Tolerance {
         atol: a.atol,
         rtol: a.rtol,

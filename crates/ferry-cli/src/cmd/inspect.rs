@@ -17,6 +17,9 @@ use crate::units::human_bytes;
 pub struct Args {
     /// A checkpoint file, a model folder, or a hub id in the local cache.
     pub path: PathBuf,
+    /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
+    #[arg(long)]
+    pub online: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -36,7 +39,7 @@ fn layout_name(l: &Layout) -> String {
 
 /// Runs `ferry inspect`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let ck = Checkpoint::open(&a.path)?;
+    let ck = Checkpoint::open_with(&a.path, a.online)?;
     let tied = ck.tied_groups();
     if a.json {
         let tensors: Vec<_> = ck

@@ -27,6 +27,9 @@ pub struct Args {
     pub to: String,
     #[command(flatten)]
     pub transform: TransformArgs,
+    /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
+    #[arg(long)]
+    pub online: bool,
     /// File name of the written model, without extension.
     #[arg(long, default_value = "model")]
     pub name: String,
@@ -45,9 +48,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         shard_size: a.write.shard_bytes()?,
         file_stem: a.name.clone(),
         dry_run: a.write.dry_run,
+        online: a.online,
         options_json: json!({
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
-            "to": a.to, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name,
+            "to": a.to, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
         }),
     };
     let chatty = !a.write.quiet && !a.write.json;

@@ -5,11 +5,18 @@ use std::process::{Command, Output};
 
 /// Runs `ferry args...` in `cwd`.
 pub fn ferry(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run ferry")
+    ferry_env(args, cwd, &[])
+}
+
+/// Runs `ferry args...` in `cwd` with extra environment variables.
+#[allow(dead_code)] // each test binary includes this module; not every one sets variables
+pub fn ferry_env(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args).current_dir(cwd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ferry")
 }
 
 /// Asserts success and returns stdout.
