@@ -41,6 +41,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when stdout is a closed pipe (`ferry inspect ... | head`), as Unix tools do,
+    // instead of panicking in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
