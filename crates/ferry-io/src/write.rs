@@ -70,6 +70,7 @@ impl<'a> OutTensor<'a> {
         let Some((src, offset, len)) = &self.file_extent else {
             let bytes = self.bytes_checked(path)?;
             w.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+            start_writeback(w.get_ref());
             return Ok(bytes.len() as u64);
         };
         if *len != self.nbytes() {
