@@ -29,6 +29,9 @@ fn quantization(c: &mut Criterion) {
         g.bench_function(format!("{q}_16MiB"), |b| {
             b.iter(|| quant::quantize(&v, q).unwrap())
         });
+        g.bench_function(format!("{q}_measured_16MiB"), |b| {
+            b.iter(|| quant::quantize_measured(&v, q).unwrap())
+        });
     }
     g.finish();
 }
