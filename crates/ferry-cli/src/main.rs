@@ -1,7 +1,7 @@
 //! `ferry`: carry trained models across formats, and prove they still compute the same.
 //!
 //! This binary only parses arguments and composes the library crates (`ferry-io`,
-//! `ferry-migrate`); all real work lives there.
+//! `ferry-migrate`, `ferry-data`); all real work lives there.
 
 mod args;
 mod cmd;
@@ -9,6 +9,12 @@ mod progress;
 mod units;
 
 use std::process::ExitCode;
+
+/// mimalloc instead of glibc's allocator: tokenizing a corpus allocates and frees a few small
+/// buffers per word, and glibc malloc/free took about a third of `ferry data batch`'s time
+/// (measured with `perf`, docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
@@ -21,7 +27,7 @@ use clap::{Parser, Subcommand};
 sharded), GGUF, NumPy (.npy/.npz) and Hugging Face model folders; converts dtypes, quantizes, renames; \
 writes safetensors, GGUF, .npz and .pth; and verifies every tensor against its source. It never executes \
 code from a checkpoint.",
-    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8"
+    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +44,8 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Run the migration pipeline: resolve -> convert -> verify -> report.
     Migrate(cmd::migrate::Args),
+    /// Multilingual corpora: stats, language sampling, tokenizers, vocabularies, batches.
+    Data(cmd::data::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +62,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Diff(a) => cmd::diff::run(a),
         Command::Migrate(a) => cmd::migrate::run(a),
+        Command::Data(a) => cmd::data::run(a),
     };
     match result {
         Ok(code) => code,

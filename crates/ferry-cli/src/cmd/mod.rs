@@ -1,6 +1,7 @@
 //! One module per subcommand: argument struct plus `run`.
 
 pub mod convert;
+pub mod data;
 pub mod diff;
 pub mod inspect;
 pub mod migrate;

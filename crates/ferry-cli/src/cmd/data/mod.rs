@@ -1,0 +1,140 @@
+//! `ferry data`: multilingual corpora — statistics, language sampling, tokenizer training,
+//! vocabularies and padded batches.
+
+mod batch;
+mod sample;
+mod stats;
+mod tokenizer;
+mod vocab;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use ferry_data::corpus::{Column, CorpusOptions, Format};
+use ferry_data::issues::{IssueLog, OnError};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `ferry data`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Per-language records, characters, tokens, length histogram and scripts of a corpus.
+    Stats(stats::Args),
+    /// Draw a language-balanced sample (alpha smoothing) and show the resulting mix.
+    Sample(sample::Args),
+    /// Train or inspect Hugging Face tokenizers.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::Command),
+    /// Build a torchtext-style vocabulary (basic_english tokens, min_freq, specials).
+    Vocab(vocab::Args),
+    /// Tokenize a corpus into padded batches and report their shape and the throughput.
+    Batch(batch::Args),
+}
+
+/// Runs `ferry data`.
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::Stats(a) => stats::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Vocab(a) => vocab::run(a),
+        Command::Batch(a) => batch::run(a),
+    }
+}
+
+/// How to read a corpus: shared by every `ferry data` command.
+#[derive(clap::Args, Clone)]
+pub struct CorpusArgs {
+    /// A corpus: a .tsv/.csv/.jsonl/.parquet file (optionally .gz), a Moses folder
+    /// (train.de, train.en, ...) or a folder per language (en/*.txt, de/*.txt).
+    pub corpus: PathBuf,
+    /// The layout (detected from the content when not given).
+    #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Format>()))]
+    pub format: Option<Format>,
+    /// The text column: a header/field name or a 0-based position.
+    #[arg(long, default_value = "text")]
+    pub text_col: String,
+    /// The language column: a header/field name or a 0-based position.
+    #[arg(long, default_value = "lang")]
+    pub lang_col: String,
+    /// The label column (read when present; an error when named and missing).
+    #[arg(long)]
+    pub label_col: Option<String>,
+    /// The language of every record whose source names none.
+    #[arg(long)]
+    pub lang: Option<String>,
+    /// The first row is data, not a header (by default a first row holding a column name is a header).
+    #[arg(long)]
+    pub no_header: bool,
+    /// The split of a Moses corpus.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Source and target language of a parallel Moses corpus, e.g. de-en (default: every
+    /// {split}.{lang} file as monolingual text).
+    #[arg(long)]
+    pub pair: Option<String>,
+    /// Malformed records: skip (count and report them) or fail (stop at the first, naming file:line).
+    #[arg(long, default_value = "skip", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<OnError>()))]
+    pub on_error: OnError,
+}
+
+impl CorpusArgs {
+    /// The reader options.
+    pub fn options(&self) -> Result<CorpusOptions> {
+        let pair = match &self.pair {
+            None => None,
+            Some(p) => match p.split_once('-') {
+                Some((s, t)) if !s.is_empty() && !t.is_empty() => {
+                    Some((s.to_string(), t.to_string()))
+                }
+                _ => bail!("--pair {p:?}: give source and target as SRC-TGT, e.g. de-en"),
+            },
+        };
+        let col = |s: &str| s.parse::<Column>().unwrap_or(Column::Name(s.to_string()));
+        Ok(CorpusOptions {
+            format: self.format,
+            text: col(&self.text_col),
+            lang: Some(col(&self.lang_col)),
+            label: Some(col(self.label_col.as_deref().unwrap_or("label"))),
+            label_required: self.label_col.is_some(),
+            header: self.no_header.then_some(false),
+            default_lang: self.lang.clone(),
+            split: self.split.clone(),
+            pair,
+            on_error: self.on_error,
+        })
+    }
+
+    /// Opens the corpus.
+    pub fn open(&self) -> Result<ferry_data::corpus::CorpusReader> {
+        Ok(ferry_data::corpus::open(&self.corpus, &self.options()?)?)
+    }
+}
+
+/// A record-counting spinner on stderr, hidden when `quiet` or stderr is not a terminal.
+pub fn spinner(quiet: bool, what: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} {msg} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Prints what was skipped (to stderr), if anything.
+pub fn report_issues(issues: &IssueLog) {
+    if issues.total() > 0 {
+        eprint!("{issues}");
+    }
+}

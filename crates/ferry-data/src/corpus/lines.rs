@@ -1,0 +1,96 @@
+//! Line-by-line reading of text files, `.gz` or not, with line numbers and UTF-8 checks.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::issues::{Issue, IssueKind};
+use crate::record::Location;
+
+/// Opens `path` for buffered reading, decompressing it when it starts with the gzip magic
+/// bytes (whatever its name).
+pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let gz = flate2::read::MultiGzDecoder::new(reader);
+        Ok(Box::new(BufReader::with_capacity(1 << 16, gz)))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+/// Reads the first `n` bytes of `path` (decompressed if gzipped), for format sniffing.
+pub fn sniff(path: &Path, n: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(n);
+    open_text(path)?
+        .take(n as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(buf)
+}
+
+/// A line of a file: its number and its text, or the issue that makes it unreadable.
+pub type Line = std::result::Result<(u64, String), Issue>;
+
+/// The lines of one file, `\n` or `\r\n` terminated, with 1-based numbers. Lines that are not
+/// UTF-8 come out as [`IssueKind::InvalidUtf8`] issues; I/O errors end the iteration with an
+/// error naming the file.
+pub struct Lines {
+    file: Arc<Path>,
+    reader: Box<dyn BufRead + Send>,
+    buf: Vec<u8>,
+    line: u64,
+}
+
+impl Lines {
+    /// Opens `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Lines {
+            file: Arc::from(path),
+            reader: open_text(path)?,
+            buf: Vec::new(),
+            line: 0,
+        })
+    }
+
+    /// The file being read.
+    pub fn file(&self) -> &Arc<Path> {
+        &self.file
+    }
+
+    /// The location of line `line` of this file.
+    pub fn loc(&self, line: u64) -> Location {
+        Location {
+            file: self.file.clone(),
+            line,
+        }
+    }
+
+    /// The next line, `None` at the end of the file.
+    pub fn next_line(&mut self) -> Result<Option<Line>> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| Error::io(&*self.file, e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+            self.buf.pop();
+        }
+        Ok(Some(match std::str::from_utf8(&self.buf) {
+            Ok(s) => Ok((self.line, s.to_string())),
+            Err(e) => Err(Issue {
+                loc: self.loc(self.line),
+                kind: IssueKind::InvalidUtf8,
+                detail: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            }),
+        }))
+    }
+}

@@ -1,0 +1,343 @@
+//! Corpus readers. [`open`] detects the layout from the content (gzip magic, Parquet magic,
+//! JSON objects, tabs) and the folder structure, and returns a streaming [`CorpusReader`]
+//! whose records all carry their language. Malformed records are counted in an
+//! [`IssueLog`] (`OnError::Skip`) or stop the read with an error naming file:line
+//! (`OnError::Fail`).
+
+mod by_lang;
+mod delimited;
+mod jsonl;
+pub mod lines;
+mod moses;
+mod parquet;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::issues::{Issue, IssueKind, IssueLog, OnError};
+use crate::lang::is_valid_code;
+use crate::record::Record;
+
+pub use moses::languages as moses_languages;
+
+/// The corpus layouts ferry reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Tab-separated values, no quoting.
+    Tsv,
+    /// Comma-separated values with RFC 4180 quoting.
+    Csv,
+    /// JSON Lines.
+    Jsonl,
+    /// Moses-style `{split}.{lang}` files in a folder.
+    Moses,
+    /// A folder per language.
+    ByLang,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Tsv => "tsv",
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Moses => "moses",
+            Format::ByLang => "by-lang",
+            Format::Parquet => "parquet",
+        })
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "tsv" => Format::Tsv,
+            "csv" => Format::Csv,
+            "jsonl" | "json" => Format::Jsonl,
+            "moses" => Format::Moses,
+            "by-lang" | "by_lang" => Format::ByLang,
+            "parquet" => Format::Parquet,
+            _ => {
+                return Err(format!(
+                    "unknown corpus format {s:?}: use tsv, csv, jsonl, moses, by-lang or parquet"
+                ))
+            }
+        })
+    }
+}
+
+/// A column by header name or by 0-based position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// The column with this header name (or JSON/Parquet field name).
+    Name(String),
+    /// The column at this 0-based position.
+    Index(usize),
+}
+
+impl std::str::FromStr for Column {
+    type Err = std::convert::Infallible;
+    /// A number is a position, anything else a name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(s.parse()
+            .map(Column::Index)
+            .unwrap_or_else(|_| Column::Name(s.to_string())))
+    }
+}
+
+/// How to read a corpus. The defaults read columns/fields named `text`, `lang` and (when
+/// present) `label`, detect the format, and skip malformed records while counting them.
+#[derive(Debug, Clone)]
+pub struct CorpusOptions {
+    /// The layout; detected when `None`.
+    pub format: Option<Format>,
+    /// The text column.
+    pub text: Column,
+    /// The language column (`None`: every record has `default_lang`).
+    pub lang: Option<Column>,
+    /// The label column, read when present.
+    pub label: Option<Column>,
+    /// Whether a missing label column is an error (it is when the user named one).
+    pub label_required: bool,
+    /// Whether delimited files have a header row; detected when `None` (a header is a first
+    /// row holding one of the column names).
+    pub header: Option<bool>,
+    /// The language of records whose source gives none.
+    pub default_lang: Option<String>,
+    /// The split of a Moses corpus (`train`, `val`, `test`, ...).
+    pub split: String,
+    /// The (source, target) languages of a parallel Moses corpus; `None` reads every
+    /// `{split}.{lang}` file as monolingual text.
+    pub pair: Option<(String, String)>,
+    /// What to do with malformed records.
+    pub on_error: OnError,
+}
+
+impl Default for CorpusOptions {
+    fn default() -> Self {
+        CorpusOptions {
+            format: None,
+            text: Column::Name("text".into()),
+            lang: Some(Column::Name("lang".into())),
+            label: Some(Column::Name("label".into())),
+            label_required: false,
+            header: None,
+            default_lang: None,
+            split: "train".into(),
+            pair: None,
+            on_error: OnError::Skip,
+        }
+    }
+}
+
+/// What a source yields: a record, or a malformed line.
+pub(crate) enum Raw {
+    Record(Record),
+    Bad(Issue),
+}
+
+/// A format reader.
+pub(crate) trait Source: Send {
+    /// The next record or malformed line; `None` at the end.
+    fn next_raw(&mut self) -> Result<Option<Raw>>;
+}
+
+/// Detects the layout of `path`.
+pub fn detect(path: &Path) -> Result<Format> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        let has_subdirs = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .flatten()
+            .any(|e| e.path().is_dir());
+        return if moses::looks_like(path) {
+            Ok(Format::Moses)
+        } else if has_subdirs {
+            Ok(Format::ByLang)
+        } else {
+            Err(Error::format(
+                path,
+                "a folder that is neither Moses-style ({split}.{lang} files) nor a folder per \
+                 language (<lang>/<files>); pass --format",
+            ))
+        };
+    }
+    let head = lines::sniff(path, 64 * 1024)?;
+    if head.starts_with(b"PAR1") {
+        return Ok(Format::Parquet);
+    }
+    let first = head
+        .split(|&b| b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or(&[]);
+    let trimmed: Vec<u8> = first
+        .iter()
+        .copied()
+        .skip_while(u8::is_ascii_whitespace)
+        .collect();
+    if trimmed.first() == Some(&b'{') {
+        return Ok(Format::Jsonl);
+    }
+    if first.contains(&b'\t') {
+        return Ok(Format::Tsv);
+    }
+    let name = path.to_string_lossy();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    if name.ends_with(".tsv") || name.ends_with(".txt") {
+        Ok(Format::Tsv)
+    } else if first.contains(&b',') || name.ends_with(".csv") {
+        Ok(Format::Csv)
+    } else {
+        Err(Error::format(
+            path,
+            "cannot tell the corpus format from the content (no tabs, commas, JSON or Parquet \
+             magic); pass --format",
+        ))
+    }
+}
+
+/// Opens a corpus for streaming.
+pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader> {
+    let path = path.as_ref();
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect(path)?,
+    };
+    let source: Box<dyn Source> = match format {
+        Format::Tsv => Box::new(delimited::Tsv::open(path, opts)?),
+        Format::Csv => Box::new(delimited::Csv::open(path, opts)?),
+        Format::Jsonl => Box::new(jsonl::Jsonl::open(path, opts)?),
+        Format::Parquet => Box::new(parquet::Parquet::open(path, opts)?),
+        Format::ByLang => Box::new(by_lang::ByLang::open(path)?),
+        Format::Moses => match &opts.pair {
+            Some((s, t)) => Box::new(moses::Parallel::open(path, &opts.split, s, t)?),
+            None => Box::new(moses::Monolingual::open(path, &opts.split)?),
+        },
+    };
+    Ok(CorpusReader {
+        path: path.to_path_buf(),
+        format,
+        source,
+        on_error: opts.on_error,
+        issues: IssueLog::default(),
+        records: 0,
+        failed: false,
+    })
+}
+
+/// A streaming corpus: an iterator of valid records. Malformed ones are counted in
+/// [`CorpusReader::issues`] or, with [`OnError::Fail`], end the iteration with an error.
+pub struct CorpusReader {
+    path: PathBuf,
+    format: Format,
+    source: Box<dyn Source>,
+    on_error: OnError,
+    issues: IssueLog,
+    records: u64,
+    failed: bool,
+}
+
+impl CorpusReader {
+    /// The corpus path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The layout being read.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The malformed records skipped so far.
+    pub fn issues(&self) -> &IssueLog {
+        &self.issues
+    }
+
+    /// Valid records returned so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Reads everything, returning the records and the issue log.
+    pub fn read_all(mut self) -> Result<(Vec<Record>, IssueLog)> {
+        let mut v = Vec::new();
+        for r in self.by_ref() {
+            v.push(r?);
+        }
+        Ok((v, self.issues))
+    }
+}
+
+/// Checks a record from a source: non-empty text and a valid language code.
+fn validate(r: Record) -> Raw {
+    let bad = |kind, detail: String, r: &Record| {
+        Raw::Bad(Issue {
+            loc: r.loc.clone(),
+            kind,
+            detail,
+        })
+    };
+    if r.text.trim().is_empty() {
+        return bad(IssueKind::EmptyText, "the text is empty".into(), &r);
+    }
+    if !is_valid_code(&r.lang) {
+        return bad(
+            IssueKind::UnknownLang,
+            format!(
+                "{:?} is not a language code (ISO 639-1/639-3, e.g. en, de, zh-Hans)",
+                r.lang
+            ),
+            &r,
+        );
+    }
+    if let Some(t) = &r.target {
+        if !is_valid_code(&t.lang) {
+            return bad(
+                IssueKind::UnknownLang,
+                format!("target language {:?}", t.lang),
+                &r,
+            );
+        }
+    }
+    Raw::Record(r)
+}
+
+impl Iterator for CorpusReader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let raw = match self.source.next_raw() {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            let raw = match raw {
+                Raw::Record(r) => validate(r),
+                bad => bad,
+            };
+            match raw {
+                Raw::Record(r) => {
+                    self.records += 1;
+                    return Some(Ok(r));
+                }
+                Raw::Bad(issue) if self.on_error == OnError::Fail => {
+                    self.failed = true;
+                    return Some(Err(Error::BadRecord(issue)));
+                }
+                Raw::Bad(issue) => self.issues.push(issue),
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! ferry-data: multilingual text from files to padded candle batches.
+//!
+//! - [`corpus`]: streaming readers for TSV/CSV, JSONL, Moses-style parallel files, a folder
+//!   per language and Parquet (`.gz` read transparently), every record keeping its language;
+//!   malformed lines are counted with file:line in an [`issues::IssueLog`], or fail the read.
+//! - [`tokenize`]: Hugging Face `tokenizer.json` loading, parallel encoding in a caller-sized
+//!   pool, BPE/Unigram/WordPiece training on language-balanced samples, and a torchtext-style
+//!   basic tokenizer with a vocabulary builder.
+//! - [`sampling`]: exponent-smoothed language sampling (XLM-R's alpha) with serializable state.
+//! - [`batch`]: fixed-size or token-budget batches, length bucketing, padding and masks,
+//!   language tags, as candle tensors.
+//! - [`stats`]: per-language counts, token counts, length histograms and scripts.
+
+pub mod batch;
+pub mod corpus;
+pub mod error;
+pub mod issues;
+pub mod lang;
+pub mod pipeline;
+pub mod record;
+pub mod rng;
+pub mod sampling;
+pub mod script;
+pub mod stats;
+pub mod tokenize;
+
+pub use error::{Error, Result};
+pub use record::{Location, Record};
