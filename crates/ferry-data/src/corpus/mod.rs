@@ -7,6 +7,7 @@
 mod by_lang;
 mod delimited;
 mod jsonl;
+mod lang_files;
 pub mod lines;
 mod moses;
 mod parquet;
@@ -213,10 +214,10 @@ pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader
         Format::Csv => Box::new(delimited::Csv::open(path, opts)?),
         Format::Jsonl => Box::new(jsonl::Jsonl::open(path, opts)?),
         Format::Parquet => Box::new(parquet::Parquet::open(path, opts)?),
-        Format::ByLang => Box::new(by_lang::ByLang::open(path)?),
+        Format::ByLang => Box::new(by_lang::open(path)?),
         Format::Moses => match &opts.pair {
             Some((s, t)) => Box::new(moses::Parallel::open(path, &opts.split, s, t)?),
-            None => Box::new(moses::Monolingual::open(path, &opts.split)?),
+            None => Box::new(moses::monolingual(path, &opts.split)?),
         },
     };
     Ok(CorpusReader {

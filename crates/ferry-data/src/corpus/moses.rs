@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::lang_files::LangFiles;
 use super::lines::Lines;
 use super::{Raw, Source};
 use crate::error::{Error, Result};
@@ -43,54 +44,17 @@ pub fn looks_like(dir: &Path) -> bool {
         })
 }
 
-/// Every line of every `{split}.{lang}` file as a monolingual record of that language.
-pub struct Monolingual {
-    files: std::vec::IntoIter<(String, PathBuf)>,
-    current: Option<(String, Lines)>,
-}
-
-impl Monolingual {
-    /// Opens the split `split` of `dir`.
-    pub fn open(dir: &Path, split: &str) -> Result<Self> {
-        let files = languages(dir, split)?;
-        if files.is_empty() {
-            return Err(Error::format(
-                dir,
-                format!("no {split}.<lang> files (Moses layout, e.g. {split}.en, {split}.de)"),
-            ));
-        }
-        Ok(Monolingual {
-            files: files.into_iter(),
-            current: None,
-        })
+/// Every line of every `{split}.{lang}` file of `dir` as a monolingual record of that
+/// language (blank lines are empty records, counted by the reader).
+pub fn monolingual(dir: &Path, split: &str) -> Result<LangFiles> {
+    let files = languages(dir, split)?;
+    if files.is_empty() {
+        return Err(Error::format(
+            dir,
+            format!("no {split}.<lang> files (Moses layout, e.g. {split}.en, {split}.de)"),
+        ));
     }
-}
-
-impl Source for Monolingual {
-    fn next_raw(&mut self) -> Result<Option<Raw>> {
-        loop {
-            if self.current.is_none() {
-                match self.files.next() {
-                    Some((lang, path)) => self.current = Some((lang, Lines::open(&path)?)),
-                    None => return Ok(None),
-                }
-            }
-            let (lang, lines) = self.current.as_mut().expect("set above");
-            match lines.next_line()? {
-                None => self.current = None,
-                Some(Err(issue)) => return Ok(Some(Raw::Bad(issue))),
-                Some(Ok((n, text))) => {
-                    return Ok(Some(Raw::Record(Record {
-                        text,
-                        lang: lang.clone(),
-                        label: None,
-                        target: None,
-                        loc: lines.loc(n),
-                    })))
-                }
-            }
-        }
-    }
+    Ok(LangFiles::new(files, false))
 }
 
 /// Aligned line pairs of `{split}.{src}` and `{split}.{tgt}`.

@@ -1,0 +1,57 @@
+//! A list of (language, file) pairs read line by line, each line a record of that language:
+//! what a folder per language and a monolingual Moses split both are.
+
+use std::path::PathBuf;
+
+use super::lines::Lines;
+use super::{Raw, Source};
+use crate::error::Result;
+use crate::record::Record;
+
+/// Files of known language, read in order.
+pub struct LangFiles {
+    files: std::vec::IntoIter<(String, PathBuf)>,
+    current: Option<(String, Lines)>,
+    skip_blank: bool,
+}
+
+impl LangFiles {
+    /// Reads `files` in order. With `skip_blank`, blank lines are not records (plain text
+    /// files separate paragraphs with them); without, they are empty records the reader
+    /// counts (in line-aligned Moses files every line is a record).
+    pub fn new(files: Vec<(String, PathBuf)>, skip_blank: bool) -> Self {
+        LangFiles {
+            files: files.into_iter(),
+            current: None,
+            skip_blank,
+        }
+    }
+}
+
+impl Source for LangFiles {
+    fn next_raw(&mut self) -> Result<Option<Raw>> {
+        loop {
+            if self.current.is_none() {
+                match self.files.next() {
+                    Some((lang, path)) => self.current = Some((lang, Lines::open(&path)?)),
+                    None => return Ok(None),
+                }
+            }
+            let (lang, lines) = self.current.as_mut().expect("set above");
+            match lines.next_line()? {
+                None => self.current = None,
+                Some(Err(issue)) => return Ok(Some(Raw::Bad(issue))),
+                Some(Ok((_, text))) if self.skip_blank && text.trim().is_empty() => continue,
+                Some(Ok((n, text))) => {
+                    return Ok(Some(Raw::Record(Record {
+                        text,
+                        lang: lang.clone(),
+                        label: None,
+                        target: None,
+                        loc: lines.loc(n),
+                    })))
+                }
+            }
+        }
+    }
+}
