@@ -140,16 +140,13 @@ impl Tsv {
 impl Source for Tsv {
     fn next_raw(&mut self) -> Result<Option<Raw>> {
         loop {
-            let Some(line) = self.lines.next_line()? else {
+            let Some(line) = self.lines.next_nonblank()? else {
                 return Ok(None);
             };
             let (n, text) = match line {
                 Ok(l) => l,
                 Err(issue) => return Ok(Some(Raw::Bad(issue))),
             };
-            if text.trim().is_empty() {
-                continue;
-            }
             let fields: Vec<String> = text.split('\t').map(str::to_string).collect();
             let cols = match &self.cols {
                 Some(c) => c,

@@ -60,56 +60,51 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 
 impl Source for Jsonl {
     fn next_raw(&mut self) -> Result<Option<Raw>> {
-        loop {
-            let Some(line) = self.lines.next_line()? else {
-                return Ok(None);
-            };
-            let (n, text) = match line {
-                Ok(l) => l,
-                Err(issue) => return Ok(Some(Raw::Bad(issue))),
-            };
-            if text.trim().is_empty() {
-                continue;
-            }
-            let loc = self.lines.loc(n);
-            let bad = |kind, detail: String| {
-                Ok(Some(Raw::Bad(Issue {
-                    loc: loc.clone(),
-                    kind,
-                    detail,
-                })))
-            };
-            let obj = match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(serde_json::Value::Object(o)) => o,
-                Ok(_) => return bad(IssueKind::InvalidJson, "not a JSON object".into()),
-                Err(e) => return bad(IssueKind::InvalidJson, e.to_string()),
-            };
-            let Some(body) = obj.get(&self.text).and_then(scalar) else {
-                return bad(
-                    IssueKind::MissingField,
-                    format!("no string field {:?}", self.text),
-                );
-            };
-            let lang = match (&self.lang, &self.default_lang) {
-                (Some(f), default) => match obj.get(f).and_then(scalar).or(default.clone()) {
-                    Some(l) => l,
-                    None => return bad(IssueKind::MissingField, format!("no string field {f:?}")),
-                },
-                (None, Some(d)) => d.clone(),
-                (None, None) => String::new(),
-            };
-            let label = self
-                .label
-                .as_ref()
-                .and_then(|f| obj.get(f))
-                .and_then(scalar);
-            return Ok(Some(Raw::Record(Record {
-                text: body,
-                lang,
-                label,
-                target: None,
-                loc,
-            })));
-        }
+        let Some(line) = self.lines.next_nonblank()? else {
+            return Ok(None);
+        };
+        let (n, text) = match line {
+            Ok(l) => l,
+            Err(issue) => return Ok(Some(Raw::Bad(issue))),
+        };
+        let loc = self.lines.loc(n);
+        let bad = |kind, detail: String| {
+            Ok(Some(Raw::Bad(Issue {
+                loc: loc.clone(),
+                kind,
+                detail,
+            })))
+        };
+        let obj = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(o)) => o,
+            Ok(_) => return bad(IssueKind::InvalidJson, "not a JSON object".into()),
+            Err(e) => return bad(IssueKind::InvalidJson, e.to_string()),
+        };
+        let Some(body) = obj.get(&self.text).and_then(scalar) else {
+            return bad(
+                IssueKind::MissingField,
+                format!("no string field {:?}", self.text),
+            );
+        };
+        let lang = match (&self.lang, &self.default_lang) {
+            (Some(f), default) => match obj.get(f).and_then(scalar).or(default.clone()) {
+                Some(l) => l,
+                None => return bad(IssueKind::MissingField, format!("no string field {f:?}")),
+            },
+            (None, Some(d)) => d.clone(),
+            (None, None) => String::new(),
+        };
+        let label = self
+            .label
+            .as_ref()
+            .and_then(|f| obj.get(f))
+            .and_then(scalar);
+        Ok(Some(Raw::Record(Record {
+            text: body,
+            lang,
+            label,
+            target: None,
+            loc,
+        })))
     }
 }

@@ -38,10 +38,14 @@ impl Source for LangFiles {
                 }
             }
             let (lang, lines) = self.current.as_mut().expect("set above");
-            match lines.next_line()? {
+            let line = if self.skip_blank {
+                lines.next_nonblank()?
+            } else {
+                lines.next_line()?
+            };
+            match line {
                 None => self.current = None,
                 Some(Err(issue)) => return Ok(Some(Raw::Bad(issue))),
-                Some(Ok((_, text))) if self.skip_blank && text.trim().is_empty() => continue,
                 Some(Ok((n, text))) => {
                     return Ok(Some(Raw::Record(Record {
                         text,

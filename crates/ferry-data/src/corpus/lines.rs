@@ -93,4 +93,15 @@ impl Lines {
             }),
         }))
     }
+
+    /// The next line that is not blank (empty or whitespace only): for formats where a blank
+    /// line is not a record. Lines that are not UTF-8 still come out as issues.
+    pub fn next_nonblank(&mut self) -> Result<Option<Line>> {
+        loop {
+            match self.next_line()? {
+                Some(Ok((_, text))) if text.trim().is_empty() => continue,
+                other => return Ok(other),
+            }
+        }
+    }
 }
