@@ -137,20 +137,38 @@ fn block_amax(x: &[f32; 32]) -> f32 {
 
 /// q8_0 exactly as candle's `BlockQ8_0::from_float` (llama.cpp's `quantize_row_q8_0_ref`)
 /// computes it, written so the compiler vectorizes the rounding: about 3x faster. Blocks are 34
-/// bytes: the f16 scale `amax / 127`, then 32 `i8` values `round(x / scale)`.
+/// bytes: the f16 scale `amax / 127`, then 32 `i8` values `round(x / scale)`. With `MEASURE`,
+/// the error of each block against its dequantized value (`q * scale`, as candle dequantizes
+/// it) is added to the returned sums while the block is in registers.
 #[inline(always)]
-fn q8_0_kernel(src: &[f32], dst: &mut [u8]) {
+fn q8_0_kernel<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
+    let mut sums = ErrorSums::default();
     for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
         let x: &[f32; 32] = x.try_into().expect("chunks_exact(32)");
         let amax = block_amax(x);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out[..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
-        for (q, &v) in out[2..].iter_mut().zip(x) {
+        let d16 = half::f16::from_f32(d);
+        out[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
+        let mut q = [0i8; 32];
+        for (q, &v) in q.iter_mut().zip(x) {
             // Truncating cast: `round_half_away` already moved the value past the boundary.
-            *q = clamped_int(round_half_away(v * id), -128.0, 127.0) as i8 as u8;
+            *q = clamped_int(round_half_away(v * id), -128.0, 127.0) as i8;
+        }
+        for (o, &q) in out[2..].iter_mut().zip(&q) {
+            *o = q as u8;
+        }
+        if MEASURE {
+            let scale = d16.to_f32();
+            let mut y = [0f32; 32];
+            for (y, &q) in y.iter_mut().zip(&q) {
+                *y = f32::from(q) * scale;
+            }
+            sums.add_block(x, &y);
         }
     }
+    sums.n = src.len() / 32 * 32;
+    sums
 }
 
 /// The signed value of largest magnitude in a block, the first one where several share it:
@@ -205,60 +223,37 @@ fn q4_0_kernel<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
     sums
 }
 
-/// [`q8_0_kernel`] that also measures the error of every block against its
-/// dequantized value (`q * scale`, as candle dequantizes it), in the same pass.
-#[inline(always)]
-fn q8_0_measured_kernel(src: &[f32], dst: &mut [u8]) -> ErrorSums {
-    q8_0_kernel(src, dst);
-    let mut sums = ErrorSums::default();
-    for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact(34)) {
-        let x: &[f32; 32] = x.try_into().expect("chunks_exact(32)");
-        let scale = half::f16::from_le_bytes([out[0], out[1]]).to_f32();
-        let mut y = [0f32; 32];
-        for (y, &q) in y.iter_mut().zip(&out[2..]) {
-            *y = f32::from(q as i8) * scale;
-        }
-        sums.add_block(x, &y);
-    }
-    sums.n = src.len() / 32 * 32;
-    sums
-}
-
 /// Defines `$name`, which runs the `#[inline(always)]` kernel `$kernel` compiled for AVX2 when
 /// the CPU has it (detected at run time) and for the x86-64 baseline (SSE2) otherwise. The
 /// kernels use no fused multiply-add, so both builds give bit-identical results; AVX2 doubles
 /// the vector width. Other architectures get the portable build.
 macro_rules! dispatch_avx2 {
-    ($(#[$doc:meta])* fn $name:ident / $avx2:ident $(<const $c:ident: bool>)? => $kernel:ident -> $ret:ty) => {
+    ($(#[$doc:meta])* fn $name:ident / $avx2:ident => $kernel:ident) => {
         $(#[$doc])*
-        fn $name$(<const $c: bool>)?(src: &[f32], dst: &mut [u8]) -> $ret {
+        fn $name<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { $avx2$(::<$c>)?(src, dst) };
+                return unsafe { $avx2::<MEASURE>(src, dst) };
             }
-            $kernel$(::<$c>)?(src, dst)
+            $kernel::<MEASURE>(src, dst)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        fn $avx2$(<const $c: bool>)?(src: &[f32], dst: &mut [u8]) -> $ret {
-            $kernel$(::<$c>)?(src, dst)
+        fn $avx2<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
+            $kernel::<MEASURE>(src, dst)
         }
     };
 }
 
 dispatch_avx2!(
-    /// q8_0 of whole blocks `src` into `dst` (see [`q8_0_kernel`]).
-    fn quantize_q8_0_into / q8_0_avx2 => q8_0_kernel -> ()
-);
-dispatch_avx2!(
-    /// q8_0 with the error measured in the same pass (see [`q8_0_measured_kernel`]).
-    fn quantize_q8_0_measured / q8_0_measured_avx2 => q8_0_measured_kernel -> ErrorSums
+    /// q8_0 of whole blocks, measured with `MEASURE` (see [`q8_0_kernel`]).
+    fn quantize_q8_0_into / q8_0_avx2 => q8_0_kernel
 );
 dispatch_avx2!(
     /// q4_0 of whole blocks, measured with `MEASURE` (see [`q4_0_kernel`]).
-    fn quantize_q4_0_into / q4_0_avx2 <const MEASURE: bool> => q4_0_kernel -> ErrorSums
+    fn quantize_q4_0_into / q4_0_avx2 => q4_0_kernel
 );
 
 /// The candle type for `dtype`, after checking that `data` fills whole blocks of finite values
@@ -311,7 +306,7 @@ pub fn quantize_measured(data: &[f32], dtype: DType) -> Result<(Vec<u8>, QuantEr
         .zip(data.par_chunks(chunk_elems))
         .map(|(dst, src)| match dtype {
             DType::Q4_0 => Ok(quantize_q4_0_into::<true>(src, dst)),
-            DType::Q8_0 => Ok(quantize_q8_0_measured(src, dst)),
+            DType::Q8_0 => Ok(quantize_q8_0_into::<true>(src, dst)),
             _ => {
                 quantize_into(ggml, src, dst)?;
                 let back = dequantize(dst, dtype, src.len())?;
@@ -332,7 +327,7 @@ fn quantize_into(
 ) -> Result<()> {
     use candle_core::quantized::GgmlDType;
     if ggml == GgmlDType::Q8_0 && dst.len() == src.len() / 32 * 34 {
-        quantize_q8_0_into(src, dst);
+        quantize_q8_0_into::<false>(src, dst);
         return Ok(());
     }
     if ggml == GgmlDType::Q4_0 && dst.len() == src.len() / 32 * 18 {
@@ -552,9 +547,9 @@ mod tests {
         x.extend([0.0f32; 32]);
         let want = via_candle(candle_core::quantized::GgmlDType::Q8_0, &x);
         let mut fast = vec![0u8; x.len() / 32 * 34];
-        quantize_q8_0_into(&x, &mut fast);
+        quantize_q8_0_into::<false>(&x, &mut fast);
         assert_eq!(fast, want, "dispatched build");
-        q8_0_kernel(&x, &mut fast);
+        q8_0_kernel::<false>(&x, &mut fast);
         assert_eq!(fast, want, "baseline build");
     }
 
