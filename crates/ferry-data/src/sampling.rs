@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::record::Record;
 use crate::rng::Rng;
 
 /// When an epoch ends (besides reaching [`SamplerConfig::epoch_size`] draws).
@@ -81,6 +82,41 @@ pub fn smoothed_probabilities(sizes: &[u64], alpha: f64) -> Vec<f64> {
         .collect();
     let z: f64 = w.iter().sum();
     w.into_iter().map(|x| x / z).collect()
+}
+
+/// Records grouped by language (sorted by code, each group in corpus order): the lists a
+/// [`LanguageSampler`] draws from when the corpus fits in memory.
+#[derive(Debug, Clone, Default)]
+pub struct ByLanguage {
+    langs: Vec<String>,
+    groups: Vec<Vec<Record>>,
+}
+
+impl ByLanguage {
+    /// Groups `records` by their language.
+    pub fn new(records: impl IntoIterator<Item = Record>) -> Self {
+        let mut map: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+        for r in records {
+            map.entry(r.lang.clone()).or_default().push(r);
+        }
+        let (langs, groups) = map.into_iter().unzip();
+        ByLanguage { langs, groups }
+    }
+
+    /// The language codes, sorted; index `l` of a draw `(l, i)` indexes this.
+    pub fn languages(&self) -> &[String] {
+        &self.langs
+    }
+
+    /// Records per language, in [`ByLanguage::languages`] order: the sampler's sizes.
+    pub fn sizes(&self) -> Vec<u64> {
+        self.groups.iter().map(|g| g.len() as u64).collect()
+    }
+
+    /// The record a draw `(language index, example index)` names.
+    pub fn record(&self, (lang, example): (usize, u64)) -> &Record {
+        &self.groups[lang][example as usize]
+    }
 }
 
 /// Where a language's walk through its examples stands.

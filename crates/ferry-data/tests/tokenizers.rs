@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ferry_data::corpus::{self, CorpusOptions};
 use ferry_data::lang::LangTagStyle;
-use ferry_data::sampling::{LanguageSampler, SamplerConfig};
+use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
 use ferry_data::tokenize::train::{self, Kind, TrainSpec};
 use ferry_data::tokenize::{thread_pool, Tokenizer};
 use ferry_data::Record;
@@ -73,24 +73,16 @@ fn minilm_tokenizer_matches_python_on_47_languages_whatever_the_threads() {
 }
 
 fn balanced_texts(records: &[Record], n: u64) -> Vec<String> {
-    let langs: Vec<&str> = {
-        let mut v: Vec<&str> = records.iter().map(|r| r.lang.as_str()).collect();
-        v.dedup();
-        v
-    };
-    let by_lang: Vec<Vec<&Record>> = langs
-        .iter()
-        .map(|l| records.iter().filter(|r| r.lang == *l).collect())
-        .collect();
+    let by_lang = ByLanguage::new(records.iter().cloned());
     let cfg = SamplerConfig {
         alpha: 0.3,
         epoch_size: Some(n),
         seed: 1,
         ..Default::default()
     };
-    LanguageSampler::new(by_lang.iter().map(|v| v.len() as u64).collect(), cfg)
+    LanguageSampler::new(by_lang.sizes(), cfg)
         .unwrap()
-        .map(|(l, i)| by_lang[l][i as usize].text.clone())
+        .map(|d| by_lang.record(d).text.clone())
         .collect()
 }
 

@@ -1,13 +1,11 @@
 //! `ferry data sample`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ferry_data::sampling::{LanguageSampler, SamplerConfig, Stopping};
-use ferry_data::Record;
+use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
 
 use super::{report_issues, CorpusArgs};
 
@@ -49,13 +47,9 @@ pub struct Args {
 /// Runs `ferry data sample`.
 pub fn run(a: Args) -> Result<ExitCode> {
     let (records, issues) = a.corpus.open()?.read_all()?;
-    let mut by_lang: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-    for r in records {
-        by_lang.entry(r.lang.clone()).or_default().push(r);
-    }
-    let langs: Vec<&String> = by_lang.keys().collect();
-    let groups: Vec<&Vec<Record>> = by_lang.values().collect();
-    let sizes: Vec<u64> = groups.iter().map(|g| g.len() as u64).collect();
+    let by_lang = ByLanguage::new(records);
+    let langs = by_lang.languages();
+    let sizes = by_lang.sizes();
     let total: u64 = sizes.iter().sum();
     let cfg = SamplerConfig {
         alpha: a.alpha,
@@ -76,7 +70,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let io = |e| ferry_io::Error::io(out, e);
             writeln!(w, "lang\ttext").map_err(io)?;
             for (l, i) in &draws {
-                let r = &groups[*l][*i as usize];
+                let r = by_lang.record((*l, *i));
                 writeln!(w, "{}\t{}", r.lang, r.text.replace(['\t', '\n'], " ")).map_err(io)?;
             }
             Ok(())

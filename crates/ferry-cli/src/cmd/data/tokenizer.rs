@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use ferry_data::lang::LangTagStyle;
-use ferry_data::sampling::{LanguageSampler, SamplerConfig};
+use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
 use ferry_data::tokenize::train::{self, Kind, TrainSpec};
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
@@ -105,20 +105,16 @@ pub fn run(c: Command) -> Result<ExitCode> {
 
 fn run_train(a: TrainArgs) -> Result<ExitCode> {
     let (records, issues) = a.corpus.open()?.read_all()?;
-    let mut by_lang: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-    for r in records {
-        by_lang.entry(r.lang.clone()).or_default().push(r);
-    }
-    let groups: Vec<&Vec<Record>> = by_lang.values().collect();
-    let total: u64 = groups.iter().map(|g| g.len() as u64).sum();
+    let by_lang = ByLanguage::new(records);
+    let total: u64 = by_lang.sizes().iter().sum();
     let cfg = SamplerConfig {
         alpha: a.alpha,
         epoch_size: Some(a.sample.unwrap_or(total)),
         seed: a.seed,
         ..Default::default()
     };
-    let sampler = LanguageSampler::new(groups.iter().map(|g| g.len() as u64).collect(), cfg)?;
-    let sample: Vec<&Record> = sampler.map(|(l, i)| &groups[l][i as usize]).collect();
+    let sampler = LanguageSampler::new(by_lang.sizes(), cfg)?;
+    let sample: Vec<&Record> = sampler.map(|d| by_lang.record(d)).collect();
     let spec = TrainSpec {
         kind: a.kind,
         vocab_size: a.vocab_size,
@@ -128,7 +124,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         lang_tags: a
             .lang_tags
             .clone()
-            .map(|s| (s, by_lang.keys().cloned().collect())),
+            .map(|s| (s, by_lang.languages().to_vec())),
     };
     let t0 = Instant::now();
     let tok = train::train(&spec, sample.iter().map(|r| r.text.as_str()))?;
@@ -167,7 +163,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
             a.kind,
             tok.vocab_size(),
             sample.len(),
-            by_lang.len()
+            by_lang.languages().len()
         );
         println!("{:<10} {:>8} {:>14}", "lang", "records", "tokens/record");
         for (l, (n, t)) in &fertility {
