@@ -115,20 +115,6 @@ impl IssueLog {
         self.examples.values().flatten()
     }
 
-    /// Adds another log's counts and examples.
-    pub fn merge(&mut self, other: IssueLog) {
-        for (k, n) in other.counts {
-            *self.counts.entry(k).or_default() += n;
-        }
-        for (k, v) in other.examples {
-            let ex = self.examples.entry(k).or_default();
-            ex.extend(
-                v.into_iter()
-                    .take(EXAMPLES_PER_KIND.saturating_sub(ex.len())),
-            );
-        }
-    }
-
     /// A JSON summary: `{"skipped": N, "by_kind": {kind: {"count", "first": ["file:line: ..."]}}}`.
     pub fn to_json(&self) -> serde_json::Value {
         let by_kind: serde_json::Map<String, serde_json::Value> = self

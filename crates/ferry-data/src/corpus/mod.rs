@@ -13,14 +13,12 @@ mod moses;
 mod parquet;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::issues::{Issue, IssueKind, IssueLog, OnError};
 use crate::lang::is_valid_code;
 use crate::record::Record;
-
-pub use moses::languages as moses_languages;
 
 /// The corpus layouts ferry reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -221,12 +219,10 @@ pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader
         },
     };
     Ok(CorpusReader {
-        path: path.to_path_buf(),
         format,
         source,
         on_error: opts.on_error,
         issues: IssueLog::default(),
-        records: 0,
         failed: false,
     })
 }
@@ -234,21 +230,14 @@ pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader
 /// A streaming corpus: an iterator of valid records. Malformed ones are counted in
 /// [`CorpusReader::issues`] or, with [`OnError::Fail`], end the iteration with an error.
 pub struct CorpusReader {
-    path: PathBuf,
     format: Format,
     source: Box<dyn Source>,
     on_error: OnError,
     issues: IssueLog,
-    records: u64,
     failed: bool,
 }
 
 impl CorpusReader {
-    /// The corpus path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The layout being read.
     pub fn format(&self) -> Format {
         self.format
@@ -257,11 +246,6 @@ impl CorpusReader {
     /// The malformed records skipped so far.
     pub fn issues(&self) -> &IssueLog {
         &self.issues
-    }
-
-    /// Valid records returned so far.
-    pub fn records(&self) -> u64 {
-        self.records
     }
 
     /// Reads everything, returning the records and the issue log.
@@ -329,10 +313,7 @@ impl Iterator for CorpusReader {
                 bad => bad,
             };
             match raw {
-                Raw::Record(r) => {
-                    self.records += 1;
-                    return Some(Ok(r));
-                }
+                Raw::Record(r) => return Some(Ok(r)),
                 Raw::Bad(issue) if self.on_error == OnError::Fail => {
                     self.failed = true;
                     return Some(Err(Error::BadRecord(issue)));

@@ -58,11 +58,6 @@ impl Tokenizer {
         &self.inner
     }
 
-    /// The file it was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn err(&self, msg: String) -> Error {
         Error::Tokenizer {
             path: self.path.clone(),
