@@ -137,49 +137,34 @@ fn train_a_tokenizer_then_batch_a_parallel_corpus_with_language_tags() {
     ));
     assert_eq!(enc["tokens"][1], "__de__");
 
-    let j = json(&ferry(
-        &[
-            "data",
-            "batch",
-            "corpora/udhr/parallel",
-            "--pair",
-            "de-en",
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--batch-size",
-            "4",
-            "--lang-tags",
-            "fairseq",
-            "--threads",
-            "1",
-            "--json",
-        ],
-        &root,
-    ));
+    let batch = |threads: &str| {
+        json(&ferry(
+            &[
+                "data",
+                "batch",
+                "corpora/udhr/parallel",
+                "--pair",
+                "de-en",
+                "--tokenizer",
+                tok.to_str().unwrap(),
+                "--batch-size",
+                "4",
+                "--lang-tags",
+                "fairseq",
+                "--threads",
+                threads,
+                "--json",
+            ],
+            &root,
+        ))
+    };
+    let j = batch("1");
     assert_eq!(j["records"], 22);
     assert_eq!(j["batches"], 6);
     let tokens = j["tokens"].as_u64().unwrap();
     assert!(j["padded_tokens"].as_u64().unwrap() >= tokens);
     // Output does not depend on the thread count.
-    let j2 = json(&ferry(
-        &[
-            "data",
-            "batch",
-            "corpora/udhr/parallel",
-            "--pair",
-            "de-en",
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--batch-size",
-            "4",
-            "--lang-tags",
-            "fairseq",
-            "--threads",
-            "2",
-            "--json",
-        ],
-        &root,
-    ));
+    let j2 = batch("2");
     assert_eq!(
         (j2["tokens"].clone(), j2["padded_tokens"].clone()),
         (j["tokens"].clone(), j["padded_tokens"].clone())
