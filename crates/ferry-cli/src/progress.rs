@@ -18,3 +18,18 @@ pub fn bytes_bar(total: u64, quiet: bool) -> ProgressBar {
     );
     bar
 }
+
+/// A bar over `total` training steps, hidden when `quiet` or stderr is not a TTY.
+pub fn steps_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -7,9 +7,9 @@ use candle_core::Device;
 use rayon::prelude::*;
 
 use crate::batch::{add_lang_tag, collate, plan, Batch, BatchConfig, Example};
-use crate::corpus::CorpusReader;
 use crate::error::Result;
 use crate::lang::LangTagStyle;
+use crate::record::Record;
 use crate::tokenize::Tokenizer;
 
 /// Records read and encoded per parallel step: bounds memory held as text.
@@ -47,10 +47,11 @@ pub struct Encoded {
     pub classes: Vec<String>,
 }
 
-/// Reads the whole corpus and encodes it in parallel in `pool`, chunk by chunk. The result
-/// does not depend on the number of threads.
+/// Reads the whole corpus (a [`crate::corpus::CorpusReader`], or records already read) and
+/// encodes it in parallel in `pool`, chunk by chunk. The result does not depend on the number
+/// of threads.
 pub fn encode_corpus(
-    reader: &mut CorpusReader,
+    mut reader: impl Iterator<Item = Result<Record>>,
     tok: &Tokenizer,
     pool: &rayon::ThreadPool,
     opts: &EncodeOptions,

@@ -84,20 +84,28 @@ pub fn smoothed_probabilities(sizes: &[u64], alpha: f64) -> Vec<f64> {
     w.into_iter().map(|x| x / z).collect()
 }
 
-/// Records grouped by language (sorted by code, each group in corpus order): the lists a
-/// [`LanguageSampler`] draws from when the corpus fits in memory.
-#[derive(Debug, Clone, Default)]
-pub struct ByLanguage {
+/// Items (records, or indices of encoded examples) grouped by language (sorted by code,
+/// each group in input order): the lists a [`LanguageSampler`] draws from when the corpus
+/// fits in memory.
+#[derive(Debug, Clone)]
+pub struct ByLanguage<T = Record> {
     langs: Vec<String>,
-    groups: Vec<Vec<Record>>,
+    groups: Vec<Vec<T>>,
 }
 
-impl ByLanguage {
+impl ByLanguage<Record> {
     /// Groups `records` by their language.
     pub fn new(records: impl IntoIterator<Item = Record>) -> Self {
-        let mut map: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
-        for r in records {
-            map.entry(r.lang.clone()).or_default().push(r);
+        ByLanguage::group(records.into_iter().map(|r| (r.lang.clone(), r)))
+    }
+}
+
+impl<T> ByLanguage<T> {
+    /// Groups `(language, item)` pairs by language.
+    pub fn group(items: impl IntoIterator<Item = (String, T)>) -> Self {
+        let mut map: std::collections::BTreeMap<String, Vec<T>> = Default::default();
+        for (lang, item) in items {
+            map.entry(lang).or_default().push(item);
         }
         let (langs, groups) = map.into_iter().unzip();
         ByLanguage { langs, groups }
@@ -108,13 +116,13 @@ impl ByLanguage {
         &self.langs
     }
 
-    /// Records per language, in [`ByLanguage::languages`] order: the sampler's sizes.
+    /// Items per language, in [`ByLanguage::languages`] order: the sampler's sizes.
     pub fn sizes(&self) -> Vec<u64> {
         self.groups.iter().map(|g| g.len() as u64).collect()
     }
 
-    /// The record a draw `(language index, example index)` names.
-    pub fn record(&self, (lang, example): (usize, u64)) -> &Record {
+    /// The item a draw `(language index, example index)` names.
+    pub fn get(&self, (lang, example): (usize, u64)) -> &T {
         &self.groups[lang][example as usize]
     }
 }

@@ -82,7 +82,7 @@ fn balanced_texts(records: &[Record], n: u64) -> Vec<String> {
     };
     LanguageSampler::new(by_lang.sizes(), cfg)
         .unwrap()
-        .map(|d| by_lang.record(d).text.clone())
+        .map(|d| by_lang.get(d).text.clone())
         .collect()
 }
 

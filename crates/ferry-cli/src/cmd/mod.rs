@@ -3,5 +3,7 @@
 pub mod convert;
 pub mod data;
 pub mod diff;
+pub mod eval;
 pub mod inspect;
 pub mod migrate;
+pub mod train;

@@ -70,7 +70,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let io = |e| ferry_io::Error::io(out, e);
             writeln!(w, "lang\ttext").map_err(io)?;
             for (l, i) in &draws {
-                let r = by_lang.record((*l, *i));
+                let r = by_lang.get((*l, *i));
                 writeln!(w, "{}\t{}", r.lang, r.text.replace(['\t', '\n'], " ")).map_err(io)?;
             }
             Ok(())

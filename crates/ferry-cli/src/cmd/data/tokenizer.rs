@@ -114,7 +114,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let sampler = LanguageSampler::new(by_lang.sizes(), cfg)?;
-    let sample: Vec<&Record> = sampler.map(|d| by_lang.record(d)).collect();
+    let sample: Vec<&Record> = sampler.map(|d| by_lang.get(d)).collect();
     let spec = TrainSpec {
         kind: a.kind,
         vocab_size: a.vocab_size,

@@ -1,0 +1,50 @@
+//! Training throughput of one workload, as JSON, for scripts/bench_train_peer.py:
+//! `train_throughput --workload bag|transformer --steps N --warmup W [--threads T]`.
+//! Threads: RAYON_NUM_THREADS (set by the script), or `--threads`.
+
+use std::time::Instant;
+
+use ferry_benches::train::Workload;
+
+/// The `ferry` binary's allocator, so the numbers are the CLI's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let workload = arg(&args, "--workload").unwrap_or_else(|| "bag".into());
+    let steps: usize = arg(&args, "--steps").map_or(100, |s| s.parse().expect("--steps N"));
+    let warmup: usize = arg(&args, "--warmup").map_or(10, |s| s.parse().expect("--warmup N"));
+    if let Some(t) = arg(&args, "--threads") {
+        let t: usize = t.parse().expect("--threads N");
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    let Some(mut w) = Workload::new(&workload, warmup + steps) else {
+        eprintln!("unknown workload {workload:?}: use bag or transformer");
+        std::process::exit(2);
+    };
+    for _ in 0..warmup {
+        w.step();
+    }
+    let start = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..steps {
+        loss = w.step();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let tokens = (steps * w.batch * w.seq) as f64;
+    println!(
+        "{}",
+        serde_json::json!({"workload": workload, "steps": steps, "seconds": seconds,
+            "tokens_per_s": tokens / seconds, "ms_per_step": seconds * 1000.0 / steps as f64, "final_loss": loss})
+    );
+}

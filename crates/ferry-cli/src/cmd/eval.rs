@@ -1,0 +1,77 @@
+//! `ferry eval`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use candle_core::Device;
+use ferry_train::checkpoint;
+use ferry_train::report::{self, Named};
+use ferry_train::run::evaluate_file;
+
+/// Arguments of `ferry eval`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --json\n  ferry eval --model runs/langid-udhr/best --weights model-f16.safetensors --data test.tsv   # a converted copy"
+)]
+pub struct Args {
+    /// A model folder written by `ferry train` (best/, last/ or a checkpoint).
+    #[arg(long)]
+    model: PathBuf,
+    /// The evaluation corpus (any layout `ferry data` reads).
+    #[arg(long)]
+    data: PathBuf,
+    /// Use these weights instead of the folder's (f16 safetensors, q8_0 GGUF, ...: same tensor names).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Also evaluate on snippets of this many words cut from each text.
+    #[arg(long)]
+    snippet_words: Option<usize>,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write report.md, report.json and accuracy.svg into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `ferry eval`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    super::train::set_threads(a.threads);
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let device = Device::Cpu;
+    let loaded = checkpoint::load_model(&a.model, a.weights.as_deref(), &device)?;
+    let mut evals = vec![(
+        "full".to_string(),
+        evaluate_file(&loaded, &a.data, None, a.batch_size, threads, &device)?,
+    )];
+    if let Some(w) = a.snippet_words {
+        evals.push((
+            format!("{w}-word snippets"),
+            evaluate_file(&loaded, &a.data, Some(w), a.batch_size, threads, &device)?,
+        ));
+    }
+    let named: Vec<Named<'_>> = evals
+        .iter()
+        .map(|(n, e)| Named { name: n, eval: e })
+        .collect();
+    let title = format!("{} on {}", a.model.display(), a.data.display());
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)?;
+        report::write(out, &title, &named)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report::json(&named))?);
+    } else {
+        print!("{}", report::markdown(&title, &named));
+    }
+    Ok(ExitCode::SUCCESS)
+}

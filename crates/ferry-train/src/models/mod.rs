@@ -1,0 +1,342 @@
+//! Classifiers: the seed's bag of embeddings, a transformer encoder, and a pretrained
+//! BERT-family encoder with a classification head. All return logits `[batch, classes]`.
+
+mod bag;
+mod bert;
+mod transformer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use ferry_data::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+pub use bag::Bag;
+pub use bert::{Bert, BertConfig};
+pub use transformer::TransformerClassifier;
+
+use crate::nn::{Activation, Builder};
+use crate::params::Params;
+use crate::{Error, Result};
+
+/// How token states become one vector per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The mean over real (unpadded) tokens.
+    #[default]
+    Mean,
+    /// The first token's state (`[CLS]`).
+    Cls,
+}
+
+fn default_max_len() -> usize {
+    128
+}
+
+/// A model as a config file names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// The seed's MultiLanguageModel: embedding, mean over tokens, linear.
+    Bag {
+        /// Embedding width.
+        dim: usize,
+    },
+    /// A transformer encoder classifier with learned positions.
+    Transformer {
+        /// Encoder layers.
+        layers: usize,
+        /// Attention heads.
+        heads: usize,
+        /// Model width.
+        dim: usize,
+        /// Feed-forward width.
+        ff: usize,
+        /// Longest sequence (learned positions); longer inputs are truncated.
+        #[serde(default = "default_max_len")]
+        max_len: usize,
+        /// Feed-forward activation.
+        #[serde(default)]
+        activation: Activation,
+        /// Pre-norm layers.
+        #[serde(default)]
+        norm_first: bool,
+        /// Pooling.
+        #[serde(default)]
+        pooling: Pooling,
+    },
+    /// A pretrained BERT-family encoder (a Hugging Face folder with `config.json`) plus a
+    /// classification head.
+    Bert {
+        /// The model folder.
+        path: PathBuf,
+        /// Pooling.
+        #[serde(default)]
+        pooling: Pooling,
+        /// Train only the head (and keep the encoder as loaded).
+        #[serde(default)]
+        freeze_encoder: bool,
+    },
+}
+
+/// A model fully resolved: architecture, vocabulary size and classes. Saved with every
+/// checkpoint so the model can be rebuilt without its original files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// The architecture.
+    pub arch: Arch,
+    /// Token vocabulary size.
+    pub vocab_size: usize,
+    /// Class names; logits index this list.
+    pub classes: Vec<String>,
+}
+
+/// The architecture with every dimension known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Arch {
+    /// See [`ModelConfig::Bag`].
+    Bag {
+        /// Embedding width.
+        dim: usize,
+    },
+    /// See [`ModelConfig::Transformer`].
+    Transformer {
+        /// Encoder layers.
+        layers: usize,
+        /// Attention heads.
+        heads: usize,
+        /// Model width.
+        dim: usize,
+        /// Feed-forward width.
+        ff: usize,
+        /// Longest sequence.
+        max_len: usize,
+        /// Feed-forward activation.
+        activation: Activation,
+        /// Pre-norm layers.
+        norm_first: bool,
+        /// Pooling.
+        pooling: Pooling,
+    },
+    /// See [`ModelConfig::Bert`].
+    Bert {
+        /// The encoder's `config.json` values.
+        config: BertConfig,
+        /// Pooling.
+        pooling: Pooling,
+    },
+}
+
+impl ModelConfig {
+    /// Resolves the architecture (reading `config.json` for BERT).
+    pub fn resolve(&self, vocab_size: usize, classes: Vec<String>) -> Result<ModelSpec> {
+        let arch = match self.clone() {
+            ModelConfig::Bag { dim } => Arch::Bag { dim },
+            ModelConfig::Transformer {
+                layers,
+                heads,
+                dim,
+                ff,
+                max_len,
+                activation,
+                norm_first,
+                pooling,
+            } => Arch::Transformer {
+                layers,
+                heads,
+                dim,
+                ff,
+                max_len,
+                activation,
+                norm_first,
+                pooling,
+            },
+            ModelConfig::Bert { path, pooling, .. } => Arch::Bert {
+                config: BertConfig::load(&path)?,
+                pooling,
+            },
+        };
+        Ok(ModelSpec {
+            arch,
+            vocab_size,
+            classes,
+        })
+    }
+
+    /// The pretrained weights to start from, if any.
+    pub fn pretrained(&self) -> Option<&Path> {
+        match self {
+            ModelConfig::Bert { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Architecture-specific layers.
+#[derive(Debug, Clone)]
+enum Net {
+    Bag(Bag),
+    Transformer(TransformerClassifier),
+    Bert(Bert),
+}
+
+/// A classifier and its parameters.
+#[derive(Debug, Clone)]
+pub struct Model {
+    spec: ModelSpec,
+    params: Params,
+    net: Net,
+}
+
+impl Model {
+    /// A freshly initialized model (seeded), on `device`.
+    pub fn new(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Self> {
+        if spec.classes.is_empty() {
+            return Err(Error::Invalid(
+                "a classifier needs at least one class".into(),
+            ));
+        }
+        let mut params = Params::new();
+        let mut rng = Rng::new(seed);
+        let mut b = Builder {
+            params: &mut params,
+            rng: &mut rng,
+            device,
+        };
+        let c = spec.classes.len();
+        let net = match &spec.arch {
+            Arch::Bag { dim } => Net::Bag(Bag::new(&mut b, spec.vocab_size, *dim, c)?),
+            Arch::Transformer { .. } => {
+                Net::Transformer(TransformerClassifier::new(&mut b, spec, c)?)
+            }
+            Arch::Bert { config, pooling } => Net::Bert(Bert::new(&mut b, config, *pooling, c)?),
+        };
+        Ok(Model {
+            spec: spec.clone(),
+            params,
+            net,
+        })
+    }
+
+    /// A model whose encoder starts from pretrained weights (BERT) and whose other
+    /// parameters are freshly initialized. Names without the `bert.` prefix and with it are
+    /// both accepted.
+    pub fn from_pretrained(
+        spec: &ModelSpec,
+        weights: &Path,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = Model::new(spec, seed, device)?;
+        let mut tensors = crate::params::load_tensors(weights, device)?;
+        let prefixed: Vec<String> = tensors
+            .keys()
+            .filter(|k| k.starts_with("bert."))
+            .cloned()
+            .collect();
+        for k in prefixed {
+            let t = tensors.remove(&k).expect("listed");
+            tensors.insert(k["bert.".len()..].to_string(), t);
+        }
+        for (name, var, _) in model.params.iter() {
+            if name.starts_with("classifier.") {
+                continue;
+            }
+            let t = tensors.get(name).ok_or_else(|| {
+                Error::file(
+                    weights,
+                    format!(
+                        "has no tensor {name}, which a {} model needs",
+                        spec.arch.name()
+                    ),
+                )
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::file(
+                    weights,
+                    format!(
+                        "tensor {name} has shape {:?}, config.json implies {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(&t.to_dtype(candle_core::DType::F32)?)?;
+        }
+        Ok(model)
+    }
+
+    /// The resolved architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Mutable parameters (to freeze some).
+    pub fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    /// The longest input the model takes, if it has a limit.
+    pub fn max_len(&self) -> Option<usize> {
+        match &self.spec.arch {
+            Arch::Bag { .. } => None,
+            Arch::Transformer { max_len, .. } => Some(*max_len),
+            Arch::Bert { config, .. } => Some(config.max_position_embeddings),
+        }
+    }
+
+    /// Logits `[batch, classes]` for `ids` `[batch, seq]` (u32) with `mask` `[batch, seq]`
+    /// (1 = token, 0 = padding; `None`: no padding).
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        match &self.net {
+            Net::Bag(m) => m.forward(ids, mask),
+            Net::Transformer(m) => m.forward(ids, mask),
+            Net::Bert(m) => m.forward(ids, mask),
+        }
+    }
+}
+
+impl Arch {
+    /// A short name for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Bag { .. } => "bag",
+            Arch::Transformer { .. } => "transformer",
+            Arch::Bert { .. } => "bert",
+        }
+    }
+}
+
+/// Pools `[batch, seq, dim]` states to `[batch, dim]`.
+pub(crate) fn pool(
+    x: &Tensor,
+    mask: Option<&Tensor>,
+    pooling: Pooling,
+) -> candle_core::Result<Tensor> {
+    match (pooling, mask) {
+        (Pooling::Cls, _) => x.narrow(1, 0, 1)?.squeeze(1),
+        (Pooling::Mean, None) => x.mean(1),
+        (Pooling::Mean, Some(mask)) => {
+            let m = mask.to_dtype(candle_core::DType::F32)?.unsqueeze(2)?;
+            let count = m.sum(1)?.clamp(1f32, f32::MAX)?;
+            x.broadcast_mul(&m)?.sum(1)?.broadcast_div(&count)
+        }
+    }
+}
+
+impl Model {
+    /// The BERT encoder, when the model is one.
+    pub fn bert(&self) -> Option<&Bert> {
+        match &self.net {
+            Net::Bert(b) => Some(b),
+            _ => None,
+        }
+    }
+}

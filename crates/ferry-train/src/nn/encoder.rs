@@ -1,0 +1,88 @@
+//! A transformer encoder layer, post-norm (BERT, PyTorch's default) or pre-norm.
+
+use candle_core::{Module, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{Activation, Builder, LayerNorm, Linear, MultiheadAttention};
+use crate::Result;
+
+/// The shape of one encoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EncoderLayerConfig {
+    /// Model width.
+    pub dim: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward width.
+    pub ff: usize,
+    /// Feed-forward activation.
+    pub activation: Activation,
+    /// Normalize before each block (pre-norm) instead of after (post-norm).
+    pub norm_first: bool,
+    /// Layer-norm epsilon.
+    pub eps: f64,
+}
+
+/// Self-attention then feed-forward, each with a residual connection and a layer norm.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    attn: MultiheadAttention,
+    norm1: LayerNorm,
+    linear1: Linear,
+    linear2: Linear,
+    norm2: LayerNorm,
+    activation: Activation,
+    norm_first: bool,
+}
+
+impl EncoderLayer {
+    /// A layer with PyTorch `nn.TransformerEncoderLayer` names under `prefix`
+    /// (`self_attn.*`, `linear1`, `linear2`, `norm1`, `norm2`).
+    pub fn new(b: &mut Builder<'_>, prefix: &str, cfg: &EncoderLayerConfig) -> Result<Self> {
+        Ok(EncoderLayer {
+            attn: MultiheadAttention::new(b, &format!("{prefix}.self_attn"), cfg.dim, cfg.heads)?,
+            linear1: Linear::new(b, &format!("{prefix}.linear1"), cfg.dim, cfg.ff)?,
+            linear2: Linear::new(b, &format!("{prefix}.linear2"), cfg.ff, cfg.dim)?,
+            norm1: LayerNorm::new(b, &format!("{prefix}.norm1"), cfg.dim, cfg.eps)?,
+            norm2: LayerNorm::new(b, &format!("{prefix}.norm2"), cfg.dim, cfg.eps)?,
+            activation: cfg.activation,
+            norm_first: cfg.norm_first,
+        })
+    }
+
+    /// A post-norm layer over existing parts (BERT's names differ from PyTorch's).
+    pub fn from_parts(
+        attn: MultiheadAttention,
+        norm1: LayerNorm,
+        linear1: Linear,
+        linear2: Linear,
+        norm2: LayerNorm,
+        activation: Activation,
+    ) -> Self {
+        EncoderLayer {
+            attn,
+            norm1,
+            linear1,
+            linear2,
+            norm2,
+            activation,
+            norm_first: false,
+        }
+    }
+
+    fn ff(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.linear2
+            .forward(&self.activation.apply(&self.linear1.forward(x)?)?)
+    }
+
+    /// `x`: `[batch, seq, dim]`; `bias`: see [`super::key_padding_bias`].
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        if self.norm_first {
+            let x = (x + self.attn.forward(&self.norm1.forward(x)?, bias)?)?;
+            &x + self.ff(&self.norm2.forward(&x)?)?
+        } else {
+            let x = self.norm1.forward(&(x + self.attn.forward(x, bias)?)?)?;
+            self.norm2.forward(&(&x + self.ff(&x)?)?)
+        }
+    }
+}
