@@ -4,17 +4,21 @@
 //! output tensor against its source, write the report — each timed and recorded in a
 //! [`MigrationReport`] that renders as Markdown for people and JSON for machines. Later
 //! stages (graph optimization, output-level verification, placement) slot into the same list.
+//! A model folder written by `ferry train` also gets a task-level check: per-language
+//! accuracy of the original and the migrated weights on its evaluation data.
 #![warn(missing_docs)]
 
 mod embedded;
 mod hash;
 mod pipeline;
 mod report;
+mod task_eval;
 
 pub use embedded::{embedded_default, EMBEDDED_NAME};
 pub use hash::sha256_file;
 pub use pipeline::{migrate, Event, Input, MigrateOptions};
 pub use report::{FileRecord, MigrationReport, StageRecord, TensorRecord};
+pub use task_eval::{LanguageDelta, TaskEval};
 
 /// Errors of the migration pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,9 @@ pub enum Error {
     /// A tensor-format error.
     #[error(transparent)]
     Io(#[from] ferry_io::Error),
+    /// Loading or evaluating a model trained by ferry failed.
+    #[error(transparent)]
+    Train(Box<ferry_train::Error>),
     /// A file-system error outside ferry-io's readers and writers.
     #[error("{path}: {source}")]
     Fs {

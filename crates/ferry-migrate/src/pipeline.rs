@@ -38,6 +38,8 @@ pub struct MigrateOptions {
     pub dry_run: bool,
     /// Download a hub id missing from the local cache.
     pub online: bool,
+    /// Evaluation data for a model trained by ferry (default: the file recorded at training).
+    pub eval_data: Option<PathBuf>,
     /// The options as given, recorded in the report so the run can be replayed.
     pub options_json: serde_json::Value,
 }
@@ -176,12 +178,17 @@ pub fn migrate(
         Ok((plan, summary))
     })?;
 
+    let ferry_model: Option<PathBuf> = match &opts.input {
+        Input::Path(p) if ferry_train::checkpoint::is_model_dir(p) => Some(p.clone()),
+        _ => None,
+    };
     let model_path = opts
         .out_dir
         .join(format!("{}.{}", opts.file_stem, opts.target.extension()));
     let mut outputs = Vec::new();
     let mut tensors = Vec::new();
     let mut missing = Vec::new();
+    let mut task = None;
     if !opts.dry_run {
         let (written, model) = stages.run("convert", |ev| {
             std::fs::create_dir_all(&opts.out_dir).map_err(|e| fs_err(&opts.out_dir, e))?;
@@ -201,6 +208,13 @@ pub fn migrate(
             let model = files.last().cloned().unwrap_or_else(|| model_path.clone());
             for c in &ck.companions {
                 files.push(copy_companion(c, &opts.out_dir)?);
+            }
+            // A ferry model folder stays one: its card travels with the weights.
+            if let Some(dir) = &ferry_model {
+                files.push(copy_companion(
+                    &dir.join(ferry_train::checkpoint::CARD),
+                    &opts.out_dir,
+                )?);
             }
             let summary = format!(
                 "wrote {} file(s) to {}",
@@ -246,6 +260,24 @@ pub fn migrate(
         })?;
         tensors = t;
         missing = m;
+
+        if let Some(dir) = &ferry_model {
+            task = stages.run("task-eval", |_| {
+                let t = crate::task_eval::run(dir, &model_path, opts.eval_data.as_deref())?;
+                let summary = match &t {
+                    None => "no evaluation data (pass --eval-data)".to_string(),
+                    Some(t) => format!(
+                        "accuracy {:.2}% -> {:.2}% on {} ({} of {} languages changed)",
+                        100.0 * t.accuracy_before,
+                        100.0 * t.accuracy_after,
+                        t.data.display(),
+                        t.changed(),
+                        t.per_language.len()
+                    ),
+                };
+                Ok((t, summary))
+            })?;
+        }
     }
 
     let ok = !opts.dry_run && missing.is_empty() && tensors.iter().all(|t| t.check.ok);
@@ -261,6 +293,7 @@ pub fn migrate(
         tied_groups: ck.tied_groups(),
         missing,
         parameters: ck.param_count(),
+        task_eval: task,
         ok,
     };
     if opts.dry_run {

@@ -70,6 +70,9 @@ pub struct MigrationReport {
     pub missing: Vec<String>,
     /// Parameter count.
     pub parameters: u64,
+    /// For a model trained by ferry: per-language accuracy before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_eval: Option<crate::TaskEval>,
     /// Whether every tensor verified within its tolerance.
     pub ok: bool,
 }
@@ -105,6 +108,27 @@ impl MigrationReport {
             let _ = writeln!(s, "## {title}\n\n| file | bytes | sha256 |\n|---|---:|---|");
             for f in files {
                 let _ = writeln!(s, "| `{}` | {} | `{}` |", f.path, f.bytes, f.sha256);
+            }
+            s.push('\n');
+        }
+        if let Some(t) = &self.task_eval {
+            let _ = writeln!(
+                s,
+                "## Task check: {}\n\nAccuracy {:.2}% before, {:.2}% after; macro-F1 {:.2}% before, {:.2}% after.\n\n| language | examples | accuracy before % | accuracy after % |\n|---|---:|---:|---:|",
+                t.data.display(),
+                100.0 * t.accuracy_before,
+                100.0 * t.accuracy_after,
+                100.0 * t.macro_f1_before,
+                100.0 * t.macro_f1_after
+            );
+            for (lang, d) in &t.per_language {
+                let _ = writeln!(
+                    s,
+                    "| {lang} | {} | {:.1} | {:.1} |",
+                    d.n,
+                    100.0 * d.before,
+                    100.0 * d.after
+                );
             }
             s.push('\n');
         }

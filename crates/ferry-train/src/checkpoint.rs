@@ -51,6 +51,9 @@ pub struct ModelCard {
     pub max_len: usize,
     /// Optimizer steps taken.
     pub step: u64,
+    /// The corpus to evaluate on by default (the run's test set, else its dev set).
+    #[serde(default)]
+    pub eval_data: Option<PathBuf>,
 }
 
 impl ModelCard {
@@ -70,6 +73,7 @@ impl ModelCard {
             add_special_tokens,
             max_len,
             step: 0,
+            eval_data: None,
         }
     }
 }
@@ -198,9 +202,18 @@ pub struct LoadedModel {
     pub dir: PathBuf,
 }
 
+/// The weights of a model folder: `model.safetensors`, or the `model.*` that `ferry migrate`
+/// wrote (GGUF, npz, pth).
+pub fn weights_file(dir: &Path) -> Option<PathBuf> {
+    ["safetensors", "gguf", "npz", "pth"]
+        .iter()
+        .map(|ext| dir.join(format!("model.{ext}")))
+        .find(|p| p.is_file())
+}
+
 /// True when `dir` is a ferry model folder (or checkpoint).
 pub fn is_model_dir(dir: &Path) -> bool {
-    dir.join(CARD).is_file() && dir.join(WEIGHTS).is_file()
+    dir.join(CARD).is_file() && weights_file(dir).is_some()
 }
 
 /// Reads a model folder onto `device`. `weights` overrides the weights file (for a converted
@@ -223,9 +236,12 @@ pub fn load_model(dir: &Path, weights: Option<&Path>, device: &Device) -> Result
         ));
     }
     let model = Model::new(&card.spec, 0, device)?;
-    let wpath = weights
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.join(WEIGHTS));
+    let wpath = match weights {
+        Some(w) => w.to_path_buf(),
+        None => weights_file(dir).ok_or_else(|| {
+            Error::file(dir, "has no model.safetensors (or model.gguf/.npz/.pth)")
+        })?,
+    };
     model
         .params()
         .assign(&load_tensors(&wpath, device)?, &wpath)?;

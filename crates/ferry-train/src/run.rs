@@ -363,6 +363,12 @@ pub fn train(
         cfg.data.add_special_tokens,
         max_len,
     );
+    card.eval_data = cfg
+        .data
+        .test
+        .clone()
+        .or_else(|| cfg.data.dev.clone())
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
     let (mut model, mut optimizer, mut state) =
         if let Some((_, dir)) = latest.filter(|_| opts.resume) {
             let loaded = checkpoint::load_model(&dir, None, device)?;

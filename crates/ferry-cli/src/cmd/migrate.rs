@@ -14,7 +14,7 @@ use crate::progress::bytes_bar;
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'"
+    after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'"
 )]
 pub struct Args {
     /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model).
@@ -30,6 +30,9 @@ pub struct Args {
     /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
     #[arg(long)]
     pub online: bool,
+    /// For a model folder from `ferry train`: evaluate the original and migrated weights per language on this corpus (default: the test file recorded at training).
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<PathBuf>,
     /// File name of the written model, without extension.
     #[arg(long, default_value = "model")]
     pub name: String,
@@ -49,7 +52,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         file_stem: a.name.clone(),
         dry_run: a.write.dry_run,
         online: a.online,
+        eval_data: a.eval_data.clone(),
         options_json: json!({
+            "eval_data": a.eval_data.as_ref().map(|p| p.display().to_string()),
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
             "to": a.to, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
         }),
@@ -92,6 +97,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
             report.tensors.iter().filter(|t| t.check.bit_exact).count(),
             a.out.join("report.md").display()
         );
+        if let Some(t) = &report.task_eval {
+            println!(
+                "task check on {}: accuracy {:.2}% -> {:.2}%, macro-F1 {:.2}% -> {:.2}% ({} of {} languages changed)",
+                t.data.display(),
+                100.0 * t.accuracy_before,
+                100.0 * t.accuracy_after,
+                100.0 * t.macro_f1_before,
+                100.0 * t.macro_f1_after,
+                t.changed(),
+                t.per_language.len()
+            );
+        }
         for t in report.tensors.iter().filter(|t| !t.check.ok) {
             println!(
                 "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",

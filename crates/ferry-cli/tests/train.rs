@@ -1,0 +1,209 @@
+//! `ferry train`, `ferry eval` and `ferry migrate` on a trained model, as a user runs them.
+
+use std::path::Path;
+use std::process::Command;
+
+use ferry_testkit::repo_root;
+
+fn ferry(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = ferry(args);
+    assert!(
+        o.status.success(),
+        "ferry {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The shipped config, shortened: the same data, tokenizer and model, fewer steps.
+fn config(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("configs/langid-udhr.toml"))
+        .unwrap()
+        .replace("steps = 1500", "steps = 200")
+        .replace("eval_every = 250", "eval_every = 50")
+        .replace("vocab_size = 8000", "vocab_size = 2000");
+    let p = dir.join("run.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn train_eval_resume_and_migrate_a_language_identifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let cfg_s = cfg.to_str().unwrap();
+
+    let plan = ok(&[
+        "train",
+        "--config",
+        cfg_s,
+        "--out",
+        a.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(plan.contains("\"dry_run\":true") && !a.exists(), "{plan}");
+
+    let out = ok(&[
+        "train",
+        "--config",
+        cfg_s,
+        "--out",
+        a.to_str().unwrap(),
+        "--json",
+    ]);
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "finished");
+    let test_acc = last["evaluations"][0]["accuracy"].as_f64().unwrap();
+    assert!(test_acc > 0.9, "held-out article accuracy {test_acc}");
+    assert!(out.lines().any(|l| l.contains("\"event\":\"eval\"")));
+    for f in [
+        "report.md",
+        "report.json",
+        "accuracy.svg",
+        "loss.svg",
+        "metrics.jsonl",
+        "best/model.safetensors",
+        "last/ferry-model.json",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+
+    // Interrupted after step 120 (newest checkpoint: 100), then resumed: the same run.
+    let o = ferry(&[
+        "train",
+        "--config",
+        cfg_s,
+        "--out",
+        b.to_str().unwrap(),
+        "--stop-after",
+        "120",
+        "-q",
+    ]);
+    assert!(o.status.success());
+    ok(&[
+        "train",
+        "--config",
+        cfg_s,
+        "--out",
+        b.to_str().unwrap(),
+        "--resume",
+        "-q",
+    ]);
+    let metrics = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics(&a),
+        metrics(&b),
+        "a resumed run logs different metrics"
+    );
+    assert_eq!(
+        std::fs::read(a.join("last/model.safetensors")).unwrap(),
+        std::fs::read(b.join("last/model.safetensors")).unwrap()
+    );
+
+    let best = a.join("best");
+    let json = ok(&[
+        "eval",
+        "--model",
+        best.to_str().unwrap(),
+        "--data",
+        "corpora/udhr/test.tsv",
+        "--snippet-words",
+        "4",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[1]["name"], "4-word snippets");
+    let per_lang = v[0]["evaluation"]["report"]["per_language"]
+        .as_object()
+        .unwrap();
+    assert_eq!(per_lang.len(), 47);
+    let md = ok(&[
+        "eval",
+        "--model",
+        best.to_str().unwrap(),
+        "--data",
+        "corpora/udhr/test.tsv",
+    ]);
+    assert!(
+        md.contains("## Per language") && md.contains("| zh |"),
+        "{md}"
+    );
+
+    let mig = tmp.path().join("q8");
+    let out = ok(&[
+        "migrate",
+        best.to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--quant",
+        "q8_0",
+        "--out",
+        mig.to_str().unwrap(),
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["ok"], true);
+    let t = &r["task_eval"];
+    assert_eq!(t["per_language"].as_object().unwrap().len(), 47);
+    let (before, after) = (
+        t["accuracy_before"].as_f64().unwrap(),
+        t["accuracy_after"].as_f64().unwrap(),
+    );
+    assert!(
+        (before - test_acc).abs() < 1e-9,
+        "the task check evaluates the test set: {before} vs {test_acc}"
+    );
+    assert!(
+        (before - after).abs() < 0.02,
+        "q8_0 changed accuracy {before} -> {after}"
+    );
+    // The migrated folder is a model folder too.
+    let md = ok(&[
+        "eval",
+        "--model",
+        mig.to_str().unwrap(),
+        "--data",
+        "corpora/udhr/dev.tsv",
+    ]);
+    assert!(md.contains("| en |"));
+}
+
+#[test]
+fn bad_configs_name_the_file_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bad.toml");
+    std::fs::write(&p, "[data]\ntrain = \"x.tsv\"\n[tokenizer]\n[model]\nkind = \"bag\"\ndim = 8\n[optimizer]\nkind = \"adamw\"\nlr = 0.1\n[train]\nsteps = 1\nbatch_size = 2\n[output]\ndir = \"o\"\n").unwrap();
+    let o = ferry(&["train", "--config", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("bad.toml") && err.contains("[tokenizer] needs `path` or `train`"),
+        "{err}"
+    );
+    std::fs::write(&p, "[data]\ntrain = 3\n").unwrap();
+    let err = String::from_utf8_lossy(&ferry(&["train", "--config", p.to_str().unwrap()]).stderr)
+        .to_string();
+    assert!(err.contains("bad.toml") && err.contains("train"), "{err}");
+    let err = String::from_utf8_lossy(
+        &ferry(&[
+            "eval",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--data",
+            "x",
+        ])
+        .stderr,
+    )
+    .to_string();
+    assert!(err.contains("not a ferry model folder"), "{err}");
+}
