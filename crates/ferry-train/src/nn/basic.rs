@@ -34,6 +34,11 @@ impl Linear {
         Linear { weight, bias }
     }
 
+    /// `act(x W^T + b)` in one fused op.
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+        crate::ops::linear(x, &self.weight, self.bias.as_ref(), Some(act))
+    }
+
     /// The weight and bias tensors.
     pub fn parts(&self) -> (Tensor, Option<Tensor>) {
         (self.weight.clone(), self.bias.clone())
@@ -42,18 +47,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // Fold leading dimensions so the product is one 2-D matmul.
-        let dims = x.dims().to_vec();
-        let (inner, lead) = dims.split_last().expect("linear input has a dimension");
-        let rows: usize = lead.iter().product();
-        let y = x.reshape((rows, *inner))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out = lead.to_vec();
-        out.push(self.weight.dim(0)?);
-        y.reshape(out)
+        crate::ops::linear(x, &self.weight, self.bias.as_ref(), None)
     }
 }
 
@@ -88,11 +82,7 @@ impl Embedding {
 
 impl Module for Embedding {
     fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        let mut shape = ids.dims().to_vec();
-        shape.push(self.weight.dim(1)?);
-        self.weight
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape(shape)
+        crate::ops::embedding(&self.weight, ids)
     }
 }
 
@@ -117,6 +107,13 @@ impl LayerNorm {
             beta: b.create(&format!("{prefix}.bias"), &[dim], Init::Zeros)?,
             eps,
         })
+    }
+}
+
+impl LayerNorm {
+    /// `LN(x + residual)` in one fused op.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::add_layer_norm(x, residual, &self.gamma, &self.beta, self.eps)
     }
 }
 

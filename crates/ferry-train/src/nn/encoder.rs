@@ -72,7 +72,7 @@ impl EncoderLayer {
 
     fn ff(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.linear2
-            .forward(&self.activation.apply(&self.linear1.forward(x)?)?)
+            .forward(&self.linear1.forward_act(x, self.activation)?)
     }
 
     /// `x`: `[batch, seq, dim]`; `bias`: see [`super::key_padding_bias`].
@@ -81,8 +81,10 @@ impl EncoderLayer {
             let x = (x + self.attn.forward(&self.norm1.forward(x)?, bias)?)?;
             &x + self.ff(&self.norm2.forward(&x)?)?
         } else {
-            let x = self.norm1.forward(&(x + self.attn.forward(x, bias)?)?)?;
-            self.norm2.forward(&(&x + self.ff(&x)?)?)
+            let x = self
+                .norm1
+                .forward_residual(x, &self.attn.forward(x, bias)?)?;
+            self.norm2.forward_residual(&x, &self.ff(&x)?)
         }
     }
 }

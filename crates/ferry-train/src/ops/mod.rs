@@ -1,4 +1,5 @@
-//! Differentiable softmax and layer normalization.
+//! Differentiable kernels: softmax, layer normalization, embedding lookup, linear layers and
+//! self-attention.
 //!
 //! candle's fused `softmax_last_dim`, `layer_norm` and `rms_norm` have no backward pass
 //! (candle issues #2168, #2977, #3011): gradients through them silently vanish. These ops
@@ -6,22 +7,58 @@
 //! kernel; elsewhere they are composed from candle primitives, which autograd differentiates.
 //! Both paths are tested against each other and against finite differences.
 
+mod attention;
+mod embedding;
+mod fast_exp;
+mod gemm;
+mod layer_norm;
+mod linear;
+
+pub use attention::self_attention;
+pub use embedding::embedding;
+pub use layer_norm::{add_layer_norm, layer_norm};
+pub use linear::linear;
+
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D,
+    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor, D,
 };
 use rayon::prelude::*;
 
 /// Rows per parallel task: small tensors stay on one thread.
 const ROWS_PER_TASK: usize = 64;
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
         _ => candle_core::bail!("{op}: expects a contiguous f32 tensor"),
     }
 }
 
-fn fast_path(xs: &[&Tensor]) -> bool {
+/// Calls `f` with the f32 data of CPU tensors (made contiguous first), borrowed, not copied.
+pub(crate) fn host_slices<R>(
+    ts: &[&Tensor],
+    f: impl FnOnce(&[&[f32]]) -> R,
+) -> candle_core::Result<R> {
+    let owned: Vec<Tensor> = ts
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (s, l) in &guards {
+        match (&**s, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => slices.push(&v[a..b]),
+            _ => candle_core::bail!("expected contiguous f32 CPU tensors"),
+        }
+    }
+    Ok(f(&slices))
+}
+
+pub(crate) fn fast_path(xs: &[&Tensor]) -> bool {
     xs.iter()
         .all(|x| matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32)
 }
@@ -55,7 +92,7 @@ impl CustomOp1 for Softmax {
                     let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                     let mut sum = 0f32;
                     for (o, &x) in o.iter_mut().zip(x) {
-                        *o = (x - m).exp();
+                        *o = fast_exp::exp(x - m);
                         sum += *o;
                     }
                     let inv = 1.0 / sum;
@@ -105,161 +142,6 @@ impl CustomOp2 for SoftmaxBackward {
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// Layer normalization over the last dimension (`(x - mean) / sqrt(var + eps) * gamma +
-/// beta`, biased variance as in PyTorch), with a backward pass for `x`, `gamma` and `beta`.
-pub fn layer_norm(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
-) -> candle_core::Result<Tensor> {
-    if fast_path(&[x, gamma, beta]) {
-        x.contiguous()?
-            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, LayerNorm { eps })
-    } else {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
-        xhat.broadcast_mul(gamma)?.broadcast_add(beta)
-    }
-}
-
-struct LayerNorm {
-    eps: f64,
-}
-
-/// Mean and 1/std of one row (two-pass variance).
-fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps as f32).sqrt())
-}
-
-impl CustomOp3 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "ferry-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, self.name())?;
-        let gamma = f32_slice(s2, l2, self.name())?;
-        let beta = f32_slice(s3, l3, self.name())?;
-        let d = gamma.len();
-        if d == 0 || x.len() % d != 0 || beta.len() != d {
-            candle_core::bail!(
-                "layer norm: gamma/beta of {d} values do not match x {:?}",
-                l1.dims()
-            );
-        }
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(x.par_chunks(d * ROWS_PER_TASK))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    for i in 0..d {
-                        o[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        _beta: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = gamma.elem_count();
-        // One op computes dx and, per task, partial dgamma/dbeta rows: [rows + 2 * tasks, d].
-        let packed = x.apply_op3_no_bwd(
-            &gamma.contiguous()?,
-            &g.contiguous()?,
-            &LayerNormBackward { eps: self.eps },
-        )?;
-        let rows = x.elem_count() / d;
-        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
-        let tasks = (packed.dim(0)? - rows) / 2;
-        let partial = packed.narrow(0, rows, 2 * tasks)?.reshape((tasks, 2, d))?;
-        // Partials summed in task order: the same result for any thread count.
-        let sums = partial.sum(0)?;
-        let dgamma = sums.get(0)?.reshape(gamma.shape())?;
-        let dbeta = sums.get(1)?.reshape(gamma.shape())?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
-    }
-}
-
-struct LayerNormBackward {
-    eps: f64,
-}
-
-impl CustomOp3 for LayerNormBackward {
-    fn name(&self) -> &'static str {
-        "ferry-layer-norm-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, self.name())?;
-        let gamma = f32_slice(s2, l2, self.name())?;
-        let g = f32_slice(s3, l3, self.name())?;
-        let d = gamma.len();
-        let rows = x.len() / d;
-        let tasks = rows.div_ceil(ROWS_PER_TASK);
-        let mut out = vec![0f32; (rows + 2 * tasks) * d];
-        let (dx, partial) = out.split_at_mut(rows * d);
-        dx.par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(partial.par_chunks_mut(2 * d))
-            .zip(
-                x.par_chunks(d * ROWS_PER_TASK)
-                    .zip(g.par_chunks(d * ROWS_PER_TASK)),
-            )
-            .for_each(|((dx, part), (x, g))| {
-                let (dgamma, dbeta) = part.split_at_mut(d);
-                let mut xhat = vec![0f32; d];
-                for ((dx, x), g) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    let mut sum_dxhat = 0f32;
-                    let mut sum_dxhat_xhat = 0f32;
-                    for i in 0..d {
-                        xhat[i] = (x[i] - mean) * rstd;
-                        let dxhat = g[i] * gamma[i];
-                        sum_dxhat += dxhat;
-                        sum_dxhat_xhat += dxhat * xhat[i];
-                        dgamma[i] += g[i] * xhat[i];
-                        dbeta[i] += g[i];
-                    }
-                    let n = d as f32;
-                    let (a, b) = (sum_dxhat / n, sum_dxhat_xhat / n);
-                    for i in 0..d {
-                        dx[i] = rstd * (g[i] * gamma[i] - a - xhat[i] * b);
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((rows + 2 * tasks, d))))
     }
 }
 
@@ -399,6 +281,102 @@ mod tests {
                 (numeric - analytic[i]).abs() < 1e-5,
                 "x[{i}]: {numeric} vs {}",
                 analytic[i]
+            );
+        }
+    }
+
+    #[test]
+    fn linear_kernel_matches_matmul_forward_and_backward() {
+        let x = rand(&[70, 24], 11);
+        let w = rand(&[10, 24], 12);
+        let b = rand(&[10], 13);
+        let f = |t: &[&Tensor]| linear(t[0], t[1], Some(t[2]), None).unwrap();
+        let (y1, g1) = fast(f, &[&x, &w, &b]);
+        let (y2, g2) = reference(f, &[&x, &w, &b]);
+        assert!(max_diff(&y1, &y2) < 1e-4);
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            assert!(
+                max_diff(a, b) < 1e-3,
+                "gradient {i} differs by {}",
+                max_diff(a, b)
+            );
+        }
+    }
+
+    #[test]
+    fn fused_activations_match_the_composed_ops() {
+        let x = rand(&[3, 7, 12], 21);
+        let w = rand(&[9, 12], 22);
+        let b = rand(&[9], 23);
+        for act in [crate::nn::Activation::Relu, crate::nn::Activation::Gelu] {
+            let f = |t: &[&Tensor]| linear(t[0], t[1], Some(t[2]), Some(act)).unwrap();
+            let (y1, g1) = fast(f, &[&x, &w, &b]);
+            let (y2, g2) = reference(f, &[&x, &w, &b]);
+            assert_eq!(y1.dims(), &[3, 7, 9]);
+            assert!(max_diff(&y1, &y2) < 1e-4, "{act:?} forward");
+            for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                assert!(
+                    max_diff(a, b) < 1e-3,
+                    "{act:?} gradient {i} differs by {}",
+                    max_diff(a, b)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn embedding_kernel_matches_index_select_forward_and_backward() {
+        let w = rand(&[30, 6], 14);
+        let ids = Tensor::new(&[[3u32, 7, 3], [29, 0, 7]], &Device::Cpu).unwrap();
+        let f = |t: &[&Tensor]| embedding(t[0], &ids).unwrap();
+        let (y1, g1) = fast(f, &[&w]);
+        let (y2, g2) = reference(f, &[&w]);
+        assert_eq!(y1.dims(), &[2, 3, 6]);
+        assert!(max_diff(&y1, &y2) < 1e-6);
+        assert!(max_diff(&g1[0], &g2[0]) < 1e-5);
+        let bad = Tensor::new(&[30u32], &Device::Cpu).unwrap();
+        let err = embedding(&w, &bad).unwrap_err().to_string();
+        assert!(err.contains("token id 30"), "{err}");
+    }
+
+    #[test]
+    fn attention_kernel_matches_the_composed_op_forward_and_backward() {
+        // 3 sequences of 5 tokens, 2 heads of 4; the last sequence has 2 padding tokens.
+        let qkv = rand(&[3, 5, 24], 15);
+        let mask = Tensor::new(
+            &[[1u8, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let bias = ((mask.to_dtype(DType::F32).unwrap() - 1.0).unwrap() * 1e9).unwrap();
+        for with_bias in [false, true] {
+            let f = |t: &[&Tensor]| self_attention(t[0], 2, with_bias.then_some(&bias)).unwrap();
+            let (y1, g1) = fast(f, &[&qkv]);
+            let (y2, g2) = reference(f, &[&qkv]);
+            assert!(max_diff(&y1, &y2) < 1e-5, "forward {}", max_diff(&y1, &y2));
+            assert!(
+                max_diff(&g1[0], &g2[0]) < 1e-4,
+                "backward {}",
+                max_diff(&g1[0], &g2[0])
+            );
+        }
+    }
+
+    #[test]
+    fn fused_residual_layer_norm_matches_the_composed_op() {
+        let x = rand(&[2, 70, 16], 31);
+        let r = rand(&[2, 70, 16], 32);
+        let gamma = rand(&[16], 33);
+        let beta = rand(&[16], 34);
+        let f = |t: &[&Tensor]| add_layer_norm(t[0], t[1], t[2], t[3], 1e-5).unwrap();
+        let (y1, g1) = fast(f, &[&x, &r, &gamma, &beta]);
+        let (y2, g2) = reference(f, &[&x, &r, &gamma, &beta]);
+        assert!(max_diff(&y1, &y2) < 1e-5);
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            assert!(
+                max_diff(a, b) < 1e-4,
+                "gradient {i} differs by {}",
+                max_diff(a, b)
             );
         }
     }
