@@ -17,13 +17,15 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn main() {
+    ferry_train::init_cpu_runtime();
     let args: Vec<String> = std::env::args().collect();
     let workload = arg(&args, "--workload").unwrap_or_else(|| "bag".into());
     let steps: usize = arg(&args, "--steps").map_or(100, |s| s.parse().expect("--steps N"));
     let warmup: usize = arg(&args, "--warmup").map_or(10, |s| s.parse().expect("--warmup N"));
     if let Some(t) = arg(&args, "--threads") {
         let t: usize = t.parse().expect("--threads N");
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        // SAFETY: before any thread is spawned.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global();

@@ -3,7 +3,7 @@
 //! The composed form (split heads with permute copies, scale, batched matmul, mask add,
 //! softmax, matmul, merge heads) makes a dozen graph nodes whose backward passes each
 //! allocate and add full-size buffers. This kernel reads the heads in place through strided
-//! GEMMs, keeps the attention probabilities for the backward pass, and writes the merged
+//! loops, keeps the attention probabilities for the backward pass, and writes the merged
 //! context directly: per (batch, head) `P = softmax(q k^T / sqrt(d) + bias)`, `ctx = P v`;
 //! backward `dP = dctx v^T`, `dS = P * (dP - rowsum(dP * P)) / sqrt(d)`, `dq = dS k`,
 //! `dk = dS^T q`, `dv = P^T dctx`.
@@ -13,7 +13,6 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, View};
 use super::{f32_slice, fast_exp, fast_path, host_slices};
 
 /// `qkv` `[batch, seq, 3 dim]` -> context `[batch, seq, dim]` with `heads` heads;
@@ -29,7 +28,7 @@ pub fn self_attention(
     if heads == 0 || d3 % 3 != 0 || dim % heads != 0 {
         candle_core::bail!("attention: width {d3} is not 3 x heads ({heads}) x head size");
     }
-    if fast_path(&[qkv]) {
+    if fast_path(&[qkv]) && HEAD_SIZES.contains(&(dim / heads)) {
         let bias = match key_bias {
             Some(m) => Some(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
             None => None,
@@ -74,6 +73,192 @@ struct Attention {
     probs: Mutex<Vec<f32>>,
 }
 
+/// `out[j] = sum_c a[c] * bt[c * s + j]` for `j < s`, 16 outputs at a time in registers.
+#[inline(always)]
+fn row_times<const HD: usize>(a: &[f32; HD], bt: &[f32], out: &mut [f32], scale: f32) {
+    let s = out.len();
+    let mut j = 0;
+    while j + 16 <= s {
+        let mut acc = [0f32; 16];
+        for c in 0..HD {
+            let ac = a[c];
+            let b = &bt[c * s + j..c * s + j + 16];
+            for l in 0..16 {
+                acc[l] += ac * b[l];
+            }
+        }
+        for l in 0..16 {
+            out[j + l] = acc[l] * scale;
+        }
+        j += 16;
+    }
+    for (jj, o) in out.iter_mut().enumerate().skip(j) {
+        let mut acc = 0f32;
+        for c in 0..HD {
+            acc += a[c] * bt[c * s + jj];
+        }
+        *o = acc * scale;
+    }
+}
+
+/// `sum_j w[j] * rows[j]` over the `HD`-wide rows of a packed `[s, HD]` block, accumulated
+/// in registers.
+#[inline(always)]
+fn weighted_rows<const HD: usize>(w: impl Iterator<Item = f32>, rows: &[f32]) -> [f32; HD] {
+    let mut acc = [0f32; HD];
+    for (wj, r) in w.zip(rows.chunks_exact(HD)) {
+        for c in 0..HD {
+            acc[c] += wj * r[c];
+        }
+    }
+    acc
+}
+
+/// Copies one head's `[s, HD]` block (rows `stride` apart from `first`) into a packed buffer.
+#[inline(always)]
+fn pack<const HD: usize>(src: &[f32], first: usize, stride: usize, s: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(s * HD);
+    for j in 0..s {
+        out.extend_from_slice(&src[first + j * stride..first + j * stride + HD]);
+    }
+    out
+}
+
+/// One (batch, head) of the forward pass: loops over register blocks that the compiler
+/// vectorizes (through the GEMM library, whose per-call packing dominates at these sizes,
+/// a 64 x 32 head took about 30 us).
+#[inline(always)]
+fn head_forward<const HD: usize>(
+    qkv: &[f32],
+    bias: Option<&[f32]>,
+    p: &mut [f32],
+    ctx: &mut [f32],
+    g: &Geometry,
+    (bi, hi): (usize, usize),
+) {
+    let Geometry {
+        s, d, d3, scale, ..
+    } = *g;
+    let base = bi * s * d3 + hi * HD;
+    let at = |j: usize, part: usize| &qkv[base + j * d3 + part * d..base + j * d3 + part * d + HD];
+    let mut kt = vec![0f32; HD * s];
+    for j in 0..s {
+        for (c, &k) in at(j, 1).iter().enumerate() {
+            kt[c * s + j] = k;
+        }
+    }
+    let v = pack::<HD>(qkv, base + 2 * d, d3, s);
+    for (i, row) in p.chunks_exact_mut(s).enumerate() {
+        let q: &[f32; HD] = at(i, 0).try_into().expect("HD values");
+        row_times(q, &kt, row, scale);
+        if let Some(m) = bias {
+            row.iter_mut().zip(m).for_each(|(x, m)| *x += m);
+        }
+        fast_exp::softmax_row(row);
+        let out: [f32; HD] = weighted_rows(row.iter().copied(), &v);
+        ctx[i * d + hi * HD..i * d + hi * HD + HD].copy_from_slice(&out);
+    }
+}
+
+/// One (batch, head) of the backward pass (see the module documentation for the maths).
+#[inline(always)]
+fn head_backward<const HD: usize>(
+    qkv: &[f32],
+    p: &[f32],
+    gout: &[f32],
+    dxb: &mut [f32],
+    g: &Geometry,
+    (bi, hi): (usize, usize),
+) {
+    let Geometry {
+        s, d, d3, scale, ..
+    } = *g;
+    let base = bi * s * d3 + hi * HD;
+    let at = |j: usize, part: usize| &qkv[base + j * d3 + part * d..base + j * d3 + part * d + HD];
+    let q = pack::<HD>(qkv, base, d3, s);
+    let k = pack::<HD>(qkv, base + d, d3, s);
+    let gp = pack::<HD>(gout, bi * s * d + hi * HD, d, s);
+    let mut vt = vec![0f32; HD * s];
+    for j in 0..s {
+        for (c, &v) in at(j, 2).iter().enumerate() {
+            vt[c * s + j] = v;
+        }
+    }
+    // dS = P * (dctx v^T - rowsum(...)) * scale, all rows.
+    let mut ds = vec![0f32; s * s];
+    for (i, (dr, pr)) in ds.chunks_exact_mut(s).zip(p.chunks_exact(s)).enumerate() {
+        let gi: &[f32; HD] = gp[i * HD..(i + 1) * HD].try_into().expect("HD values");
+        row_times(gi, &vt, dr, 1.0);
+        let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+        dr.iter_mut()
+            .zip(pr)
+            .for_each(|(x, p)| *x = p * (*x - dot) * scale);
+    }
+    let put = |dxb: &mut [f32], j: usize, part: usize, v: &[f32; HD]| {
+        dxb[j * d3 + part * d + hi * HD..j * d3 + part * d + hi * HD + HD].copy_from_slice(v);
+    };
+    for i in 0..s {
+        // dq_i = sum_j dS_ij k_j
+        let dq: [f32; HD] = weighted_rows(ds[i * s..(i + 1) * s].iter().copied(), &k);
+        put(dxb, i, 0, &dq);
+    }
+    for j in 0..s {
+        // dk_j = sum_i dS_ij q_i, dv_j = sum_i P_ij dctx_i
+        let dk: [f32; HD] = weighted_rows(ds.iter().skip(j).step_by(s).copied(), &q);
+        put(dxb, j, 1, &dk);
+        let dv: [f32; HD] = weighted_rows(p.iter().skip(j).step_by(s).copied(), &gp);
+        put(dxb, j, 2, &dv);
+    }
+}
+
+/// Sizes shared by the per-head loops.
+#[derive(Clone, Copy)]
+struct Geometry {
+    s: usize,
+    d: usize,
+    d3: usize,
+    scale: f32,
+}
+
+/// Head sizes with a compiled kernel; others take the composed path.
+const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
+
+/// Defines `$name(.., hd)`: `$inner::<HD>` for the head size, compiled for AVX-512 when the
+/// CPU has it (the build targets baseline x86-64), else as built. The loops are the same, so
+/// so is every result.
+macro_rules! per_head_size {
+    ($name:ident($($arg:ident: $ty:ty),*) => $inner:ident) => {
+        fn $name(hd: usize, $($arg: $ty),*) {
+            #[inline(always)]
+            fn sized($($arg: $ty),*, hd: usize) {
+                match hd {
+                    8 => $inner::<8>($($arg),*),
+                    16 => $inner::<16>($($arg),*),
+                    32 => $inner::<32>($($arg),*),
+                    64 => $inner::<64>($($arg),*),
+                    128 => $inner::<128>($($arg),*),
+                    _ => unreachable!("head size {hd} has no kernel (checked before)"),
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*, hd: usize) {
+                    sized($($arg),*, hd)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    return unsafe { wide($($arg),*, hd) };
+                }
+            }
+            sized($($arg),*, hd)
+        }
+    };
+}
+
+per_head_size!(forward_head(qkv: &[f32], bias: Option<&[f32]>, p: &mut [f32], ctx: &mut [f32], g: &Geometry, at: (usize, usize)) => head_forward);
+per_head_size!(backward_head(qkv: &[f32], p: &[f32], gout: &[f32], dxb: &mut [f32], g: &Geometry, at: (usize, usize)) => head_backward);
+
 impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         "ferry-attention"
@@ -84,61 +269,25 @@ impl CustomOp1 for Attention {
         let (b, s, d3) = l.shape().dims3()?;
         let (d, h) = (d3 / 3, self.heads);
         let hd = d / h;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let geo = Geometry {
+            s,
+            d,
+            d3,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
         let mut probs = vec![0f32; b * h * s * s];
         let mut ctx = vec![0f32; b * s * d];
-        // Scores and softmax per (batch, head), in parallel.
-        probs.par_chunks_mut(s * s).enumerate().for_each(|(bh, p)| {
-            let (bi, hi) = (bh / h, bh % h);
-            let base = bi * s * d3 + hi * hd;
-            let q = View::rows(base, d3);
-            let k = View::rows(base + d, d3);
-            matmul(
-                (s, s, hd),
-                p,
-                View::rows(0, s),
-                false,
-                qkv,
-                q,
-                qkv,
-                k.t(),
-                scale,
-                1,
-            );
-            let bias = self.bias.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
-            for row in p.chunks_exact_mut(s) {
-                if let Some(m) = bias {
-                    row.iter_mut().zip(m).for_each(|(x, m)| *x += m);
+        // Each batch's probabilities and [seq, dim] context block belong to one task.
+        probs
+            .par_chunks_mut(h * s * s)
+            .zip(ctx.par_chunks_mut(s * d))
+            .enumerate()
+            .for_each(|(bi, (pb, cb))| {
+                let bias = self.bias.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
+                for (hi, p) in pb.chunks_exact_mut(s * s).enumerate() {
+                    forward_head(hd, qkv, bias, p, cb, &geo, (bi, hi));
                 }
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                let mut sum = 0f32;
-                for x in row.iter_mut() {
-                    *x = fast_exp::exp(*x - max);
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
-        });
-        // Context: each batch's [seq, dim] block is written by its own task.
-        ctx.par_chunks_mut(s * d).enumerate().for_each(|(bi, c)| {
-            for hi in 0..h {
-                let p = &probs[(bi * h + hi) * s * s..(bi * h + hi + 1) * s * s];
-                let v = View::rows(bi * s * d3 + 2 * d + hi * hd, d3);
-                matmul(
-                    (s, hd, s),
-                    c,
-                    View::rows(hi * hd, d),
-                    false,
-                    p,
-                    View::rows(0, s),
-                    qkv,
-                    v,
-                    1.0,
-                    1,
-                );
-            }
-        });
+            });
         *self.probs.lock().expect("attention cache") = probs;
         Ok((CpuStorage::F32(ctx), Shape::from((b, s, d))))
     }
@@ -147,80 +296,24 @@ impl CustomOp1 for Attention {
         let (b, s, d3) = qkv.dims3()?;
         let (d, h) = (d3 / 3, self.heads);
         let hd = d / h;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let geo = Geometry {
+            s,
+            d,
+            d3,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
         let probs = std::mem::take(&mut *self.probs.lock().expect("attention cache"));
         if probs.len() != b * h * s * s {
             candle_core::bail!("attention backward ran twice or without its forward");
         }
         let mut dx = vec![0f32; b * s * d3];
         host_slices(&[qkv, g], |sl| {
-            let (x, g) = (sl[0], sl[1]);
+            let (x, gout) = (sl[0], sl[1]);
             // Each batch's [seq, 3 dim] block of dqkv is written by its own task.
             dx.par_chunks_mut(s * d3).enumerate().for_each(|(bi, dxb)| {
-                let mut ds = vec![0f32; s * s];
                 for hi in 0..h {
                     let p = &probs[(bi * h + hi) * s * s..(bi * h + hi + 1) * s * s];
-                    let go = View::rows(bi * s * d + hi * hd, d);
-                    let at = |part: usize| View::rows(bi * s * d3 + part * d + hi * hd, d3);
-                    let local = |part: usize| View::rows(part * d + hi * hd, d3);
-                    // dP = dctx v^T
-                    matmul(
-                        (s, s, hd),
-                        &mut ds,
-                        View::rows(0, s),
-                        false,
-                        g,
-                        go,
-                        x,
-                        at(2).t(),
-                        1.0,
-                        1,
-                    );
-                    // dv = P^T dctx
-                    matmul(
-                        (s, hd, s),
-                        dxb,
-                        local(2),
-                        false,
-                        p,
-                        View::rows(0, s).t(),
-                        g,
-                        go,
-                        1.0,
-                        1,
-                    );
-                    // dS = P * (dP - rowsum(dP * P)), scaled.
-                    for (dr, pr) in ds.chunks_exact_mut(s).zip(p.chunks_exact(s)) {
-                        let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                        dr.iter_mut()
-                            .zip(pr)
-                            .for_each(|(x, p)| *x = p * (*x - dot) * scale);
-                    }
-                    // dq = dS k, dk = dS^T q
-                    matmul(
-                        (s, hd, s),
-                        dxb,
-                        local(0),
-                        false,
-                        &ds,
-                        View::rows(0, s),
-                        x,
-                        at(1),
-                        1.0,
-                        1,
-                    );
-                    matmul(
-                        (s, hd, s),
-                        dxb,
-                        local(1),
-                        false,
-                        &ds,
-                        View::rows(0, s).t(),
-                        x,
-                        at(0),
-                        1.0,
-                        1,
-                    );
+                    backward_head(hd, x, p, gout, dxb, &geo, (bi, hi));
                 }
             });
         })?;

@@ -19,9 +19,7 @@ pub use embedding::embedding;
 pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::linear;
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor, D,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// Rows per parallel task: small tensors stay on one thread.
@@ -89,14 +87,8 @@ impl CustomOp1 for Softmax {
             .zip(x.par_chunks(d * ROWS_PER_TASK))
             .for_each(|(o, x)| {
                 for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let mut sum = 0f32;
-                    for (o, &x) in o.iter_mut().zip(x) {
-                        *o = fast_exp::exp(x - m);
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= inv);
+                    o.copy_from_slice(x);
+                    fast_exp::softmax_row(o);
                 }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
