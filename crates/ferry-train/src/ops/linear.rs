@@ -158,31 +158,42 @@ impl CustomOp3 for Linear {
                     .collect::<Vec<_>>()
                     .into(),
             };
-            let mut dx = vec![0f32; n * inp];
-            matmul(
-                (n, inp, out),
-                &mut dx,
-                View::rows(0, inp),
-                false,
-                &dz,
-                View::rows(0, out),
-                wv,
-                View::rows(0, inp),
-                1.0,
-                t,
-            );
-            let mut dw = vec![0f32; out * inp];
-            matmul(
-                (out, inp, n),
-                &mut dw,
-                View::rows(0, inp),
-                false,
-                &dz,
-                View::rows(0, out).t(),
-                xv,
-                View::rows(0, inp),
-                1.0,
-                t,
+            // dx and dW are independent: run them side by side, each on its share of the
+            // threads (two half-size GEMMs synchronize less than two split ones).
+            let half = (t / 2).max(1);
+            let (dx, dw) = rayon::join(
+                || {
+                    let mut dx = vec![0f32; n * inp];
+                    matmul(
+                        (n, inp, out),
+                        &mut dx,
+                        View::rows(0, inp),
+                        false,
+                        &dz,
+                        View::rows(0, out),
+                        wv,
+                        View::rows(0, inp),
+                        1.0,
+                        half,
+                    );
+                    dx
+                },
+                || {
+                    let mut dw = vec![0f32; out * inp];
+                    matmul(
+                        (out, inp, n),
+                        &mut dw,
+                        View::rows(0, inp),
+                        false,
+                        &dz,
+                        View::rows(0, out).t(),
+                        xv,
+                        View::rows(0, inp),
+                        1.0,
+                        t - half,
+                    );
+                    dw
+                },
             );
             let mut db = vec![0f32; out];
             for row in dz.chunks_exact(out.max(1)) {
