@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 use ferry_data::rng::Rng;
 use ferry_train::grads::{clip_factor, Grads};
-use ferry_train::models::{Arch, Model, ModelSpec, Pooling};
+use ferry_train::models::{Arch, Model, ModelSpec, Pooling, TransformerConfig};
 use ferry_train::nn::Activation;
 use ferry_train::optim::{Optimizer, OptimizerConfig};
 
@@ -29,7 +29,7 @@ impl Workload {
         let (arch, batch, seq) = match name {
             "bag" => (Arch::Bag { dim: 100 }, 64, 64),
             "transformer" => (
-                Arch::Transformer {
+                Arch::Transformer(TransformerConfig {
                     layers: 2,
                     heads: 4,
                     dim: 128,
@@ -38,7 +38,7 @@ impl Workload {
                     activation: Activation::Relu,
                     norm_first: false,
                     pooling: Pooling::Mean,
-                },
+                }),
                 32,
                 64,
             ),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use ferry_testkit::fixture;
 use ferry_train::grads::{clip_factor, Grads};
-use ferry_train::models::{Arch, Model, ModelSpec, Pooling};
+use ferry_train::models::{Arch, Model, ModelSpec, Pooling, TransformerConfig};
 use ferry_train::nn::Activation;
 use ferry_train::optim::{OptimizerConfig, Schedule};
 use ferry_train::params::load_tensors;
@@ -24,7 +24,7 @@ fn spec(case: &Value) -> ModelSpec {
     let u = |k: &str| m[k].as_u64().unwrap() as usize;
     let arch = match m["model"].as_str().unwrap() {
         "bag" => Arch::Bag { dim: u("D") },
-        "transformer" => Arch::Transformer {
+        "transformer" => Arch::Transformer(TransformerConfig {
             layers: u("L"),
             heads: u("H"),
             dim: u("D"),
@@ -37,7 +37,7 @@ fn spec(case: &Value) -> ModelSpec {
             },
             norm_first: m["norm_first"].as_bool().unwrap(),
             pooling: Pooling::Mean,
-        },
+        }),
         other => panic!("unknown model {other}"),
     };
     ModelSpec {

@@ -9,7 +9,7 @@ use ferry_data::rng::Rng;
 use ferry_testkit::repo_root;
 use ferry_train::config::{LossKind, TrainConfig};
 use ferry_train::grads::Grads;
-use ferry_train::models::{Arch, BertConfig, Model, ModelSpec, Pooling};
+use ferry_train::models::{Arch, BertConfig, Model, ModelSpec, Pooling, TransformerConfig};
 use ferry_train::nn::Activation;
 use ferry_train::run::{micro_batch, train, LossSpec, RunOptions};
 
@@ -189,15 +189,17 @@ fn random_batch(vocab: u32, classes: u32, rows: usize, seed: u64) -> Vec<Example
 
 fn specs() -> Vec<ModelSpec> {
     let classes: Vec<String> = (0..3).map(|c| c.to_string()).collect();
-    let t = |activation, norm_first, pooling| Arch::Transformer {
-        layers: 2,
-        heads: 2,
-        dim: 8,
-        ff: 16,
-        max_len: 16,
-        activation,
-        norm_first,
-        pooling,
+    let t = |activation, norm_first, pooling| {
+        Arch::Transformer(TransformerConfig {
+            layers: 2,
+            heads: 2,
+            dim: 8,
+            ff: 16,
+            max_len: 16,
+            activation,
+            norm_first,
+            pooling,
+        })
     };
     let bert = BertConfig {
         vocab_size: 40,

@@ -34,6 +34,32 @@ fn default_max_len() -> usize {
     128
 }
 
+/// A transformer encoder classifier's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Model width.
+    pub dim: usize,
+    /// Feed-forward width.
+    pub ff: usize,
+    /// Longest sequence (learned positions); longer inputs are truncated.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    /// Feed-forward activation.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Pre-norm layers.
+    #[serde(default)]
+    pub norm_first: bool,
+    /// Pooling.
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
 /// A model as a config file names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -44,28 +70,7 @@ pub enum ModelConfig {
         dim: usize,
     },
     /// A transformer encoder classifier with learned positions.
-    Transformer {
-        /// Encoder layers.
-        layers: usize,
-        /// Attention heads.
-        heads: usize,
-        /// Model width.
-        dim: usize,
-        /// Feed-forward width.
-        ff: usize,
-        /// Longest sequence (learned positions); longer inputs are truncated.
-        #[serde(default = "default_max_len")]
-        max_len: usize,
-        /// Feed-forward activation.
-        #[serde(default)]
-        activation: Activation,
-        /// Pre-norm layers.
-        #[serde(default)]
-        norm_first: bool,
-        /// Pooling.
-        #[serde(default)]
-        pooling: Pooling,
-    },
+    Transformer(TransformerConfig),
     /// A pretrained BERT-family encoder (a Hugging Face folder with `config.json`) plus a
     /// classification head.
     Bert {
@@ -102,24 +107,7 @@ pub enum Arch {
         dim: usize,
     },
     /// See [`ModelConfig::Transformer`].
-    Transformer {
-        /// Encoder layers.
-        layers: usize,
-        /// Attention heads.
-        heads: usize,
-        /// Model width.
-        dim: usize,
-        /// Feed-forward width.
-        ff: usize,
-        /// Longest sequence.
-        max_len: usize,
-        /// Feed-forward activation.
-        activation: Activation,
-        /// Pre-norm layers.
-        norm_first: bool,
-        /// Pooling.
-        pooling: Pooling,
-    },
+    Transformer(TransformerConfig),
     /// See [`ModelConfig::Bert`].
     Bert {
         /// The encoder's `config.json` values.
@@ -134,25 +122,7 @@ impl ModelConfig {
     pub fn resolve(&self, vocab_size: usize, classes: Vec<String>) -> Result<ModelSpec> {
         let arch = match self.clone() {
             ModelConfig::Bag { dim } => Arch::Bag { dim },
-            ModelConfig::Transformer {
-                layers,
-                heads,
-                dim,
-                ff,
-                max_len,
-                activation,
-                norm_first,
-                pooling,
-            } => Arch::Transformer {
-                layers,
-                heads,
-                dim,
-                ff,
-                max_len,
-                activation,
-                norm_first,
-                pooling,
-            },
+            ModelConfig::Transformer(t) => Arch::Transformer(t),
             ModelConfig::Bert { path, pooling, .. } => Arch::Bert {
                 config: BertConfig::load(&path)?,
                 pooling,
@@ -208,9 +178,7 @@ impl Model {
         let c = spec.classes.len();
         let net = match &spec.arch {
             Arch::Bag { dim } => Net::Bag(Bag::new(&mut b, spec.vocab_size, *dim, c)?),
-            Arch::Transformer { .. } => {
-                Net::Transformer(TransformerClassifier::new(&mut b, spec, c)?)
-            }
+            Arch::Transformer(_) => Net::Transformer(TransformerClassifier::new(&mut b, spec, c)?),
             Arch::Bert { config, pooling } => Net::Bert(Bert::new(&mut b, config, *pooling, c)?),
         };
         Ok(Model {
@@ -287,7 +255,7 @@ impl Model {
     pub fn max_len(&self) -> Option<usize> {
         match &self.spec.arch {
             Arch::Bag { .. } => None,
-            Arch::Transformer { max_len, .. } => Some(*max_len),
+            Arch::Transformer(t) => Some(t.max_len),
             Arch::Bert { config, .. } => Some(config.max_position_embeddings),
         }
     }
@@ -308,7 +276,7 @@ impl Arch {
     pub fn name(&self) -> &'static str {
         match self {
             Arch::Bag { .. } => "bag",
-            Arch::Transformer { .. } => "transformer",
+            Arch::Transformer(_) => "transformer",
             Arch::Bert { .. } => "bert",
         }
     }

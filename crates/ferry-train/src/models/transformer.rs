@@ -3,7 +3,7 @@
 
 use candle_core::{Module, Tensor};
 
-use super::{pool, Arch, ModelSpec, Pooling};
+use super::{pool, Arch, ModelSpec, Pooling, TransformerConfig};
 use crate::nn::{key_padding_bias, Builder, Embedding, EncoderLayer, EncoderLayerConfig, Linear};
 use crate::{Error, Result};
 
@@ -21,7 +21,7 @@ pub struct TransformerClassifier {
 impl TransformerClassifier {
     /// A new model for `spec` (which must be a transformer).
     pub fn new(b: &mut Builder<'_>, spec: &ModelSpec, classes: usize) -> Result<Self> {
-        let Arch::Transformer {
+        let Arch::Transformer(TransformerConfig {
             layers,
             heads,
             dim,
@@ -30,7 +30,7 @@ impl TransformerClassifier {
             activation,
             norm_first,
             pooling,
-        } = spec.arch
+        }) = spec.arch
         else {
             return Err(Error::Invalid("not a transformer spec".into()));
         };

@@ -2,10 +2,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{with_host_f32, Slot, CHUNK};
+use super::{update_on_host, Slot, CHUNK};
 use crate::grads::Grads;
 use crate::params::Params;
 use crate::Result;
@@ -31,45 +31,6 @@ struct Coefs {
     bc2_sqrt: f32,
     eps: f32,
     scale: f32,
-}
-
-struct Kernel<'a> {
-    g: &'a [f32],
-    m: Mutex<&'a mut [f32]>,
-    v: Mutex<&'a mut [f32]>,
-    c: Coefs,
-}
-
-impl InplaceOp1 for Kernel<'_> {
-    fn name(&self) -> &'static str {
-        "ferry-adamw"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), Some((a, b))) = (s, l.contiguous_offsets()) else {
-            candle_core::bail!("adamw: expects a contiguous f32 parameter");
-        };
-        let p = &mut p[a..b];
-        let mut m = self.m.lock().expect("adamw state lock");
-        let mut v = self.v.lock().expect("adamw state lock");
-        let c = self.c;
-        p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(self.g.par_chunks(CHUNK))
-            .for_each(|(((p, m), v), g)| {
-                for i in 0..p.len() {
-                    let g = g[i] * c.scale;
-                    let pi = p[i] * c.decay;
-                    let mi = m[i] + c.one_minus_b1 * (g - m[i]);
-                    let vi = v[i] * c.b2 + c.one_minus_b2 * g * g;
-                    m[i] = mi;
-                    v[i] = vi;
-                    p[i] = pi - c.step_size * (mi / (vi.sqrt() / c.bc2_sqrt + c.eps));
-                }
-            });
-        Ok(())
-    }
 }
 
 impl AdamW {
@@ -130,8 +91,7 @@ impl AdamW {
         for (i, ((_, var, _), g)) in params.iter().zip(&grads.0).enumerate() {
             let Some(g) = g else { continue };
             let n = var.elem_count();
-            let host = var.device().is_cpu() && !matches!(self.m[i], Slot::Device(_));
-            if host {
+            if var.device().is_cpu() && !matches!(self.m[i], Slot::Device(_)) {
                 for s in [&mut self.m[i], &mut self.v[i]] {
                     if matches!(s, Slot::Empty) {
                         *s = Slot::Host(vec![0.0; n]);
@@ -140,18 +100,27 @@ impl AdamW {
                 let (Slot::Host(m), Slot::Host(v)) = (&mut self.m[i], &mut self.v[i]) else {
                     unreachable!("host slots were just made")
                 };
-                let g = g.contiguous()?;
-                let done = with_host_f32(&g, |g| {
-                    let k = Kernel {
-                        g,
-                        m: Mutex::new(m),
-                        v: Mutex::new(v),
-                        c,
-                    };
-                    var.as_tensor().inplace_op1(&k)
-                });
-                if let Some(r) = done {
-                    r?;
+                let (m, v) = (Mutex::new(m.as_mut_slice()), Mutex::new(v.as_mut_slice()));
+                let kernel = |p: &mut [f32], g: &[f32]| {
+                    let mut m = m.lock().expect("adamw state lock");
+                    let mut v = v.lock().expect("adamw state lock");
+                    p.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|(((p, m), v), g)| {
+                            for i in 0..p.len() {
+                                let g = g[i] * c.scale;
+                                let pi = p[i] * c.decay;
+                                let mi = m[i] + c.one_minus_b1 * (g - m[i]);
+                                let vi = v[i] * c.b2 + c.one_minus_b2 * g * g;
+                                m[i] = mi;
+                                v[i] = vi;
+                                p[i] = pi - c.step_size * (mi / (vi.sqrt() / c.bc2_sqrt + c.eps));
+                            }
+                        });
+                };
+                if update_on_host(var, g, &kernel)? {
                     continue;
                 }
             }

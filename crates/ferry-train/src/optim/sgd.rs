@@ -2,10 +2,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{with_host_f32, Slot, CHUNK};
+use super::{update_on_host, Slot, CHUNK};
 use crate::grads::Grads;
 use crate::params::Params;
 use crate::Result;
@@ -27,48 +27,6 @@ struct Coefs {
     nesterov: bool,
     scale: f32,
     first: bool,
-}
-
-struct Kernel<'a> {
-    g: &'a [f32],
-    buf: Mutex<&'a mut [f32]>,
-    c: Coefs,
-}
-
-impl InplaceOp1 for Kernel<'_> {
-    fn name(&self) -> &'static str {
-        "ferry-sgd"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), Some((a, b))) = (s, l.contiguous_offsets()) else {
-            candle_core::bail!("sgd: expects a contiguous f32 parameter");
-        };
-        let p = &mut p[a..b];
-        let mut buf = self.buf.lock().expect("sgd state lock");
-        let c = self.c;
-        p.par_chunks_mut(CHUNK)
-            .zip(buf.par_chunks_mut(CHUNK))
-            .zip(self.g.par_chunks(CHUNK))
-            .for_each(|((p, buf), g)| {
-                for i in 0..p.len() {
-                    let mut d = g[i] * c.scale;
-                    if c.wd != 0.0 {
-                        d += c.wd * p[i];
-                    }
-                    if c.momentum != 0.0 {
-                        buf[i] = if c.first { d } else { buf[i] * c.momentum + d };
-                        d = if c.nesterov {
-                            d + c.momentum * buf[i]
-                        } else {
-                            buf[i]
-                        };
-                    }
-                    p[i] -= c.lr * d;
-                }
-            });
-        Ok(())
-    }
 }
 
 impl Sgd {
@@ -129,17 +87,31 @@ impl Sgd {
                 let Slot::Host(buf) = &mut self.buf[i] else {
                     unreachable!("host slot")
                 };
-                let g = g.contiguous()?;
-                let done = with_host_f32(&g, |g| {
-                    let k = Kernel {
-                        g,
-                        buf: Mutex::new(buf),
-                        c,
-                    };
-                    var.as_tensor().inplace_op1(&k)
-                });
-                if let Some(r) = done {
-                    r?;
+                let buf = Mutex::new(buf.as_mut_slice());
+                let kernel = |p: &mut [f32], g: &[f32]| {
+                    let mut buf = buf.lock().expect("sgd state lock");
+                    p.par_chunks_mut(CHUNK)
+                        .zip(buf.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|((p, buf), g)| {
+                            for i in 0..p.len() {
+                                let mut d = g[i] * c.scale;
+                                if c.wd != 0.0 {
+                                    d += c.wd * p[i];
+                                }
+                                if c.momentum != 0.0 {
+                                    buf[i] = if c.first { d } else { buf[i] * c.momentum + d };
+                                    d = if c.nesterov {
+                                        d + c.momentum * buf[i]
+                                    } else {
+                                        buf[i]
+                                    };
+                                }
+                                p[i] -= c.lr * d;
+                            }
+                        });
+                };
+                if update_on_host(var, g, &kernel)? {
                     continue;
                 }
             }
