@@ -10,6 +10,8 @@ use ferry_train::models::{Model, ModelConfig, Pooling};
 use ferry_train::params::load_tensors;
 use ferry_train::run::{train, RunOptions};
 
+mod common;
+
 #[test]
 fn minilm_hidden_states_match_transformers() {
     let Some(dir) = minilm() else { return };
@@ -31,19 +33,10 @@ fn minilm_hidden_states_match_transformers() {
         .unwrap();
     // Compare real tokens only (padding positions are computed but meaningless).
     let m = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
-    let diff = ((&h - &r["last_hidden_state"])
-        .unwrap()
-        .broadcast_mul(&m)
-        .unwrap())
-    .abs()
-    .unwrap();
-    let max: f32 = diff
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let max = common::max_abs_diff(
+        &h.broadcast_mul(&m).unwrap(),
+        &r["last_hidden_state"].broadcast_mul(&m).unwrap(),
+    );
     assert!(
         max < 2e-4,
         "hidden states differ from transformers by {max}"
@@ -56,16 +49,7 @@ fn minilm_hidden_states_match_transformers() {
         .unwrap()
         .broadcast_div(&count)
         .unwrap();
-    let d: f32 = (pooled - &r["mean_pooled"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = common::max_abs_diff(&pooled, &r["mean_pooled"]);
     assert!(d < 1e-4, "mean pooling differs by {d}");
 }
 

@@ -81,18 +81,8 @@ fn schedule(case: &Value) -> Schedule {
     }
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
+mod common;
+use common::max_abs_diff as max_abs;
 
 fn run_case(name: &str) {
     let dev = Device::Cpu;
@@ -189,15 +179,7 @@ fn run_case(name: &str) {
             (var.as_tensor().clone(), want[pname].clone())
         };
         let d = max_abs(&got, &wanted);
-        let scale: f32 = wanted
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let scale = max_abs(&wanted, &wanted.zeros_like().unwrap());
         assert!(
             d <= 1e-4 * scale.max(1.0),
             "{name}: {pname} differs from torch by {d} after {steps} steps"

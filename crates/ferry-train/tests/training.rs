@@ -7,6 +7,8 @@ use candle_core::{Device, Tensor};
 use ferry_data::batch::{BatchConfig, BatchSize, Example, PadSide};
 use ferry_data::rng::Rng;
 use ferry_testkit::repo_root;
+
+mod common;
 use ferry_train::config::{LossKind, TrainConfig};
 use ferry_train::grads::Grads;
 use ferry_train::models::{Arch, BertConfig, Model, ModelSpec, Pooling, TransformerConfig};
@@ -315,16 +317,7 @@ fn data_parallel_workers_compute_the_same_gradient_as_one() {
             spec.arch.name()
         );
         for (((name, _, _), a), b) in model.params().iter().zip(&g1.0).zip(&g3.0) {
-            let d: f32 = (a.as_ref().unwrap() - b.as_ref().unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = common::max_abs_diff(a.as_ref().unwrap(), b.as_ref().unwrap());
             assert!(
                 d < 1e-5,
                 "{}: {name} differs by {d} with 3 workers",
