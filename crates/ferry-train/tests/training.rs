@@ -371,3 +371,27 @@ fn accumulated_gradients_add_up() {
     assert!((sum(&a) - (sa + sb)).abs() < 1e-4);
     assert!(a.global_norm().unwrap() != norm_a);
 }
+
+#[test]
+fn early_stopping_ends_a_run_that_stops_improving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), "kind = \"bag\"\ndim = 8", 40);
+    // A learning rate of 0: the dev metric never improves after the first evaluation.
+    cfg.optimizer = toml::from_str("kind = \"sgd\"\nlr = 0.0").unwrap();
+    cfg.train.early_stopping = Some(toml::from_str("patience = 2").unwrap());
+    cfg.check().unwrap();
+    let s = train(
+        &cfg,
+        &RunOptions {
+            resume: false,
+            device: Device::Cpu,
+            stop_after: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(s.stopped_early);
+    assert_eq!(s.steps, 12, "best at 4, no better at 8 and 12");
+    assert!(tmp.path().join("checkpoints/step-00000012").is_dir());
+    assert!(tmp.path().join("last/model.safetensors").is_file());
+}
