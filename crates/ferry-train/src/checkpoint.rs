@@ -19,6 +19,7 @@ use ferry_data::tokenize::Tokenizer;
 use ferry_io::{DType, Metadata, OutTensor};
 use serde::{Deserialize, Serialize};
 
+use crate::config::LabelKind;
 use crate::models::{Model, ModelSpec};
 use crate::optim::Optimizer;
 use crate::params::load_tensors;
@@ -42,7 +43,7 @@ pub struct ModelCard {
     /// Architecture, vocabulary size, classes.
     pub spec: ModelSpec,
     /// What the classes are: `lang` (language identification) or `label`.
-    pub label: String,
+    pub label: LabelKind,
     /// Languages seen in training (the rest of an evaluation is zero-shot).
     pub train_languages: Vec<String>,
     /// Whether the tokenizer's special tokens are added.
@@ -60,7 +61,7 @@ impl ModelCard {
     /// A card for `spec`.
     pub fn new(
         spec: ModelSpec,
-        label: &str,
+        label: LabelKind,
         train_languages: Vec<String>,
         add_special_tokens: bool,
         max_len: usize,
@@ -68,7 +69,7 @@ impl ModelCard {
         ModelCard {
             format: FORMAT.into(),
             spec,
-            label: label.into(),
+            label,
             train_languages,
             add_special_tokens,
             max_len,

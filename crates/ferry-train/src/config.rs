@@ -45,16 +45,6 @@ pub enum LabelKind {
     Label,
 }
 
-impl LabelKind {
-    /// The name stored in model cards.
-    pub fn name(self) -> &'static str {
-        match self {
-            LabelKind::Lang => "lang",
-            LabelKind::Label => "label",
-        }
-    }
-}
-
 /// Data files and how to read them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

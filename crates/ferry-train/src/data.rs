@@ -27,14 +27,22 @@ pub struct Examples {
 pub struct ExampleOptions<'a> {
     /// What the classes are.
     pub label: LabelKind,
-    /// Keep only these languages.
-    pub languages: Option<&'a [String]>,
     /// Truncate to this many tokens.
     pub max_len: usize,
     /// Add the tokenizer's special tokens.
     pub add_special_tokens: bool,
     /// Map labels onto this class list (evaluation); `None`: take the corpus's classes.
     pub classes: Option<&'a [String]>,
+}
+
+/// Reads a corpus file's records (a label column is required when the classes are labels).
+pub fn read_records(path: &Path, label: LabelKind) -> Result<Vec<Record>> {
+    let copts = CorpusOptions {
+        label_required: label == LabelKind::Label,
+        ..CorpusOptions::default()
+    };
+    let (records, _issues) = corpus::open(path, &copts)?.read_all()?;
+    Ok(records)
 }
 
 /// Reads and encodes a corpus file in `pool`.
@@ -44,12 +52,7 @@ pub fn load(
     pool: &rayon::ThreadPool,
     opts: &ExampleOptions<'_>,
 ) -> Result<Examples> {
-    let copts = CorpusOptions {
-        label_required: opts.label == LabelKind::Label,
-        ..CorpusOptions::default()
-    };
-    let (records, _issues) = corpus::open(path, &copts)?.read_all()?;
-    from_records(records, path, tok, pool, opts)
+    from_records(read_records(path, opts.label)?, path, tok, pool, opts)
 }
 
 /// Encodes records already read (snippets, filtered sets).
@@ -60,13 +63,6 @@ pub fn from_records(
     pool: &rayon::ThreadPool,
     opts: &ExampleOptions<'_>,
 ) -> Result<Examples> {
-    let records: Vec<Record> = match opts.languages {
-        Some(keep) => records
-            .into_iter()
-            .filter(|r| keep.contains(&r.lang))
-            .collect(),
-        None => records,
-    };
     if records.is_empty() {
         return Err(Error::file(
             source,

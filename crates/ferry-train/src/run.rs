@@ -8,17 +8,18 @@ use candle_core::Device;
 use ferry_data::batch::{collate, BatchConfig, BatchSize, Example, PadSide};
 use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
 use ferry_data::tokenize::{self, Tokenizer};
+use ferry_data::Record;
 use serde::Serialize;
 
 use crate::checkpoint::{self, ModelCard, TrainerState};
-use crate::config::{LossKind, TrainConfig};
+use crate::config::{LabelKind, LossKind, TrainConfig};
 use crate::data::{self, ExampleOptions, Examples};
 use crate::eval::{evaluate, EvalContext, Evaluation};
 use crate::grads::{clip_factor, Grads};
 use crate::models::Model;
 use crate::{Error, Result};
 
-/// How to run.
+/// How to run (default: a fresh run on the CPU, to the end).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Continue from the newest checkpoint in the output folder.
@@ -28,6 +29,16 @@ pub struct RunOptions {
     /// Stop (as if killed) after this optimizer step, having written its checkpoint if one
     /// was due. For tests and for splitting long runs.
     pub stop_after: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            resume: false,
+            device: Device::Cpu,
+            stop_after: None,
+        }
+    }
 }
 
 /// What happened, for progress bars and logs.
@@ -129,8 +140,8 @@ impl RunDirs {
     }
 }
 
-/// The run's tokenizer: the configured file, or one trained on the training corpus.
-fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs) -> Result<Tokenizer> {
+/// The run's tokenizer: the configured file, or one trained on the training `records`.
+fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs, records: &[Record]) -> Result<Tokenizer> {
     if let Some(file) = cfg.tokenizer_file() {
         let tok = Tokenizer::from_file(&file)?;
         std::fs::create_dir_all(&dirs.root).map_err(|e| Error::fs(&dirs.root, e))?;
@@ -142,16 +153,7 @@ fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs) -> Result<Tokenizer> {
         .train
         .as_ref()
         .ok_or_else(|| Error::Invalid("no tokenizer configured".into()))?;
-    let (records, _) =
-        ferry_data::corpus::open(&cfg.data.train, &Default::default())?.read_all()?;
-    let records: Vec<_> = match &cfg.data.languages {
-        Some(keep) => records
-            .into_iter()
-            .filter(|r| keep.contains(&r.lang))
-            .collect(),
-        None => records,
-    };
-    let by_lang = ByLanguage::new(records);
+    let by_lang = ByLanguage::group(records.iter().map(|r| (r.lang.clone(), r.text.as_str())));
     let total: u64 = by_lang.sizes().iter().sum();
     let scfg = SamplerConfig {
         alpha: t.alpha,
@@ -161,7 +163,7 @@ fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs) -> Result<Tokenizer> {
         seed: cfg.train.seed,
     };
     let sampler = LanguageSampler::new(by_lang.sizes(), scfg)?;
-    let sample: Vec<&str> = sampler.map(|d| by_lang.get(d).text.as_str()).collect();
+    let sample: Vec<&str> = sampler.map(|d| *by_lang.get(d)).collect();
     let spec = tokenize::train::TrainSpec {
         kind: t.kind,
         vocab_size: t.vocab_size,
@@ -305,34 +307,30 @@ pub fn train(
         ));
     }
 
+    on_event(Event::Preparing("data"));
+    // The training corpus is read once: for the tokenizer (when one is trained) and examples.
+    let mut records = data::read_records(&cfg.data.train, cfg.data.label)?;
+    if let Some(keep) = &cfg.data.languages {
+        records.retain(|r| keep.contains(&r.lang));
+    }
     on_event(Event::Preparing("tokenizer"));
     let tok = if opts.resume {
         Tokenizer::from_file(dirs.tokenizer())?
     } else {
-        prepare_tokenizer(cfg, &dirs)?
+        prepare_tokenizer(cfg, &dirs, &records)?
     };
-    on_event(Event::Preparing("data"));
     let max_len = cfg.data.max_len;
     let base = ExampleOptions {
         label: cfg.data.label,
-        languages: cfg.data.languages.as_deref(),
         max_len,
         add_special_tokens: cfg.data.add_special_tokens,
         classes: None,
     };
-    let train_set = match cfg.data.augment_snippets {
-        None => data::load(&cfg.data.train, &tok, &pool, &base)?,
-        Some(w) => {
-            let copts = ferry_data::corpus::CorpusOptions {
-                label_required: cfg.data.label == crate::config::LabelKind::Label,
-                ..Default::default()
-            };
-            let (mut records, _) = ferry_data::corpus::open(&cfg.data.train, &copts)?.read_all()?;
-            let extra = data::snippets(&records, w);
-            records.extend(extra);
-            data::from_records(records, &cfg.data.train, &tok, &pool, &base)?
-        }
-    };
+    if let Some(w) = cfg.data.augment_snippets {
+        let extra = data::snippets(&records, w);
+        records.extend(extra);
+    }
+    let train_set = data::from_records(records, &cfg.data.train, &tok, &pool, &base)?;
     let classes = train_set.classes.clone();
     let dev: Option<Examples> = match &cfg.data.dev {
         Some(p) => Some(data::load(
@@ -340,7 +338,6 @@ pub fn train(
             &tok,
             &pool,
             &ExampleOptions {
-                languages: None,
                 classes: Some(&classes),
                 ..base.clone()
             },
@@ -358,7 +355,7 @@ pub fn train(
     );
     let mut card = ModelCard::new(
         spec.clone(),
-        cfg.data.label.name(),
+        cfg.data.label,
         by_lang.languages().to_vec(),
         cfg.data.add_special_tokens,
         max_len,
@@ -499,7 +496,7 @@ pub fn train(
         if let (true, Some(dev)) = (eval_due, dev.as_ref()) {
             let ctx = EvalContext {
                 train_languages: &card.train_languages,
-                classes_are_languages: card.label == "lang",
+                classes_are_languages: card.label == LabelKind::Lang,
                 pad_id: tok.pad_id(),
                 batch_size: eval_bs,
             };
@@ -611,14 +608,8 @@ pub fn evaluate_file(
 ) -> Result<Evaluation> {
     let pool = tokenize::thread_pool(threads)?;
     let card = &loaded.card;
-    let label = if card.label == "label" {
-        crate::config::LabelKind::Label
-    } else {
-        crate::config::LabelKind::Lang
-    };
     let opts = ExampleOptions {
-        label,
-        languages: None,
+        label: card.label,
         max_len: card.max_len,
         add_special_tokens: card.add_special_tokens,
         classes: Some(&card.spec.classes),
@@ -626,23 +617,13 @@ pub fn evaluate_file(
     let ex = match snippet_words {
         None => data::load(path, &loaded.tokenizer, &pool, &opts)?,
         Some(w) => {
-            let copts = ferry_data::corpus::CorpusOptions {
-                label_required: label == crate::config::LabelKind::Label,
-                ..Default::default()
-            };
-            let (records, _) = ferry_data::corpus::open(path, &copts)?.read_all()?;
-            data::from_records(
-                data::snippets(&records, w),
-                path,
-                &loaded.tokenizer,
-                &pool,
-                &opts,
-            )?
+            let records = data::snippets(&data::read_records(path, card.label)?, w);
+            data::from_records(records, path, &loaded.tokenizer, &pool, &opts)?
         }
     };
     let ctx = EvalContext {
         train_languages: &card.train_languages,
-        classes_are_languages: label == crate::config::LabelKind::Lang,
+        classes_are_languages: card.label == LabelKind::Lang,
         pad_id: loaded.tokenizer.pad_id(),
         batch_size,
     };

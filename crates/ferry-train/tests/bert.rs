@@ -88,16 +88,7 @@ dir = "{}"
     );
     let cfg: TrainConfig = toml::from_str(&text).unwrap();
     cfg.check().unwrap();
-    let s = train(
-        &cfg,
-        &RunOptions {
-            resume: false,
-            device: Device::Cpu,
-            stop_after: None,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let s = train(&cfg, &RunOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(s.steps, 8);
     let loaded = ferry_train::checkpoint::load_model(&s.model_dir, None, &Device::Cpu).unwrap();
     let ev =

@@ -88,9 +88,8 @@ fn a_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let opts = |stop| RunOptions {
-        resume: false,
-        device: Device::Cpu,
         stop_after: stop,
+        ..RunOptions::default()
     };
     let full = train(&config(&a, TRANSFORMER, 12), &opts(None), &mut |_| {}).unwrap();
     assert_eq!(full.steps, 12);
@@ -139,16 +138,7 @@ fn a_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
 fn training_learns_and_reports_per_language() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "kind = \"bag\"\ndim = 32", 60);
-    let summary = train(
-        &cfg,
-        &RunOptions {
-            resume: false,
-            device: Device::Cpu,
-            stop_after: None,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let summary = train(&cfg, &RunOptions::default(), &mut |_| {}).unwrap();
     let losses = &summary.losses;
     let head: f32 = losses[..5].iter().sum::<f32>() / 5.0;
     let tail: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
@@ -380,16 +370,7 @@ fn early_stopping_ends_a_run_that_stops_improving() {
     cfg.optimizer = toml::from_str("kind = \"sgd\"\nlr = 0.0").unwrap();
     cfg.train.early_stopping = Some(toml::from_str("patience = 2").unwrap());
     cfg.check().unwrap();
-    let s = train(
-        &cfg,
-        &RunOptions {
-            resume: false,
-            device: Device::Cpu,
-            stop_after: None,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let s = train(&cfg, &RunOptions::default(), &mut |_| {}).unwrap();
     assert!(s.stopped_early);
     assert_eq!(s.steps, 12, "best at 4, no better at 8 and 12");
     assert!(tmp.path().join("checkpoints/step-00000012").is_dir());
