@@ -376,3 +376,65 @@ fn early_stopping_ends_a_run_that_stops_improving() {
     assert!(tmp.path().join("checkpoints/step-00000012").is_dir());
     assert!(tmp.path().join("last/model.safetensors").is_file());
 }
+
+#[test]
+fn broken_model_folders_and_checkpoints_are_errors_naming_the_file() {
+    use ferry_train::checkpoint::load_model;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), "kind = \"bag\"\ndim = 8", 4);
+    cfg.train.eval_every = Some(2);
+    train(&cfg, &RunOptions::default(), &mut |_| {}).unwrap();
+    let dev = Device::Cpu;
+    let copy = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["model.safetensors", "ferry-model.json", "tokenizer.json"] {
+            std::fs::copy(tmp.path().join("best").join(f), dir.join(f)).unwrap();
+        }
+        dir
+    };
+    let err = |dir: &Path| {
+        load_model(dir, None, &dev)
+            .err()
+            .expect("an error")
+            .to_string()
+    };
+
+    let truncated = copy("truncated");
+    let w = truncated.join("model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let e = err(&truncated);
+    assert!(e.contains("model.safetensors"), "{e}");
+
+    let garbled = copy("garbled");
+    std::fs::write(garbled.join("ferry-model.json"), "{\"format\": 3").unwrap();
+    let e = err(&garbled);
+    assert!(
+        e.contains("ferry-model.json") && e.contains("cannot be parsed"),
+        "{e}"
+    );
+
+    // Weights of another model: the error names the tensor and both shapes.
+    let other = copy("other");
+    std::fs::copy(
+        ferry_testkit::fixture("train/bag_adamw.init.safetensors"),
+        other.join("model.safetensors"),
+    )
+    .unwrap();
+    let e = err(&other);
+    assert!(e.contains("embedding.weight") && e.contains("shape"), "{e}");
+
+    // A corrupt trainer state stops --resume with the file's name.
+    let ckpt = ferry_train::checkpoint::list_checkpoints(&tmp.path().join("checkpoints"))
+        .pop()
+        .unwrap()
+        .1;
+    std::fs::write(ckpt.join("trainer-state.json"), "not json").unwrap();
+    let resume = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    let e = train(&cfg, &resume, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("trainer-state.json"), "{e}");
+}
