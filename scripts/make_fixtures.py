@@ -972,9 +972,10 @@ def verify(out):
 def manifest(out):
     files = {}
     for f in sorted(out.rglob("*")):
-        # fixtures/data/, train/ and bert/ belong to make_data_fixtures.py, make_train_fixtures.py
-        # and make_bert_reference.py (each with its own checksums).
-        if f.relative_to(out).parts[0] in ("data", "train", "bert"):
+        # fixtures/data/, train/, bert/ and graph/ belong to make_data_fixtures.py,
+        # make_train_fixtures.py, make_bert_reference.py and make_graph_fixtures.py (each with
+        # its own checksums).
+        if f.relative_to(out).parts[0] in ("data", "train", "bert", "graph"):
             continue
         if f.is_file() and f.name not in ("README.md", "MANIFEST.json"):
             rel = f.relative_to(out).as_posix()

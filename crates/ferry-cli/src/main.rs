@@ -1,7 +1,7 @@
 //! `ferry`: carry trained models across formats, and prove they still compute the same.
 //!
 //! This binary only parses arguments and composes the library crates (`ferry-io`,
-//! `ferry-migrate`, `ferry-data`, `ferry-train`); all real work lives there.
+//! `ferry-migrate`, `ferry-data`, `ferry-train`, `ferry-graph`); all real work lives there.
 
 mod args;
 mod cmd;
@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 sharded), GGUF, NumPy (.npy/.npz) and Hugging Face model folders; converts dtypes, quantizes, renames; \
 writes safetensors, GGUF, .npz and .pth; and verifies every tensor against its source. It never executes \
 code from a checkpoint.",
-    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4"
+    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry run model.onnx --input x=x.npy --output y.npz"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +50,10 @@ enum Command {
     Train(cmd::train::Args),
     /// Evaluate a trained model per language (accuracy, macro-F1, confusions, zero-shot split).
     Eval(cmd::eval::Args),
+    /// Optimize an ONNX graph (constant folding, BatchNorm folding, LayerNorm/GELU/attention fusion, ...) and verify each pass.
+    Optimize(cmd::optimize::Args),
+    /// Run an ONNX model on candle, on .npy/.npz inputs or on text.
+    Run(cmd::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before any thread starts: candle's CPU runtime settings (training and graph execution).
+    ferry_train::init_cpu_runtime();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Command::Data(a) => cmd::data::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Optimize(a) => cmd::optimize::run(a),
+        Command::Run(a) => cmd::run::run(a),
     };
     match result {
         Ok(code) => code,

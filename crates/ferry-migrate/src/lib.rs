@@ -3,21 +3,25 @@
 //! A migration is a list of stages run in order — resolve the input, convert it, verify every
 //! output tensor against its source, write the report — each timed and recorded in a
 //! [`MigrationReport`] that renders as Markdown for people and JSON for machines. Later
-//! stages (graph optimization, output-level verification, placement) slot into the same list.
+//! stages (placement) slot into the same list. An `.onnx` input is migrated as a graph:
+//! optimized with ferry-graph's passes (each verified), written back as ONNX, and checked end
+//! to end against the original.
 //! A model folder written by `ferry train` also gets a task-level check: per-language
 //! accuracy of the original and the migrated weights on its evaluation data.
 #![warn(missing_docs)]
 
 mod embedded;
+mod graph;
 mod hash;
 mod pipeline;
 mod report;
 mod task_eval;
 
 pub use embedded::{embedded_default, EMBEDDED_NAME};
+pub use graph::is_graph;
 pub use hash::sha256_file;
-pub use pipeline::{migrate, Event, Input, MigrateOptions};
-pub use report::{FileRecord, MigrationReport, StageRecord, TensorRecord};
+pub use pipeline::{migrate, Event, Input, MigrateOptions, Target};
+pub use report::{FileRecord, GraphRecord, MigrationReport, StageRecord, TensorRecord};
 pub use task_eval::{LanguageDelta, TaskEval};
 
 /// Errors of the migration pipeline.
@@ -26,6 +30,12 @@ pub enum Error {
     /// A tensor-format error.
     #[error(transparent)]
     Io(#[from] ferry_io::Error),
+    /// Reading, optimizing, running or writing a graph failed.
+    #[error(transparent)]
+    Graph(#[from] ferry_graph::Error),
+    /// The options do not fit the input.
+    #[error("{0}")]
+    Usage(String),
     /// Loading or evaluating a model trained by ferry failed.
     #[error(transparent)]
     Train(Box<ferry_train::Error>),

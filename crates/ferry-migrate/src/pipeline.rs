@@ -19,6 +19,15 @@ pub enum Input {
     Embedded,
 }
 
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A tensor format (for checkpoints and model folders).
+    Tensors(TargetFormat),
+    /// ONNX (for graph inputs: the optimized graph).
+    Onnx,
+}
+
 /// Everything a migration needs to know.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
@@ -27,7 +36,9 @@ pub struct MigrateOptions {
     /// Folder receiving the model, its companions and the reports.
     pub out_dir: PathBuf,
     /// Output format.
-    pub target: TargetFormat,
+    pub target: Target,
+    /// Graph inputs: the passes to run, in order (empty: ferry's default pipeline).
+    pub passes: Vec<String>,
     /// Casts, quantization and renaming.
     pub convert: ConvertOptions,
     /// Shard size in bytes for safetensors output.
@@ -62,13 +73,13 @@ pub enum Event<'a> {
     StageFinished(&'a StageRecord),
 }
 
-struct Stages<'e> {
+pub(crate) struct Stages<'e> {
     records: Vec<StageRecord>,
     on_event: &'e mut dyn FnMut(Event<'_>),
 }
 
 impl Stages<'_> {
-    fn run<T>(
+    pub(crate) fn run<T>(
         &mut self,
         name: &str,
         f: impl FnOnce(&mut dyn FnMut(Event<'_>)) -> Result<(T, String)>,
@@ -87,7 +98,7 @@ impl Stages<'_> {
     }
 }
 
-fn file_record(path: &Path, shown: Option<String>) -> Result<FileRecord> {
+pub(crate) fn file_record(path: &Path, shown: Option<String>) -> Result<FileRecord> {
     let bytes = std::fs::metadata(path).map_err(|e| fs_err(path, e))?.len();
     Ok(FileRecord {
         path: shown.unwrap_or_else(|| path.display().to_string()),
@@ -119,8 +130,9 @@ fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(dst)
 }
 
-/// Runs the migration: resolve -> convert -> verify -> report. The report files
-/// (`report.md`, `report.json`) are written into the output folder, and returned.
+/// Runs the migration: resolve -> convert -> verify -> report (for a graph: resolve ->
+/// optimize -> write -> verify -> report). The report files (`report.md`, `report.json`) are
+/// written into the output folder, and returned.
 pub fn migrate(
     opts: &MigrateOptions,
     on_event: &mut dyn FnMut(Event<'_>),
@@ -129,6 +141,31 @@ pub fn migrate(
         records: Vec::new(),
         on_event,
     };
+    let mut report = match &opts.input {
+        Input::Path(p) if crate::graph::is_graph(p) => crate::graph::migrate(p, opts, &mut stages)?,
+        _ => {
+            let target = match opts.target {
+                Target::Tensors(t) => t,
+                Target::Onnx => return Err(crate::Error::Usage(
+                    "ONNX output needs a graph (an .onnx input); a checkpoint holds only weights"
+                        .into(),
+                )),
+            };
+            migrate_tensors(opts, target, &mut stages)?
+        }
+    };
+    if opts.dry_run {
+        report.stages = stages.records;
+        return Ok(report);
+    }
+    write_reports(report, opts, stages)
+}
+
+fn migrate_tensors(
+    opts: &MigrateOptions,
+    target: TargetFormat,
+    stages: &mut Stages<'_>,
+) -> Result<MigrationReport> {
     // Keeps the materialized embedded model alive until the end.
     let mut _scratch: Option<tempfile::TempDir> = None;
 
@@ -163,11 +200,11 @@ pub fn migrate(
         .collect::<Result<Vec<_>>>()?;
 
     let plan = stages.run("plan", |_| {
-        let plan = Plan::new(&ck, opts.target, &opts.convert)?;
+        let plan = Plan::new(&ck, target, &opts.convert)?;
         let summary = format!(
             "{} tensors -> {} ({} bytes); {} cast, {} quantized, {} dequantized, {} kept float, {} tied",
             plan.entries.len(),
-            opts.target,
+            target,
             plan.output_bytes(),
             count(&plan, convert::Action::Cast),
             count(&plan, convert::Action::Quantize),
@@ -184,7 +221,7 @@ pub fn migrate(
     };
     let model_path = opts
         .out_dir
-        .join(format!("{}.{}", opts.file_stem, opts.target.extension()));
+        .join(format!("{}.{}", opts.file_stem, target.extension()));
     let mut outputs = Vec::new();
     let mut tensors = Vec::new();
     let mut missing = Vec::new();
@@ -192,7 +229,7 @@ pub fn migrate(
     if !opts.dry_run {
         let (written, model) = stages.run("convert", |ev| {
             std::fs::create_dir_all(&opts.out_dir).map_err(|e| fs_err(&opts.out_dir, e))?;
-            let metadata = convert::output_metadata(&ck, opts.target)?;
+            let metadata = convert::output_metadata(&ck, target)?;
             ev(Event::WriteTotal(plan.output_bytes()));
             let mut progress = |name: &str, bytes: u64| ev(Event::TensorWritten { name, bytes });
             let mut files = convert::write(
@@ -281,7 +318,7 @@ pub fn migrate(
     }
 
     let ok = !opts.dry_run && missing.is_empty() && tensors.iter().all(|t| t.check.ok);
-    let mut report = MigrationReport {
+    let report = MigrationReport {
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
         options: opts.options_json.clone(),
         input_format: ck.format.to_string(),
@@ -294,12 +331,17 @@ pub fn migrate(
         missing,
         parameters: ck.param_count(),
         task_eval: task,
+        graph: None,
         ok,
     };
-    if opts.dry_run {
-        report.stages = stages.records;
-        return Ok(report);
-    }
+    Ok(report)
+}
+
+fn write_reports(
+    mut report: MigrationReport,
+    opts: &MigrateOptions,
+    mut stages: Stages<'_>,
+) -> Result<MigrationReport> {
     let md_path = opts.out_dir.join("report.md");
     let json_path = opts.out_dir.join("report.json");
     stages.run("report", |_| {

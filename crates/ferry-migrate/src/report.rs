@@ -73,8 +73,20 @@ pub struct MigrationReport {
     /// For a model trained by ferry: per-language accuracy before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_eval: Option<crate::TaskEval>,
-    /// Whether every tensor verified within its tolerance.
+    /// For a graph input: the optimization pipeline and the end-to-end output check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphRecord>,
+    /// Whether every tensor (for a graph: every output) verified within its tolerance.
     pub ok: bool,
+}
+
+/// What a graph migration did.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphRecord {
+    /// The passes, each with its diagnostics and its verification.
+    pub pipeline: ferry_graph::passes::PipelineReport,
+    /// The original graph's outputs against the written file's, on seeded inputs.
+    pub end_to_end: Vec<ferry_io::compare::TensorComparison>,
 }
 
 fn fmt_num(v: Option<f64>) -> String {
@@ -91,7 +103,10 @@ impl MigrationReport {
         let mut s = String::new();
         let verdict = if self.ok { "PASSED" } else { "FAILED" };
         let _ = writeln!(s, "# ferry migration report\n");
-        let _ = writeln!(
+        if let Some(g) = &self.graph {
+            g.markdown(&mut s, verdict, &self.ferry_version);
+        } else {
+            let _ = writeln!(
             s,
             "**Verification {verdict}**: {} of {} tensors within tolerance; {} bit-exact. ferry {}.\n",
             self.tensors.iter().filter(|t| t.check.ok).count(),
@@ -99,6 +114,7 @@ impl MigrationReport {
             self.tensors.iter().filter(|t| t.check.bit_exact).count(),
             self.ferry_version
         );
+        }
         let _ = writeln!(
             s,
             "Input format: `{}`; {} parameters.\n",
@@ -210,5 +226,70 @@ impl MigrationReport {
             );
         }
         s
+    }
+}
+
+impl GraphRecord {
+    fn markdown(&self, s: &mut String, verdict: &str, version: &str) {
+        let p = &self.pipeline;
+        let ok = self.end_to_end.iter().filter(|c| c.ok).count();
+        let _ = writeln!(
+            s,
+            "**Verification {verdict}**: {ok} of {} output checks within tolerance (original graph vs the written file){}. ferry {version}.\n",
+            self.end_to_end.len(),
+            p.failed.as_ref().map(|f| format!("; pass `{f}` broke the tolerance, nothing was written")).unwrap_or_default()
+        );
+        let _ = writeln!(s, "## Graph\n\n| op | before | after |\n|---|---:|---:|");
+        let mut ops: Vec<&String> = p.ops_before.keys().chain(p.ops_after.keys()).collect();
+        ops.sort();
+        ops.dedup();
+        for op in ops {
+            let (b, a) = (
+                p.ops_before.get(op).copied().unwrap_or(0),
+                p.ops_after.get(op).copied().unwrap_or(0),
+            );
+            let _ = writeln!(s, "| `{op}` | {b} | {a} |");
+        }
+        let _ = writeln!(s, "\n## Passes\n\n| pass | nodes | rewrites | left alone | max abs after | ok |\n|---|---|---:|---:|---:|---|");
+        for r in &p.passes {
+            let (m, ok) = r.verified.as_ref().map_or(("-".to_string(), "-"), |v| {
+                (fmt_num(Some(v.max_abs)), if v.ok { "yes" } else { "NO" })
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} -> {} | {} | {} | {m} | {ok} |",
+                r.pass,
+                r.nodes.0,
+                r.nodes.1,
+                r.matched.len(),
+                r.skipped.len()
+            );
+        }
+        for r in p
+            .passes
+            .iter()
+            .filter(|r| !r.matched.is_empty() || !r.skipped.is_empty())
+        {
+            let _ = writeln!(s, "\n### {}\n", r.pass);
+            for m in &r.matched {
+                let _ = writeln!(s, "- fused: {m}");
+            }
+            for k in &r.skipped {
+                let _ = writeln!(s, "- left alone: `{}`: {}", k.node, k.reason);
+            }
+        }
+        let _ = writeln!(s, "\n## Outputs, original vs written\n\n| output | shape | max abs | max rel | ok |\n|---|---|---:|---:|---|");
+        for c in &self.end_to_end {
+            let _ = writeln!(
+                s,
+                "| `{}` | {:?} | {} | {} | {} |",
+                c.name,
+                c.shapes.0,
+                fmt_num(c.max_abs),
+                fmt_num(c.max_rel),
+                c.ok
+            );
+        }
+        s.push('\n');
     }
 }

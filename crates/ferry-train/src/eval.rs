@@ -113,7 +113,7 @@ pub fn evaluate(
         let refs: Vec<&Example> = rows.iter().collect();
         let batch = collate(&refs, &cfg, device)?;
         let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask))?;
-        let lp = crate::ops::log_softmax(&logits)?;
+        let lp = ferry_kernels::log_softmax(&logits)?;
         let argmax: Vec<u32> = lp.argmax(1)?.to_vec1()?;
         let lp: Vec<Vec<f32>> = lp.to_vec2()?;
         for (k, e) in rows.iter().enumerate() {

@@ -18,7 +18,6 @@ pub mod loss;
 pub mod metrics;
 pub mod models;
 pub mod nn;
-pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod report;
@@ -26,14 +25,4 @@ pub mod run;
 
 pub use error::{Error, Result};
 
-/// Process-wide settings for CPU training, to call once at program start before any tensor
-/// work (the `ferry` binary and the benchmarks do): candle's barrier-pool workers spin 25 000
-/// times before sleeping, which on a machine with as many threads as cores steals a core
-/// from the matrix multiplies (measured: 5-15% of a transformer step on 2 cores). A value the
-/// user set in `CANDLE_BARRIER_POOL_SPIN_LIMIT` is kept.
-pub fn init_cpu_runtime() {
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        // SAFETY: called at start-up, before any thread is spawned.
-        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100") };
-    }
-}
+pub use ferry_kernels::init_cpu_runtime;

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::ops::log_softmax;
+use ferry_kernels::log_softmax;
 
 /// Mean negative log-likelihood of `labels` (`[batch]`, u32) under `log_probs` `[batch, classes]`.
 pub fn nll(log_probs: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {

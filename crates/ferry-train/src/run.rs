@@ -208,7 +208,7 @@ pub fn micro_batch(
         let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask))?;
         let l = match loss.kind {
             LossKind::CrossEntropy => crate::loss::cross_entropy(&logits, labels, loss.smoothing)?,
-            LossKind::Nll => crate::loss::nll(&crate::ops::log_softmax(&logits)?, labels)?,
+            LossKind::Nll => crate::loss::nll(&ferry_kernels::log_softmax(&logits)?, labels)?,
         };
         let l = (l * (weight * loss.scale))?;
         let value: f32 = l.to_scalar()?;

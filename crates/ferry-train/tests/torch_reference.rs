@@ -124,7 +124,7 @@ fn run_case(name: &str) {
                 .unwrap();
             let logits = model.forward(&ids, Some(mask)).unwrap();
             let l = if nll {
-                ferry_train::loss::nll(&ferry_train::ops::log_softmax(&logits).unwrap(), &labels)
+                ferry_train::loss::nll(&ferry_kernels::log_softmax(&logits).unwrap(), &labels)
                     .unwrap()
             } else {
                 ferry_train::loss::cross_entropy(&logits, &labels, smoothing).unwrap()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use ferry_io::convert::TargetFormat;
-use ferry_migrate::{migrate, Event, Input, MigrateOptions};
+use ferry_migrate::{migrate, Event, Input, MigrateOptions, Target};
 use serde_json::json;
 
 use crate::args::{TransformArgs, WriteArgs};
@@ -14,7 +14,7 @@ use crate::progress::bytes_bar;
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'"
+    after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'\n  ferry migrate model.onnx --out model-opt            # optimize the graph, verify every pass and the result"
 )]
 pub struct Args {
     /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model).
@@ -22,9 +22,12 @@ pub struct Args {
     /// Output folder for the model, its companion files and report.md/report.json.
     #[arg(long, short, default_value = "ferry-out")]
     pub out: PathBuf,
-    /// Output format.
-    #[arg(long, value_name = "FORMAT", default_value = "safetensors", value_parser = ["safetensors", "gguf", "npz", "pth"])]
-    pub to: String,
+    /// Output format (default: safetensors; onnx for an .onnx input, which is optimized as a graph).
+    #[arg(long, value_name = "FORMAT", value_parser = ["safetensors", "gguf", "npz", "pth", "onnx"])]
+    pub to: Option<String>,
+    /// For an .onnx input: the optimization passes to run, comma-separated (default: all; see `ferry optimize --list-passes`).
+    #[arg(long, value_delimiter = ',')]
+    pub passes: Vec<String>,
     #[command(flatten)]
     pub transform: TransformArgs,
     /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
@@ -42,11 +45,19 @@ pub struct Args {
 
 /// Runs `ferry migrate`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let target: TargetFormat = a.to.parse()?;
+    let graph = a.input.as_deref().is_some_and(ferry_migrate::is_graph);
+    let to =
+        a.to.clone()
+            .unwrap_or_else(|| if graph { "onnx" } else { "safetensors" }.into());
+    let target = match to.as_str() {
+        "onnx" => Target::Onnx,
+        t => Target::Tensors(t.parse::<TargetFormat>()?),
+    };
     let opts = MigrateOptions {
         input: a.input.clone().map(Input::Path).unwrap_or(Input::Embedded),
         out_dir: a.out.clone(),
         target,
+        passes: a.passes.clone(),
         convert: a.transform.to_options()?,
         shard_size: a.write.shard_bytes()?,
         file_stem: a.name.clone(),
@@ -56,7 +67,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         options_json: json!({
             "eval_data": a.eval_data.as_ref().map(|p| p.display().to_string()),
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
-            "to": a.to, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
+            "to": to, "passes": a.passes, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
         }),
     };
     let chatty = !a.write.quiet && !a.write.json;
@@ -84,6 +95,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if a.write.dry_run {
         println!("dry run: nothing written");
+    } else if let Some(g) = &report.graph {
+        println!(
+            "{}: {} -> {} nodes, {} of {} output checks within tolerance; report in {}",
+            if report.ok {
+                "migration verified"
+            } else {
+                "VERIFICATION FAILED"
+            },
+            g.pipeline.ops_before.values().sum::<usize>(),
+            g.pipeline.ops_after.values().sum::<usize>(),
+            g.end_to_end.iter().filter(|c| c.ok).count(),
+            g.end_to_end.len(),
+            a.out.join("report.md").display()
+        );
+        if let Some(p) = &g.pipeline.failed {
+            println!("  ! pass `{p}` broke the tolerance; nothing was written (run `ferry optimize --verify` for details)");
+        }
     } else {
         println!(
             "{}: {} of {} tensors verified ({} bit-exact); report in {}",

@@ -6,4 +6,6 @@ pub mod diff;
 pub mod eval;
 pub mod inspect;
 pub mod migrate;
+pub mod optimize;
+pub mod run;
 pub mod train;

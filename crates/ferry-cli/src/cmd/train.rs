@@ -51,7 +51,6 @@ pub struct Args {
 
 /// Sizes the thread pools candle and rayon use, before any work starts.
 pub fn set_threads(threads: Option<usize>) {
-    ferry_train::init_cpu_runtime();
     if let Some(t) = threads.filter(|&t| t > 0) {
         // candle reads RAYON_NUM_THREADS for its kernels; rayon's global pool is set directly.
         // SAFETY: called before any thread is spawned.

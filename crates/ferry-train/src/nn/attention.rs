@@ -92,7 +92,7 @@ impl MultiheadAttention {
 
     /// `x`: `[batch, seq, dim]`; `bias`: an additive `[batch, seq]` key bias or none.
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        let ctx = crate::ops::self_attention(&self.in_proj.forward(x)?, self.heads, bias)?;
+        let ctx = ferry_kernels::self_attention(&self.in_proj.forward(x)?, self.heads, bias)?;
         self.out_proj.forward(&ctx)
     }
 }

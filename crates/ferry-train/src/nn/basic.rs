@@ -2,7 +2,7 @@
 
 use candle_core::{Module, Tensor};
 
-use super::Builder;
+use super::{Activation, Builder};
 use crate::params::Init;
 use crate::Result;
 
@@ -36,7 +36,7 @@ impl Linear {
 
     /// `act(x W^T + b)` in one fused op.
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
-        crate::ops::linear(x, &self.weight, self.bias.as_ref(), Some(act))
+        ferry_kernels::linear(x, &self.weight, self.bias.as_ref(), Some(act))
     }
 
     /// The weight and bias tensors.
@@ -47,7 +47,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::linear(x, &self.weight, self.bias.as_ref(), None)
+        ferry_kernels::linear(x, &self.weight, self.bias.as_ref(), None)
     }
 }
 
@@ -82,11 +82,11 @@ impl Embedding {
 
 impl Module for Embedding {
     fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::embedding(&self.weight, ids)
+        ferry_kernels::embedding(&self.weight, ids)
     }
 }
 
-/// Layer normalization with a backward pass ([`crate::ops::layer_norm`]).
+/// Layer normalization with a backward pass ([`ferry_kernels::layer_norm`]).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     gamma: Tensor,
@@ -113,33 +113,12 @@ impl LayerNorm {
 impl LayerNorm {
     /// `LN(x + residual)` in one fused op.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::add_layer_norm(x, residual, &self.gamma, &self.beta, self.eps)
+        ferry_kernels::add_layer_norm(x, residual, &self.gamma, &self.beta, self.eps)
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::layer_norm(x, &self.gamma, &self.beta, self.eps)
-    }
-}
-
-/// Feed-forward activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// max(0, x).
-    #[default]
-    Relu,
-    /// The exact (erf) GELU.
-    Gelu,
-}
-
-impl Activation {
-    /// Applies the activation.
-    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Activation::Relu => x.relu(),
-            Activation::Gelu => x.gelu_erf(),
-        }
+        ferry_kernels::layer_norm(x, &self.gamma, &self.beta, self.eps)
     }
 }

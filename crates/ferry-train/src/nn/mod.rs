@@ -5,8 +5,9 @@ mod basic;
 mod encoder;
 
 pub use attention::{key_padding_bias, MultiheadAttention};
-pub use basic::{Activation, Embedding, LayerNorm, Linear};
+pub use basic::{Embedding, LayerNorm, Linear};
 pub use encoder::{EncoderLayer, EncoderLayerConfig};
+pub use ferry_kernels::Activation;
 
 /// Seeded creation context: the parameter store, the random stream and the device.
 pub struct Builder<'a> {

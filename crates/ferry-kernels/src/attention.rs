@@ -23,10 +23,41 @@ pub fn self_attention(
     heads: usize,
     key_bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
+    let (_, _, d3) = qkv.dims3()?;
+    let hd = d3 / 3 / heads.max(1);
+    attention(qkv, heads, key_bias, 1.0 / (hd as f32).sqrt(), true)
+}
+
+/// Inference attention: like [`self_attention`] with scores scaled by `scale` (instead of
+/// `1 / sqrt(head size)`), and no probabilities kept for a backward pass.
+pub fn attention_inference(
+    qkv: &Tensor,
+    heads: usize,
+    key_bias: Option<&Tensor>,
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    attention(qkv, heads, key_bias, scale, false)
+}
+
+fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    key_bias: Option<&Tensor>,
+    scale: f32,
+    keep_probs: bool,
+) -> candle_core::Result<Tensor> {
     let (b, s, d3) = qkv.dims3()?;
     let dim = d3 / 3;
     if heads == 0 || d3 % 3 != 0 || dim % heads != 0 {
         candle_core::bail!("attention: width {d3} is not 3 x heads ({heads}) x head size");
+    }
+    if let Some(m) = key_bias {
+        if m.elem_count() != b * s {
+            candle_core::bail!(
+                "attention: key bias {:?} is not [batch {b}, seq {s}]",
+                m.dims()
+            );
+        }
     }
     if fast_path(&[qkv]) && HEAD_SIZES.contains(&(dim / heads)) {
         let bias = match key_bias {
@@ -36,11 +67,13 @@ pub fn self_attention(
         let op = Attention {
             heads,
             bias,
+            scale,
+            keep_probs,
             probs: Mutex::new(Vec::new()),
         };
         return qkv.contiguous()?.apply_op1(op);
     }
-    composed(qkv, heads, key_bias, (b, s, dim))
+    composed(qkv, heads, key_bias, scale, (b, s, dim))
 }
 
 /// The same computation from candle primitives (any device, differentiable by autograd).
@@ -48,11 +81,12 @@ fn composed(
     qkv: &Tensor,
     h: usize,
     key_bias: Option<&Tensor>,
+    scale: f32,
     (b, s, d): (usize, usize, usize),
 ) -> candle_core::Result<Tensor> {
     let hd = d / h;
     let qkv = qkv.reshape((b, s, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
-    let q = (qkv.get(0)?.contiguous()? * (1.0 / (hd as f64).sqrt()))?;
+    let q = (qkv.get(0)?.contiguous()? * scale as f64)?;
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
     let scores = q.matmul(&k.t()?)?;
@@ -69,27 +103,49 @@ fn composed(
 struct Attention {
     heads: usize,
     bias: Option<Vec<f32>>,
+    scale: f32,
+    /// Whether to keep the probabilities for the backward pass (training).
+    keep_probs: bool,
     /// The probabilities `[batch, heads, seq, seq]` of the forward pass, for the backward.
     probs: Mutex<Vec<f32>>,
 }
 
-/// `out[j] = sum_c a[c] * bt[c * s + j]` for `j < s`, 16 outputs at a time in registers.
+/// `out[j] = scale * sum_c a[c] * bt[c * s + j]` for `j < s`, `W` outputs at a time in
+/// registers.
+#[inline(always)]
+fn row_block<const HD: usize, const W: usize>(
+    a: &[f32; HD],
+    bt: &[f32],
+    out: &mut [f32],
+    j: usize,
+    scale: f32,
+) {
+    let s = out.len();
+    let mut acc = [0f32; W];
+    for c in 0..HD {
+        let ac = a[c];
+        let b = &bt[c * s + j..c * s + j + W];
+        for l in 0..W {
+            acc[l] += ac * b[l];
+        }
+    }
+    for l in 0..W {
+        out[j + l] = acc[l] * scale;
+    }
+}
+
+/// `out[j] = scale * sum_c a[c] * bt[c * s + j]` for `j < s`: 64 outputs at a time (four
+/// independent vector accumulators hide the FMA latency), then 16, then one by one.
 #[inline(always)]
 fn row_times<const HD: usize>(a: &[f32; HD], bt: &[f32], out: &mut [f32], scale: f32) {
     let s = out.len();
     let mut j = 0;
+    while j + 64 <= s {
+        row_block::<HD, 64>(a, bt, out, j, scale);
+        j += 64;
+    }
     while j + 16 <= s {
-        let mut acc = [0f32; 16];
-        for c in 0..HD {
-            let ac = a[c];
-            let b = &bt[c * s + j..c * s + j + 16];
-            for l in 0..16 {
-                acc[l] += ac * b[l];
-            }
-        }
-        for l in 0..16 {
-            out[j + l] = acc[l] * scale;
-        }
+        row_block::<HD, 16>(a, bt, out, j, scale);
         j += 16;
     }
     for (jj, o) in out.iter_mut().enumerate().skip(j) {
@@ -102,16 +158,32 @@ fn row_times<const HD: usize>(a: &[f32; HD], bt: &[f32], out: &mut [f32], scale:
 }
 
 /// `sum_j w[j] * rows[j]` over the `HD`-wide rows of a packed `[s, HD]` block, accumulated
-/// in registers.
+/// in registers, four rows at a time into independent accumulators (one chain of dependent
+/// FMAs would run at a quarter of the FMA units' rate).
 #[inline(always)]
-fn weighted_rows<const HD: usize>(w: impl Iterator<Item = f32>, rows: &[f32]) -> [f32; HD] {
-    let mut acc = [0f32; HD];
-    for (wj, r) in w.zip(rows.chunks_exact(HD)) {
-        for c in 0..HD {
-            acc[c] += wj * r[c];
+fn weighted_rows<const HD: usize>(w: impl Fn(usize) -> f32, rows: &[f32]) -> [f32; HD] {
+    let n = rows.len() / HD;
+    let mut acc = [[0f32; HD]; 4];
+    for (q, rq) in rows.chunks_exact(4 * HD).enumerate() {
+        for u in 0..4 {
+            let wu = w(4 * q + u);
+            let r = &rq[u * HD..(u + 1) * HD];
+            for c in 0..HD {
+                acc[u][c] += wu * r[c];
+            }
         }
     }
-    acc
+    for j in n / 4 * 4..n {
+        let (wj, r) = (w(j), &rows[j * HD..(j + 1) * HD]);
+        for c in 0..HD {
+            acc[0][c] += wj * r[c];
+        }
+    }
+    let mut out = [0f32; HD];
+    for c in 0..HD {
+        out[c] = (acc[0][c] + acc[1][c]) + (acc[2][c] + acc[3][c]);
+    }
+    out
 }
 
 /// Copies one head's `[s, HD]` block (rows `stride` apart from `first`) into a packed buffer.
@@ -155,7 +227,7 @@ fn head_forward<const HD: usize>(
             row.iter_mut().zip(m).for_each(|(x, m)| *x += m);
         }
         fast_exp::softmax_row(row);
-        let out: [f32; HD] = weighted_rows(row.iter().copied(), &v);
+        let out: [f32; HD] = weighted_rows(|j| row[j], &v);
         ctx[i * d + hi * HD..i * d + hi * HD + HD].copy_from_slice(&out);
     }
 }
@@ -199,14 +271,14 @@ fn head_backward<const HD: usize>(
     };
     for i in 0..s {
         // dq_i = sum_j dS_ij k_j
-        let dq: [f32; HD] = weighted_rows(ds[i * s..(i + 1) * s].iter().copied(), &k);
+        let dq: [f32; HD] = weighted_rows(|jj| ds[i * s + jj], &k);
         put(dxb, i, 0, &dq);
     }
     for j in 0..s {
         // dk_j = sum_i dS_ij q_i, dv_j = sum_i P_ij dctx_i
-        let dk: [f32; HD] = weighted_rows(ds.iter().skip(j).step_by(s).copied(), &q);
+        let dk: [f32; HD] = weighted_rows(|ii| ds[ii * s + j], &q);
         put(dxb, j, 1, &dk);
-        let dv: [f32; HD] = weighted_rows(p.iter().skip(j).step_by(s).copied(), &gp);
+        let dv: [f32; HD] = weighted_rows(|ii| p[ii * s + j], &gp);
         put(dxb, j, 2, &dv);
     }
 }
@@ -273,22 +345,29 @@ impl CustomOp1 for Attention {
             s,
             d,
             d3,
-            scale: 1.0 / (hd as f32).sqrt(),
+            scale: self.scale,
         };
-        let mut probs = vec![0f32; b * h * s * s];
         let mut ctx = vec![0f32; b * s * d];
-        // Each batch's probabilities and [seq, dim] context block belong to one task.
-        probs
-            .par_chunks_mut(h * s * s)
-            .zip(ctx.par_chunks_mut(s * d))
-            .enumerate()
-            .for_each(|(bi, (pb, cb))| {
-                let bias = self.bias.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
-                for (hi, p) in pb.chunks_exact_mut(s * s).enumerate() {
-                    forward_head(hd, qkv, bias, p, cb, &geo, (bi, hi));
-                }
-            });
-        *self.probs.lock().expect("attention cache") = probs;
+        let head = |bi: usize, pb: &mut [f32], cb: &mut [f32]| {
+            let bias = self.bias.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
+            for (hi, p) in pb.chunks_exact_mut(s * s).enumerate() {
+                forward_head(hd, qkv, bias, p, cb, &geo, (bi, hi));
+            }
+        };
+        if self.keep_probs {
+            let mut probs = vec![0f32; b * h * s * s];
+            // Each batch's probabilities and [seq, dim] context block belong to one task.
+            probs
+                .par_chunks_mut(h * s * s)
+                .zip(ctx.par_chunks_mut(s * d))
+                .enumerate()
+                .for_each(|(bi, (pb, cb))| head(bi, pb, cb));
+            *self.probs.lock().expect("attention cache") = probs;
+        } else {
+            ctx.par_chunks_mut(s * d)
+                .enumerate()
+                .for_each_init(|| vec![0f32; h * s * s], |pb, (bi, cb)| head(bi, pb, cb));
+        }
         Ok((CpuStorage::F32(ctx), Shape::from((b, s, d))))
     }
 
@@ -300,7 +379,7 @@ impl CustomOp1 for Attention {
             s,
             d,
             d3,
-            scale: 1.0 / (hd as f32).sqrt(),
+            scale: self.scale,
         };
         let probs = std::mem::take(&mut *self.probs.lock().expect("attention cache"));
         if probs.len() != b * h * s * s {

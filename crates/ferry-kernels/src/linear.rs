@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{matmul, threads, View};
 use super::{f32_slice, fast_path, host_slices};
-use crate::nn::Activation;
+use crate::Activation;
 
 /// `act(x W^T + b)`: `x` `[.., in]`, `weight` `[out, in]`, `bias` `[out]` -> `[.., out]`.
 pub fn linear(

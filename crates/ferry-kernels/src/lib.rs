@@ -1,5 +1,6 @@
-//! Differentiable kernels: softmax, layer normalization, embedding lookup, linear layers and
-//! self-attention.
+//! ferry-kernels: fast CPU kernels on candle, shared by training (ferry-train, which needs
+//! their backward passes) and graph execution (ferry-graph, which runs fused ops with them):
+//! softmax, layer normalization, embedding lookup, linear layers and self-attention.
 //!
 //! candle's fused `softmax_last_dim`, `layer_norm` and `rms_norm` have no backward pass
 //! (candle issues #2168, #2977, #3011): gradients through them silently vanish. These ops
@@ -7,17 +8,35 @@
 //! kernel; elsewhere they are composed from candle primitives, which autograd differentiates.
 //! Both paths are tested against each other and against finite differences.
 
+#![warn(missing_docs)]
+
+mod activation;
 mod attention;
 mod embedding;
 mod fast_exp;
 mod gemm;
+mod inference;
 mod layer_norm;
 mod linear;
 
-pub use attention::self_attention;
+pub use activation::Activation;
+pub use attention::{attention_inference, self_attention};
 pub use embedding::embedding;
+pub use inference::{erf_fast, gelu_erf, linear_in_out};
 pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::linear;
+
+/// Process-wide settings for CPU work (training and graph execution), to call once at program start before any tensor
+/// work (the `ferry` binary and the benchmarks do): candle's barrier-pool workers spin 25 000
+/// times before sleeping, which on a machine with as many threads as cores steals a core
+/// from the matrix multiplies (measured: 5-15% of a transformer step on 2 cores). A value the
+/// user set in `CANDLE_BARRIER_POOL_SPIN_LIMIT` is kept.
+pub fn init_cpu_runtime() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: called at start-up, before any thread is spawned.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100") };
+    }
+}
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -300,7 +319,7 @@ mod tests {
         let x = rand(&[3, 7, 12], 21);
         let w = rand(&[9, 12], 22);
         let b = rand(&[9], 23);
-        for act in [crate::nn::Activation::Relu, crate::nn::Activation::Gelu] {
+        for act in [crate::Activation::Relu, crate::Activation::Gelu] {
             let f = |t: &[&Tensor]| linear(t[0], t[1], Some(t[2]), Some(act)).unwrap();
             let (y1, g1) = fast(f, &[&x, &w, &b]);
             let (y2, g2) = reference(f, &[&x, &w, &b]);

@@ -1,0 +1,158 @@
+//! `ferry run`: run an ONNX model on candle, on array files or on text.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use ferry_graph::exec::{parse_device, Executor};
+use ferry_graph::onnx::read_model;
+use ferry_graph::passes::{self, PassManager};
+use indexmap::IndexMap;
+use serde_json::json;
+
+/// Arguments of `ferry run`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
+)]
+pub struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// An input: NAME=FILE.npy (repeatable), or an .npz holding several (keys NAME or input.NAME).
+    #[arg(long, value_name = "NAME=FILE")]
+    input: Vec<String>,
+    /// A text to feed a text model (repeatable; one batch row each). Needs --tokenizer.
+    #[arg(long)]
+    text: Vec<String>,
+    /// tokenizer.json for --text (input_ids, attention_mask and token_type_ids are filled by name).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Write every output to this .npz.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Run ferry's optimization passes before running.
+    #[arg(long)]
+    optimize: bool,
+    /// Device: cpu, cuda:N or metal:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print outputs (shapes, statistics, first values) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `ferry run`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let device = parse_device(&a.device)?;
+    let mut model = read_model(&a.model)?;
+    if a.optimize {
+        PassManager::new(passes::all()).run(&mut model, |_| {})?;
+    }
+    let mut inputs = super::optimize::read_inputs(&a.input)?;
+    if !a.text.is_empty() {
+        let tok = a
+            .tokenizer
+            .as_ref()
+            .context("--text needs --tokenizer tokenizer.json")?;
+        inputs.extend(text_inputs(&model.graph, tok, &a.text)?);
+    } else if a.tokenizer.is_some() {
+        bail!("--tokenizer is only used with --text");
+    }
+    let exec = Executor::new(&model, &device)?;
+    let t0 = Instant::now();
+    let outputs = exec.run(&inputs)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Some(out) = &a.output {
+        let cpu: IndexMap<String, Tensor> = outputs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
+            .collect::<Result<_>>()?;
+        ferry_graph::feeds::write_npz(out, &cpu)?;
+    }
+    if a.json {
+        let outs = outputs
+            .iter()
+            .map(|(k, v)| summary(k, v))
+            .collect::<Result<Vec<_>>>()?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "model": a.model.display().to_string(), "ms": ms, "outputs": outs, "written": a.output.as_ref().map(|p| p.display().to_string()) })
+            )?
+        );
+    } else {
+        for (k, v) in &outputs {
+            let s = summary(k, v)?;
+            println!(
+                "{k}: {:?} {}  mean {:.6}  min {:.6}  max {:.6}  first {:?}",
+                v.dims(),
+                s["dtype"].as_str().unwrap_or("?"),
+                s["mean"],
+                s["min"],
+                s["max"],
+                s["first"]
+            );
+        }
+        println!(
+            "ran in {ms:.1} ms{}",
+            a.output
+                .as_ref()
+                .map(|p| format!("; outputs in {}", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary(name: &str, t: &Tensor) -> Result<serde_json::Value> {
+    let f = t.to_dtype(DType::F64)?.flatten_all()?;
+    let v = f.to_vec1::<f64>()?;
+    let n = v.len().max(1) as f64;
+    Ok(json!({
+        "name": name, "shape": t.dims(), "dtype": format!("{:?}", t.dtype()).to_lowercase(),
+        "mean": v.iter().sum::<f64>() / n,
+        "min": v.iter().copied().fold(f64::INFINITY, f64::min),
+        "max": v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "first": v.iter().take(5).map(|x| (x * 1e6).round() / 1e6).collect::<Vec<_>>(),
+    }))
+}
+
+/// `input_ids`, `attention_mask` and `token_type_ids` for `texts`, padded to the longest.
+fn text_inputs(
+    graph: &ferry_graph::ir::Graph,
+    tokenizer: &std::path::Path,
+    texts: &[String],
+) -> Result<HashMap<String, Tensor>> {
+    let tok = ferry_data::tokenize::Tokenizer::from_file(tokenizer)?;
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| tok.encode(t, true))
+        .collect::<std::result::Result<_, _>>()?;
+    let len = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let (b, pad) = (ids.len(), tok.pad_id() as i64);
+    let mut input_ids = vec![pad; b * len];
+    let mut mask = vec![0i64; b * len];
+    for (r, row) in ids.iter().enumerate() {
+        for (c, &id) in row.iter().enumerate() {
+            input_ids[r * len + c] = id as i64;
+            mask[r * len + c] = 1;
+        }
+    }
+    let mut out = HashMap::new();
+    for vi in &graph.inputs {
+        let values = match vi.name.as_str() {
+            "input_ids" => input_ids.clone(),
+            "attention_mask" => mask.clone(),
+            "token_type_ids" => vec![0; b * len],
+            other => bail!("--text cannot fill input `{other}` (it fills input_ids, attention_mask, token_type_ids); give it with --input"),
+        };
+        out.insert(
+            vi.name.clone(),
+            Tensor::from_vec(values, (b, len), &Device::Cpu)?,
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,208 @@
+//! Element-wise ops with NumPy broadcasting: arithmetic, comparisons, logic, activations,
+//! Cast, Where, Clip, Identity and Dropout (inference: identity).
+
+use candle_core::{DType, Tensor};
+
+use super::{OpCx, OpFn};
+use crate::exec::util::{arg, broadcast_shape, candle_dtype, floats_of, opt, R};
+use crate::ir::Node;
+
+pub(super) fn lookup(op: &str) -> Option<OpFn> {
+    Some(match op {
+        "Add" | "Sub" | "Mul" | "Div" | "Equal" | "Less" | "Greater" | "LessOrEqual"
+        | "GreaterOrEqual" | "And" | "Or" | "Xor" => binary,
+        "Max" | "Min" | "Sum" | "Mean" => variadic,
+        "Pow" => pow,
+        "Sqrt" | "Erf" | "Tanh" | "Exp" | "Log" | "Neg" | "Abs" | "Relu" | "Sigmoid"
+        | "Reciprocal" | "Floor" | "Ceil" | "Round" | "Sin" | "Cos" | "Sign" | "Not"
+        | "Softplus" | "LeakyRelu" | "HardSigmoid" => unary,
+        "Cast" => cast,
+        "Where" => where_op,
+        "Clip" => clip,
+        "Identity" | "Dropout" => identity,
+        _ => return None,
+    })
+}
+
+/// Brings `b` to `a`'s dtype (ONNX requires equal types; this tolerates folded constants).
+fn same_dtype(a: &Tensor, b: &Tensor) -> R<Tensor> {
+    if a.dtype() == b.dtype() {
+        Ok(b.clone())
+    } else {
+        b.to_dtype(a.dtype())
+    }
+}
+
+fn binary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let a = arg(&args, 0)?;
+    let b = same_dtype(a, arg(&args, 1)?)?;
+    let out = match node.op_type.as_str() {
+        "Add" => a.broadcast_add(&b)?,
+        "Sub" => a.broadcast_sub(&b)?,
+        "Mul" => a.broadcast_mul(&b)?,
+        "Div" => a.broadcast_div(&b)?,
+        "Equal" => a.broadcast_eq(&b)?,
+        "Less" => a.broadcast_lt(&b)?,
+        "Greater" => a.broadcast_gt(&b)?,
+        "LessOrEqual" => a.broadcast_le(&b)?,
+        "GreaterOrEqual" => a.broadcast_ge(&b)?,
+        "And" => a.broadcast_mul(&b)?.ne(0u8)?,
+        "Or" => a.broadcast_add(&b)?.ne(0u8)?,
+        "Xor" => a.broadcast_ne(&b)?,
+        other => candle_core::bail!("{other} is not a binary op"),
+    };
+    Ok(vec![out])
+}
+
+fn variadic(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let n = args.iter().flatten().count();
+    let mut it = args.into_iter().flatten();
+    let mut acc = it
+        .next()
+        .ok_or_else(|| candle_core::Error::Msg("needs an input".into()))?;
+    for t in it {
+        let t = same_dtype(&acc, &t)?;
+        acc = match node.op_type.as_str() {
+            "Max" => acc.broadcast_maximum(&t)?,
+            "Min" => acc.broadcast_minimum(&t)?,
+            _ => acc.broadcast_add(&t)?,
+        };
+    }
+    if node.op_type == "Mean" {
+        acc = (acc / n as f64)?;
+    }
+    Ok(vec![acc])
+}
+
+fn pow(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let y = arg(&args, 1)?;
+    if y.elem_count() == 1 && x.dtype().is_float() {
+        let e = floats_of(y)?[0];
+        let shape = broadcast_shape(x.dims(), y.dims())?;
+        let out = if e == 2.0 {
+            x.sqr()?
+        } else if e == 1.0 {
+            x.clone()
+        } else if e == 0.5 {
+            x.sqrt()?
+        } else if e == 3.0 {
+            (x.sqr()? * x)?
+        } else {
+            x.powf(e)?
+        };
+        return Ok(vec![out.broadcast_as(shape)?.contiguous()?]);
+    }
+    // General case on the host: exact `powf` semantics (negative bases included).
+    let shape = broadcast_shape(x.dims(), y.dims())?;
+    let xs = x
+        .to_dtype(DType::F64)?
+        .broadcast_as(shape.as_slice())?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let ys = y
+        .to_dtype(DType::F64)?
+        .broadcast_as(shape.as_slice())?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let v: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a.powf(*b)).collect();
+    Ok(vec![
+        Tensor::from_vec(v, shape, x.device())?.to_dtype(x.dtype())?
+    ])
+}
+
+fn unary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let out = match node.op_type.as_str() {
+        "Sqrt" => x.sqrt()?,
+        "Erf" => x.erf()?,
+        "Tanh" => x.tanh()?,
+        "Exp" => x.exp()?,
+        "Log" => x.log()?,
+        "Neg" => x.neg()?,
+        "Abs" => x.abs()?,
+        "Relu" => x.relu()?,
+        "Sigmoid" => (x.neg()?.exp()? + 1.0)?.recip()?,
+        "Reciprocal" => x.recip()?,
+        "Floor" => x.floor()?,
+        "Ceil" => x.ceil()?,
+        "Round" => x.round()?,
+        "Sin" => x.sin()?,
+        "Cos" => x.cos()?,
+        "Sign" => x.sign()?,
+        "Not" => x.eq(0u8)?,
+        "Softplus" => (x.exp()? + 1.0)?.log()?,
+        "LeakyRelu" => {
+            let alpha = node.attr_float("alpha", 0.01) as f64;
+            let neg = (x.minimum(0f64)? * alpha)?;
+            (x.relu()? + neg)?
+        }
+        "HardSigmoid" => {
+            let alpha = node.attr_float("alpha", 0.2) as f64;
+            let beta = node.attr_float("beta", 0.5) as f64;
+            x.affine(alpha, beta)?.clamp(0f64, 1f64)?
+        }
+        other => candle_core::bail!("{other} is not a unary op"),
+    };
+    Ok(vec![out])
+}
+
+fn cast(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let to = node.attr_int("to", 1);
+    let out = if to == 9 {
+        x.ne(0f64)?
+    } else {
+        x.to_dtype(candle_dtype(to)?)?
+    };
+    Ok(vec![out])
+}
+
+fn where_op(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let c = arg(&args, 0)?;
+    let a = arg(&args, 1)?;
+    let b = same_dtype(a, arg(&args, 2)?)?;
+    let shape = broadcast_shape(&broadcast_shape(c.dims(), a.dims())?, b.dims())?;
+    let c = c.broadcast_as(shape.as_slice())?.contiguous()?;
+    let out = c.where_cond(
+        &a.broadcast_as(shape.as_slice())?.contiguous()?,
+        &b.broadcast_as(shape.as_slice())?.contiguous()?,
+    )?;
+    Ok(vec![out])
+}
+
+fn clip(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let (lo, hi) = if cx.opset >= 11 {
+        (
+            opt(&args, 1).map(floats_of).transpose()?.map(|v| v[0]),
+            opt(&args, 2).map(floats_of).transpose()?.map(|v| v[0]),
+        )
+    } else {
+        (
+            node.attrs
+                .get("min")
+                .map(|_| node.attr_float("min", f32::MIN) as f64),
+            node.attrs
+                .get("max")
+                .map(|_| node.attr_float("max", f32::MAX) as f64),
+        )
+    };
+    let mut out = x.clone();
+    if let Some(lo) = lo {
+        out = out.maximum(lo)?;
+    }
+    if let Some(hi) = hi {
+        out = out.minimum(hi)?;
+    }
+    Ok(vec![out])
+}
+
+fn identity(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?.clone();
+    if node.op_type == "Dropout" && node.outputs.len() > 1 {
+        let mask = Tensor::ones(x.dims(), DType::U8, x.device())?;
+        return Ok(vec![x, mask]);
+    }
+    Ok(vec![x])
+}

@@ -1,0 +1,56 @@
+//! The op registry: which ops run and how. One module per family.
+
+mod elementwise;
+mod fused;
+mod linalg;
+mod nn;
+mod reduce;
+mod shape;
+
+use candle_core::{Device, Tensor};
+
+pub use shape::reshape_dims;
+
+use super::util::R;
+use crate::ir::Node;
+use crate::onnx::FERRY_DOMAIN;
+
+/// What an op may need besides its inputs.
+pub struct OpCx<'a> {
+    /// The model's standard opset (ops whose inputs moved from attributes check it).
+    pub opset: i64,
+    /// The device the node runs on.
+    pub device: &'a Device,
+}
+
+type OpFn = fn(&Node, &OpCx, Vec<Option<Tensor>>) -> R<Vec<Tensor>>;
+
+fn lookup(node: &Node) -> Option<OpFn> {
+    match node.domain.as_str() {
+        "" | "ai.onnx" => standard(&node.op_type),
+        FERRY_DOMAIN => fused::lookup(&node.op_type),
+        _ => None,
+    }
+}
+
+fn standard(op: &str) -> Option<OpFn> {
+    elementwise::lookup(op)
+        .or_else(|| shape::lookup(op))
+        .or_else(|| reduce::lookup(op))
+        .or_else(|| linalg::lookup(op))
+        .or_else(|| nn::lookup(op))
+        .or_else(|| fused::lookup_standard(op))
+}
+
+/// Whether the executor implements `node`'s op.
+pub fn is_supported(node: &Node) -> bool {
+    lookup(node).is_some()
+}
+
+/// Runs one node.
+pub(crate) fn run(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let f = lookup(node).ok_or_else(|| {
+        candle_core::Error::Msg(format!("op `{}` is not supported", node.qualified_op()))
+    })?;
+    f(node, cx, args)
+}

@@ -1,0 +1,393 @@
+//! `.onnx` -> [`Model`]. The file is memory-mapped and decoded with `Bytes` fields, so each
+//! initializer's `raw_data` is a slice of the map and becomes a mapped ferry-io tensor;
+//! external-data files are mapped too. Nothing is executed and no size is trusted: every
+//! tensor's byte count is checked against its shape before it is accepted.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_io::{DType, Layout, Storage, TensorEntry};
+use indexmap::IndexMap;
+use memmap2::Mmap;
+use prost::Message;
+
+use super::dtype::{dtype_from_onnx, onnx_type_name};
+use super::proto;
+use crate::error::{Error, Result};
+use crate::ir::{Attr, Dim, Graph, Model, Node, ValueInfo};
+
+/// Owner of a mapped file for `Bytes::from_owner`.
+struct MapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn map_file(path: &Path) -> Result<Arc<Mmap>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::file(path, e.to_string()))?;
+    // SAFETY: the map is read-only; like every reader of ferry-io, ferry assumes model files
+    // are not modified while they are open.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::file(path, e.to_string()))?;
+    Ok(Arc::new(map))
+}
+
+/// Reads an `.onnx` file, with external data resolved relative to its folder.
+pub fn read_model(path: &Path) -> Result<Model> {
+    let map = map_file(path)?;
+    let bytes = Bytes::from_owner(MapOwner(map.clone()));
+    decode_model(bytes, Some((path, map)))
+}
+
+/// Decodes ONNX bytes. `source` (the file and its map) lets initializers borrow the map and
+/// resolves external data; without it, tensors are copied and external data is an error.
+pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<Model> {
+    let path: PathBuf = source
+        .as_ref()
+        .map(|(p, _)| p.to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("<memory>"));
+    let proto = proto::ModelProto::decode(bytes).map_err(|e| {
+        Error::file(
+            &path,
+            format!("not an ONNX model (protobuf decoding failed: {e})"),
+        )
+    })?;
+    let mut ctx = Importer {
+        path: path.clone(),
+        map: source.map(|(_, m)| m),
+        external: HashMap::new(),
+    };
+    let g = proto
+        .graph
+        .ok_or_else(|| Error::file(&path, "the model has no graph"))?;
+    let opsets: IndexMap<String, i64> = proto
+        .opset_import
+        .iter()
+        .map(|o| {
+            let d = o.domain.clone().unwrap_or_default();
+            (
+                if d == "ai.onnx" { String::new() } else { d },
+                o.version.unwrap_or(0),
+            )
+        })
+        .collect();
+    let graph = ctx.graph(g)?;
+    Ok(Model {
+        graph,
+        opsets,
+        ir_version: proto.ir_version.unwrap_or(0),
+        producer: (
+            proto.producer_name.unwrap_or_default(),
+            proto.producer_version.unwrap_or_default(),
+        ),
+        metadata: proto
+            .metadata_props
+            .into_iter()
+            .map(|p| (p.key.unwrap_or_default(), p.value.unwrap_or_default()))
+            .collect(),
+    })
+}
+
+struct Importer {
+    path: PathBuf,
+    map: Option<Arc<Mmap>>,
+    external: HashMap<PathBuf, Arc<Mmap>>,
+}
+
+impl Importer {
+    fn err(&self, msg: impl Into<String>) -> Error {
+        Error::file(&self.path, msg)
+    }
+
+    fn graph(&mut self, g: proto::GraphProto) -> Result<Graph> {
+        let mut initializers = IndexMap::new();
+        for t in g.initializer {
+            let e = self.tensor(t, "initializer")?;
+            initializers.insert(e.name.clone(), e);
+        }
+        if let Some(s) = g.sparse_initializer.first() {
+            let name = s
+                .values
+                .as_ref()
+                .and_then(|v| v.name.clone())
+                .unwrap_or_default();
+            return Err(self.err(format!(
+                "sparse initializer `{name}`: sparse tensors are not supported; densify it first (onnx.numpy_helper)"
+            )));
+        }
+        let inputs = g
+            .input
+            .iter()
+            .map(value_info)
+            .filter(|v| !initializers.contains_key(&v.name))
+            .collect();
+        let outputs = g.output.iter().map(value_info).collect();
+        let value_info = g
+            .value_info
+            .iter()
+            .map(|v| {
+                let v = value_info(v);
+                (v.name.clone(), v)
+            })
+            .collect();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut nodes = Vec::with_capacity(g.node.len());
+        for (i, n) in g.node.into_iter().enumerate() {
+            let op_type = n.op_type.clone().unwrap_or_default();
+            let mut name = n
+                .name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| format!("{op_type}_{i}"));
+            let seen = names.entry(name.clone()).or_insert(0);
+            *seen += 1;
+            if *seen > 1 {
+                name = format!("{name}__{seen}");
+            }
+            let mut attrs = IndexMap::new();
+            for a in n.attribute {
+                let key = a.name.clone().unwrap_or_default();
+                let v = self.attr(a).map_err(|e| {
+                    self.err(format!("node `{name}` ({op_type}), attribute `{key}`: {e}"))
+                })?;
+                attrs.insert(key, v);
+            }
+            let domain = n.domain.unwrap_or_default();
+            nodes.push(Node {
+                name,
+                op_type,
+                domain: if domain == "ai.onnx" {
+                    String::new()
+                } else {
+                    domain
+                },
+                inputs: n.input,
+                outputs: n.output,
+                attrs,
+                device: None,
+            });
+        }
+        let mut graph = Graph {
+            name: g.name.unwrap_or_default(),
+            inputs,
+            outputs,
+            nodes,
+            initializers,
+            value_info,
+        };
+        graph.sort().map_err(|e| self.err(e.to_string()))?;
+        graph.validate().map_err(|e| self.err(e.to_string()))?;
+        Ok(graph)
+    }
+
+    fn attr(&mut self, a: proto::AttributeProto) -> std::result::Result<Attr, String> {
+        use proto::attribute_proto::AttributeType as T;
+        let ty = a
+            .r#type
+            .and_then(|t| T::try_from(t).ok())
+            .unwrap_or(T::Undefined);
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        Ok(match ty {
+            T::Float => Attr::Float(a.f.unwrap_or(0.0)),
+            T::Int => Attr::Int(a.i.unwrap_or(0)),
+            T::String => Attr::String(a.s.as_ref().map(text).unwrap_or_default()),
+            T::Tensor => {
+                let t = a.t.ok_or("tensor attribute without a tensor")?;
+                Attr::Tensor(self.tensor(t, "attribute").map_err(|e| e.to_string())?)
+            }
+            T::Floats => Attr::Floats(a.floats),
+            T::Ints => Attr::Ints(a.ints),
+            T::Strings => Attr::Strings(a.strings.iter().map(text).collect()),
+            T::Graph | T::Graphs => {
+                return Err("subgraph attributes (If, Loop, Scan) are not supported".into())
+            }
+            other => return Err(format!("attribute type {other:?} is not supported")),
+        })
+    }
+
+    fn tensor(&mut self, t: proto::TensorProto, what: &str) -> Result<TensorEntry> {
+        let name = t.name.clone().unwrap_or_default();
+        let path = self.path.clone();
+        let terr = |msg: String| Error::Io(ferry_io::Error::tensor(&path, &name, msg));
+        let code = t.data_type.unwrap_or(0);
+        let dtype = dtype_from_onnx(code).ok_or_else(|| {
+            terr(format!(
+                "{what} of element type {code} ({}), which ferry cannot hold",
+                onnx_type_name(code)
+            ))
+        })?;
+        let mut shape = Vec::with_capacity(t.dims.len());
+        for &d in &t.dims {
+            shape.push(usize::try_from(d).map_err(|_| terr(format!("negative dimension {d}")))?);
+        }
+        let numel = ferry_io::tensor::numel(&shape)
+            .ok_or_else(|| terr(format!("shape {shape:?} overflows")))?;
+        let nbytes = dtype
+            .storage_bytes(numel)
+            .ok_or_else(|| terr(format!("shape {shape:?} overflows")))?;
+        if t.segment.is_some() {
+            return Err(terr("segmented tensors are not supported".into()));
+        }
+        let external = t.data_location == Some(proto::tensor_proto::DataLocation::External as i32);
+        let (storage, file): (Storage, Arc<Path>) = if external {
+            self.external_storage(&t, nbytes).map_err(terr)?
+        } else if let Some(raw) = &t.raw_data {
+            if raw.len() as u64 != nbytes {
+                return Err(terr(format!(
+                    "raw_data holds {} bytes but {dtype} {shape:?} needs {nbytes} (file truncated or corrupt)",
+                    raw.len()
+                )));
+            }
+            (self.borrow_or_copy(raw), Arc::from(self.path.as_path()))
+        } else {
+            let data = typed_data(&t, dtype).map_err(terr)?;
+            if data.len() as u64 != nbytes {
+                return Err(terr(format!(
+                    "holds {} bytes of typed data but {dtype} {shape:?} needs {nbytes}",
+                    data.len()
+                )));
+            }
+            (Storage::owned(data), Arc::from(self.path.as_path()))
+        };
+        Ok(TensorEntry {
+            name,
+            dtype,
+            shape,
+            storage,
+            layout: Layout::Contiguous { offset: 0 },
+            storage_key: None,
+            file,
+        })
+    }
+
+    /// A mapped storage when `raw` lies inside the model's map, else a copy.
+    fn borrow_or_copy(&self, raw: &Bytes) -> Storage {
+        if let Some(map) = &self.map {
+            let base = map.as_ptr() as usize;
+            let p = raw.as_ptr() as usize;
+            if p >= base && p + raw.len() <= base + map.len() {
+                return Storage::mapped(map.clone(), p - base..p - base + raw.len());
+            }
+        }
+        Storage::owned(raw.to_vec())
+    }
+
+    fn external_storage(
+        &mut self,
+        t: &proto::TensorProto,
+        nbytes: u64,
+    ) -> std::result::Result<(Storage, Arc<Path>), String> {
+        let mut location = None;
+        let mut offset = 0u64;
+        let mut length = None;
+        for kv in &t.external_data {
+            let v = kv.value.clone().unwrap_or_default();
+            match kv.key.as_deref() {
+                Some("location") => location = Some(v),
+                Some("offset") => {
+                    offset = v
+                        .parse()
+                        .map_err(|_| format!("bad external offset `{v}`"))?
+                }
+                Some("length") => {
+                    length = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| format!("bad external length `{v}`"))?,
+                    )
+                }
+                _ => {}
+            }
+        }
+        let location = location.ok_or("external data without a location")?;
+        let rel = Path::new(&location);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(format!(
+                "external data location `{location}` leaves the model's folder; ONNX locations are relative paths inside it"
+            ));
+        }
+        if let Some(l) = length {
+            if l != nbytes {
+                return Err(format!(
+                    "external length {l} but the shape needs {nbytes} bytes"
+                ));
+            }
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let file = dir.join(rel);
+        let map = match self.external.get(&file) {
+            Some(m) => m.clone(),
+            None => {
+                let m = map_file(&file).map_err(|e| e.to_string())?;
+                self.external.insert(file.clone(), m.clone());
+                m
+            }
+        };
+        let end = offset
+            .checked_add(nbytes)
+            .filter(|&e| e <= map.len() as u64)
+            .ok_or_else(|| {
+                format!(
+                    "needs bytes {offset}..{} of {} but the file holds {} (truncated?)",
+                    offset.saturating_add(nbytes),
+                    file.display(),
+                    map.len()
+                )
+            })?;
+        Ok((
+            Storage::mapped(map, offset as usize..end as usize),
+            Arc::from(file.as_path()),
+        ))
+    }
+}
+
+/// Values stored in the typed repeated fields, as little-endian bytes of `dtype`.
+fn typed_data(t: &proto::TensorProto, dtype: DType) -> std::result::Result<Vec<u8>, String> {
+    let bytes = |it: &mut dyn Iterator<Item = Vec<u8>>| it.flatten().collect::<Vec<u8>>();
+    Ok(match dtype {
+        DType::F32 => bytes(&mut t.float_data.iter().map(|v| v.to_le_bytes().to_vec())),
+        DType::F64 => bytes(&mut t.double_data.iter().map(|v| v.to_le_bytes().to_vec())),
+        DType::I64 => bytes(&mut t.int64_data.iter().map(|v| v.to_le_bytes().to_vec())),
+        DType::U32 | DType::U64 => {
+            let w = if dtype == DType::U32 { 4 } else { 8 };
+            bytes(&mut t.uint64_data.iter().map(|v| v.to_le_bytes()[..w].to_vec()))
+        }
+        DType::I32 => bytes(&mut t.int32_data.iter().map(|v| v.to_le_bytes().to_vec())),
+        // Narrow types sit in int32_data, one value (or 16-bit pattern) per entry.
+        DType::Bool | DType::U8 | DType::I8 | DType::F8E4M3 => {
+            t.int32_data.iter().map(|&v| v as u8).collect()
+        }
+        DType::I16 | DType::U16 | DType::F16 | DType::BF16 => bytes(
+            &mut t
+                .int32_data
+                .iter()
+                .map(|&v| (v as u16).to_le_bytes().to_vec()),
+        ),
+        other => return Err(format!("typed data for {other} is not supported")),
+    })
+}
+
+fn value_info(v: &proto::ValueInfoProto) -> ValueInfo {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    use proto::type_proto::Value as T;
+    let name = v.name.clone().unwrap_or_default();
+    let Some(T::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return ValueInfo::untyped(name);
+    };
+    ValueInfo {
+        name,
+        dtype: tt.elem_type.and_then(dtype_from_onnx),
+        shape: tt.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(D::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
+                    Some(D::DimParam(p)) if !p.is_empty() => Dim::Symbolic(p.clone()),
+                    _ => Dim::Unknown,
+                })
+                .collect()
+        }),
+    }
+}

@@ -1,0 +1,160 @@
+//! Migration of a graph (an `.onnx` file): resolve -> optimize (every pass verified on seeded
+//! inputs) -> write ONNX -> verify end to end (the original graph against the written file,
+//! read back, at two input sizes) -> report.
+
+use std::path::Path;
+
+use candle_core::Device;
+use ferry_graph::exec::Executor;
+use ferry_graph::onnx::{read_model, write_model, ExportOptions};
+use ferry_graph::passes::{self, PassManager, VerifyOptions};
+use ferry_graph::verify::{compare_outputs, symbol_sizes, synth_inputs};
+
+use crate::pipeline::{file_record, MigrateOptions, Stages, Target};
+use crate::report::{GraphRecord, MigrationReport};
+use crate::{Error, Result};
+
+/// Relative tolerance of graph verification (see `ferry_graph::verify`).
+const GRAPH_TOLERANCE: f64 = 1e-4;
+
+/// Input sizes of the end-to-end check: symbolic dimensions get these values in turn.
+const CHECK_SIZES: [&[usize]; 2] = [&[2, 16], &[3, 7]];
+
+/// Whether `path` is a graph ferry migrates as one (an `.onnx` file).
+pub fn is_graph(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        && path.is_file()
+}
+
+pub(crate) fn migrate(
+    path: &Path,
+    opts: &MigrateOptions,
+    stages: &mut Stages<'_>,
+) -> Result<MigrationReport> {
+    if let Target::Tensors(t) = opts.target {
+        return Err(Error::Usage(format!(
+            "{} is a graph: migrate it to onnx (--to onnx); ferry does not extract a graph's weights into {t}",
+            path.display()
+        )));
+    }
+    let original = stages.run("resolve", |_| {
+        let m = read_model(path)?;
+        let summary = format!(
+            "{}: ONNX opset {}, {} nodes, {} initializers ({} parameters)",
+            path.display(),
+            m.opset(),
+            m.graph.nodes.len(),
+            m.graph.initializers.len(),
+            parameters(&m)
+        );
+        Ok((m, summary))
+    })?;
+    let inputs = vec![file_record(path, None)?];
+    let mut model = original.clone();
+    let pipeline = stages.run("optimize", |_| {
+        let list = if opts.passes.is_empty() {
+            passes::all()
+        } else {
+            passes::by_names(&opts.passes)?
+        };
+        let r = PassManager::new(list)
+            .verify(VerifyOptions {
+                inputs: None,
+                rel_tolerance: GRAPH_TOLERANCE,
+            })
+            .run(&mut model, |_| {})?;
+        let summary = format!(
+            "{} -> {} nodes; {}",
+            original.graph.nodes.len(),
+            model.graph.nodes.len(),
+            match &r.failed {
+                Some(p) => format!("pass `{p}` broke the tolerance"),
+                None => format!(
+                    "{} passes, each verified within {GRAPH_TOLERANCE:e} relative",
+                    r.passes.len()
+                ),
+            }
+        );
+        Ok((r, summary))
+    })?;
+    let model_path = opts.out_dir.join(format!("{}.onnx", opts.file_stem));
+    let mut outputs = Vec::new();
+    let mut end_to_end = Vec::new();
+    if !opts.dry_run && pipeline.failed.is_none() {
+        let written = stages.run("write", |_| {
+            std::fs::create_dir_all(&opts.out_dir).map_err(|e| crate::fs_err(&opts.out_dir, e))?;
+            let data = write_model(&model, &model_path, &ExportOptions::default())?;
+            let mut files = vec![model_path.clone()];
+            files.extend(data);
+            let summary = format!(
+                "wrote {}",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok((files, summary))
+        })?;
+        for f in &written {
+            outputs.push(file_record(f, None)?);
+        }
+        end_to_end = stages.run("verify", |_| {
+            let back = read_model(&model_path)?;
+            let (a, b) = (
+                Executor::new(&original, &Device::Cpu)?,
+                Executor::new(&back, &Device::Cpu)?,
+            );
+            let mut checks = Vec::new();
+            for sizes in CHECK_SIZES {
+                let feeds =
+                    synth_inputs(&original.graph, &symbol_sizes(&original.graph, sizes), 3)?;
+                checks.extend(compare_outputs(
+                    &a.run(&feeds)?,
+                    &b.run(&feeds)?,
+                    GRAPH_TOLERANCE,
+                )?);
+            }
+            let ok = checks.iter().filter(|c| c.ok).count();
+            let worst = checks.iter().filter_map(|c| c.max_abs).fold(0.0, f64::max);
+            let summary = format!(
+                "{ok}/{} output checks within tolerance (2 input sizes), max abs {worst:.2e}",
+                checks.len()
+            );
+            Ok((checks, summary))
+        })?;
+    }
+    let ok = !opts.dry_run
+        && pipeline.failed.is_none()
+        && !end_to_end.is_empty()
+        && end_to_end.iter().all(|c| c.ok);
+    Ok(MigrationReport {
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        options: opts.options_json.clone(),
+        input_format: "onnx".into(),
+        inputs,
+        outputs,
+        stages: Vec::new(),
+        tensors: Vec::new(),
+        rename: Default::default(),
+        tied_groups: Vec::new(),
+        missing: Vec::new(),
+        parameters: parameters(&original),
+        task_eval: None,
+        graph: Some(GraphRecord {
+            pipeline,
+            end_to_end,
+        }),
+        ok,
+    })
+}
+
+fn parameters(m: &ferry_graph::Model) -> u64 {
+    m.graph
+        .initializers
+        .values()
+        .filter(|e| e.dtype.is_float())
+        .map(|e| e.numel())
+        .sum()
+}
