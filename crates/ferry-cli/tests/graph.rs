@@ -158,7 +158,7 @@ fn migrate_optimizes_and_verifies_a_graph() {
     assert_eq!(v["ok"], true, "{v:#}");
     assert_eq!(v["input_format"], "onnx");
     let g = &v["graph"];
-    assert_eq!(g["pipeline"]["ops_after"]["com.ferry.Attention"], 2);
+    assert_eq!(g["pipeline"]["ops_after"]["com.ferry.PackedAttention"], 2);
     assert!(g["end_to_end"]
         .as_array()
         .unwrap()

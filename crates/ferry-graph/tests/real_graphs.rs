@@ -104,7 +104,7 @@ fn optimization_removes_batch_norm_and_fuses_the_encoder() {
     let enc = read_model(&fixture("encoder.onnx")).unwrap();
     let opt = optimize(&enc);
     let h = opt.graph.op_histogram();
-    assert_eq!(h.get("com.ferry.Attention"), Some(&2), "{h:?}");
+    assert_eq!(h.get("com.ferry.PackedAttention"), Some(&2), "{h:?}");
     assert_eq!(h.get("LayerNormalization"), Some(&5), "{h:?}");
     assert_eq!(h.get("com.ferry.MatMulBiasGelu"), Some(&2), "{h:?}");
     assert!(
@@ -208,7 +208,10 @@ fn all_minilm_l6_v2_matches_transformers() {
     assert_matches("all-MiniLM-L6-v2 optimized", &opt, &inputs, &want, 1e-4);
     let h = opt.graph.op_histogram();
     assert_eq!(
-        (h.get("com.ferry.Attention"), h.get("LayerNormalization")),
+        (
+            h.get("com.ferry.PackedAttention"),
+            h.get("LayerNormalization")
+        ),
         (Some(&6), Some(&13)),
         "{h:?}"
     );

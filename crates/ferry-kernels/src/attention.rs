@@ -126,7 +126,7 @@ fn row_block<const HD: usize, const W: usize>(
         let ac = a[c];
         let b = &bt[c * s + j..c * s + j + W];
         for l in 0..W {
-            acc[l] += ac * b[l];
+            acc[l] = ac.mul_add(b[l], acc[l]);
         }
     }
     for l in 0..W {
@@ -157,6 +157,54 @@ fn row_times<const HD: usize>(a: &[f32; HD], bt: &[f32], out: &mut [f32], scale:
     }
 }
 
+/// [`row_times`] for two rows `a0`, `a1` at once: each load of `bt` feeds both, and the two
+/// sets of accumulators (eight vectors for 64 outputs) keep both FMA units busy.
+#[inline(always)]
+fn two_rows_times<const HD: usize>(
+    a0: &[f32; HD],
+    a1: &[f32; HD],
+    bt: &[f32],
+    out0: &mut [f32],
+    out1: &mut [f32],
+    scale: f32,
+) {
+    const W: usize = 64;
+    let s = out0.len();
+    let mut j = 0;
+    while j + W <= s {
+        let mut acc0 = [0f32; W];
+        let mut acc1 = [0f32; W];
+        for c in 0..HD {
+            let (x0, x1) = (a0[c], a1[c]);
+            let b = &bt[c * s + j..c * s + j + W];
+            for l in 0..W {
+                acc0[l] = x0.mul_add(b[l], acc0[l]);
+                acc1[l] = x1.mul_add(b[l], acc1[l]);
+            }
+        }
+        for l in 0..W {
+            out0[j + l] = acc0[l] * scale;
+            out1[j + l] = acc1[l] * scale;
+        }
+        j += W;
+    }
+    if j < s {
+        let tail = |a: &[f32; HD], out: &mut [f32]| {
+            let mut rest = vec![0f32; s - j];
+            for (jj, o) in rest.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for c in 0..HD {
+                    acc += a[c] * bt[c * s + j + jj];
+                }
+                *o = acc * scale;
+            }
+            out[j..].copy_from_slice(&rest);
+        };
+        tail(a0, out0);
+        tail(a1, out1);
+    }
+}
+
 /// `sum_j w[j] * rows[j]` over the `HD`-wide rows of a packed `[s, HD]` block, accumulated
 /// in registers, four rows at a time into independent accumulators (one chain of dependent
 /// FMAs would run at a quarter of the FMA units' rate).
@@ -169,7 +217,7 @@ fn weighted_rows<const HD: usize>(w: impl Fn(usize) -> f32, rows: &[f32]) -> [f3
             let wu = w(4 * q + u);
             let r = &rq[u * HD..(u + 1) * HD];
             for c in 0..HD {
-                acc[u][c] += wu * r[c];
+                acc[u][c] = wu.mul_add(r[c], acc[u][c]);
             }
         }
     }
@@ -220,9 +268,18 @@ fn head_forward<const HD: usize>(
         }
     }
     let v = pack::<HD>(qkv, base + 2 * d, d3, s);
+    let q = |i: usize| -> &[f32; HD] { at(i, 0).try_into().expect("HD values") };
+    // Scores two query rows at a time (a last odd row alone).
+    for (pair, rows) in p.chunks_mut(2 * s).enumerate() {
+        let i = 2 * pair;
+        if rows.len() == 2 * s {
+            let (r0, r1) = rows.split_at_mut(s);
+            two_rows_times(q(i), q(i + 1), &kt, r0, r1, scale);
+        } else {
+            row_times(q(i), &kt, rows, scale);
+        }
+    }
     for (i, row) in p.chunks_exact_mut(s).enumerate() {
-        let q: &[f32; HD] = at(i, 0).try_into().expect("HD values");
-        row_times(q, &kt, row, scale);
         if let Some(m) = bias {
             row.iter_mut().zip(m).for_each(|(x, m)| *x += m);
         }

@@ -10,6 +10,8 @@
 //!   heads x head_size]`; `Bias` is added to the scores `[batch, heads, seq, seq]`
 //!   (broadcast; a padding mask is `[batch, 1, 1, seq]`); `Y = softmax(scale Q K^T + Bias) V`
 //!   with heads merged back.
+//! - `PackedAttention(QKV, Bias) -> Y` with `num_heads` and `scale`: `Attention` on the three
+//!   equal parts of `QKV`'s last axis.
 
 use indexmap::IndexMap;
 
@@ -40,6 +42,7 @@ pub(super) fn for_model(
                 "Gelu" => gelu_erf(),
                 "GeluTanh" => gelu_tanh(),
                 "Attention" => attention(),
+                "PackedAttention" => packed_attention(opset),
                 "MatMulBias" => matmul_bias(false),
                 "MatMulBiasGelu" => matmul_bias(true),
                 _ => return None,
@@ -181,6 +184,24 @@ fn matmul_bias(gelu: bool) -> Body {
         nodes.push(node("Add", &["xw", "B"], &["Y"], vec![]));
     }
     (vec!["X", "W", "B"], vec!["Y"], vec![], nodes)
+}
+
+/// Split into three equal parts: by output count before opset 18, `num_outputs` from 18.
+fn packed_attention(opset: i64) -> Body {
+    let (_, outputs, attributes, body) = attention();
+    let mut split_attrs = vec![proto::AttributeProto {
+        i: Some(-1),
+        ..attr("axis", T::Int)
+    }];
+    if opset >= 18 {
+        split_attrs.push(proto::AttributeProto {
+            i: Some(3),
+            ..attr("num_outputs", T::Int)
+        });
+    }
+    let mut nodes = vec![node("Split", &["QKV"], &["Q", "K", "V"], split_attrs)];
+    nodes.extend(body);
+    (vec!["QKV", "Bias"], outputs, attributes, nodes)
 }
 
 fn attention() -> Body {

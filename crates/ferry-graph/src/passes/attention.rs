@@ -2,7 +2,9 @@
 //! `Reshape/Transpose` heads of Q, K, V -> `MatMul(Q, K^T)` -> scale (`Mul` or `Div`) ->
 //! optional `Add` of a mask -> `Softmax` -> `MatMul(P, V)` -> heads merged by
 //! `Transpose/Reshape`, becomes one `com.ferry.Attention(Q, K, V, Bias)` run by ferry-kernels'
-//! attention kernel (its ONNX function body keeps the model loadable elsewhere).
+//! attention kernel (its ONNX function body keeps the model loadable elsewhere). When Q, K
+//! and V are the three parts of one merged projection (`qkv-merge`), the Split goes too and
+//! the op is `com.ferry.PackedAttention(QKV, Bias)`.
 //! Needs constant head-split shapes: run `shape-simplify` first.
 
 use std::collections::HashMap;
@@ -70,20 +72,25 @@ impl Pass for AttentionFusion {
                     };
                     let base = sm.name.trim_end_matches("/Softmax");
                     let name = g.fresh_name(&format!("{base}/Attention"));
-                    let mut node = Node::new(
-                        name.clone(),
-                        "Attention",
-                        vec![m.q, m.k, m.v, bias],
-                        vec![m.out],
-                    )
-                    .with_attr("num_heads", Attr::Int(m.heads))
-                    .with_attr("scale", Attr::Float(m.scale));
+                    let (op, inputs) = match packed_split(g, &idx, &m) {
+                        Some((si, packed)) => {
+                            rw.remove([si]);
+                            ("PackedAttention", vec![packed, bias])
+                        }
+                        None => (
+                            "Attention",
+                            vec![m.q.clone(), m.k.clone(), m.v.clone(), bias],
+                        ),
+                    };
+                    let mut node = Node::new(name.clone(), op, inputs, vec![m.out.clone()])
+                        .with_attr("num_heads", Attr::Int(m.heads))
+                        .with_attr("scale", Attr::Float(m.scale));
                     node.domain = FERRY_DOMAIN.into();
                     let last = *m.nodes.iter().max().expect("matched nodes");
                     rw.remove(m.nodes.iter().copied());
                     rw.add(last, node);
                     report.matched.push(format!(
-                        "com.ferry.Attention `{name}`: {} heads, scale {}, {} nodes",
+                        "com.ferry.{op} `{name}`: {} heads, scale {}, {} nodes",
                         m.heads,
                         m.scale,
                         m.nodes.len()
@@ -98,6 +105,31 @@ impl Pass for AttentionFusion {
 }
 
 type Dims = HashMap<String, Vec<usize>>;
+
+/// When Q, K and V are the three equal outputs of one Split along the last axis (what
+/// `qkv-merge` makes), that Split and its packed input: the kernel then reads the packed
+/// projection directly instead of concatenating Q, K and V again.
+fn packed_split(g: &Graph, idx: &Index, m: &Matched) -> Option<(usize, String)> {
+    let &si = idx.producer.get(&m.q)?;
+    let split = &g.nodes[si];
+    if split.op_type != "Split"
+        || !split.domain.is_empty()
+        || split.outputs != [m.q.clone(), m.k.clone(), m.v.clone()]
+    {
+        return None;
+    }
+    let axis = split.attr_int("axis", 0);
+    let sizes = match split.input(1) {
+        Some(s) => const_ints(g, idx, s)?,
+        None => split.attr_ints("split")?.to_vec(),
+    };
+    let last = axis == -1 || axis == 2;
+    let only_here = [&m.q, &m.k, &m.v]
+        .iter()
+        .all(|v| idx.consumers_of(v).len() == 1);
+    (last && only_here && sizes.len() == 3 && sizes[0] == sizes[1] && sizes[1] == sizes[2])
+        .then(|| (si, split.inputs[0].clone()))
+}
 
 /// `Transpose(Reshape(x, [.., .., H, hd]), perm)` with perm in `perms` (a K^T may also be a
 /// second Transpose swapping the last two axes). Returns (x, split shape, nodes).
@@ -167,14 +199,15 @@ fn match_attention(
     for op in ["Mul", "Div"] {
         if let Some((ci, c)) = idx.producer_op(g, &scores, op) {
             let (a, b) = (c.inputs[0].clone(), c.inputs[1].clone());
-            let (v, k) =
-                match (scalar(g, idx, &b), scalar(g, idx, &a)) {
-                    (Some(k), _) => (a, k),
-                    (None, Some(k)) if op == "Mul" => (b, k),
-                    _ => return Err(format!(
+            let (v, k) = match (scalar(g, idx, &b), scalar(g, idx, &a)) {
+                (Some(k), _) => (a, k),
+                (None, Some(k)) if op == "Mul" => (b, k),
+                _ => {
+                    return Err(format!(
                         "the scores are scaled by {op} with a value that is not a constant scalar"
-                    )),
-                };
+                    ))
+                }
+            };
             scale = if op == "Mul" { k } else { 1.0 / k };
             nodes.push(ci);
             scores = v;
@@ -294,5 +327,19 @@ mod tests {
         );
         assert!(!opt.graph.op_histogram().contains_key("Softmax"));
         assert_same_outputs(&model, &opt, 1e-5);
+
+        // After qkv-merge, Q, K and V are one Split's parts: the Split is absorbed.
+        let mut merged = model.clone();
+        ConstFold.run(&mut merged).unwrap();
+        ShapeSimplify.run(&mut merged).unwrap();
+        crate::passes::qkv_merge::QkvMerge.run(&mut merged).unwrap();
+        let r = AttentionFusion.run(&mut merged).unwrap();
+        let h = merged.graph.op_histogram();
+        assert_eq!(
+            (h.get("com.ferry.PackedAttention"), h.get("Split")),
+            (Some(&2), None),
+            "{r:#?}"
+        );
+        assert_same_outputs(&model, &merged, 1e-5);
     }
 }

@@ -185,7 +185,7 @@ mod tests {
             .unwrap();
         assert!(r.failed.is_none(), "{r:#?}");
         for op in [
-            "com.ferry.Attention",
+            "com.ferry.PackedAttention",
             "LayerNormalization",
             "com.ferry.MatMulBiasGelu",
         ] {

@@ -11,6 +11,7 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
     Some(match op {
         "Gelu" | "GeluTanh" => gelu,
         "Attention" => attention,
+        "PackedAttention" => packed_attention,
         "MatMulBias" | "MatMulBiasGelu" => matmul_bias,
         _ => return None,
     })
@@ -76,6 +77,39 @@ fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     let probs = super::reduce::softmax_axis(&scores, 3)?;
     let ctx = probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, s, d))?;
     Ok(vec![ctx])
+}
+
+/// `PackedAttention(QKV, Bias)`: [`attention`] with Q, K, V the thirds of `QKV`'s last axis.
+fn packed_attention(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let qkv = arg(&args, 0)?;
+    let bias = arg(&args, 1)?;
+    let (b, s, d3) = qkv.dims3()?;
+    let heads = node.attr_int("num_heads", 0);
+    if d3 % 3 != 0 || heads <= 0 || (d3 / 3) % heads as usize != 0 {
+        candle_core::bail!(
+            "QKV {:?} is not [batch, seq, 3 x heads ({heads}) x head_size]",
+            qkv.dims()
+        );
+    }
+    if qkv.dtype() == DType::F32 && qkv.device().is_cpu() {
+        if let Some(key_bias) = key_bias(bias, b, s)? {
+            let scale = node.attr_float("scale", 0.0);
+            return Ok(vec![ferry_kernels::attention_inference(
+                qkv,
+                heads as usize,
+                key_bias.as_ref(),
+                scale,
+            )?]);
+        }
+    }
+    let d = d3 / 3;
+    let parts = vec![
+        Some(qkv.narrow(2, 0, d)?),
+        Some(qkv.narrow(2, d, d)?),
+        Some(qkv.narrow(2, 2 * d, d)?),
+        Some(bias.clone()),
+    ];
+    attention(node, cx, parts)
 }
 
 /// The bias as one value per key (`[batch, seq]`) when that is all it holds: a scalar 0
