@@ -105,7 +105,12 @@ fn optimization_removes_batch_norm_and_fuses_the_encoder() {
     let opt = optimize(&enc);
     let h = opt.graph.op_histogram();
     assert_eq!(h.get("com.ferry.PackedAttention"), Some(&2), "{h:?}");
-    assert_eq!(h.get("LayerNormalization"), Some(&5), "{h:?}");
+    // The embeddings' LayerNorm alone, and both post-norm residuals of each layer fused.
+    assert_eq!(
+        (h.get("LayerNormalization"), h.get("com.ferry.AddLayerNorm")),
+        (Some(&1), Some(&4)),
+        "{h:?}"
+    );
     assert_eq!(h.get("com.ferry.MatMulBiasGelu"), Some(&2), "{h:?}");
     assert!(
         opt.graph.nodes.len() < enc.graph.nodes.len() / 3,
@@ -210,9 +215,10 @@ fn all_minilm_l6_v2_matches_transformers() {
     assert_eq!(
         (
             h.get("com.ferry.PackedAttention"),
-            h.get("LayerNormalization")
+            h.get("LayerNormalization"),
+            h.get("com.ferry.AddLayerNorm")
         ),
-        (Some(&6), Some(&13)),
+        (Some(&6), Some(&1), Some(&12)),
         "{h:?}"
     );
 }

@@ -10,6 +10,8 @@
 //!   heads x head_size]`; `Bias` is added to the scores `[batch, heads, seq, seq]`
 //!   (broadcast; a padding mask is `[batch, 1, 1, seq]`); `Y = softmax(scale Q K^T + Bias) V`
 //!   with heads merged back.
+//! - `AddLayerNorm(A, B, Scale, Bias) -> Y` with `epsilon`: `LayerNormalization(A + B)` over
+//!   the last axis (models with this op are at opset 17 or later).
 //! - `PackedAttention(QKV, Bias) -> Y` with `num_heads` and `scale`: `Attention` on the three
 //!   equal parts of `QKV`'s last axis.
 
@@ -43,6 +45,7 @@ pub(super) fn for_model(
                 "GeluTanh" => gelu_tanh(),
                 "Attention" => attention(),
                 "PackedAttention" => packed_attention(opset),
+                "AddLayerNorm" => add_layer_norm(),
                 "MatMulBias" => matmul_bias(false),
                 "MatMulBiasGelu" => matmul_bias(true),
                 _ => return None,
@@ -184,6 +187,32 @@ fn matmul_bias(gelu: bool) -> Body {
         nodes.push(node("Add", &["xw", "B"], &["Y"], vec![]));
     }
     (vec!["X", "W", "B"], vec!["Y"], vec![], nodes)
+}
+
+fn add_layer_norm() -> Body {
+    let eps = proto::AttributeProto {
+        ref_attr_name: Some("epsilon".into()),
+        ..attr("epsilon", T::Float)
+    };
+    let axis = proto::AttributeProto {
+        i: Some(-1),
+        ..attr("axis", T::Int)
+    };
+    let nodes = vec![
+        node("Add", &["A", "B"], &["sum"], vec![]),
+        node(
+            "LayerNormalization",
+            &["sum", "Scale", "Bias"],
+            &["Y"],
+            vec![axis, eps],
+        ),
+    ];
+    (
+        vec!["A", "B", "Scale", "Bias"],
+        vec!["Y"],
+        vec!["epsilon"],
+        nodes,
+    )
 }
 
 /// Split into three equal parts: by output count before opset 18, `num_outputs` from 18.

@@ -186,7 +186,7 @@ mod tests {
         assert!(r.failed.is_none(), "{r:#?}");
         for op in [
             "com.ferry.PackedAttention",
-            "LayerNormalization",
+            "com.ferry.AddLayerNorm",
             "com.ferry.MatMulBiasGelu",
         ] {
             assert!(

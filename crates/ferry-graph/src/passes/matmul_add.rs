@@ -93,7 +93,42 @@ impl Pass for MatMulAddToGemm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::testing::{assert_same_outputs, load_fixture};
+    use crate::ir::entry_from_candle;
+    use crate::passes::testing::{assert_same_outputs, chain_model, load_fixture};
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn two_d_matmul_with_a_bias_becomes_one_gemm() {
+        // x [batch, 8] -> Relu -> MatMul W [8, 4] -> Add b [4] -> y
+        let mut model = chain_model(&["Relu"]);
+        let g = &mut model.graph;
+        g.nodes[0].outputs[0] = "h".into();
+        g.nodes.push(Node::new(
+            "mm",
+            "MatMul",
+            vec!["h".into(), "w".into()],
+            vec!["hw".into()],
+        ));
+        g.nodes.push(Node::new(
+            "bias",
+            "Add",
+            vec!["b".into(), "hw".into()],
+            vec!["y".into()],
+        ));
+        g.outputs[0].shape = None;
+        let w = Tensor::randn(0f32, 1.0, (8, 4), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 4, &Device::Cpu).unwrap();
+        g.initializers
+            .insert("w".into(), entry_from_candle("w", &w).unwrap());
+        g.initializers
+            .insert("b".into(), entry_from_candle("b", &b).unwrap());
+        let mut opt = model.clone();
+        let r = MatMulAddToGemm.run(&mut opt).unwrap();
+        assert_eq!(r.matched.len(), 1, "{r:#?}");
+        assert_eq!(opt.graph.op_histogram().get("Gemm"), Some(&1));
+        assert!(!opt.graph.op_histogram().contains_key("MatMul"));
+        assert_same_outputs(&model, &opt, 1e-6);
+    }
 
     #[test]
     fn two_d_matmul_add_becomes_gemm_and_three_d_is_explained() {

@@ -5,6 +5,7 @@
 //! at node `/encoder/layer.3/.../ReduceMean`: epsilon is not a constant"). Each has its own
 //! test comparing outputs before and after on seeded inputs.
 
+mod add_layer_norm;
 mod attention;
 mod bn_fold;
 mod const_fold;
@@ -101,6 +102,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(qkv_merge::QkvMerge),
         Box::new(attention::AttentionFusion),
         Box::new(matmul_bias::MatMulBiasFusion),
+        Box::new(add_layer_norm::AddLayerNormFusion),
         Box::new(dce::DeadNodeElimination),
     ]
 }

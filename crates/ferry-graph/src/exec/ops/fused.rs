@@ -12,6 +12,7 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
         "Gelu" | "GeluTanh" => gelu,
         "Attention" => attention,
         "PackedAttention" => packed_attention,
+        "AddLayerNorm" => add_layer_norm,
         "MatMulBias" | "MatMulBiasGelu" => matmul_bias,
         _ => return None,
     })
@@ -77,6 +78,16 @@ fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     let probs = super::reduce::softmax_axis(&scores, 3)?;
     let ctx = probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, s, d))?;
     Ok(vec![ctx])
+}
+
+/// `AddLayerNorm(A, B, Scale, Bias)` = `LayerNormalization(A + B)` over the last axis.
+fn add_layer_norm(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let (a, b) = (arg(&args, 0)?, arg(&args, 1)?);
+    let (scale, bias) = (arg(&args, 2)?.flatten_all()?, arg(&args, 3)?.flatten_all()?);
+    let eps = node.attr_float("epsilon", 1e-5) as f64;
+    Ok(vec![ferry_kernels::add_layer_norm(
+        a, b, &scale, &bias, eps,
+    )?])
 }
 
 /// `PackedAttention(QKV, Bias)`: [`attention`] with Q, K, V the thirds of `QKV`'s last axis.
