@@ -172,3 +172,43 @@ fn a_graph_reading_an_undefined_value_is_invalid() {
     let e = model.graph.validate().unwrap_err().to_string();
     assert!(e.contains("`dangling`") && e.contains("`nowhere`"), "{e}");
 }
+
+#[test]
+fn a_graph_asking_for_1e16_elements_gets_an_error_not_an_allocation() {
+    use ferry_graph::ir::{entry_from_candle, Graph, Model, ValueInfo};
+    use ferry_graph::passes::{by_names, PassManager};
+    let shape = candle_core::Tensor::new(&[100_000_000i64, 100_000_000], &Device::Cpu).unwrap();
+    let mut model = Model {
+        graph: Graph {
+            outputs: vec![ValueInfo::untyped("y")],
+            nodes: vec![Node::new(
+                "huge",
+                "ConstantOfShape",
+                vec!["shape".into()],
+                vec!["y".into()],
+            )],
+            ..Graph::default()
+        },
+        opsets: [(String::new(), 17)].into_iter().collect(),
+        ..Model::default()
+    };
+    model
+        .graph
+        .initializers
+        .insert("shape".into(), entry_from_candle("shape", &shape).unwrap());
+    let e = Executor::new(&model, &Device::Cpu)
+        .unwrap()
+        .run(&Default::default())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`huge`") && e.contains("would create"), "{e}");
+    let r = PassManager::new(by_names(&["const-fold".into()]).unwrap())
+        .run(&mut model, |_| {})
+        .unwrap();
+    assert_eq!(model.graph.nodes.len(), 1, "the node stays");
+    assert!(
+        r.passes[0].skipped[0].reason.contains("too many to store"),
+        "{r:#?}"
+    );
+}

@@ -12,7 +12,7 @@ use ferry_graph::passes::{self, PassManager, PassReport, PipelineReport, VerifyO
 /// Arguments of `ferry optimize`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Passes (default order):\n  identity, const-fold, shape-simplify, const-fold, bn-fold, matmul-add, layer-norm, gelu, qkv-merge, attention, dce\n\nFused ops are written as com.ferry ops with ONNX function bodies, so onnxruntime and other runtimes still load the model.\n\nExit status: 0 when written (and verified), 1 when a pass broke the tolerance (nothing written), 2 on error.\n\nExamples:\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry optimize cnn.onnx cnn.opt.onnx --passes const-fold,bn-fold,dce\n  ferry optimize model.onnx out.onnx --verify --input-file input_ids=ids.npy --input-file attention_mask=mask.npy --json\n  ferry optimize --list-passes"
+    after_help = "Passes (default order):\n  identity, const-fold, shape-simplify, const-fold, bn-fold, matmul-add, layer-norm, gelu, qkv-merge, attention, matmul-bias, add-layer-norm, dce\n\nFused ops are written as com.ferry ops with ONNX function bodies, so onnxruntime and other runtimes still load the model.\n\nExit status: 0 when written (and verified), 1 when a pass broke the tolerance (nothing written), 2 on error.\n\nExamples:\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry optimize cnn.onnx cnn.opt.onnx --passes const-fold,bn-fold,dce\n  ferry optimize model.onnx out.onnx --verify --input-file input_ids=ids.npy --input-file attention_mask=mask.npy --json\n  ferry optimize --list-passes"
 )]
 pub struct Args {
     /// The ONNX model to optimize.
@@ -53,7 +53,8 @@ pub struct Args {
 /// Runs `ferry optimize`.
 pub fn run(a: Args) -> Result<ExitCode> {
     if a.list_passes {
-        for p in passes::all() {
+        let mut seen = std::collections::HashSet::new();
+        for p in passes::all().into_iter().filter(|p| seen.insert(p.name())) {
             println!("{:<15} {}", p.name(), p.description());
         }
         return Ok(ExitCode::SUCCESS);

@@ -16,8 +16,9 @@ use candle_core::{Device, Tensor};
 use indexmap::IndexMap;
 
 pub use device::parse_device;
+pub use ops::is_supported;
 pub use ops::reshape_dims;
-pub use ops::{is_supported, OpCx};
+use ops::OpCx;
 
 use crate::error::{Error, Result};
 use crate::ir::{entry_to_candle, Graph, Model, Node};
@@ -104,11 +105,6 @@ impl Executor {
             consts,
             frees,
         })
-    }
-
-    /// The graph this executor runs.
-    pub fn graph(&self) -> &Graph {
-        &self.graph
     }
 
     /// Runs the graph; returns its outputs in graph order.
@@ -199,6 +195,18 @@ impl Executor {
                 let e = stats.profile.entry(node.qualified_op()).or_insert((0, 0.0));
                 e.0 += 1;
                 e.1 += t.elapsed().as_secs_f64();
+            }
+            if let Some((i, name)) = node
+                .outputs
+                .iter()
+                .enumerate()
+                .skip(outs.len())
+                .find(|(_, n)| !n.is_empty())
+            {
+                return Err(Error::node(
+                    node,
+                    format!("output {i} (`{name}`) is not supported by ferry's implementation"),
+                ));
             }
             for (name, t) in node.outputs.iter().zip(outs) {
                 if !name.is_empty() {

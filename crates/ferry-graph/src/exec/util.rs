@@ -32,7 +32,7 @@ pub(crate) fn floats_of(t: &Tensor) -> R<Vec<f64>> {
 pub(crate) fn norm_axis(a: i64, rank: usize) -> R<usize> {
     let r = rank as i64;
     let v = if a < 0 { a + r } else { a };
-    if v < 0 || v >= r.max(1) {
+    if v < 0 || v >= r {
         candle_core::bail!("axis {a} is out of range for rank {rank}");
     }
     Ok(v as usize)

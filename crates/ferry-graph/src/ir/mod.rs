@@ -1,5 +1,6 @@
 //! The graph IR: a model holds a graph of nodes over named values; weights are initializers
-//! held as ferry-io [`TensorEntry`]s, so they stay memory-mapped until a node needs them.
+//! held as ferry-io [`TensorEntry`]s, so they stay memory-mapped while a graph is read,
+//! rewritten and written (an [`crate::Executor`] loads them into candle to run it).
 
 mod attr;
 mod consts;

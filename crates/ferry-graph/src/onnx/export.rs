@@ -27,8 +27,8 @@ pub enum ExternalData {
 }
 
 /// Initializer bytes above which [`ExternalData::Auto`] moves them out of the protobuf
-/// (whose messages cannot exceed 2 GiB).
-pub const INLINE_LIMIT: u64 = 1 << 31;
+/// (whose messages cannot exceed 2 GiB; 64 MiB are left for the graph and attributes).
+pub const INLINE_LIMIT: u64 = (1 << 31) - (64 << 20);
 /// Tensors smaller than this stay inline even in external mode (as onnx's own saver does).
 const EXTERNAL_MIN_BYTES: u64 = 1024;
 /// Alignment of tensors in the external-data file (lets readers map them).
@@ -190,7 +190,13 @@ fn model_proto(
             initializer,
             input: g.inputs.iter().map(value_info_proto).collect(),
             output: g.outputs.iter().map(value_info_proto).collect(),
-            value_info: g.value_info.values().map(value_info_proto).collect(),
+            // Only values that still exist (passes remove some).
+            value_info: g
+                .value_info
+                .values()
+                .filter(|v| g.nodes.iter().any(|n| n.outputs.contains(&v.name)))
+                .map(value_info_proto)
+                .collect(),
             ..Default::default()
         }),
         metadata_props: model.metadata.iter().map(|(k, v)| kv(k, v)).collect(),

@@ -142,11 +142,13 @@ impl Importer {
                 .clone()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| format!("{op_type}_{i}"));
-            let seen = names.entry(name.clone()).or_insert(0);
-            *seen += 1;
-            if *seen > 1 {
+            // Unique even when a file's own names collide with generated ones.
+            while names.contains_key(&name) {
+                let seen = names.get_mut(&name).expect("present");
+                *seen += 1;
                 name = format!("{name}__{seen}");
             }
+            names.insert(name.clone(), 1);
             let mut attrs = IndexMap::new();
             for a in n.attribute {
                 let key = a.name.clone().unwrap_or_default();
@@ -185,10 +187,29 @@ impl Importer {
 
     fn attr(&mut self, a: proto::AttributeProto) -> std::result::Result<Attr, String> {
         use proto::attribute_proto::AttributeType as T;
+        // Files from before IR 3 leave `type` unset: infer it from the field that holds a value.
+        let inferred = if a.f.is_some() {
+            T::Float
+        } else if a.i.is_some() {
+            T::Int
+        } else if a.s.is_some() {
+            T::String
+        } else if a.t.is_some() {
+            T::Tensor
+        } else if !a.floats.is_empty() {
+            T::Floats
+        } else if !a.ints.is_empty() {
+            T::Ints
+        } else if !a.strings.is_empty() {
+            T::Strings
+        } else {
+            T::Undefined
+        };
         let ty = a
             .r#type
             .and_then(|t| T::try_from(t).ok())
-            .unwrap_or(T::Undefined);
+            .filter(|t| *t != T::Undefined)
+            .unwrap_or(inferred);
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
         Ok(match ty {
             T::Float => Attr::Float(a.f.unwrap_or(0.0)),
@@ -302,6 +323,9 @@ impl Importer {
             }
         }
         let location = location.ok_or("external data without a location")?;
+        if self.map.is_none() {
+            return Err(format!("external data `{location}`: the model was not read from a file, so there is no folder to find it in"));
+        }
         let rel = Path::new(&location);
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(format!(
@@ -317,6 +341,12 @@ impl Importer {
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let file = dir.join(rel);
+        // A symlink inside the folder must not lead out of it either.
+        if let (Ok(real), Ok(root)) = (file.canonicalize(), dir.canonicalize()) {
+            if !real.starts_with(&root) {
+                return Err(format!("external data location `{location}` resolves to {}, outside the model's folder", real.display()));
+            }
+        }
         let map = match self.external.get(&file) {
             Some(m) => m.clone(),
             None => {

@@ -13,6 +13,6 @@ mod import;
 pub mod proto;
 
 pub use dtype::{dtype_from_onnx, dtype_to_onnx};
-pub use export::{write_model, ExportOptions, ExternalData};
+pub use export::{write_model, ExportOptions, ExternalData, INLINE_LIMIT};
 pub use functions::FERRY_DOMAIN;
 pub use import::{decode_model, read_model};

@@ -43,16 +43,38 @@ impl Pass for AttentionFusion {
         if !model.graph.nodes.iter().any(|n| n.op_type == "Softmax") {
             return Ok(report.finish(model));
         }
+        let opset = model.opset();
+        if opset < 13 {
+            for n in model.graph.nodes.iter().filter(|n| n.op_type == "Softmax") {
+                report.skip(&n.name, format!("attention: the model's opset {opset} is below 13 (Softmax flattened its input then); convert it first"));
+            }
+            return Ok(report.finish(model));
+        }
         let dims = super::probe::dims(model)?;
         let g = &model.graph;
         let idx = Index::new(g);
+        let types = super::types::infer(g);
         let mut rw = Rewrite::default();
         let mut zero: Option<String> = None;
         for (si, sm) in g.nodes.iter().enumerate() {
             if sm.op_type != "Softmax" || !sm.domain.is_empty() {
                 continue;
             }
-            match match_attention(g, &idx, si, &dims) {
+            let matched = match_attention(g, &idx, si, &dims).and_then(|m| {
+                match idx.escaping(g, &m.nodes, &m.out) {
+                    Some(v) => Err(format!(
+                        "the intermediate value `{v}` is also used outside the pattern"
+                    )),
+                    None if types.get(&m.q).is_some_and(|d| *d != ferry_io::DType::F32) => {
+                        Err(format!(
+                            "the queries are {}; the fused op's ONNX body is written for f32",
+                            types[&m.q]
+                        ))
+                    }
+                    None => Ok(m),
+                }
+            });
+            match matched {
                 Ok(m) if rw.claimed(&m.nodes) => {}
                 Ok(m) => {
                     let bias = match m.bias.clone() {
@@ -327,6 +349,31 @@ mod tests {
         );
         assert!(!opt.graph.op_histogram().contains_key("Softmax"));
         assert_same_outputs(&model, &opt, 1e-5);
+
+        // An intermediate value that is also a graph output keeps the pattern as it is.
+        let mut exposed = model.clone();
+        ConstFold.run(&mut exposed).unwrap();
+        ShapeSimplify.run(&mut exposed).unwrap();
+        let inner = exposed
+            .graph
+            .nodes
+            .iter()
+            .find(|n| n.op_type == "Transpose")
+            .unwrap()
+            .outputs[0]
+            .clone();
+        exposed
+            .graph
+            .outputs
+            .push(crate::ir::ValueInfo::untyped(inner.clone()));
+        let r = AttentionFusion.run(&mut exposed).unwrap();
+        assert_eq!(r.matched.len(), 1, "{r:#?}");
+        assert!(
+            r.skipped[0]
+                .reason
+                .contains(&format!("`{inner}` is also used outside")),
+            "{r:#?}"
+        );
 
         // After qkv-merge, Q, K and V are one Split's parts: the Split is absorbed.
         let mut merged = model.clone();

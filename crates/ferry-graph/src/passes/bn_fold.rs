@@ -201,7 +201,8 @@ fn fold_gemm(g: &crate::ir::Graph, idx: &Index, n: &Node, s: &Tensor, shift: &Te
     let b = match n.input(2) {
         Some(b) => {
             let c = constant(g, idx, b).ok_or("the Gemm bias is not a constant")?;
-            if c.elem_count() != out && c.elem_count() != 1 {
+            let per_column = c.rank() <= 1 || (c.rank() == 2 && c.dims()[0] == 1);
+            if (c.elem_count() != out && c.elem_count() != 1) || !per_column {
                 return Err("the Gemm bias is not one value per output".into());
             }
             c.to_dtype(DType::F64)

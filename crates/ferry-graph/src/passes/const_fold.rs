@@ -1,12 +1,15 @@
 //! Constant folding: a node whose inputs are all constants is run once, and its outputs
 //! become initializers (Constant nodes included).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{Device, Tensor};
+use ferry_io::{DType, TensorEntry};
 
 use super::{types, Pass, PassReport};
 use crate::error::Result;
 use crate::exec::{is_supported, run_node};
-use crate::ir::{entry_from_candle, Model};
+use crate::ir::{entry_from_candle, Graph, Model, Node};
 
 /// Outputs larger than this stay computed (folding would bloat the file).
 const MAX_FOLDED_ELEMS: usize = 1 << 24;
@@ -42,47 +45,18 @@ impl Pass for ConstFold {
                 keep.push(node);
                 continue;
             }
-            let args = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    (!i.is_empty())
-                        .then(|| g.initializers[i].to_candle(&candle_core::Device::Cpu))
-                        .transpose()
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let outs = match run_node(&node, opset, args) {
-                Ok(o) => o,
-                Err(e) => {
-                    report.skip(
-                        &node.name,
-                        format!("running it on its constants failed: {e}"),
-                    );
+            match fold(&node, g, opset, &onnx_types) {
+                Ok(entries) => {
+                    for e in entries {
+                        g.initializers.insert(e.name.clone(), e);
+                    }
+                    *folded.entry(node.op_type.clone()).or_insert(0) += 1;
+                }
+                Err(why) => {
+                    report.skip(&node.name, why);
                     keep.push(node);
-                    continue;
                 }
-            };
-            if let Some(big) = outs.iter().find(|t| t.elem_count() > MAX_FOLDED_ELEMS) {
-                report.skip(
-                    &node.name,
-                    format!("its output {:?} is too large to store", big.dims()),
-                );
-                keep.push(node);
-                continue;
             }
-            for (name, t) in node.outputs.iter().zip(&outs) {
-                if name.is_empty() {
-                    continue;
-                }
-                let mut e = entry_from_candle(name, t)?;
-                if onnx_types.get(name) == Some(&ferry_io::DType::Bool)
-                    && e.dtype == ferry_io::DType::U8
-                {
-                    e.dtype = ferry_io::DType::Bool;
-                }
-                g.initializers.insert(name.clone(), e);
-            }
-            *folded.entry(node.op_type.clone()).or_insert(0) += 1;
         }
         g.nodes = keep;
         if !folded.is_empty() {
@@ -95,6 +69,111 @@ impl Pass for ConstFold {
         }
         super::dce::remove_unused_initializers(g);
         Ok(report.finish(model))
+    }
+}
+
+/// Runs `node` on its constant inputs; its outputs as initializers of their ONNX types, or why
+/// it stays a node.
+fn fold(
+    node: &Node,
+    g: &Graph,
+    opset: i64,
+    onnx_types: &HashMap<String, DType>,
+) -> std::result::Result<Vec<TensorEntry>, String> {
+    let args = node
+        .inputs
+        .iter()
+        .map(|i| {
+            (!i.is_empty())
+                .then(|| g.initializers[i].to_candle(&Device::Cpu))
+                .transpose()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("reading its constant inputs failed: {e}"))?;
+    if let Some(n) = estimated_elems(node, &args).filter(|&n| n > MAX_FOLDED_ELEMS as u128) {
+        return Err(format!(
+            "its output would hold {n} elements, too many to store"
+        ));
+    }
+    let outs = run_node(node, opset, args)
+        .map_err(|e| format!("running it on its constants failed: {e}"))?;
+    if let Some(big) = outs.iter().find(|t| t.elem_count() > MAX_FOLDED_ELEMS) {
+        return Err(format!("its output {:?} is too large to store", big.dims()));
+    }
+    let mut entries = Vec::new();
+    for (name, t) in node
+        .outputs
+        .iter()
+        .zip(&outs)
+        .filter(|(n, _)| !n.is_empty())
+    {
+        let mut e = entry_from_candle(name, t).map_err(|e| e.to_string())?;
+        match onnx_types.get(name) {
+            Some(&DType::Bool) if e.dtype == DType::U8 => e.dtype = DType::Bool,
+            // The executor widens some types (i8 to i16, u16 to i32...): storing the wider
+            // values would change the graph's types.
+            Some(&want) if want != e.dtype => {
+                return Err(format!(
+                    "it computes {want} values, which ferry holds as {}",
+                    e.dtype
+                ));
+            }
+            _ => {}
+        }
+        entries.push(e);
+    }
+    Ok(entries)
+}
+
+/// The element count of ops whose output size comes from their input values, before running
+/// them (a hostile ConstantOfShape must not allocate 10^15 elements to be refused).
+fn estimated_elems(node: &Node, args: &[Option<Tensor>]) -> Option<u128> {
+    let ints = |i: usize| {
+        args.get(i)?
+            .as_ref()
+            .and_then(|t| crate::exec::ints(t).ok())
+    };
+    let product = |v: &[i64]| {
+        v.iter()
+            .map(|&d| d.max(0) as u128)
+            .try_fold(1u128, |a, d| a.checked_mul(d))
+    };
+    match node.op_type.as_str() {
+        "ConstantOfShape" => product(&ints(0)?),
+        "Expand" => {
+            let spec = ints(1)?;
+            let shape: Vec<i64> = args
+                .first()?
+                .as_ref()?
+                .dims()
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
+            let n = spec.len().max(shape.len());
+            let dim = |v: &[i64], i: usize| {
+                if i + v.len() >= n {
+                    v[i + v.len() - n]
+                } else {
+                    1
+                }
+            };
+            let out: Vec<i64> = (0..n).map(|i| dim(&spec, i).max(dim(&shape, i))).collect();
+            product(&out)
+        }
+        "Tile" => {
+            let base = args.first()?.as_ref()?.elem_count() as u128;
+            product(&ints(1)?)?.checked_mul(base)
+        }
+        "Range" => {
+            let f = |i: usize| {
+                args.get(i)?
+                    .as_ref()
+                    .and_then(|t| crate::exec::scalar_f64(t).ok())
+            };
+            let (s, l, d) = (f(0)?, f(1)?, f(2)?);
+            (d != 0.0).then(|| ((l - s) / d).ceil().max(0.0) as u128)
+        }
+        _ => None,
     }
 }
 

@@ -25,6 +25,7 @@ impl Pass for GeluFusion {
         let mut report = PassReport::new(self, model);
         let standard = model.opset() >= 20;
         let g = &model.graph;
+        let types = super::types::infer(g);
         let idx = Index::new(g);
         let mut rw = Rewrite::default();
         for (i, n) in g.nodes.iter().enumerate() {
@@ -41,6 +42,16 @@ impl Pass for GeluFusion {
             } else {
                 match_erf(g, &idx, i)
             };
+            let matched = matched.and_then(|(nodes, x, out)| match idx.escaping(g, &nodes, &out) {
+                Some(v) => Err(format!(
+                    "the intermediate value `{v}` is also used outside the pattern"
+                )),
+                None if types.get(&x).is_some_and(|d| *d != ferry_io::DType::F32) => Err(format!(
+                    "the input is {}; the fused op's ONNX body is written for f32",
+                    types[&x]
+                )),
+                None => Ok((nodes, x, out)),
+            });
             match matched {
                 Ok((nodes, _, _)) if rw.claimed(&nodes) => {}
                 Ok((nodes, x, out)) => {

@@ -73,7 +73,14 @@ impl Pass for LayerNormFusion {
             {
                 continue;
             }
-            match match_ln(g, &idx, a, &dims) {
+            let matched =
+                match_ln(g, &idx, a, &dims).and_then(|m| match idx.escaping(g, &m.nodes, &m.out) {
+                    Some(v) => Err(format!(
+                        "the intermediate value `{v}` is also used outside the pattern"
+                    )),
+                    None => Ok(m),
+                });
+            match matched {
                 Ok(m) if rw.claimed(&m.nodes) => {}
                 Ok(m) => {
                     let d = m.gamma.elem_count();
@@ -182,6 +189,9 @@ fn match_ln(
         .filter(|(_, n)| n.op_type == "ReduceMean")
         .ok_or("the square is not averaged")?;
     last_axis(var)?;
+    if var.attr_int("keepdims", 1) == 0 {
+        return Err("the variance is not kept as a dimension".into());
+    }
     let (ei, add_eps) = idx
         .sole_consumer(g, &var.outputs[0])
         .filter(|(_, n)| n.op_type == "Add")
@@ -206,10 +216,10 @@ fn match_ln(
     let gamma_name = other_input(mul, normed).ok_or("no gamma")?;
     let gamma = constant(g, idx, gamma_name).ok_or("gamma is not a constant")?;
     let width = dims.get(&x).and_then(|d| d.last()).copied().unwrap_or(0);
-    if gamma.elem_count() != width {
+    let gd = gamma.dims();
+    if gamma.elem_count() != width || gd.last() != Some(&width) {
         return Err(format!(
-            "gamma has {} values for a last dimension of {width}",
-            gamma.elem_count()
+            "gamma {gd:?} is not one value per element of the last dimension ({width})"
         ));
     }
     let mut nodes = vec![a, si, sq, vi, ei, qi, div, mi];

@@ -26,6 +26,7 @@ impl Pass for MatMulBiasFusion {
         let mut report = PassReport::new(self, model);
         let g = &model.graph;
         let idx = Index::new(g);
+        let types = super::types::infer(g);
         let mut rw = Rewrite::default();
         for (mi, mm) in g.nodes.iter().enumerate() {
             if mm.op_type != "MatMul" || !mm.domain.is_empty() {
@@ -65,6 +66,19 @@ impl Pass for MatMulBiasFusion {
                     );
                     continue;
                 }
+            }
+            if types
+                .get(&mm.inputs[0])
+                .is_some_and(|d| *d != ferry_io::DType::F32)
+            {
+                report.skip(
+                    &mm.name,
+                    format!(
+                        "MatMul: its input is {}; the fused op's ONNX body is written for f32",
+                        types[&mm.inputs[0]]
+                    ),
+                );
+                continue;
             }
             let mut nodes = vec![mi, ai];
             let mut output = add.outputs[0].clone();

@@ -114,8 +114,12 @@ pub fn by_names(names: &[String]) -> Result<Vec<Box<dyn Pass>>> {
         .iter()
         .map(|n| {
             all().into_iter().find(|p| p.name() == n).ok_or_else(|| {
-                let mut list: Vec<&str> = known.iter().map(|p| p.name()).collect();
-                list.dedup();
+                let mut seen = std::collections::HashSet::new();
+                let list: Vec<&str> = known
+                    .iter()
+                    .map(|p| p.name())
+                    .filter(|n| seen.insert(*n))
+                    .collect();
                 crate::Error::Invalid(format!("unknown pass `{n}` (passes: {})", list.join(", ")))
             })
         })

@@ -56,6 +56,21 @@ impl Index {
         }
     }
 
+    /// Checks that a matched set of `nodes` is self-contained: every value they produce,
+    /// except the pattern's output `out`, is read only inside the set and is not a graph
+    /// output. Returns the first value that escapes.
+    pub fn escaping<'g>(&self, g: &'g Graph, nodes: &[usize], out: &str) -> Option<&'g str> {
+        nodes
+            .iter()
+            .flat_map(|&n| g.nodes[n].outputs.iter())
+            .filter(|v| !v.is_empty() && v.as_str() != out)
+            .find(|v| {
+                self.outputs.contains(v.as_str())
+                    || self.consumers_of(v).iter().any(|c| !nodes.contains(c))
+            })
+            .map(String::as_str)
+    }
+
     /// Readers of `value`.
     pub fn consumers_of(&self, value: &str) -> &[usize] {
         self.consumers.get(value).map_or(&[], Vec::as_slice)

@@ -119,6 +119,7 @@ fn unary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         "Tanh" => x.tanh()?,
         "Exp" => x.exp()?,
         "Log" => x.log()?,
+        "Neg" if x.dtype().is_int() => x.affine(-1.0, 0.0)?,
         "Neg" => x.neg()?,
         "Abs" => x.abs()?,
         "Relu" => x.relu()?,
@@ -126,7 +127,12 @@ fn unary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         "Reciprocal" => x.recip()?,
         "Floor" => x.floor()?,
         "Ceil" => x.ceil()?,
-        "Round" => x.round()?,
+        // ONNX rounds halves to even; candle's `round` rounds them away from zero.
+        "Round" => {
+            let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            let r: Vec<f64> = v.iter().map(|a| a.round_ties_even()).collect();
+            Tensor::from_vec(r, x.shape(), x.device())?.to_dtype(x.dtype())?
+        }
         "Sin" => x.sin()?,
         "Cos" => x.cos()?,
         "Sign" => x.sign()?,

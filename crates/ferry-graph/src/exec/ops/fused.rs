@@ -48,7 +48,7 @@ fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     let (q, k, v) = (arg(&args, 0)?, arg(&args, 1)?, arg(&args, 2)?);
     let bias = arg(&args, 3)?;
     let heads = node.attr_int("num_heads", 0);
-    let scale = node.attr_float("scale", 0.0);
+    let scale = scale_attr(node)?;
     let (b, s, d) = q.dims3()?;
     if heads <= 0 || d % heads as usize != 0 || k.dims() != q.dims() || v.dims() != q.dims() {
         candle_core::bail!(
@@ -80,6 +80,14 @@ fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     Ok(vec![ctx])
 }
 
+/// The `scale` attribute of an attention node (required: a default would be a silent guess).
+fn scale_attr(node: &Node) -> R<f32> {
+    match node.attrs.get("scale") {
+        Some(crate::ir::Attr::Float(s)) => Ok(*s),
+        _ => candle_core::bail!("the `scale` attribute is missing"),
+    }
+}
+
 /// `AddLayerNorm(A, B, Scale, Bias)` = `LayerNormalization(A + B)` over the last axis.
 fn add_layer_norm(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let (a, b) = (arg(&args, 0)?, arg(&args, 1)?);
@@ -104,7 +112,7 @@ fn packed_attention(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<
     }
     if qkv.dtype() == DType::F32 && qkv.device().is_cpu() {
         if let Some(key_bias) = key_bias(bias, b, s)? {
-            let scale = node.attr_float("scale", 0.0);
+            let scale = scale_attr(node)?;
             return Ok(vec![ferry_kernels::attention_inference(
                 qkv,
                 heads as usize,

@@ -16,7 +16,7 @@ use crate::ir::Node;
 use crate::onnx::FERRY_DOMAIN;
 
 /// What an op may need besides its inputs.
-pub struct OpCx<'a> {
+pub(crate) struct OpCx<'a> {
     /// The model's standard opset (ops whose inputs moved from attributes check it).
     pub opset: i64,
     /// The device the node runs on.

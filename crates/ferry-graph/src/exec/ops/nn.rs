@@ -32,8 +32,8 @@ fn pads(
         "SAME_UPPER" | "SAME_LOWER" => (0..n)
             .map(|i| {
                 let out = input[i].div_ceil(strides[i]);
-                let eff = (kernel[i] - 1) * dil[i] + 1;
-                let total = ((out - 1) * strides[i] + eff).saturating_sub(input[i]);
+                let eff = kernel[i].saturating_sub(1) * dil[i] + 1;
+                let total = (out.saturating_sub(1) * strides[i] + eff).saturating_sub(input[i]);
                 let small = total / 2;
                 if auto == "SAME_UPPER" {
                     (small, total - small)
@@ -53,10 +53,15 @@ fn pads(
     })
 }
 
-fn usizes(node: &Node, name: &str, n: usize, default: usize) -> Vec<usize> {
-    node.attr_ints(name)
-        .map(|v| v.iter().map(|&x| x.max(1) as usize).collect())
-        .unwrap_or_else(|| vec![default; n])
+/// An attribute of one positive value per spatial dimension (`default` for each when absent).
+fn usizes(node: &Node, name: &str, n: usize, default: usize) -> R<Vec<usize>> {
+    match node.attr_ints(name) {
+        Some(v) if v.len() == n => Ok(v.iter().map(|&x| x.max(1) as usize).collect()),
+        Some(v) => {
+            candle_core::bail!("`{name}` {v:?} does not have one value per spatial dimension ({n})")
+        }
+        None => Ok(vec![default; n]),
+    }
 }
 
 fn uniform(v: &[usize], what: &str) -> R<usize> {
@@ -99,9 +104,12 @@ fn conv(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let w = arg(&args, 1)?;
     let spatial = x.rank().saturating_sub(2);
+    if w.rank() != x.rank() {
+        candle_core::bail!("weights {:?} do not match input {:?}", w.dims(), x.dims());
+    }
     let kernel: Vec<usize> = w.dims()[2..].to_vec();
-    let strides = usizes(node, "strides", spatial, 1);
-    let dil = usizes(node, "dilations", spatial, 1);
+    let strides = usizes(node, "strides", spatial, 1)?;
+    let dil = usizes(node, "dilations", spatial, 1)?;
     let groups = node.attr_int("group", 1).max(1) as usize;
     let p = pads(node, &x.dims()[2..], &kernel, &strides, &dil)?;
     let sym = p.iter().all(|&(l, r)| l == r) && p.iter().all(|&(l, _)| l == p[0].0);
@@ -163,18 +171,28 @@ fn pool(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
             x.rank().saturating_sub(2)
         );
     }
-    let kernel = usizes(node, "kernel_shape", 2, 1);
-    let strides = usizes(node, "strides", 2, 1);
-    let dil = usizes(node, "dilations", 2, 1);
+    if node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+        candle_core::bail!("MaxPool's Indices output is not supported");
+    }
+    let kernel = node
+        .attr_ints("kernel_shape")
+        .filter(|k| k.len() == 2)
+        .map(|k| k.iter().map(|&v| v.max(1) as usize).collect::<Vec<_>>())
+        .ok_or_else(|| candle_core::Error::Msg("kernel_shape must hold 2 values".into()))?;
+    let strides = usizes(node, "strides", 2, 1)?;
+    let dil = usizes(node, "dilations", 2, 1)?;
     if dil.iter().any(|&d| d != 1) {
         candle_core::bail!("dilated pooling is not supported");
     }
-    let mut p = pads(node, &x.dims()[2..], &kernel, &strides, &dil)?;
+    let (h, w) = (x.dims()[2], x.dims()[3]);
+    let explicit = pads(node, &[h, w], &kernel, &strides, &dil)?;
+    // ceil_mode: extra end padding so the last partial window counts; it never counts as
+    // input (nor, for AveragePool, as padding).
+    let mut full = explicit.clone();
     if node.attr_int("ceil_mode", 0) != 0 {
-        // Extra end padding so the last partial window counts.
-        for (i, q) in p.iter_mut().enumerate() {
+        for (i, q) in full.iter_mut().enumerate() {
             let len = x.dims()[2 + i] + q.0 + q.1;
-            let rem = (len.saturating_sub(kernel[i])) % strides[i];
+            let rem = len.saturating_sub(kernel[i]) % strides[i];
             if rem != 0 {
                 q.1 += strides[i] - rem;
             }
@@ -182,21 +200,38 @@ fn pool(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     }
     let k = (kernel[0], kernel[1]);
     let s = (strides[0], strides[1]);
-    let y = if node.op_type == "MaxPool" {
-        pad_spatial(x, &p, f64::from(f32::MIN))?.max_pool2d_with_stride(k, s)?
+    if node.op_type == "MaxPool" {
+        return Ok(vec![
+            pad_spatial(x, &full, f64::from(f32::MIN))?.max_pool2d_with_stride(k, s)?
+        ]);
+    }
+    let mean = pad_spatial(x, &full, 0.0)?.avg_pool2d_with_stride(k, s)?;
+    if full.iter().all(|&(l, r)| l == 0 && r == 0) {
+        return Ok(vec![mean]);
+    }
+    // Divide by the number of elements each window really covers: the input, plus the
+    // explicit padding when count_include_pad is set.
+    let include = node.attr_int("count_include_pad", 0) != 0;
+    let (mask, around) = if include {
+        let grown = (
+            h + explicit[0].0 + explicit[0].1,
+            w + explicit[1].0 + explicit[1].1,
+        );
+        let extra: Vec<(usize, usize)> = (0..2)
+            .map(|i| (full[i].0 - explicit[i].0, full[i].1 - explicit[i].1))
+            .collect();
+        (
+            Tensor::ones((1, 1, grown.0, grown.1), x.dtype(), x.device())?,
+            extra,
+        )
     } else {
-        let padded = pad_spatial(x, &p, 0.0)?;
-        let sum = padded.avg_pool2d_with_stride(k, s)?;
-        let include = node.attr_int("count_include_pad", 0) != 0;
-        if include || p.iter().all(|&(l, r)| l == 0 && r == 0) {
-            sum
-        } else {
-            let ones = Tensor::ones((1, 1, x.dims()[2], x.dims()[3]), x.dtype(), x.device())?;
-            let count = pad_spatial(&ones, &p, 0.0)?.avg_pool2d_with_stride(k, s)?;
-            sum.broadcast_div(&count)?
-        }
+        (
+            Tensor::ones((1, 1, h, w), x.dtype(), x.device())?,
+            full.clone(),
+        )
     };
-    Ok(vec![y])
+    let covered = pad_spatial(&mask, &around, 0.0)?.avg_pool2d_with_stride(k, s)?;
+    Ok(vec![mean.broadcast_div(&covered)?])
 }
 
 fn global_pool(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {

@@ -28,23 +28,27 @@ fn reduce(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     };
     dims.sort_unstable();
     dims.dedup();
+    if node.op_type == "ReduceProd" {
+        return Ok(vec![prod(x, &dims, keep)?]);
+    }
     let mut y = match node.op_type.as_str() {
         "ReduceMean" => x.mean_keepdim(dims.as_slice())?,
         "ReduceSum" => x.sum_keepdim(dims.as_slice())?,
-        "ReduceSumSquare" => x.sqr()?.sum_keepdim(dims.as_slice())?,
-        "ReduceL2" => x.sqr()?.sum_keepdim(dims.as_slice())?.sqrt()?,
+        "ReduceSumSquare" => (x * x)?.sum_keepdim(dims.as_slice())?,
+        "ReduceL2" => x
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_keepdim(dims.as_slice())?
+            .sqrt()?
+            .to_dtype(x.dtype())?,
         op => {
             let mut y = x.clone();
             for &d in &dims {
-                y = match op {
-                    "ReduceMax" => y.max_keepdim(d)?,
-                    "ReduceMin" => y.min_keepdim(d)?,
-                    _ => y.log()?.sum_keepdim(d)?.exp()?,
+                y = if op == "ReduceMax" {
+                    y.max_keepdim(d)?
+                } else {
+                    y.min_keepdim(d)?
                 };
-            }
-            if op == "ReduceProd" {
-                // log/exp loses signs: compute on the host instead.
-                return Ok(vec![prod(x, &dims, keep)?]);
             }
             y
         }
@@ -122,6 +126,9 @@ fn log_softmax_last(x: &Tensor) -> R<Tensor> {
 fn argmax(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let axis = norm_axis(node.attr_int("axis", 0), x.rank())?;
+    if node.attr_int("select_last_index", 0) != 0 {
+        candle_core::bail!("select_last_index=1 is not supported");
+    }
     let mut y = if node.op_type == "ArgMax" {
         x.argmax_keepdim(axis)?
     } else {

@@ -31,6 +31,23 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
     })
 }
 
+/// Elements a graph may ask one op to create from its input values (ConstantOfShape, Range):
+/// a hostile file must get an error, not an allocation of that size.
+const MAX_CREATED_ELEMS: u128 = 1 << 32;
+
+fn check_size(dims: &[usize]) -> R<()> {
+    let n = dims
+        .iter()
+        .try_fold(1u128, |a, &d| a.checked_mul(d as u128))
+        .unwrap_or(u128::MAX);
+    if n > MAX_CREATED_ELEMS {
+        candle_core::bail!(
+            "it would create {n} elements ({dims:?}); the limit is {MAX_CREATED_ELEMS}"
+        );
+    }
+    Ok(())
+}
+
 /// ONNX Reshape's target: `0` copies the input's dimension (unless `allowzero`), `-1` is
 /// inferred.
 pub fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usize>> {
@@ -153,7 +170,13 @@ fn split(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let axis = norm_axis(node.attr_int("axis", 0), x.rank())?;
     let dim = x.dims()[axis];
     let sizes: Vec<usize> = match opt(&args, 1) {
-        Some(s) => ints_of(s)?.into_iter().map(|v| v as usize).collect(),
+        Some(s) => ints_of(s)?
+            .into_iter()
+            .map(|v| {
+                usize::try_from(v)
+                    .map_err(|_| candle_core::Error::Msg(format!("negative split size {v}")))
+            })
+            .collect::<R<_>>()?,
         None => match node.attr_ints("split") {
             Some(s) => s.iter().map(|&v| v as usize).collect(),
             None => {
@@ -201,6 +224,15 @@ fn slice(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     };
     let ax = ax.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || ax.len() != starts.len() || steps.len() != starts.len() {
+        candle_core::bail!(
+            "starts ({}), ends ({}), axes ({}) and steps ({}) differ in length",
+            starts.len(),
+            ends.len(),
+            ax.len(),
+            steps.len()
+        );
+    }
     let mut out = x.clone();
     for i in 0..starts.len() {
         let axis = norm_axis(ax[i], x.rank())?;
@@ -223,7 +255,7 @@ fn slice(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
                 out = out.index_select(&idx, axis)?;
             }
         } else {
-            let s = clampi(fix(starts[i]), -1, d - 1);
+            let s = clampi(fix(starts[i]), 0, d - 1);
             let e = clampi(fix(ends[i]), -1, d - 1);
             let n = if s > e {
                 (s - e + (-step) - 1) / (-step)
@@ -368,6 +400,7 @@ fn constant_of_shape(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec
         .into_iter()
         .map(|v| v.max(0) as usize)
         .collect();
+    check_size(&dims)?;
     let value = match node.attrs.get("value") {
         Some(Attr::Tensor(e)) => e
             .to_candle(cx.device)
@@ -388,9 +421,7 @@ fn range(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         candle_core::bail!("Range with delta 0");
     }
     let n = ((l - s) / d).ceil().max(0.0) as usize;
-    if n > 1 << 32 {
-        candle_core::bail!("Range of {n} elements");
-    }
+    check_size(&[n])?;
     let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
     let t = Tensor::from_vec(v, n, cx.device)?;
     Ok(vec![if dt.is_int() {
