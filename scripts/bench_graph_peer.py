@@ -120,9 +120,10 @@ def run_ort(session, feed, runs, warmup):
 # ----------------------------------------------------------------------------- ferry
 
 
-def ferry_command(ferry, model, batch, seq, threads, unoptimized, extra):
+def ferry_command(ferry, model, batch, seq, threads, runs, warmup, unoptimized, extra):
+    # The same number of warm-up and timed runs as onnxruntime gets, so "best" compares alike.
     cmd = [str(ferry), "--model", str(model), "--batch", str(batch), "--seq", str(seq),
-           "--threads", str(threads), "--json"]
+           "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup), "--json"]
     if unoptimized:
         cmd.append("--unoptimized")
     return cmd + extra
@@ -181,8 +182,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=20, help="timed onnxruntime runs per round")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed onnxruntime runs per round")
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per round, each side")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs per round, each side")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds per side")
     ap.add_argument("--seed", type=int, default=0, help="seed of the input ids")
     ap.add_argument("--json-out", type=Path, help="also write the results here as JSON")
@@ -211,9 +212,9 @@ def main():
     cmds = {}
     if do_ferry:
         cmds = {"ferry-opt": ferry_command(args.ferry, model, args.batch, args.seq,
-                                           args.threads, False, extra),
+                                           args.threads, args.runs, args.warmup, False, extra),
                 "ferry-unopt": ferry_command(args.ferry, model, args.batch, args.seq,
-                                             args.threads, True, extra)}
+                                             args.threads, args.runs, args.warmup, True, extra)}
     ort_version = session = feed = None
     if do_ort:
         import onnxruntime as ort
@@ -266,7 +267,7 @@ def main():
           f"batch {args.batch} x seq {args.seq} (full attention mask), {args.threads} threads. "
           f"onnxruntime {ort_version or '-'}: CPUExecutionProvider, intra-op {args.threads}, "
           f"inter-op 1, sequential, ORT_ENABLE_ALL, {args.warmup} warm-up + {args.runs} timed "
-          f"runs per round. ferry: RAYON_NUM_THREADS={args.threads}, its own warm-up and runs. "
+          f"runs per round. ferry: RAYON_NUM_THREADS={args.threads}, the same warm-up and timed runs. "
           f"{args.repeat} interleaved rounds; best = fastest run of all rounds, median = median "
           "of the rounds' medians.")
     if ferry_note:
