@@ -240,14 +240,7 @@ impl GraphRecord {
             p.failed.as_ref().map(|f| format!("; pass `{f}` broke the tolerance, nothing was written")).unwrap_or_default()
         );
         let _ = writeln!(s, "## Graph\n\n| op | before | after |\n|---|---:|---:|");
-        let mut ops: Vec<&String> = p.ops_before.keys().chain(p.ops_after.keys()).collect();
-        ops.sort();
-        ops.dedup();
-        for op in ops {
-            let (b, a) = (
-                p.ops_before.get(op).copied().unwrap_or(0),
-                p.ops_after.get(op).copied().unwrap_or(0),
-            );
+        for (op, b, a) in p.op_counts() {
             let _ = writeln!(s, "| `{op}` | {b} | {a} |");
         }
         let _ = writeln!(s, "\n## Passes\n\n| pass | nodes | rewrites | left alone | max abs after | ok |\n|---|---|---:|---:|---:|---|");

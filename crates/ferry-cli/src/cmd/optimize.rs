@@ -175,14 +175,7 @@ fn progress_line(r: &PassReport) -> String {
 /// The before/after op table and each pass's diagnostics.
 fn render(r: &PipelineReport) -> String {
     let mut s = String::from("op                         before  after\n");
-    let mut ops: Vec<&String> = r.ops_before.keys().chain(r.ops_after.keys()).collect();
-    ops.sort();
-    ops.dedup();
-    for op in ops {
-        let (b, a) = (
-            r.ops_before.get(op).copied().unwrap_or(0),
-            r.ops_after.get(op).copied().unwrap_or(0),
-        );
+    for (op, b, a) in r.op_counts() {
         s += &format!("{op:<26} {b:>6} {a:>6}{}\n", if a != b { " *" } else { "" });
     }
     let (tb, ta): (usize, usize) = (r.ops_before.values().sum(), r.ops_after.values().sum());

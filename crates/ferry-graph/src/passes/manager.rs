@@ -56,6 +56,25 @@ pub struct PipelineReport {
     pub failed: Option<String>,
 }
 
+impl PipelineReport {
+    /// `(op, count before, count after)` for every op in either graph, sorted by op.
+    pub fn op_counts(&self) -> Vec<(&str, usize, usize)> {
+        let mut ops: Vec<&String> = self
+            .ops_before
+            .keys()
+            .chain(self.ops_after.keys())
+            .collect();
+        ops.sort();
+        ops.dedup();
+        ops.into_iter()
+            .map(|op| {
+                let count = |m: &BTreeMap<String, usize>| m.get(op).copied().unwrap_or(0);
+                (op.as_str(), count(&self.ops_before), count(&self.ops_after))
+            })
+            .collect()
+    }
+}
+
 /// An ordered list of passes.
 pub struct PassManager {
     passes: Vec<Box<dyn Pass>>,

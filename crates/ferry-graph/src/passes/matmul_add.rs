@@ -1,7 +1,7 @@
 //! MatMul followed by a bias Add becomes one Gemm (`Y = A B + C`), where Gemm applies:
 //! 2-D operands and a bias of one value per output column.
 
-use super::pattern::{constant, other_input, Index, Rewrite};
+use super::pattern::{bias_add, constant, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
 use crate::ir::{Model, Node};
@@ -32,10 +32,7 @@ impl Pass for MatMulAddToGemm {
                 continue;
             }
             let out = &mm.outputs[0];
-            let Some((ai, add)) = idx
-                .sole_consumer(g, out)
-                .filter(|(_, n)| n.op_type == "Add")
-            else {
+            let Some((ai, add, bias)) = bias_add(g, &idx, out) else {
                 report.skip(
                     &mm.name,
                     "MatMul: its result is not followed by a bias Add alone",
@@ -53,9 +50,6 @@ impl Pass for MatMulAddToGemm {
                 );
                 continue;
             }
-            let Some(bias) = other_input(add, out) else {
-                continue;
-            };
             let cols = dims.get(out).and_then(|d| d.get(1)).copied().unwrap_or(0);
             let Some(c) = constant(g, &idx, bias) else {
                 report.skip(&mm.name, "MatMul: the added bias is not a constant");

@@ -4,7 +4,7 @@
 //! `linear_in_out`), instead of three passes over the output. This is the N-D counterpart of
 //! `matmul-add` (Gemm only takes 2-D inputs).
 
-use super::pattern::{constant, other_input, Index, Rewrite};
+use super::pattern::{bias_add, constant, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
 use crate::ir::{Model, Node};
@@ -44,17 +44,11 @@ impl Pass for MatMulBiasFusion {
                 );
                 continue;
             }
-            let Some((ai, add)) = idx
-                .sole_consumer(g, out)
-                .filter(|(_, n)| n.op_type == "Add")
-            else {
+            let Some((ai, add, bias)) = bias_add(g, &idx, out) else {
                 report.skip(
                     &mm.name,
                     "MatMul: its result is not followed by a bias Add alone",
                 );
-                continue;
-            };
-            let Some(bias) = other_input(add, out) else {
                 continue;
             };
             match constant(g, &idx, bias) {

@@ -117,6 +117,19 @@ pub(crate) fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-3 * b.abs().max(1e-12)
 }
 
+/// The Add that alone reads `value` (a MatMul's result), its index, and the other operand
+/// (the bias candidate): the head of every "projection + bias" pattern.
+pub(crate) fn bias_add<'g>(
+    g: &'g Graph,
+    idx: &Index,
+    value: &str,
+) -> Option<(usize, &'g Node, &'g str)> {
+    let (ai, add) = idx
+        .sole_consumer(g, value)
+        .filter(|(_, n)| n.op_type == "Add" && n.domain.is_empty())?;
+    Some((ai, add, other_input(add, value)?))
+}
+
 /// Of a binary node's two inputs, the one that is not `this` (None if neither is).
 pub(crate) fn other_input<'n>(n: &'n Node, this: &str) -> Option<&'n str> {
     match (n.input(0), n.input(1)) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
-use super::pattern::{constant, other_input, Index, Rewrite};
+use super::pattern::{bias_add, constant, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
 use crate::ir::{Attr, Model, Node};
@@ -44,14 +44,10 @@ impl Pass for QkvMerge {
             let Some(w) = constant(g, &idx, &mm.inputs[1]).filter(|w| w.rank() == 2) else {
                 continue;
             };
-            let Some((ai, add)) = idx
-                .sole_consumer(g, &mm.outputs[0])
-                .filter(|(_, n)| n.op_type == "Add")
-            else {
+            let Some((ai, add, b)) = bias_add(g, &idx, &mm.outputs[0]) else {
                 continue;
             };
-            let Some(b) = other_input(add, &mm.outputs[0]).and_then(|b| constant(g, &idx, b))
-            else {
+            let Some(b) = constant(g, &idx, b) else {
                 continue;
             };
             if b.rank() != 1 || b.elem_count() != w.dims()[1] {
