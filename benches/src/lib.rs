@@ -1,4 +1,5 @@
-//! Shared helpers for ferry's criterion benches: synthetic checkpoints written by ferry itself.
+//! Shared helpers for ferry's benches: synthetic checkpoints written by ferry itself, and the
+//! command-line handling of the side-by-side benchmark binaries.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -44,3 +45,20 @@ fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 pub mod train;
+
+/// The value after `name` on a benchmark binary's command line.
+pub fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Runs candle and rayon on `threads` threads (`--threads`); call before any thread starts.
+pub fn set_threads(threads: &str) {
+    let t: usize = threads.parse().expect("--threads N");
+    // SAFETY: called before any thread is spawned.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build_global();
+}

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::Device;
+use ferry_benches::{arg, set_threads};
 use ferry_graph::exec::Executor;
 use ferry_graph::passes::{all, PassManager};
 use ferry_graph::verify::synth_inputs;
@@ -14,12 +15,6 @@ use ferry_graph::verify::synth_inputs;
 /// The `ferry` binary's allocator, so the numbers are the CLI's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn main() {
     ferry_kernels::init_cpu_runtime();
@@ -33,11 +28,7 @@ fn main() {
     let (batch, seq) = (num("--batch", 8), num("--seq", 128));
     let (runs, warmup) = (num("--runs", 10), num("--warmup", 2));
     if let Some(t) = arg(&args, "--threads") {
-        // SAFETY: before any thread is spawned.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", &t) };
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(t.parse().expect("--threads N"))
-            .build_global();
+        set_threads(&t);
     }
     let optimized = !args.iter().any(|a| a == "--unoptimized");
     let mut model = ferry_graph::onnx::read_model(model_path.as_ref()).expect("read the model");

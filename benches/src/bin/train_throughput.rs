@@ -5,16 +5,11 @@
 use std::time::Instant;
 
 use ferry_benches::train::Workload;
+use ferry_benches::{arg, set_threads};
 
 /// The `ferry` binary's allocator, so the numbers are the CLI's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn main() {
     ferry_train::init_cpu_runtime();
@@ -23,12 +18,7 @@ fn main() {
     let steps: usize = arg(&args, "--steps").map_or(100, |s| s.parse().expect("--steps N"));
     let warmup: usize = arg(&args, "--warmup").map_or(10, |s| s.parse().expect("--warmup N"));
     if let Some(t) = arg(&args, "--threads") {
-        let t: usize = t.parse().expect("--threads N");
-        // SAFETY: before any thread is spawned.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global();
+        set_threads(&t);
     }
     let Some(mut w) = Workload::new(&workload, warmup + steps) else {
         eprintln!("unknown workload {workload:?}: use bag or transformer");
