@@ -116,7 +116,7 @@ pub fn collect(
             .entry(r.lang.clone())
             .or_default()
             .add(&r.text, tokens);
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             progress(n);
         }
     }

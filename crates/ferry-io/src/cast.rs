@@ -22,7 +22,7 @@ pub fn cast_bytes(src: &[u8], from: DType, to: DType) -> Result<Vec<u8>> {
             "ferry casts between float types only (f64, f32, f16, bf16, f8e4m3), not {from} -> {to}"
         )));
     }
-    if src.len() % from.block_bytes() != 0 {
+    if !src.len().is_multiple_of(from.block_bytes()) {
         return Err(Error::Invalid(format!(
             "{} bytes is not a whole number of {from} elements",
             src.len()

@@ -155,7 +155,7 @@ impl DType {
     /// blocks or the size overflows. Never allocates.
     pub fn storage_bytes(self, numel: u64) -> Option<u64> {
         let be = self.block_elems() as u64;
-        if numel % be != 0 {
+        if !numel.is_multiple_of(be) {
             return None;
         }
         (numel / be).checked_mul(self.block_bytes() as u64)

@@ -21,7 +21,7 @@ pub fn dequantize(data: &[u8], dtype: DType, numel: usize) -> Result<Vec<f32>> {
     // candle reinterprets the bytes as block structs and asserts their alignment: hand it an
     // aligned copy when the bytes sit at an odd place (inside a mapped file, say).
     let aligned;
-    let data = if (data.as_ptr() as usize) % 8 == 0 {
+    let data = if (data.as_ptr() as usize).is_multiple_of(8) {
         data
     } else {
         aligned = aligned_copy(data);
@@ -73,7 +73,7 @@ pub fn can_quantize(shape: &[usize], dtype: DType) -> std::result::Result<(), St
         ));
     }
     let row = shape[shape.len() - 1];
-    if row == 0 || row % block != 0 {
+    if row == 0 || !row.is_multiple_of(block) {
         return Err(format!(
             "last dimension {row} is not a multiple of the {dtype} block size {block}"
         ));
@@ -264,7 +264,7 @@ fn check_input(data: &[f32], dtype: DType) -> Result<candle_core::quantized::Ggm
         .filter(|_| dtype.is_quantized())
         .ok_or_else(|| Error::Invalid(format!("{dtype} is not a GGML quantized type")))?;
     let block = dtype.block_elems();
-    if data.len() % block != 0 {
+    if !data.len().is_multiple_of(block) {
         return Err(Error::Invalid(format!(
             "{} values do not fill whole {dtype} blocks of {block}",
             data.len()

@@ -332,7 +332,7 @@ fn layout_of(h: &Header, offset: u64) -> std::result::Result<Layout, String> {
         return Ok(Layout::Contiguous { offset });
     }
     let elem = h.dtype.block_bytes() as u64;
-    if offset % elem != 0 {
+    if !offset.is_multiple_of(elem) {
         return Err(format!(
             "data start {offset} is not a multiple of the {elem}-byte element size"
         ));

@@ -792,7 +792,7 @@ impl<'a> Vm<'a> {
     }
 
     fn pairs_to_dict(&self, items: Vec<Value>) -> Result<Dict> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.bad("odd number of items for a dict"));
         }
         let mut d = Dict::default();

@@ -98,7 +98,7 @@ impl Bert {
         classes: usize,
     ) -> Result<Self> {
         let d = cfg.hidden_size;
-        if cfg.num_attention_heads == 0 || d % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !d.is_multiple_of(cfg.num_attention_heads) {
             return Err(Error::Invalid(format!(
                 "hidden_size {d} is not divisible by {} heads",
                 cfg.num_attention_heads

@@ -55,7 +55,7 @@ impl MultiheadAttention {
     /// `prefix.in_proj_weight`/`_bias` (`[3 dim, dim]`, Xavier-uniform, zero bias) and
     /// `prefix.out_proj` (zero bias), as `nn.MultiheadAttention` initializes them.
     pub fn new(b: &mut Builder<'_>, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(crate::Error::Invalid(format!(
                 "model width {dim} is not divisible by {heads} heads"
             )));

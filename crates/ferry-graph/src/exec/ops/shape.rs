@@ -71,7 +71,7 @@ pub fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usi
     let total: usize = input.iter().product();
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             candle_core::bail!("cannot reshape {input:?} to {spec:?}");
         }
         out[i] = total / known;

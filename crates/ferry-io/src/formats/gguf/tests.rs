@@ -212,7 +212,7 @@ impl Builder {
         self
     }
     fn pad(&mut self) -> &mut Self {
-        while self.buf.len() % 32 != 0 {
+        while !self.buf.len().is_multiple_of(32) {
             self.buf.push(0);
         }
         self

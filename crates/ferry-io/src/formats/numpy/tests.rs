@@ -9,7 +9,7 @@ fn out<'a>(name: &str, dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> OutTen
 /// A `.npy` file with a hand-written header (as NumPy would write it) and `data`.
 fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut h = dict.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
