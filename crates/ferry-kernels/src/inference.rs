@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, threads, View};
 use super::{fast_path, host_slices};
+use crate::packed_gemm::{gemm_packed, PackedMatrix};
 use crate::Activation;
 
 /// Elements per parallel task of the element-wise loops.
@@ -129,6 +130,38 @@ pub fn linear_in_out(
     Tensor::from_vec(out, out_dims, x.device())
 }
 
+/// `act(x W + b)` for inference with `W` packed once ([`PackedMatrix`]): `x` `[.., in]` f32 on
+/// CPU, `bias` `[out]`. The bias starts each tile and the activation runs on each tile while it
+/// is in cache.
+pub fn linear_packed(
+    x: &Tensor,
+    weight: &PackedMatrix,
+    bias: &Tensor,
+    act: Option<Activation>,
+) -> candle_core::Result<Tensor> {
+    let (k, n) = (weight.k(), weight.n());
+    let dims = x.dims().to_vec();
+    if dims.last() != Some(&k) || bias.elem_count() != n || !fast_path(&[x, bias]) {
+        candle_core::bail!(
+            "linear: x {dims:?} ({:?}), packed weight [{k}, {n}], bias {:?} do not fit",
+            x.dtype(),
+            bias.dims()
+        );
+    }
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    let mut out_dims = dims[..dims.len() - 1].to_vec();
+    out_dims.push(n);
+    let out = host_slices(&[x, bias], |s| {
+        let epilogue: &(dyn Fn(&mut [f32]) + Sync) = match act {
+            Some(Activation::Gelu) => &gelu_in_place,
+            Some(Activation::Relu) => &|r: &mut [f32]| r.iter_mut().for_each(|v| *v = v.max(0.0)),
+            None => &|_: &mut [f32]| {},
+        };
+        gemm_packed(m, s[0], weight, Some(s[1]), epilogue)
+    })?;
+    Tensor::from_vec(out, out_dims, x.device())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +200,32 @@ mod tests {
                 .unwrap();
             assert!(diff < 1e-4, "{act:?}: {diff}");
         }
+    }
+
+    #[test]
+    fn linear_packed_matches_linear_in_out() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 40), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (40, 70), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 70, &dev).unwrap();
+        let Some(packed) = PackedMatrix::pack(&w.flatten_all().unwrap().to_vec1().unwrap(), 40, 70)
+        else {
+            return; // no AVX-512 on this CPU: callers use linear_in_out
+        };
+        for act in [None, Some(Activation::Gelu), Some(Activation::Relu)] {
+            let got = linear_packed(&x, &packed, &b, act).unwrap();
+            let want = linear_in_out(&x, &w, &b, act).unwrap();
+            assert_eq!(got.dims(), &[3, 5, 70]);
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{act:?}: {diff}");
+        }
+        assert!(linear_packed(&x.narrow(2, 0, 39).unwrap(), &packed, &b, None).is_err());
     }
 }

@@ -18,13 +18,15 @@ mod gemm;
 mod inference;
 mod layer_norm;
 mod linear;
+mod packed_gemm;
 
 pub use activation::Activation;
 pub use attention::{attention_inference, self_attention};
 pub use embedding::embedding;
-pub use inference::{erf_fast, gelu_erf, linear_in_out};
+pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed};
 pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::linear;
+pub use packed_gemm::{avx512_available, gemm_packed, PackedMatrix};
 
 /// Process-wide settings for CPU work (training and graph execution), to call once at program start before any tensor
 /// work (the `ferry` binary and the benchmarks do): candle's barrier-pool workers spin 25 000
@@ -298,19 +300,22 @@ mod tests {
 
     #[test]
     fn linear_kernel_matches_matmul_forward_and_backward() {
-        let x = rand(&[70, 24], 11);
-        let w = rand(&[10, 24], 12);
-        let b = rand(&[10], 13);
-        let f = |t: &[&Tensor]| linear(t[0], t[1], Some(t[2]), None).unwrap();
-        let (y1, g1) = fast(f, &[&x, &w, &b]);
-        let (y2, g2) = reference(f, &[&x, &w, &b]);
-        assert!(max_diff(&y1, &y2) < 1e-4);
-        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
-            assert!(
-                max_diff(a, b) < 1e-3,
-                "gradient {i} differs by {}",
-                max_diff(a, b)
-            );
+        // Narrower than one 32-column panel, and wider than one with ragged edges.
+        for (rows, inp, out) in [(70, 24, 10), (130, 40, 45)] {
+            let x = rand(&[rows, inp], 11);
+            let w = rand(&[out, inp], 12);
+            let b = rand(&[out], 13);
+            let f = |t: &[&Tensor]| linear(t[0], t[1], Some(t[2]), None).unwrap();
+            let (y1, g1) = fast(f, &[&x, &w, &b]);
+            let (y2, g2) = reference(f, &[&x, &w, &b]);
+            assert!(max_diff(&y1, &y2) < 1e-4, "{rows}x{inp}x{out}");
+            for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                assert!(
+                    max_diff(a, b) < 1e-3,
+                    "{rows}x{inp}x{out}: gradient {i} differs by {}",
+                    max_diff(a, b)
+                );
+            }
         }
     }
 
@@ -352,24 +357,33 @@ mod tests {
 
     #[test]
     fn attention_kernel_matches_the_composed_op_forward_and_backward() {
-        // 3 sequences of 5 tokens, 2 heads of 4; the last sequence has 2 padding tokens.
-        let qkv = rand(&[3, 5, 24], 15);
-        let mask = Tensor::new(
-            &[[1u8, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]],
-            &Device::Cpu,
-        )
-        .unwrap();
-        let bias = ((mask.to_dtype(DType::F32).unwrap() - 1.0).unwrap() * 1e9).unwrap();
-        for with_bias in [false, true] {
-            let f = |t: &[&Tensor]| self_attention(t[0], 2, with_bias.then_some(&bias)).unwrap();
-            let (y1, g1) = fast(f, &[&qkv]);
-            let (y2, g2) = reference(f, &[&qkv]);
-            assert!(max_diff(&y1, &y2) < 1e-5, "forward {}", max_diff(&y1, &y2));
-            assert!(
-                max_diff(&g1[0], &g2[0]) < 1e-4,
-                "backward {}",
-                max_diff(&g1[0], &g2[0])
-            );
+        // (batch, seq, heads, head size): head size 4 has no kernel (composed path); 32 and
+        // 64 run the kernels, with sequence lengths that are not multiples of their tiles
+        // (12 rows, 32 columns). The last sequence of each batch ends in 2 padding tokens.
+        for (b, s, h, hd) in [(3, 5, 2, 4), (2, 37, 2, 32), (1, 70, 1, 64)] {
+            let qkv = (rand(&[b, s, 3 * h * hd], 15 + s as u64) * 0.5).unwrap();
+            let mut keep = vec![1f32; b * s];
+            keep[b * s - 2..].fill(0.0);
+            let bias = ((Tensor::from_vec(keep, (b, s), &Device::Cpu).unwrap() - 1.0).unwrap()
+                * 1e9)
+                .unwrap();
+            for with_bias in [false, true] {
+                let f =
+                    |t: &[&Tensor]| self_attention(t[0], h, with_bias.then_some(&bias)).unwrap();
+                let (y1, g1) = fast(f, &[&qkv]);
+                let (y2, g2) = reference(f, &[&qkv]);
+                let what = format!("[{b}, {s}] x {h} heads of {hd}, bias {with_bias}");
+                assert!(
+                    max_diff(&y1, &y2) < 1e-5,
+                    "{what}: forward {}",
+                    max_diff(&y1, &y2)
+                );
+                assert!(
+                    max_diff(&g1[0], &g2[0]) < 1e-4,
+                    "{what}: backward {}",
+                    max_diff(&g1[0], &g2[0])
+                );
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{matmul, threads, View};
 use super::{f32_slice, fast_path, host_slices};
+use crate::packed_gemm::{avx512_available, gemm_new, pack_rows, pack_transposed, Lhs};
 use crate::Activation;
 
 /// `act(x W^T + b)`: `x` `[.., in]`, `weight` `[out, in]`, `bias` `[out]` -> `[.., out]`.
@@ -98,22 +99,29 @@ impl CustomOp3 for Linear {
             );
         }
         let n = x.len() / inp.max(1);
-        let mut y = Vec::with_capacity(n * out);
-        for _ in 0..n {
-            y.extend_from_slice(b);
-        }
-        matmul(
-            (n, out, inp),
-            &mut y,
-            View::rows(0, out),
-            true,
-            x,
-            View::rows(0, inp),
-            w,
-            View::rows(0, inp).t(),
-            1.0,
-            threads(),
-        );
+        let mut y = if avx512_available() {
+            let mut wt = Vec::new();
+            pack_transposed(w, (0, inp), (out, inp), &mut wt);
+            gemm_new((n, inp, out), Lhs::Rows(x, inp), &wt, Some(b), &|_| {})
+        } else {
+            let mut y = Vec::with_capacity(n * out);
+            for _ in 0..n {
+                y.extend_from_slice(b);
+            }
+            matmul(
+                (n, out, inp),
+                &mut y,
+                View::rows(0, out),
+                true,
+                x,
+                View::rows(0, inp),
+                w,
+                View::rows(0, inp).t(),
+                1.0,
+                threads(),
+            );
+            y
+        };
         match self.act {
             None => {}
             Some(Activation::Relu) => y.iter_mut().for_each(|v| *v = v.max(0.0)),
@@ -161,40 +169,56 @@ impl CustomOp3 for Linear {
             // dx and dW are independent: run them side by side, each on its share of the
             // threads (two half-size GEMMs synchronize less than two split ones).
             let half = (t / 2).max(1);
-            let (dx, dw) = rayon::join(
-                || {
-                    let mut dx = vec![0f32; n * inp];
-                    matmul(
-                        (n, inp, out),
-                        &mut dx,
-                        View::rows(0, inp),
-                        false,
-                        &dz,
-                        View::rows(0, out),
-                        wv,
-                        View::rows(0, inp),
-                        1.0,
-                        half,
-                    );
-                    dx
-                },
-                || {
-                    let mut dw = vec![0f32; out * inp];
-                    matmul(
-                        (out, inp, n),
-                        &mut dw,
-                        View::rows(0, inp),
-                        false,
-                        &dz,
-                        View::rows(0, out).t(),
-                        xv,
-                        View::rows(0, inp),
-                        1.0,
-                        t - half,
-                    );
-                    dw
-                },
-            );
+            let (dx, dw) = if avx512_available() {
+                // dx = dz W and dw = dz^T x (dz read transposed in place), both in parallel.
+                rayon::join(
+                    || {
+                        let mut wp = Vec::new();
+                        pack_rows(wv, (0, inp), (out, inp), &mut wp);
+                        gemm_new((n, out, inp), Lhs::Rows(&dz, out), &wp, None, &|_| {})
+                    },
+                    || {
+                        let mut xp = Vec::new();
+                        pack_rows(xv, (0, inp), (n, inp), &mut xp);
+                        gemm_new((out, n, inp), Lhs::Cols(&dz, out), &xp, None, &|_| {})
+                    },
+                )
+            } else {
+                rayon::join(
+                    || {
+                        let mut dx = vec![0f32; n * inp];
+                        matmul(
+                            (n, inp, out),
+                            &mut dx,
+                            View::rows(0, inp),
+                            false,
+                            &dz,
+                            View::rows(0, out),
+                            wv,
+                            View::rows(0, inp),
+                            1.0,
+                            half,
+                        );
+                        dx
+                    },
+                    || {
+                        let mut dw = vec![0f32; out * inp];
+                        matmul(
+                            (out, inp, n),
+                            &mut dw,
+                            View::rows(0, inp),
+                            false,
+                            &dz,
+                            View::rows(0, out).t(),
+                            xv,
+                            View::rows(0, inp),
+                            1.0,
+                            t - half,
+                        );
+                        dw
+                    },
+                )
+            };
             let mut db = vec![0f32; out];
             for row in dz.chunks_exact(out.max(1)) {
                 for (d, s) in db.iter_mut().zip(row) {

@@ -39,6 +39,9 @@ pub struct Executor {
     device: Device,
     node_devices: Vec<Device>,
     consts: HashMap<String, Tensor>,
+    /// Constant weights packed once for the nodes that multiply by them (CPU, f32, 2-D, on
+    /// CPUs with AVX-512). A weight only such nodes read is not kept in `consts` as well.
+    packed: HashMap<String, ferry_kernels::PackedMatrix>,
     /// For each node, the values whose last reader it is.
     frees: Vec<Vec<String>>,
 }
@@ -96,6 +99,7 @@ impl Executor {
                 consts.insert(o.name.clone(), entry_to_candle(e, device)?);
             }
         }
+        let packed = pack_weights(&graph, &node_devices, &mut consts)?;
         let frees = last_uses(&graph);
         Ok(Executor {
             graph,
@@ -103,6 +107,7 @@ impl Executor {
             device: device.clone(),
             node_devices,
             consts,
+            packed,
             frees,
         })
     }
@@ -174,10 +179,16 @@ impl Executor {
                     args.push(None);
                     continue;
                 }
-                let t = values
-                    .get(name)
-                    .or_else(|| self.consts.get(name))
-                    .ok_or_else(|| Error::node(node, format!("input `{name}` is not available")))?;
+                let Some(t) = values.get(name).or_else(|| self.consts.get(name)) else {
+                    if self.packed.contains_key(name) {
+                        args.push(None); // read through OpCx::packed
+                        continue;
+                    }
+                    return Err(Error::node(
+                        node,
+                        format!("input `{name}` is not available"),
+                    ));
+                };
                 if !t.device().same_device(dev) {
                     stats.transfers += 1;
                     args.push(Some(t.to_device(dev)?));
@@ -188,6 +199,9 @@ impl Executor {
             let cx = OpCx {
                 opset: self.opset,
                 device: dev,
+                packed: ops::packs_weight(node)
+                    .then(|| node.inputs.get(1).and_then(|w| self.packed.get(w)))
+                    .flatten(),
             };
             let start = profile.then(std::time::Instant::now);
             let outs = ops::run(node, &cx, args).map_err(|e| Error::node(node, e.to_string()))?;
@@ -248,6 +262,48 @@ fn check_input(vi: &crate::ir::ValueInfo, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Packs the constant weights of the nodes that can take them packed ([`ops::packs_weight`]):
+/// f32 2-D initializers read on CPU, when the CPU has the packed kernel. A weight read only by
+/// such nodes (and not a graph output) leaves `consts`, so it is held once.
+fn pack_weights(
+    graph: &Graph,
+    node_devices: &[Device],
+    consts: &mut HashMap<String, Tensor>,
+) -> Result<HashMap<String, ferry_kernels::PackedMatrix>> {
+    let mut packed = HashMap::new();
+    if !ferry_kernels::avx512_available() {
+        return Ok(packed);
+    }
+    for (n, dev) in graph.nodes.iter().zip(node_devices) {
+        let Some(w) = n.inputs.get(1) else { continue };
+        if !ops::packs_weight(n) || !dev.is_cpu() || packed.contains_key(w) {
+            continue;
+        }
+        let Some(t) = consts.get(w) else { continue };
+        if t.dtype() != candle_core::DType::F32 || !t.device().is_cpu() {
+            continue;
+        }
+        let Ok((k, cols)) = t.dims2() else { continue };
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(p) = ferry_kernels::PackedMatrix::pack(&values, k, cols) {
+            packed.insert(w.clone(), p);
+        }
+    }
+    let outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    for name in packed.keys() {
+        let other_reader = graph.nodes.iter().any(|n| {
+            n.inputs
+                .iter()
+                .enumerate()
+                .any(|(i, inp)| inp == name && !(i == 1 && ops::packs_weight(n)))
+        });
+        if !other_reader && !outputs.contains(name.as_str()) {
+            consts.remove(name);
+        }
+    }
+    Ok(packed)
+}
+
 /// For each node, the non-initializer values it is the last reader of.
 fn last_uses(g: &Graph) -> Vec<Vec<String>> {
     let mut last: HashMap<&str, usize> = HashMap::new();
@@ -270,6 +326,7 @@ pub fn run_node(node: &Node, opset: i64, inputs: Vec<Option<Tensor>>) -> Result<
     let cx = OpCx {
         opset,
         device: &Device::Cpu,
+        packed: None,
     };
     ops::run(node, &cx, inputs).map_err(|e| Error::node(node, e.to_string()))
 }
@@ -285,4 +342,121 @@ pub fn scalar_f64(t: &Tensor) -> candle_core::Result<f64> {
 /// A tensor's values as i64.
 pub fn ints(t: &Tensor) -> Result<Vec<i64>> {
     Ok(util::ints_of(t)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{entry_from_candle, Dim, ValueInfo};
+    use crate::onnx::FERRY_DOMAIN;
+
+    fn vi(name: &str, dims: &[usize]) -> ValueInfo {
+        ValueInfo {
+            name: name.into(),
+            dtype: Some(ferry_io::DType::F32),
+            shape: Some(dims.iter().map(|d| Dim::Fixed(*d)).collect()),
+        }
+    }
+
+    /// `y1 = MatMulBias(x, w, b)`, `y2 = MatMulBiasGelu(x, w2, b)`, `y3 = MatMul(x, w2)`, and
+    /// `w` itself as an output: the executor packs both weights, keeps `w2` (another node reads
+    /// it) and `w` (an output) as tensors too, and every output matches the composed ops.
+    #[test]
+    fn packed_weights_give_the_same_outputs_and_stay_where_others_read_them() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 40), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (40, 70), &dev).unwrap();
+        let w2 = Tensor::randn(0f32, 1.0, (40, 70), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 70, &dev).unwrap();
+        let fused = |name: &str, op: &str, wn: &str, out: &str| {
+            let mut n = Node::new(
+                name,
+                op,
+                vec!["x".into(), wn.into(), "b".into()],
+                vec![out.into()],
+            );
+            n.domain = FERRY_DOMAIN.into();
+            n
+        };
+        let mut graph = Graph {
+            name: "packed".into(),
+            inputs: vec![vi("x", &[2, 5, 40])],
+            outputs: vec![
+                vi("y1", &[2, 5, 70]),
+                vi("y2", &[2, 5, 70]),
+                vi("y3", &[2, 5, 70]),
+                vi("w", &[40, 70]),
+            ],
+            nodes: vec![
+                fused("n1", "MatMulBias", "w", "y1"),
+                fused("n2", "MatMulBiasGelu", "w2", "y2"),
+                Node::new(
+                    "n3",
+                    "MatMul",
+                    vec!["x".into(), "w2".into()],
+                    vec!["y3".into()],
+                ),
+            ],
+            ..Graph::default()
+        };
+        for (name, t) in [("w", &w), ("w2", &w2), ("b", &b)] {
+            graph
+                .initializers
+                .insert(name.into(), entry_from_candle(name, t).unwrap());
+        }
+        let model = Model {
+            graph,
+            opsets: [(String::new(), 17), (FERRY_DOMAIN.to_string(), 1)]
+                .into_iter()
+                .collect(),
+            ir_version: 8,
+            ..Model::default()
+        };
+        let exec = Executor::new(&model, &dev).unwrap();
+        assert_eq!(
+            exec.packed.len(),
+            if ferry_kernels::avx512_available() {
+                2
+            } else {
+                0
+            }
+        );
+        assert!(exec.consts.contains_key("w") && exec.consts.contains_key("w2"));
+        let out = exec
+            .run(&[("x".to_string(), x.clone())].into_iter().collect())
+            .unwrap();
+        let y = x.broadcast_matmul(&w).unwrap().broadcast_add(&b).unwrap();
+        let y2 = x
+            .broadcast_matmul(&w2)
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap()
+            .gelu_erf()
+            .unwrap();
+        let y3 = x.broadcast_matmul(&w2).unwrap();
+        for (name, want) in [("y1", &y), ("y2", &y2), ("y3", &y3), ("w", &w)] {
+            let diff = (&out[name] - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "{name}");
+        }
+        // A weight only fused nodes read is held packed alone.
+        let mut only = model.clone();
+        only.graph.nodes.truncate(1);
+        only.graph.outputs = vec![vi("y1", &[2, 5, 70])];
+        only.graph.initializers.shift_remove("w2");
+        let exec = Executor::new(&only, &dev).unwrap();
+        assert_eq!(
+            exec.consts.contains_key("w"),
+            !ferry_kernels::avx512_available()
+        );
+        let out = exec
+            .run(&[("x".to_string(), x)].into_iter().collect())
+            .unwrap();
+        let diff = (&out["y1"] - &y).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
 }

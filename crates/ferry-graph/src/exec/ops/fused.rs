@@ -32,15 +32,27 @@ fn gelu(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     }])
 }
 
-/// `MatMulBias(X, W, B)` = `X W + B`, `MatMulBiasGelu` = `Gelu(X W + B)`, with `W` 2-D.
-fn matmul_bias(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+/// Whether the op reads its `W` through [`OpCx::packed`] when the executor packed it.
+pub(super) fn takes_packed_weight(op: &str) -> bool {
+    matches!(op, "MatMulBias" | "MatMulBiasGelu")
+}
+
+/// `MatMulBias(X, W, B)` = `X W + B`, `MatMulBiasGelu` = `Gelu(X W + B)`, with `W` 2-D; with
+/// `W` packed at load ([`OpCx::packed`]) when it is a constant on CPU.
+fn matmul_bias(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let act = (node.op_type == "MatMulBiasGelu").then_some(ferry_kernels::Activation::Gelu);
-    Ok(vec![ferry_kernels::linear_in_out(
-        arg(&args, 0)?,
-        arg(&args, 1)?,
-        arg(&args, 2)?,
-        act,
-    )?])
+    let (x, bias) = (arg(&args, 0)?, arg(&args, 2)?);
+    match cx.packed {
+        Some(w) if x.dtype() == DType::F32 && x.device().is_cpu() => {
+            Ok(vec![ferry_kernels::linear_packed(x, w, bias, act)?])
+        }
+        _ => Ok(vec![ferry_kernels::linear_in_out(
+            x,
+            arg(&args, 1)?,
+            bias,
+            act,
+        )?]),
+    }
 }
 
 /// `Attention(Q, K, V, Bias)`: see the module docs of [`crate::onnx`].

@@ -21,6 +21,14 @@ pub(crate) struct OpCx<'a> {
     pub opset: i64,
     /// The device the node runs on.
     pub device: &'a Device,
+    /// The node's weight packed at load, for ops that take one (see [`packs_weight`]).
+    pub packed: Option<&'a ferry_kernels::PackedMatrix>,
+}
+
+/// Whether `node` multiplies by its input 1 as a constant `[in, out]` matrix that the executor
+/// may pack once at load ([`ferry_kernels::PackedMatrix`]) instead of passing it as a tensor.
+pub(crate) fn packs_weight(node: &Node) -> bool {
+    node.domain == FERRY_DOMAIN && fused::takes_packed_weight(&node.op_type)
 }
 
 type OpFn = fn(&Node, &OpCx, Vec<Option<Tensor>>) -> R<Vec<Tensor>>;

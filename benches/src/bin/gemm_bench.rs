@@ -1,0 +1,68 @@
+//! GEMM throughput on the shapes of an encoder forward: ferry-kernels' packed AVX-512 kernel
+//! (weights packed once) against candle's matmul (the `gemm` crate, which packs per call).
+//!
+//! `cargo run --release -p ferry-benches --bin gemm_bench -- [--threads 2] [--runs 20]`
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use ferry_benches::{arg, set_threads};
+use ferry_kernels::{gemm_packed, PackedMatrix};
+
+fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    set_threads(&arg(&args, "--threads").unwrap_or_else(|| "2".into()));
+    let runs: usize = arg(&args, "--runs").map_or(20, |r| r.parse().expect("--runs N"));
+    println!("| m x k x n | candle matmul GFLOP/s | packed GFLOP/s | ratio |");
+    println!("|---|---:|---:|---:|");
+    // --shapes "m,k,n m,k,n": other shapes than the encoder's.
+    let shapes: Vec<(usize, usize, usize)> = match arg(&args, "--shapes") {
+        Some(list) => list
+            .split_whitespace()
+            .map(|t| {
+                let v: Vec<usize> = t.split(',').map(|x| x.parse().expect("m,k,n")).collect();
+                (v[0], v[1], v[2])
+            })
+            .collect(),
+        None => vec![
+            (1024, 384, 1152),
+            (1024, 384, 384),
+            (1024, 384, 1536),
+            (1024, 1536, 384),
+            (2048, 128, 512),
+            (2048, 512, 128),
+        ],
+    };
+    for (m, k, n) in shapes {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu).unwrap();
+        let flops = 2.0 * (m * k * n) as f64;
+        let candle = best_ms(runs, || {
+            a.matmul(&b).unwrap();
+        });
+        let av = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bv = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let packed = PackedMatrix::pack(&bv, k, n).expect("AVX-512");
+        let ours = best_ms(runs, || {
+            gemm_packed(m, &av, &packed, None, &|_| {});
+        });
+        let g = |ms: f64| flops / ms / 1e6;
+        println!(
+            "| {m} x {k} x {n} | {:.0} | {:.0} | {:.2}x |",
+            g(candle),
+            g(ours),
+            candle / ours
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The 12 x 32 register tile: 24 accumulators, one 32-wide panel row and twelve broadcasts
+//! per step of depth.
+
+/// What a tile's accumulators start from.
+#[derive(Clone, Copy)]
+pub(super) enum Init {
+    /// Zero.
+    Zero,
+    /// The bias row (`width` floats) in every row.
+    Bias(*const f32),
+    /// The tile's current values in `c` (a later block of depth).
+    Accumulate,
+}
+
+/// `((k, lda), a, b, c, ldc, init, width)` of one tile: see `avx512::kernel`.
+pub(super) type TileArgs = (
+    (usize, usize),
+    *const f32,
+    *const f32,
+    *mut f32,
+    usize,
+    Init,
+    usize,
+);
+
+/// Runs one `mr x width` tile (mr <= 12, width <= 32) with the kernel for `mr` rows.
+///
+/// # Safety
+/// As `avx512::kernel`.
+pub(super) unsafe fn tile<const ROWS: bool>(mr: usize, args: TileArgs) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match mr {
+            12 => avx512::kernel::<12, ROWS>(args),
+            11 => avx512::kernel::<11, ROWS>(args),
+            10 => avx512::kernel::<10, ROWS>(args),
+            9 => avx512::kernel::<9, ROWS>(args),
+            8 => avx512::kernel::<8, ROWS>(args),
+            7 => avx512::kernel::<7, ROWS>(args),
+            6 => avx512::kernel::<6, ROWS>(args),
+            5 => avx512::kernel::<5, ROWS>(args),
+            4 => avx512::kernel::<4, ROWS>(args),
+            3 => avx512::kernel::<3, ROWS>(args),
+            2 => avx512::kernel::<2, ROWS>(args),
+            _ => avx512::kernel::<1, ROWS>(args),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (mr, args);
+        unreachable!("the packed kernels run only where avx512_available() holds");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Init;
+
+    /// `c[MR x width] = init + a[MR x k] b_panel[k x 32]`: element `(r, kk)` of `a` at
+    /// `r * lda + kk` when `ROWS`, else at `kk * lda + r` (a packed tile, `lda` 12); the panel
+    /// `k` rows of 32 floats, `c` with row stride `ldc`; columns past `width` are neither read
+    /// nor written.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` holds the MR x k operand as laid out, the panel `k x 32` floats, `c` MR
+    /// rows of `width` at stride `ldc` (initialized when `init` is `Accumulate`), a bias
+    /// `width` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel<const MR: usize, const ROWS: bool>(
+        ((k, lda), a, b, c, ldc, init, width): super::TileArgs,
+    ) {
+        // SAFETY: the caller guarantees every pointer range below.
+        unsafe {
+            let m0: __mmask16 = if width >= 16 {
+                0xFFFF
+            } else {
+                (1u16 << width) - 1
+            };
+            let m1: __mmask16 = if width >= 32 {
+                0xFFFF
+            } else if width > 16 {
+                (1u16 << (width - 16)) - 1
+            } else {
+                0
+            };
+            let (mut acc0, mut acc1) = match init {
+                Init::Zero => ([_mm512_setzero_ps(); MR], [_mm512_setzero_ps(); MR]),
+                Init::Bias(p) => (
+                    [_mm512_maskz_loadu_ps(m0, p); MR],
+                    [_mm512_maskz_loadu_ps(m1, p.add(16)); MR],
+                ),
+                Init::Accumulate => {
+                    let mut acc = ([_mm512_setzero_ps(); MR], [_mm512_setzero_ps(); MR]);
+                    for r in 0..MR {
+                        acc.0[r] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                        acc.1[r] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+                    }
+                    acc
+                }
+            };
+            let mut rows = [a; MR];
+            for (r, p) in rows.iter_mut().enumerate() {
+                *p = a.add(r * lda);
+            }
+            let (mut ap, mut bp) = (a, b);
+            for kk in 0..k {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                bp = bp.add(32);
+                for r in 0..MR {
+                    let av = _mm512_set1_ps(if ROWS { *rows[r].add(kk) } else { *ap.add(r) });
+                    acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+                }
+                ap = ap.add(lda);
+            }
+            for r in 0..MR {
+                let row = c.add(r * ldc);
+                _mm512_mask_storeu_ps(row, m0, acc0[r]);
+                _mm512_mask_storeu_ps(row.add(16), m1, acc1[r]);
+            }
+        }
+    }
+}

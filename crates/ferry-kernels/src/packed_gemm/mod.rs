@@ -1,0 +1,478 @@
+//! A matrix multiply for a constant right-hand side, `C = A B + bias`, with `B` packed once
+//! (at model load) into 32-column panels for an AVX-512 register-blocked kernel.
+//!
+//! The `gemm` crate candle uses repacks both operands on every call and runs at about 105
+//! GFLOP/s per core here; an inference graph multiplies by the same weights on every forward,
+//! so packing them once and running a 12 x 32 tile kernel over the unpacked activations
+//! removes the repacking and the generic blocking. The kernel keeps 24 accumulators in
+//! registers, streams one 32-wide row of the packed panel per step of `k`, and broadcasts
+//! twelve activations against it. Depth is cut in blocks of 256 so the part of a panel a tile
+//! walks stays in L1 while the tiles of a row block reuse it. The same kernel serves operands
+//! packed per call (attention's keys and values, a training step's weights): see
+//! [`gemm_new`] and [`gemm_panels`]. Without AVX-512 ([`avx512_available`]), callers keep
+//! using the `gemm` crate.
+//!
+//! Modules: `pack` (the panel layout), `kernel` (the register tile).
+
+mod kernel;
+mod pack;
+
+use rayon::prelude::*;
+
+use kernel::{tile, Init};
+pub(crate) use pack::{pack_rows, pack_transposed};
+
+/// Columns per packed panel: two 16-lane vectors.
+const NR: usize = 32;
+/// Rows per register tile.
+const MR: usize = 12;
+/// Rows of `A` per parallel task (a multiple of [`MR`]).
+const MC: usize = 96;
+/// Bytes of packed `B` one task walks (its panels stay in L2).
+const PANEL_GROUP_BYTES: usize = 256 << 10;
+/// Depth per pass over a panel: 256 rows of 32 floats (32 KiB) stay in L1 across a row block.
+const KC: usize = 256;
+
+/// One 64-byte aligned line of 16 floats, so panel rows never straddle cache lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A `k x n` matrix packed for [`gemm_packed`]: `ceil(n / 32)` panels, each `k` rows of 32
+/// floats, zero-padded past column `n`.
+#[derive(Clone)]
+pub struct PackedMatrix {
+    k: usize,
+    n: usize,
+    lines: Vec<Line>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedMatrix({} x {})", self.k, self.n)
+    }
+}
+
+impl PackedMatrix {
+    /// Packs the row-major `k x n` matrix `src`. `None` when this CPU has no AVX-512F (the
+    /// kernel needs it) or `src` does not hold `k * n` values.
+    pub fn pack(src: &[f32], k: usize, n: usize) -> Option<Self> {
+        if !avx512_available() || src.len() != k * n || k == 0 || n == 0 {
+            return None;
+        }
+        let panels = n.div_ceil(NR);
+        let mut lines = vec![Line([0.0; 16]); panels * k * 2];
+        for p in 0..panels {
+            let (c0, width) = (p * NR, NR.min(n - p * NR));
+            for r in 0..k {
+                let dst = &mut lines[(p * k + r) * 2..(p * k + r) * 2 + 2];
+                let row = &src[r * n + c0..r * n + c0 + width];
+                for (j, v) in row.iter().enumerate() {
+                    dst[j / 16].0[j % 16] = *v;
+                }
+            }
+        }
+        Some(PackedMatrix { k, n, lines })
+    }
+
+    /// Rows (the inner dimension of the product).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns (the output width).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The packed values as floats.
+    fn values(&self) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]`, so the lines are 16 contiguous
+        // floats each, with no padding between them.
+        unsafe {
+            std::slice::from_raw_parts(self.lines.as_ptr() as *const f32, self.lines.len() * 16)
+        }
+    }
+}
+
+/// Whether the packed kernels run: the CPU has AVX-512F and `FERRY_PORTABLE_KERNELS` is not
+/// set (setting it runs the `gemm` crate and the portable loops instead, to compare the two
+/// or to rule the kernels out when chasing a numerical difference). Read once per process.
+pub fn avx512_available() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let cpu = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu = false;
+        cpu && std::env::var_os("FERRY_PORTABLE_KERNELS").is_none()
+    })
+}
+
+/// The left operand of a product, `m x depth`.
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    /// Row-major: element `(r, kk)` at `r * ld + kk`.
+    Rows(&'a [f32], usize),
+    /// Stored transposed: element `(r, kk)` at `kk * ld + r`.
+    Cols(&'a [f32], usize),
+}
+
+impl<'a> Lhs<'a> {
+    /// The slice, its leading dimension and whether it is stored transposed, after checking
+    /// that it holds an `m x depth` matrix (panics otherwise: a caller bug).
+    fn checked(self, m: usize, depth: usize) -> (&'a [f32], usize, bool) {
+        let (a, ld, at, end) = match self {
+            Lhs::Rows(a, ld) => (a, ld, false, (m - 1) * ld + depth),
+            Lhs::Cols(a, ld) => (a, ld, true, (depth - 1) * ld + m),
+        };
+        assert!(
+            a.len() >= end && ld >= if at { m } else { depth },
+            "packed GEMM: left operand too short"
+        );
+        (a, ld, at)
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of output tiles (see `Product::block`).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// One checked product `c = a B + bias` (see [`gemm_new`]), which [`Product::block`] runs
+/// part by part.
+struct Product<'a> {
+    depth: usize,
+    n: usize,
+    a: &'a [f32],
+    lda: usize,
+    at: bool,
+    panels: &'a [f32],
+    c: OutPtr,
+    ldc: usize,
+    bias: Option<&'a [f32]>,
+    epilogue: &'a (dyn Fn(&mut [f32]) + Sync),
+}
+
+impl<'a> Product<'a> {
+    /// Checks every operand against the shapes (panics on a mismatch: a caller bug). The
+    /// output must have room for `m` rows of `n` at stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        (m, depth, n): (usize, usize, usize),
+        a: Lhs<'a>,
+        panels: &'a [f32],
+        (c, c_len, ldc): (*mut f32, usize, usize),
+        bias: Option<&'a [f32]>,
+        epilogue: &'a (dyn Fn(&mut [f32]) + Sync),
+    ) -> Self {
+        assert!(avx512_available(), "the packed GEMM needs AVX-512F");
+        assert!(m > 0 && depth > 0 && n > 0, "packed GEMM: empty product");
+        let (a, lda, at) = a.checked(m, depth);
+        assert!(
+            panels.len() >= n.div_ceil(NR) * depth * NR
+                && bias.is_none_or(|v| v.len() == n)
+                && ldc >= n
+                && c_len >= (m - 1) * ldc + n,
+            "packed GEMM: panels, bias or output too short"
+        );
+        Product {
+            depth,
+            n,
+            a,
+            lda,
+            at,
+            panels,
+            c: OutPtr(c),
+            ldc,
+            bias,
+            epilogue,
+        }
+    }
+
+    /// Computes output rows `rows` x panels `cols` in full (every depth block), then runs the
+    /// epilogue on them. Per block of `KC` depth, every panel in `cols` walks its 32 KiB slice
+    /// once per 12-row tile while it stays in L1. A row-major `a` is read in place (twelve
+    /// sequential streams); a transposed one is first packed into contiguous 12-row tiles.
+    fn block(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        thread_local! {
+            static COLS_TILES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let Product {
+            depth, n, lda, at, ..
+        } = *self;
+        COLS_TILES.with_borrow_mut(|tiles| {
+            for k0 in (0..depth).step_by(KC) {
+                let kc = KC.min(depth - k0);
+                let tile_len = kc * MR;
+                if at {
+                    let needed = rows.len().div_ceil(MR) * tile_len;
+                    if tiles.len() < needed {
+                        tiles.resize(needed, 0.0);
+                    }
+                    for (t, r0) in rows.clone().step_by(MR).enumerate() {
+                        let mr = MR.min(rows.end - r0);
+                        let out = &mut tiles[t * tile_len..(t + 1) * tile_len];
+                        pack::pack_cols_tile(self.a, lda, (r0, mr), (k0, kc), out);
+                    }
+                }
+                for p in cols.clone() {
+                    let width = NR.min(n - p * NR);
+                    for (t, r0) in rows.clone().step_by(MR).enumerate() {
+                        let mr = MR.min(rows.end - r0);
+                        let init = match (k0, self.bias) {
+                            (0, Some(b)) => Init::Bias(b[p * NR..].as_ptr()),
+                            (0, None) => Init::Zero,
+                            _ => Init::Accumulate,
+                        };
+                        // SAFETY: `new` checked that `a` holds the m x depth operand (and the
+                        // packed tile t holds kc x 12 values), the panels n x depth and the
+                        // output m rows of n at stride ldc, so every pointer below stays
+                        // inside them; the tile (r0, p) belongs to this block alone (callers
+                        // give blocks disjoint rows or panels); the CPU has AVX-512F (checked
+                        // by `new`).
+                        unsafe {
+                            let (b, c) = (
+                                self.panels.as_ptr().add((p * depth + k0) * NR),
+                                self.c.0.add(r0 * self.ldc + p * NR),
+                            );
+                            if at {
+                                let a = tiles[t * tile_len..].as_ptr();
+                                tile::<false>(mr, ((kc, MR), a, b, c, self.ldc, init, width));
+                            } else {
+                                let a = self.a.as_ptr().add(r0 * lda + k0);
+                                tile::<true>(mr, ((kc, lda), a, b, c, self.ldc, init, width));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        for r in rows {
+            let (c0, c1) = (cols.start * NR, (cols.end * NR).min(n));
+            // SAFETY: row r, columns c0..c1 of the output were fully written above and
+            // belong to this block alone.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.c.0.add(r * self.ldc + c0), c1 - c0) };
+            (self.epilogue)(row);
+        }
+    }
+}
+
+/// `a[m x k] b + bias` for the packed `b`, as a new row-major `m x n` vector: `a` row-major
+/// (row stride `k`), `bias` of length `n` or absent, and `epilogue` applied to each finished
+/// row segment (a fused activation). Runs on rayon's pool.
+///
+/// Panics if `a` or `bias` is shorter than the shapes say (a caller bug, never user input).
+pub fn gemm_packed(
+    m: usize,
+    a: &[f32],
+    b: &PackedMatrix,
+    bias: Option<&[f32]>,
+    epilogue: &(dyn Fn(&mut [f32]) + Sync),
+) -> Vec<f32> {
+    gemm_new((m, b.k, b.n), Lhs::Rows(a, b.k), b.values(), bias, epilogue)
+}
+
+/// `a[m x depth] B + bias` as a new row-major `m x n` vector, with `B` in panel layout
+/// ([`pack_rows`], [`pack_transposed`], [`PackedMatrix`]) and `a` as [`Lhs`] says; `epilogue`
+/// runs on each finished row segment. Parallel over blocks of 96 rows and groups of panels
+/// that fit in L2; the output is never zero-filled (every element is written). Only where
+/// [`avx512_available`] holds.
+///
+/// Panics if a slice is shorter than the shapes say (a caller bug, never user input).
+pub(crate) fn gemm_new(
+    (m, depth, n): (usize, usize, usize),
+    a: Lhs,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: &(dyn Fn(&mut [f32]) + Sync),
+) -> Vec<f32> {
+    if m == 0 || n == 0 {
+        return Vec::new();
+    }
+    if depth == 0 {
+        let mut c = vec![0f32; m * n];
+        for row in c.chunks_exact_mut(n) {
+            if let Some(b) = bias {
+                row.copy_from_slice(b);
+            }
+            epilogue(row);
+        }
+        return c;
+    }
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    let job = Product::new(
+        (m, depth, n),
+        a,
+        panels,
+        (c.as_mut_ptr(), m * n, n),
+        bias,
+        epilogue,
+    );
+    let panel_count = n.div_ceil(NR);
+    let group = (PANEL_GROUP_BYTES / (depth.min(KC) * NR * 4)).clamp(1, panel_count);
+    let groups = panel_count.div_ceil(group);
+    let task = |t: usize| {
+        let (rb, g) = (t / groups, t % groups);
+        job.block(
+            rb * MC..(rb * MC + MC).min(m),
+            g * group..((g + 1) * group).min(panel_count),
+        )
+    };
+    let tasks = m.div_ceil(MC) * groups;
+    if rayon::current_num_threads() > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+    // SAFETY: the tasks wrote every element of the m x n output (every row block x every
+    // panel group, each in full).
+    unsafe { c.set_len(m * n) };
+    c
+}
+
+/// `c[m x n] = a[m x depth] B` on the calling thread, with `B` packed by [`pack_rows`] or
+/// [`pack_transposed`], `a` laid out as [`Lhs`] says and `c` rows `ldc` apart (columns past
+/// `n` untouched). Only where [`avx512_available`] holds.
+///
+/// Panics if a slice is shorter than the shapes say (a caller bug, never user input).
+pub(crate) fn gemm_panels(
+    (m, depth, n): (usize, usize, usize),
+    a: Lhs,
+    panels: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if depth == 0 {
+        c.chunks_mut(ldc).take(m).for_each(|r| r[..n].fill(0.0));
+        return;
+    }
+    let job = Product::new(
+        (m, depth, n),
+        a,
+        panels,
+        (c.as_mut_ptr(), c.len(), ldc),
+        None,
+        &|_| {},
+    );
+    job.block(0..m, 0..n.div_ceil(NR));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], bias: &[f32]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias[j] as f64;
+                for p in 0..k {
+                    s += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_a_reference_on_ragged_shapes() {
+        if !avx512_available() {
+            assert!(PackedMatrix::pack(&[1.0], 1, 1).is_none());
+            return;
+        }
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (13, 7, 33),
+            (25, 64, 31),
+            (200, 40, 100),
+            (97, 300, 64),
+        ] {
+            let (a, b, bias) = (values(m * k, 1), values(k * n, 2), values(n, 3));
+            let packed = PackedMatrix::pack(&b, k, n).unwrap();
+            let c = gemm_packed(m, &a, &packed, Some(&bias), &|_| {});
+            let want = reference(m, k, n, &a, &b, &bias);
+            let worst = c
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{m}x{k}x{n}: max error {worst}");
+            let c2 = gemm_packed(m, &a, &packed, None, &|r| {
+                r.iter_mut().for_each(|v| *v *= 2.0)
+            });
+            let want2 = reference(m, k, n, &a, &b, &vec![0.0; n]);
+            assert!(c2
+                .iter()
+                .zip(&want2)
+                .all(|(x, y)| (x - 2.0 * y).abs() < 2e-4));
+        }
+    }
+
+    #[test]
+    fn gemm_panels_reads_strided_rows() {
+        if !avx512_available() {
+            return;
+        }
+        // Depth past one 256 block, so the later blocks accumulate.
+        let (m, depth, n, lda, ldc) = (29, 300, 45, 301, 50);
+        let a = values(m * lda, 4);
+        // B inside a wider buffer (row stride n + 3, starting at 2), packed as is and from
+        // its transpose.
+        let src = values(2 + depth * (n + 3), 6);
+        let b: Vec<f32> = (0..depth * n)
+            .map(|i| src[2 + i / n * (n + 3) + i % n])
+            .collect();
+        let bt_src: Vec<f32> = (0..n * depth)
+            .map(|i| b[i % depth * n + i / depth])
+            .collect();
+        let (mut rows, mut transposed) = (Vec::new(), Vec::new());
+        pack_rows(&src, (2, n + 3), (depth, n), &mut rows);
+        pack_transposed(&bt_src, (0, depth), (n, depth), &mut transposed);
+        assert_eq!(rows, transposed);
+        let dense: Vec<f32> = (0..m)
+            .flat_map(|i| a[i * lda..i * lda + depth].to_vec())
+            .collect();
+        let want = reference(m, depth, n, &dense, &b, &vec![0.0; n]);
+        let mut c = vec![7.0f32; m * ldc];
+        gemm_panels((m, depth, n), Lhs::Rows(&a, lda), &rows, &mut c, ldc);
+        // The same product with `a` stored transposed.
+        let at: Vec<f32> = (0..depth * m)
+            .map(|i| dense[i % m * depth + i / m])
+            .collect();
+        let mut c2 = vec![7.0f32; m * ldc];
+        gemm_panels((m, depth, n), Lhs::Cols(&at, m), &rows, &mut c2, ldc);
+        assert_eq!(c, c2);
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j < n {
+                    assert!((got - want[i * n + j]).abs() < 1e-4, "({i}, {j})");
+                } else {
+                    assert_eq!(got, 7.0, "column {j} past n was written");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pack_rejects_a_wrong_length() {
+        assert!(PackedMatrix::pack(&[1.0, 2.0, 3.0], 2, 2).is_none());
+    }
+}
