@@ -53,6 +53,18 @@ pub fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// mimalloc v3's `mi_option_purge_delay` (its index in `mimalloc.h`; libmimalloc-sys 0.1.49
+/// names no constant for it).
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+
+/// The allocator setting the `ferry` binary uses: freed pages are kept, not returned to the OS
+/// (a step or forward pass re-allocates the same large buffers; each fresh page costs a fault
+/// and a zeroing). Call at the start of `main`.
+pub fn keep_freed_pages() {
+    // SAFETY: sets a process-wide allocator option; no allocation depends on its old value.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// Runs candle and rayon on `threads` threads (`--threads`); call before any thread starts.
 pub fn set_threads(threads: &str) {
     let t: usize = threads.parse().expect("--threads N");

@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     ferry_kernels::init_cpu_runtime();
+    ferry_benches::keep_freed_pages();
     let args: Vec<String> = std::env::args().collect();
     let num = |name: &str, default: usize| {
         arg(&args, name).map_or(default, |s| {

@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     ferry_train::init_cpu_runtime();
+    ferry_benches::keep_freed_pages();
     let args: Vec<String> = std::env::args().collect();
     let workload = arg(&args, "--workload").unwrap_or_else(|| "bag".into());
     let steps: usize = arg(&args, "--steps").map_or(100, |s| s.parse().expect("--steps N"));

@@ -16,6 +16,10 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc v3's `mi_option_purge_delay` (its index in `mimalloc.h`; libmimalloc-sys 0.1.49
+/// names no constant for it).
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -66,6 +70,11 @@ fn main() -> ExitCode {
     }
     // Before any thread starts: candle's CPU runtime settings (training and graph execution).
     ferry_train::init_cpu_runtime();
+    // Keep freed pages instead of returning them to the OS: a training step or a forward pass
+    // frees and re-allocates the same large buffers, and each fresh page costs a fault and a
+    // zeroing (about 5% of a transformer step, measured: docs/benchmarks.md).
+    // SAFETY: sets a process-wide allocator option; no allocation depends on its old value.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),

@@ -1,13 +1,13 @@
 //! A matrix multiply for a constant right-hand side, `C = A B + bias`, with `B` packed once
 //! (at model load) into 32-column panels for an AVX-512 register-blocked kernel.
 //!
-//! The `gemm` crate candle uses repacks both operands on every call and runs at about 105
-//! GFLOP/s per core here; an inference graph multiplies by the same weights on every forward,
-//! so packing them once and running a 12 x 32 tile kernel over the unpacked activations
-//! removes the repacking and the generic blocking. The kernel keeps 24 accumulators in
+//! The `gemm` crate candle uses repacks both operands on every call; an inference graph
+//! multiplies by the same weights on every forward, so packing them once and running a 12 x 32
+//! tile kernel over the unpacked activations removes the repacking. Both reach about the same
+//! rate per core here (150-160 GFLOP/s, near this CPU's peak; `gemm_bench`). The kernel keeps 24 accumulators in
 //! registers, streams one 32-wide row of the packed panel per step of `k`, and broadcasts
-//! twelve activations against it. Depth is cut in blocks of 256 so the part of a panel a tile
-//! walks stays in L1 while the tiles of a row block reuse it. The same kernel serves operands
+//! twelve activations against it. Deep products run in equal depth blocks of at most 512
+//! (later blocks start from the partial output). The same kernel serves operands
 //! packed per call (attention's keys and values, a training step's weights): see
 //! [`gemm_new`] and [`gemm_panels`]. Without AVX-512 ([`avx512_available`]), callers keep
 //! using the `gemm` crate.
@@ -30,8 +30,10 @@ const MR: usize = 12;
 const MC: usize = 96;
 /// Bytes of packed `B` one task walks (its panels stay in L2).
 const PANEL_GROUP_BYTES: usize = 256 << 10;
-/// Depth per pass over a panel: 256 rows of 32 floats (32 KiB) stay in L1 across a row block.
-const KC: usize = 256;
+/// Most depth per pass over a panel (deeper products run in equal blocks of at most this):
+/// measured, 512 keeps the accumulate passes few without losing to L2 bandwidth (a 256 block
+/// was no faster on the encoder's shapes).
+const KC: usize = 512;
 
 /// One 64-byte aligned line of 16 floats, so panel rows never straddle cache lines.
 #[derive(Clone, Copy)]
@@ -194,8 +196,8 @@ impl<'a> Product<'a> {
     }
 
     /// Computes output rows `rows` x panels `cols` in full (every depth block), then runs the
-    /// epilogue on them. Per block of `KC` depth, every panel in `cols` walks its 32 KiB slice
-    /// once per 12-row tile while it stays in L1. A row-major `a` is read in place (twelve
+    /// epilogue on them. Per block of at most `KC` depth, every panel in `cols` walks its slice
+    /// once per 12-row tile, from L1 or L2. A row-major `a` is read in place (twelve
     /// sequential streams); a transposed one is first packed into contiguous 12-row tiles.
     fn block(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         thread_local! {
@@ -205,8 +207,9 @@ impl<'a> Product<'a> {
             depth, n, lda, at, ..
         } = *self;
         COLS_TILES.with_borrow_mut(|tiles| {
-            for k0 in (0..depth).step_by(KC) {
-                let kc = KC.min(depth - k0);
+            let kc_max = depth.div_ceil(depth.div_ceil(KC));
+            for k0 in (0..depth).step_by(kc_max) {
+                let kc = kc_max.min(depth - k0);
                 let tile_len = kc * MR;
                 if at {
                     let needed = rows.len().div_ceil(MR) * tile_len;
@@ -402,7 +405,7 @@ mod tests {
             (13, 7, 33),
             (25, 64, 31),
             (200, 40, 100),
-            (97, 300, 64),
+            (97, 1100, 64),
         ] {
             let (a, b, bias) = (values(m * k, 1), values(k * n, 2), values(n, 3));
             let packed = PackedMatrix::pack(&b, k, n).unwrap();
@@ -430,8 +433,8 @@ mod tests {
         if !avx512_available() {
             return;
         }
-        // Depth past one 256 block, so the later blocks accumulate.
-        let (m, depth, n, lda, ldc) = (29, 300, 45, 301, 50);
+        // Depth past one block, so the later blocks accumulate.
+        let (m, depth, n, lda, ldc) = (29, 600, 45, 601, 50);
         let a = values(m * lda, 4);
         // B inside a wider buffer (row stride n + 3, starting at 2), packed as is and from
         // its transpose.
