@@ -531,7 +531,8 @@ impl CustomOp1 for Attention {
                     };
                     continue;
                 }
-                let _ = (tiled, &mut scratch);
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (tiled, &mut scratch); // the tiled kernels are x86-64 only
                 forward_head(hd, qkv, bias, p, cb, &geo, (bi, hi));
             }
         };
@@ -583,7 +584,8 @@ impl CustomOp1 for Attention {
                         };
                         continue;
                     }
-                    let _ = (tiled, &mut scratch);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (tiled, &mut scratch); // the tiled kernels are x86-64 only
                     backward_head(hd, x, p, gout, dxb, &geo, (bi, hi));
                 }
             });

@@ -1,16 +1,16 @@
-//! A matrix multiply for a constant right-hand side, `C = A B + bias`, with `B` packed once
-//! (at model load) into 32-column panels for an AVX-512 register-blocked kernel.
+//! ferry's matrix multiply on CPUs with AVX-512F: `C = A B (+ bias)` with `B` in 32-column
+//! panels and a 12 x 32 register tile (24 accumulators; per step of depth, one 32-wide panel
+//! row against twelve broadcast values of `A`).
 //!
-//! The `gemm` crate candle uses repacks both operands on every call; an inference graph
-//! multiplies by the same weights on every forward, so packing them once and running a 12 x 32
-//! tile kernel over the unpacked activations removes the repacking. Both reach about the same
-//! rate per core here (150-160 GFLOP/s, near this CPU's peak; `gemm_bench`). The kernel keeps 24 accumulators in
-//! registers, streams one 32-wide row of the packed panel per step of `k`, and broadcasts
-//! twelve activations against it. Deep products run in equal depth blocks of at most 512
-//! (later blocks start from the partial output). The same kernel serves operands
-//! packed per call (attention's keys and values, a training step's weights): see
-//! [`gemm_new`] and [`gemm_panels`]. Without AVX-512 ([`avx512_available`]), callers keep
-//! using the `gemm` crate.
+//! Three uses: constant weights packed once at graph load ([`PackedMatrix`], [`gemm_packed`]),
+//! operands packed per call in parallel products ([`gemm_new`]: a training step's linear
+//! layers), and small products on the calling thread ([`gemm_panels`]: attention per head).
+//! On one large product it runs at about the rate of the `gemm` crate candle uses (150-160
+//! GFLOP/s per core here, near this CPU's peak; `gemm_bench`); what it adds is no per-call
+//! packing of constant weights, register-tiled per-head products, a transposed left operand
+//! read without copying the whole matrix, and outputs never zero-filled. Deep products run in
+//! equal depth blocks of at most 512 (later blocks start from the partial output). Without
+//! AVX-512 ([`avx512_available`]), callers use the `gemm` crate.
 //!
 //! Modules: `pack` (the panel layout), `kernel` (the register tile).
 
@@ -62,18 +62,12 @@ impl PackedMatrix {
         if !avx512_available() || src.len() != k * n || k == 0 || n == 0 {
             return None;
         }
-        let panels = n.div_ceil(NR);
-        let mut lines = vec![Line([0.0; 16]); panels * k * 2];
-        for p in 0..panels {
-            let (c0, width) = (p * NR, NR.min(n - p * NR));
-            for r in 0..k {
-                let dst = &mut lines[(p * k + r) * 2..(p * k + r) * 2 + 2];
-                let row = &src[r * n + c0..r * n + c0 + width];
-                for (j, v) in row.iter().enumerate() {
-                    dst[j / 16].0[j % 16] = *v;
-                }
-            }
-        }
+        let mut flat = Vec::new();
+        pack_rows(src, (0, n), (k, n), &mut flat);
+        let lines = flat
+            .chunks_exact(16)
+            .map(|c| Line(c.try_into().expect("chunks of 16")))
+            .collect();
         Some(PackedMatrix { k, n, lines })
     }
 
@@ -471,6 +465,21 @@ mod tests {
                     assert_eq!(got, 7.0, "column {j} past n was written");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn empty_products_and_packs_give_empty_or_zero_results() {
+        let mut buf = vec![1.0];
+        pack_rows(&[], (0, 5), (0, 5), &mut buf);
+        assert!(buf.is_empty());
+        pack_transposed(&[], (0, 0), (4, 0), &mut buf);
+        assert!(buf.is_empty());
+        if avx512_available() {
+            assert!(gemm_new((0, 3, 4), Lhs::Rows(&[], 3), &[], None, &|_| {}).is_empty());
+            let bias = [1.0, 2.0];
+            let c = gemm_new((2, 0, 2), Lhs::Rows(&[], 0), &[], Some(&bias), &|_| {});
+            assert_eq!(c, [1.0, 2.0, 1.0, 2.0]);
         }
     }
 

@@ -14,8 +14,8 @@ fn resize_zeroed(out: &mut Vec<f32>, len: usize) {
 }
 
 /// Packs `rows` rows of `cols` values, row `j` at `src[first + j * stride..]`, as a
-/// `rows x cols` matrix in the panel layout [`super::gemm_panels`] reads (`ceil(cols / 32)` panels of
-/// `rows` rows of 32, zero-padded). Attention's values per head.
+/// `rows x cols` matrix in the panel layout the products read (`ceil(cols / 32)` panels of
+/// `rows` rows of 32, zero-padded). An empty block packs to nothing.
 pub(crate) fn pack_rows(
     src: &[f32],
     (first, stride): (usize, usize),
@@ -23,6 +23,9 @@ pub(crate) fn pack_rows(
     out: &mut Vec<f32>,
 ) {
     resize_zeroed(out, cols.div_ceil(NR) * rows * NR);
+    if out.is_empty() {
+        return;
+    }
     for (p, panel) in out.chunks_exact_mut(rows * NR).enumerate() {
         let (c0, width) = (p * NR, NR.min(cols - p * NR));
         for (j, dst) in panel.chunks_exact_mut(NR).enumerate() {
@@ -34,7 +37,7 @@ pub(crate) fn pack_rows(
 
 /// Packs the transpose of the same `rows x cols` block as [`pack_rows`]: a `cols x rows`
 /// matrix in panel layout (panel `p` holds rows `32p..32p + 32` of the block as columns).
-/// Attention's keys per head, for `q K^T`.
+/// An empty block packs to nothing.
 pub(crate) fn pack_transposed(
     src: &[f32],
     (first, stride): (usize, usize),
@@ -42,6 +45,9 @@ pub(crate) fn pack_transposed(
     out: &mut Vec<f32>,
 ) {
     resize_zeroed(out, rows.div_ceil(NR) * cols * NR);
+    if out.is_empty() {
+        return;
+    }
     for (p, panel) in out.chunks_exact_mut(cols * NR).enumerate() {
         let (lines, _) = panel.as_chunks_mut::<NR>();
         for jj in 0..NR.min(rows - p * NR) {
