@@ -199,7 +199,7 @@ impl Executor {
             let cx = OpCx {
                 opset: self.opset,
                 device: dev,
-                packed: ops::packs_weight(node)
+                packed: (ops::packs_weight(node) && dev.is_cpu())
                     .then(|| node.inputs.get(1).and_then(|w| self.packed.get(w)))
                     .flatten(),
             };
@@ -291,11 +291,13 @@ fn pack_weights(
     }
     let outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
     for name in packed.keys() {
-        let other_reader = graph.nodes.iter().any(|n| {
+        // Any reader that does not take it packed: another input slot, another op, or a
+        // fused node on another device (it runs the unpacked path).
+        let other_reader = graph.nodes.iter().zip(node_devices).any(|(n, dev)| {
             n.inputs
                 .iter()
                 .enumerate()
-                .any(|(i, inp)| inp == name && !(i == 1 && ops::packs_weight(n)))
+                .any(|(i, inp)| inp == name && !(i == 1 && ops::packs_weight(n) && dev.is_cpu()))
         });
         if !other_reader && !outputs.contains(name.as_str()) {
             consts.remove(name);

@@ -90,20 +90,25 @@ mod avx512 {
                 Init::Zero => ([_mm512_setzero_ps(); MR], [_mm512_setzero_ps(); MR]),
                 Init::Bias(p) => (
                     [_mm512_maskz_loadu_ps(m0, p); MR],
-                    [_mm512_maskz_loadu_ps(m1, p.add(16)); MR],
+                    [_mm512_maskz_loadu_ps(m1, p.wrapping_add(16)); MR],
                 ),
                 Init::Accumulate => {
                     let mut acc = ([_mm512_setzero_ps(); MR], [_mm512_setzero_ps(); MR]);
                     for r in 0..MR {
                         acc.0[r] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
-                        acc.1[r] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+                        acc.1[r] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(r * ldc + 16));
                     }
                     acc
                 }
             };
+            // Row pointers only for a row-major `a` (a packed tile may hold fewer than 12 rows
+            // of `lda`); the second half of a tile only where it is `width > 16` wide
+            // (`wrapping_add`: a masked-off half may start past the end of its buffer).
             let mut rows = [a; MR];
-            for (r, p) in rows.iter_mut().enumerate() {
-                *p = a.add(r * lda);
+            if ROWS {
+                for (r, p) in rows.iter_mut().enumerate() {
+                    *p = a.add(r * lda);
+                }
             }
             let (mut ap, mut bp) = (a, b);
             for kk in 0..k {
@@ -115,12 +120,14 @@ mod avx512 {
                     acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
                     acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
                 }
-                ap = ap.add(lda);
+                if !ROWS {
+                    ap = ap.add(lda);
+                }
             }
             for r in 0..MR {
                 let row = c.add(r * ldc);
                 _mm512_mask_storeu_ps(row, m0, acc0[r]);
-                _mm512_mask_storeu_ps(row.add(16), m1, acc1[r]);
+                _mm512_mask_storeu_ps(row.wrapping_add(16), m1, acc1[r]);
             }
         }
     }

@@ -3,9 +3,10 @@
 
 use super::{MR, NR};
 
-/// Makes `out` `len` long with zeros in every position a pack leaves unwritten (the padding):
-/// a buffer already `len` long is reused as is, since packs of one shape write the same
-/// positions (so its padding is still zero).
+/// Makes `out` `len` long, zero-filled when it changes length; a buffer already `len` long is
+/// reused as is. Padding positions (past `n` in a partial panel) may then hold stale values
+/// from an earlier pack of another shape: harmless, since they only reach output columns past
+/// `n`, which the kernel never stores.
 fn resize_zeroed(out: &mut Vec<f32>, len: usize) {
     if out.len() != len {
         out.clear();

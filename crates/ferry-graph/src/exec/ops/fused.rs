@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor};
 
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, R};
+use crate::exec::util::{arg, opt, R};
 use crate::ir::Node;
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
@@ -46,6 +46,11 @@ fn matmul_bias(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tenso
         Some(w) if x.dtype() == DType::F32 && x.device().is_cpu() => {
             Ok(vec![ferry_kernels::linear_packed(x, w, bias, act)?])
         }
+        Some(_) if opt(&args, 1).is_none() => candle_core::bail!(
+            "the weight was packed at load for f32 input on CPU, but the input is {:?} on {:?}",
+            x.dtype(),
+            x.device().location()
+        ),
         _ => Ok(vec![ferry_kernels::linear_in_out(
             x,
             arg(&args, 1)?,
