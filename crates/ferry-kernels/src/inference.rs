@@ -177,6 +177,17 @@ mod tests {
         assert!(worst < 1e-6, "max error {worst}");
     }
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn linear_in_out_matches_composed_ops() {
         let dev = Device::Cpu;
@@ -190,14 +201,7 @@ mod tests {
                 Some(a) => a.apply(&y).unwrap(),
                 None => y,
             };
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-4, "{act:?}: {diff}");
         }
     }
@@ -216,14 +220,7 @@ mod tests {
             let got = linear_packed(&x, &packed, &b, act).unwrap();
             let want = linear_in_out(&x, &w, &b, act).unwrap();
             assert_eq!(got.dims(), &[3, 5, 70]);
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-4, "{act:?}: {diff}");
         }
         assert!(linear_packed(&x.narrow(2, 0, 39).unwrap(), &packed, &b, None).is_err());
