@@ -290,9 +290,9 @@ fn head_forward<const HD: usize>(
 }
 
 /// One (batch, head) of the forward pass as two register-tiled products on CPUs with AVX-512:
-/// scores `= q K^T` with `K^T` packed per head, then `ctx = P V` with `V` packed per head
-/// ([`crate::packed_gemm`]); in between, scale, key bias and softmax per row. `scratch` holds
-/// the two packed operands between heads.
+/// scores `= q K^T` with `K^T` packed per head (into `kt`, reused from head to head), then
+/// `ctx = P V` with `V` read in place ([`crate::packed_gemm`]); in between, scale, key bias
+/// and softmax per row.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -307,14 +307,19 @@ unsafe fn head_forward_tiled(
     ctx: &mut [f32],
     g: &Geometry,
     (bi, hi): (usize, usize),
-    (kt, vp): &mut (Vec<f32>, Vec<f32>),
+    kt: &mut Vec<f32>,
 ) {
-    use crate::packed_gemm::{gemm_panels, pack_rows, pack_transposed, Lhs};
+    use crate::packed_gemm::{gemm_panels, pack_transposed, Lhs, Rhs};
     let Geometry { s, d, d3, scale } = *g;
     let base = bi * s * d3 + hi * hd;
     pack_transposed(qkv, (base + d, d3), (s, hd), kt);
-    pack_rows(qkv, (base + 2 * d, d3), (s, hd), vp);
-    gemm_panels((s, hd, s), Lhs::Rows(&qkv[base..], d3), kt, p, s);
+    gemm_panels(
+        (s, hd, s),
+        Lhs::Rows(&qkv[base..], d3),
+        Rhs::Panels(kt),
+        p,
+        s,
+    );
     for row in p.chunks_exact_mut(s) {
         match bias {
             Some(m) => row.iter_mut().zip(m).for_each(|(x, m)| *x = *x * scale + m),
@@ -322,24 +327,22 @@ unsafe fn head_forward_tiled(
         }
         fast_exp::softmax_row_fma(row);
     }
-    gemm_panels((s, s, hd), Lhs::Rows(p, s), vp, &mut ctx[hi * hd..], d);
+    let v = Rhs::Rows(&qkv[base + 2 * d..], d3);
+    gemm_panels((s, s, hd), Lhs::Rows(p, s), v, &mut ctx[hi * hd..], d);
 }
 
-/// Buffers [`head_backward_tiled`] reuses from head to head: one per packed operand (a buffer
-/// keeps one shape, see `packed_gemm::resize_zeroed`) and `dS`.
+/// Buffers [`head_backward_tiled`] reuses from head to head: packed `V^T` and `dS`.
 #[derive(Default)]
 struct BackwardScratch {
     vt: Vec<f32>,
-    k: Vec<f32>,
-    q: Vec<f32>,
-    g: Vec<f32>,
     ds: Vec<f32>,
 }
 
 /// One (batch, head) of the backward pass as four register-tiled products on CPUs with
 /// AVX-512 (see the module documentation for the maths): `dP = dctx V^T`, then `dS` row by
 /// row, `dq = dS K`, `dk = dS^T q`, `dv = P^T dctx`, each written straight into its part of
-/// `dxb` (`dS^T` and `P^T` are read transposed in place, [`crate::packed_gemm::Lhs::Cols`]).
+/// `dxb` (`dS^T` and `P^T` are read transposed, [`crate::packed_gemm::Lhs::Cols`]; `K`, `q`
+/// and `dctx` in place, [`crate::packed_gemm::Rhs::Rows`]).
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -356,7 +359,7 @@ unsafe fn head_backward_tiled(
     (bi, hi): (usize, usize),
     sc: &mut BackwardScratch,
 ) {
-    use crate::packed_gemm::{gemm_panels, pack_rows, pack_transposed, Lhs};
+    use crate::packed_gemm::{gemm_panels, pack_transposed, Lhs, Rhs};
     let Geometry { s, d, d3, scale } = *g;
     let base = bi * s * d3 + hi * hd;
     let gbase = bi * s * d + hi * hd;
@@ -365,7 +368,7 @@ unsafe fn head_backward_tiled(
     gemm_panels(
         (s, hd, s),
         Lhs::Rows(&gout[gbase..], d),
-        &sc.vt,
+        Rhs::Panels(&sc.vt),
         &mut sc.ds,
         s,
     );
@@ -376,21 +379,19 @@ unsafe fn head_backward_tiled(
             .for_each(|(x, p)| *x = p * (*x - dot) * scale);
     }
     let col = hi * hd;
-    pack_rows(qkv, (base + d, d3), (s, hd), &mut sc.k);
-    gemm_panels((s, s, hd), Lhs::Rows(&sc.ds, s), &sc.k, &mut dxb[col..], d3);
-    pack_rows(qkv, (base, d3), (s, hd), &mut sc.q);
+    let k = Rhs::Rows(&qkv[base + d..], d3);
+    gemm_panels((s, s, hd), Lhs::Rows(&sc.ds, s), k, &mut dxb[col..], d3);
     gemm_panels(
         (s, s, hd),
         Lhs::Cols(&sc.ds, s),
-        &sc.q,
+        Rhs::Rows(&qkv[base..], d3),
         &mut dxb[d + col..],
         d3,
     );
-    pack_rows(gout, (gbase, d), (s, hd), &mut sc.g);
     gemm_panels(
         (s, s, hd),
         Lhs::Cols(p, s),
-        &sc.g,
+        Rhs::Rows(&gout[gbase..], d),
         &mut dxb[2 * d + col..],
         d3,
     );
@@ -457,7 +458,7 @@ struct Geometry {
 }
 
 /// Head sizes with a compiled kernel; others take the composed path.
-const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
+pub(crate) const HEAD_SIZES: [usize; 5] = [8, 16, 32, 64, 128];
 
 /// Defines `$name(.., hd)`: `$inner::<HD>` for the head size, compiled for AVX-512 when the
 /// CPU has it (the build targets baseline x86-64), else as built. The loops are the same, so
@@ -503,93 +504,132 @@ impl CustomOp1 for Attention {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = f32_slice(st, l, self.name())?;
         let (b, s, d3) = l.shape().dims3()?;
-        let (d, h) = (d3 / 3, self.heads);
-        let hd = d / h;
-        let geo = Geometry {
-            s,
-            d,
-            d3,
+        let spec = Spec {
+            heads: self.heads,
             scale: self.scale,
+            shape: (b, s, d3),
         };
-        let mut ctx = vec![0f32; b * s * d];
-        let tiled = crate::packed_gemm::avx512_available();
-        // `pb` holds every head's probabilities (kept for the backward pass) or one head's,
-        // reused (inference: 64 KiB at seq 128 stays in L2).
-        let head = |bi: usize, pb: &mut [f32], cb: &mut [f32]| {
-            let bias = self.bias.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
-            let mut scratch = (Vec::new(), Vec::new());
-            for hi in 0..h {
-                let p = match pb.len() == h * s * s {
-                    true => &mut pb[hi * s * s..(hi + 1) * s * s],
-                    false => &mut pb[..s * s],
-                };
-                #[cfg(target_arch = "x86_64")]
-                if tiled {
-                    // SAFETY: the CPU has AVX-512F (`tiled`).
-                    unsafe {
-                        head_forward_tiled(hd, qkv, bias, p, cb, &geo, (bi, hi), &mut scratch)
-                    };
-                    continue;
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (tiled, &mut scratch); // the tiled kernels are x86-64 only
-                forward_head(hd, qkv, bias, p, cb, &geo, (bi, hi));
-            }
-        };
-        if self.keep_probs {
-            let mut probs = vec![0f32; b * h * s * s];
-            // Each batch's probabilities and [seq, dim] context block belong to one task.
-            probs
-                .par_chunks_mut(h * s * s)
-                .zip(ctx.par_chunks_mut(s * d))
-                .enumerate()
-                .for_each(|(bi, (pb, cb))| head(bi, pb, cb));
-            *self.probs.lock().expect("attention cache") = probs;
-        } else {
-            ctx.par_chunks_mut(s * d)
-                .enumerate()
-                .for_each_init(|| vec![0f32; s * s], |pb, (bi, cb)| head(bi, pb, cb));
-        }
-        Ok((CpuStorage::F32(ctx), Shape::from((b, s, d))))
+        let (ctx, probs) = forward_host(qkv, &spec, self.bias.as_deref(), self.keep_probs);
+        *self.probs.lock().expect("attention cache") = probs;
+        Ok((CpuStorage::F32(ctx), Shape::from((b, s, d3 / 3))))
     }
 
     fn bwd(&self, qkv: &Tensor, _ctx: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let (b, s, d3) = qkv.dims3()?;
-        let (d, h) = (d3 / 3, self.heads);
-        let hd = d / h;
-        let geo = Geometry {
-            s,
-            d,
-            d3,
+        let spec = Spec {
+            heads: self.heads,
             scale: self.scale,
+            shape: (b, s, d3),
         };
         let probs = std::mem::take(&mut *self.probs.lock().expect("attention cache"));
-        if probs.len() != b * h * s * s {
-            candle_core::bail!("attention backward ran twice or without its forward");
-        }
-        let mut dx = vec![0f32; b * s * d3];
-        host_slices(&[qkv, g], |sl| {
-            let (x, gout) = (sl[0], sl[1]);
-            // Each batch's [seq, 3 dim] block of dqkv is written by its own task.
-            let tiled = crate::packed_gemm::avx512_available();
-            dx.par_chunks_mut(s * d3).enumerate().for_each(|(bi, dxb)| {
-                let mut scratch = BackwardScratch::default();
-                for hi in 0..h {
-                    let p = &probs[(bi * h + hi) * s * s..(bi * h + hi + 1) * s * s];
-                    #[cfg(target_arch = "x86_64")]
-                    if tiled {
-                        // SAFETY: the CPU has AVX-512F (`tiled`).
-                        unsafe {
-                            head_backward_tiled(hd, x, p, gout, dxb, &geo, (bi, hi), &mut scratch)
-                        };
-                        continue;
-                    }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (tiled, &mut scratch); // the tiled kernels are x86-64 only
-                    backward_head(hd, x, p, gout, dxb, &geo, (bi, hi));
-                }
-            });
-        })?;
+        let dx = host_slices(&[qkv, g], |sl| backward_host(sl[0], &probs, sl[1], &spec))??;
         Ok(Some(Tensor::from_vec(dx, (b, s, d3), qkv.device())?))
     }
+}
+
+/// The shape of one attention call: `qkv` `[batch, seq, 3 dim]` with `heads` heads of a
+/// size in [`HEAD_SIZES`], scores scaled by `scale`.
+pub(crate) struct Spec {
+    pub heads: usize,
+    pub scale: f32,
+    pub shape: (usize, usize, usize),
+}
+
+/// The forward over host slices: the context `[batch, seq, dim]` and, when `keep_probs`,
+/// the probabilities `[batch, heads, seq, seq]` for the backward (else empty). `bias`: the
+/// `[batch, seq]` key bias.
+pub(crate) fn forward_host(
+    qkv: &[f32],
+    spec: &Spec,
+    bias: Option<&[f32]>,
+    keep_probs: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (b, s, d3) = spec.shape;
+    let (d, h) = (d3 / 3, spec.heads);
+    let hd = d / h;
+    let geo = Geometry {
+        s,
+        d,
+        d3,
+        scale: spec.scale,
+    };
+    let mut ctx = vec![0f32; b * s * d];
+    let tiled = crate::packed_gemm::avx512_available();
+    // `pb` holds every head's probabilities (kept for the backward pass) or one head's,
+    // reused (inference: 64 KiB at seq 128 stays in L2).
+    let head = |bi: usize, pb: &mut [f32], cb: &mut [f32]| {
+        let bias = bias.map(|m| &m[bi * s..(bi + 1) * s]);
+        let mut scratch = Vec::new();
+        for hi in 0..h {
+            let p = match pb.len() == h * s * s {
+                true => &mut pb[hi * s * s..(hi + 1) * s * s],
+                false => &mut pb[..s * s],
+            };
+            #[cfg(target_arch = "x86_64")]
+            if tiled {
+                // SAFETY: the CPU has AVX-512F (`tiled`).
+                unsafe { head_forward_tiled(hd, qkv, bias, p, cb, &geo, (bi, hi), &mut scratch) };
+                continue;
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (tiled, &mut scratch); // the tiled kernels are x86-64 only
+            forward_head(hd, qkv, bias, p, cb, &geo, (bi, hi));
+        }
+    };
+    let mut probs = Vec::new();
+    if keep_probs {
+        probs = vec![0f32; b * h * s * s];
+        // Each batch's probabilities and [seq, dim] context block belong to one task.
+        probs
+            .par_chunks_mut(h * s * s)
+            .zip(ctx.par_chunks_mut(s * d))
+            .enumerate()
+            .for_each(|(bi, (pb, cb))| head(bi, pb, cb));
+    } else {
+        ctx.par_chunks_mut(s * d)
+            .enumerate()
+            .for_each_init(|| vec![0f32; s * s], |pb, (bi, cb)| head(bi, pb, cb));
+    }
+    (ctx, probs)
+}
+
+/// The backward over host slices: `d qkv` from the forward's `qkv` and probabilities
+/// ([`forward_host`] with `keep_probs`) and the context's gradient `gout`.
+pub(crate) fn backward_host(
+    qkv: &[f32],
+    probs: &[f32],
+    gout: &[f32],
+    spec: &Spec,
+) -> candle_core::Result<Vec<f32>> {
+    let (b, s, d3) = spec.shape;
+    let (d, h) = (d3 / 3, spec.heads);
+    let hd = d / h;
+    let geo = Geometry {
+        s,
+        d,
+        d3,
+        scale: spec.scale,
+    };
+    if probs.len() != b * h * s * s {
+        candle_core::bail!("attention backward ran twice or without its forward");
+    }
+    let mut dx = vec![0f32; b * s * d3];
+    // Each batch's [seq, 3 dim] block of dqkv is written by its own task.
+    let tiled = crate::packed_gemm::avx512_available();
+    dx.par_chunks_mut(s * d3).enumerate().for_each(|(bi, dxb)| {
+        let mut scratch = BackwardScratch::default();
+        for hi in 0..h {
+            let p = &probs[(bi * h + hi) * s * s..(bi * h + hi + 1) * s * s];
+            #[cfg(target_arch = "x86_64")]
+            if tiled {
+                // SAFETY: the CPU has AVX-512F (`tiled`).
+                unsafe { head_backward_tiled(hd, qkv, p, gout, dxb, &geo, (bi, hi), &mut scratch) };
+                continue;
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (tiled, &mut scratch); // the tiled kernels are x86-64 only
+            backward_head(hd, qkv, p, gout, dxb, &geo, (bi, hi));
+        }
+    });
+    Ok(dx)
 }

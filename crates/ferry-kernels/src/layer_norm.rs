@@ -78,7 +78,7 @@ fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
 }
 
 /// The forward over rows of `x` (plus `r` when given).
-fn forward(x: &[f32], r: Option<&[f32]>, gb: &[f32], eps: f64) -> Vec<f32> {
+pub(crate) fn forward(x: &[f32], r: Option<&[f32]>, gb: &[f32], eps: f64) -> Vec<f32> {
     let d = gb.len() / 2;
     let (gamma, beta) = gb.split_at(d);
     let mut out = vec![0f32; x.len()];
@@ -102,7 +102,13 @@ fn forward(x: &[f32], r: Option<&[f32]>, gb: &[f32], eps: f64) -> Vec<f32> {
 }
 
 /// The backward: `dx` (also the residual's gradient) and `[dgamma; dbeta]`.
-fn backward(x: &[f32], r: Option<&[f32]>, gb: &[f32], g: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn backward(
+    x: &[f32],
+    r: Option<&[f32]>,
+    gb: &[f32],
+    g: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
     let d = gb.len() / 2;
     let gamma = &gb[..d];
     let rows = x.len() / d;

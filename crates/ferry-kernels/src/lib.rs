@@ -13,6 +13,7 @@
 mod activation;
 mod attention;
 mod embedding;
+mod encoder_layer;
 mod fast_exp;
 mod gemm;
 mod inference;
@@ -23,6 +24,7 @@ mod packed_gemm;
 pub use activation::Activation;
 pub use attention::{attention_inference, self_attention};
 pub use embedding::embedding;
+pub use encoder_layer::{encoder_layer, EncoderLayerParams, EncoderLayerSpec};
 pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed};
 pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::linear;
@@ -382,6 +384,119 @@ mod tests {
                     max_diff(&g1[0], &g2[0]) < 1e-4,
                     "{what}: backward {}",
                     max_diff(&g1[0], &g2[0])
+                );
+            }
+        }
+    }
+
+    /// An encoder layer from its parts (`t`: x, then the parameters in
+    /// [`EncoderLayerParams`] order), as a caller without the fused op would build it.
+    fn layer_from_parts(
+        t: &[&Tensor],
+        spec: &EncoderLayerSpec,
+        bias: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let eps = spec.eps;
+        let attn = |x: &Tensor| {
+            let qkv = linear(x, t[1], Some(t[2]), None)?;
+            linear(
+                &self_attention(&qkv, spec.heads, bias)?,
+                t[3],
+                Some(t[4]),
+                None,
+            )
+        };
+        let ff = |x: &Tensor| {
+            let h = linear(x, t[7], Some(t[8]), Some(spec.activation))?;
+            linear(&h, t[9], Some(t[10]), None)
+        };
+        if spec.norm_first {
+            let x1 = (t[0] + attn(&layer_norm(t[0], t[5], t[6], eps)?)?)?;
+            &x1 + ff(&layer_norm(&x1, t[11], t[12], eps)?)?
+        } else {
+            let x1 = add_layer_norm(t[0], &attn(t[0])?, t[5], t[6], eps)?;
+            add_layer_norm(&x1, &ff(&x1)?, t[11], t[12], eps)
+        }
+    }
+
+    #[test]
+    fn fused_encoder_layer_matches_the_layer_from_its_parts() {
+        // Post-norm ReLU with a padding bias and head size 32 (the tiled attention), and
+        // pre-norm GELU with head size 8; ragged sequences, feed-forward widths that are not
+        // multiples of 32 (partial panels read in place).
+        let cases = [
+            (3, 13, 64, 2, 80, Activation::Relu, false, true),
+            (2, 21, 32, 4, 48, Activation::Gelu, true, false),
+        ];
+        for (b, s, d, heads, ff, activation, norm_first, with_bias) in cases {
+            let spec = EncoderLayerSpec {
+                heads,
+                activation,
+                norm_first,
+                eps: 1e-5,
+            };
+            let shapes: [&[usize]; 13] = [
+                &[b, s, d],
+                &[3 * d, d],
+                &[3 * d],
+                &[d, d],
+                &[d],
+                &[d],
+                &[d],
+                &[ff, d],
+                &[ff],
+                &[d, ff],
+                &[d],
+                &[d],
+                &[d],
+            ];
+            let inputs: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, sh)| {
+                    let r = rand(sh, 40 + i as u64);
+                    match i {
+                        0 => r,
+                        5 | 11 => ((r * 0.2).unwrap() + 1.0).unwrap(),
+                        _ => (r * 0.3).unwrap(),
+                    }
+                })
+                .collect();
+            let mut keep = vec![1f32; b * s];
+            keep[b * s - 3..].fill(0.0);
+            let bias = ((Tensor::from_vec(keep, (b, s), &Device::Cpu).unwrap() - 1.0).unwrap()
+                * 1e9)
+                .unwrap();
+            let bias = with_bias.then_some(&bias);
+            let f = |t: &[&Tensor]| {
+                let params = EncoderLayerParams {
+                    in_proj: (t[1], t[2]),
+                    out_proj: (t[3], t[4]),
+                    norm1: (t[5], t[6]),
+                    linear1: (t[7], t[8]),
+                    linear2: (t[9], t[10]),
+                    norm2: (t[11], t[12]),
+                };
+                let fused = encoder_layer(t[0], &params, &spec, bias).unwrap();
+                // f32 on the CPU takes the fused op; the f64 reference, the parts.
+                assert_eq!(fused.is_some(), t[0].dtype() == DType::F32);
+                fused.unwrap_or_else(|| layer_from_parts(t, &spec, bias).unwrap())
+            };
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let (y1, g1) = fast(f, &refs);
+            let (y2, g2) = reference(f, &refs);
+            let what = format!("norm_first {norm_first}, {activation:?}, bias {with_bias}");
+            assert!(
+                max_diff(&y1, &y2) < 1e-4,
+                "{what}: forward {}",
+                max_diff(&y1, &y2)
+            );
+            for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                let scale = 1.0 + max_diff(b, &b.zeros_like().unwrap());
+                let d = max_diff(a, b);
+                assert!(
+                    d < 1e-4 * scale,
+                    "{what}: gradient {i} differs by {d} (scale {scale})"
                 );
             }
         }

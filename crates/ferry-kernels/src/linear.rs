@@ -6,10 +6,11 @@
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::gemm::{matmul, threads, View};
 use super::{f32_slice, fast_path, host_slices};
-use crate::packed_gemm::{avx512_available, gemm_new, pack_rows, pack_transposed, Lhs};
+use crate::packed_gemm::{avx512_available, gemm_new, pack_transposed, Lhs, Rhs};
 use crate::Activation;
 
 /// `act(x W^T + b)`: `x` `[.., in]`, `weight` `[out, in]`, `bias` `[out]` -> `[.., out]`.
@@ -72,6 +73,214 @@ fn erf(x: f32) -> f32 {
     candle_core::cpu::erf::erf_f32(x)
 }
 
+/// Rows per task of the parallel `dz` / `db` pass (partial bias gradients are summed per
+/// task, then in task order: the same result for any thread count).
+const DZ_ROWS: usize = 64;
+
+/// The forward over host slices: `act(x W^T + b)` for `x` `[n, inp]`, `w` `[out, inp]`,
+/// `b` `[out]`, as `(y, pre)`; `pre` holds the values before the activation where the
+/// backward needs them (GELU), else is empty. ReLU runs inside the product, on each row as
+/// it finishes.
+pub(crate) fn forward_host(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    (n, inp, out): (usize, usize, usize),
+    act: Option<Activation>,
+) -> (Vec<f32>, Vec<f32>) {
+    let relu = |row: &mut [f32]| row.iter_mut().for_each(|v| *v = v.max(0.0));
+    let epilogue: &(dyn Fn(&mut [f32]) + Sync) = match act {
+        Some(Activation::Relu) => &relu,
+        _ => &|_| {},
+    };
+    let mut y = if avx512_available() {
+        let mut wt = Vec::new();
+        pack_transposed(w, (0, inp), (out, inp), &mut wt);
+        gemm_new(
+            (n, inp, out),
+            Lhs::Rows(x, inp),
+            Rhs::Panels(&wt),
+            Some(b),
+            epilogue,
+        )
+    } else {
+        let mut y = Vec::with_capacity(n * out);
+        for _ in 0..n {
+            y.extend_from_slice(b);
+        }
+        matmul(
+            (n, out, inp),
+            &mut y,
+            View::rows(0, out),
+            true,
+            x,
+            View::rows(0, inp),
+            w,
+            View::rows(0, inp).t(),
+            1.0,
+            threads(),
+        );
+        if out > 0 {
+            y.chunks_exact_mut(out).for_each(epilogue);
+        }
+        y
+    };
+    let mut pre = Vec::new();
+    if act == Some(Activation::Gelu) {
+        pre = y.clone();
+        y.par_chunks_mut(DZ_ROWS * out.max(1))
+            .for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+    }
+    (y, pre)
+}
+
+/// What the backward reads of a forward ([`forward_host`]): its input, weight, output and
+/// pre-activation values (the last two only where the activation needs them: empty
+/// otherwise).
+pub(crate) struct Tape<'a> {
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub y: &'a [f32],
+    pub pre: &'a [f32],
+}
+
+impl<'a> Tape<'a> {
+    /// The tape of a layer without an activation.
+    pub fn plain(x: &'a [f32], w: &'a [f32]) -> Self {
+        Tape {
+            x,
+            w,
+            y: &[],
+            pre: &[],
+        }
+    }
+}
+
+/// The backward over host slices: `(dx, dW, db)` from the forward's tape and the output
+/// gradient `g`.
+pub(crate) fn backward_host(
+    tape: &Tape,
+    g: &[f32],
+    (n, inp, out): (usize, usize, usize),
+    act: Option<Activation>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Tape { x, w, y, pre } = *tape;
+    let (dz, db) = pre_activation_grad(y, pre, g, out, act);
+    let dz: &[f32] = match &dz {
+        Some(v) => v,
+        None => g,
+    };
+    let t = threads();
+    // dx and dW are independent: run them side by side, each on its share of the threads
+    // (two half-size GEMMs synchronize less than two split ones).
+    let half = (t / 2).max(1);
+    let (dx, dw) = if avx512_available() {
+        // dx = dz W and dw = dz^T x, both in parallel, every operand read in place (dz
+        // transposed, W and x row-major).
+        rayon::join(
+            || {
+                let (a, b) = (Lhs::Rows(dz, out), Rhs::Rows(w, inp));
+                gemm_new((n, out, inp), a, b, None, &|_| {})
+            },
+            || {
+                let (a, b) = (Lhs::Cols(dz, out), Rhs::Rows(x, inp));
+                gemm_new((out, n, inp), a, b, None, &|_| {})
+            },
+        )
+    } else {
+        rayon::join(
+            || {
+                let mut dx = vec![0f32; n * inp];
+                matmul(
+                    (n, inp, out),
+                    &mut dx,
+                    View::rows(0, inp),
+                    false,
+                    dz,
+                    View::rows(0, out),
+                    w,
+                    View::rows(0, inp),
+                    1.0,
+                    half,
+                );
+                dx
+            },
+            || {
+                let mut dw = vec![0f32; out * inp];
+                matmul(
+                    (out, inp, n),
+                    &mut dw,
+                    View::rows(0, inp),
+                    false,
+                    dz,
+                    View::rows(0, out).t(),
+                    x,
+                    View::rows(0, inp),
+                    1.0,
+                    t - half,
+                );
+                dw
+            },
+        )
+    };
+    (dx, dw, db)
+}
+
+/// `dz = g * act'(z)` (`None`: no activation, `dz` is `g` itself) and `db = sum over rows
+/// of dz`, in one parallel pass.
+fn pre_activation_grad(
+    y: &[f32],
+    pre: &[f32],
+    g: &[f32],
+    out: usize,
+    act: Option<Activation>,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    let chunk = DZ_ROWS * out.max(1);
+    let tasks = g.len().div_ceil(chunk);
+    let mut partial = vec![0f32; tasks * out];
+    let mut dz = act.map(|_| vec![0f32; g.len()]);
+    let sum_rows = |rows: &[f32], part: &mut [f32]| {
+        for row in rows.chunks_exact(out) {
+            part.iter_mut().zip(row).for_each(|(p, v)| *p += v);
+        }
+    };
+    match (&mut dz, act) {
+        (Some(dz), Some(act)) => {
+            let deriv = match act {
+                Activation::Relu => y,
+                Activation::Gelu => pre,
+            };
+            dz.par_chunks_mut(chunk)
+                .zip(partial.par_chunks_mut(out.max(1)))
+                .enumerate()
+                .for_each(|(t, (dz, part))| {
+                    let at = t * chunk;
+                    let (g, z) = (&g[at..at + dz.len()], &deriv[at..at + dz.len()]);
+                    // One loop per activation, and ReLU's as a bit mask: a branch on the
+                    // sign mispredicts half the time and does not vectorize.
+                    let pairs = dz.iter_mut().zip(g.iter().zip(z));
+                    match act {
+                        Activation::Relu => pairs.for_each(|(d, (g, z))| {
+                            let keep = u32::from(*z > 0.0).wrapping_neg();
+                            *d = f32::from_bits(g.to_bits() & keep);
+                        }),
+                        Activation::Gelu => pairs.for_each(|(d, (g, z))| *d = g * gelu_grad(*z)),
+                    }
+                    sum_rows(dz, part);
+                });
+        }
+        _ => g
+            .par_chunks(chunk)
+            .zip(partial.par_chunks_mut(out.max(1)))
+            .for_each(|(g, part)| sum_rows(g, part)),
+    }
+    let mut db = vec![0f32; out];
+    for part in partial.chunks_exact(out.max(1)) {
+        db.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+    }
+    (dz, db)
+}
+
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "ferry-linear"
@@ -99,38 +308,8 @@ impl CustomOp3 for Linear {
             );
         }
         let n = x.len() / inp.max(1);
-        let mut y = if avx512_available() {
-            let mut wt = Vec::new();
-            pack_transposed(w, (0, inp), (out, inp), &mut wt);
-            gemm_new((n, inp, out), Lhs::Rows(x, inp), &wt, Some(b), &|_| {})
-        } else {
-            let mut y = Vec::with_capacity(n * out);
-            for _ in 0..n {
-                y.extend_from_slice(b);
-            }
-            matmul(
-                (n, out, inp),
-                &mut y,
-                View::rows(0, out),
-                true,
-                x,
-                View::rows(0, inp),
-                w,
-                View::rows(0, inp).t(),
-                1.0,
-                threads(),
-            );
-            y
-        };
-        match self.act {
-            None => {}
-            Some(Activation::Relu) => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Some(Activation::Gelu) => {
-                let pre = y.clone();
-                y.iter_mut().for_each(|v| *v = gelu(*v));
-                *self.pre.lock().expect("linear cache") = pre;
-            }
-        }
+        let (y, pre) = forward_host(x, w, b, (n, inp, out), self.act);
+        *self.pre.lock().expect("linear cache") = pre;
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("has a last dimension") = out;
         Ok((CpuStorage::F32(y), Shape::from(shape)))
@@ -146,86 +325,15 @@ impl CustomOp3 for Linear {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out, inp) = w.dims2()?;
         let n = x.elem_count() / inp.max(1);
-        let t = threads();
         let pre = std::mem::take(&mut *self.pre.lock().expect("linear cache"));
         let (dx, dw, db) = host_slices(&[x, w, g, y], |s| {
-            let (xv, wv, gv, yv) = (s[0], s[1], s[2], s[3]);
-            // dz = g * act'(z)
-            let dz: std::borrow::Cow<'_, [f32]> = match self.act {
-                None => gv.into(),
-                Some(Activation::Relu) => gv
-                    .iter()
-                    .zip(yv)
-                    .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
-                    .collect::<Vec<_>>()
-                    .into(),
-                Some(Activation::Gelu) => gv
-                    .iter()
-                    .zip(&pre)
-                    .map(|(g, z)| g * gelu_grad(*z))
-                    .collect::<Vec<_>>()
-                    .into(),
+            let tape = Tape {
+                x: s[0],
+                w: s[1],
+                y: s[3],
+                pre: &pre,
             };
-            // dx and dW are independent: run them side by side, each on its share of the
-            // threads (two half-size GEMMs synchronize less than two split ones).
-            let half = (t / 2).max(1);
-            let (dx, dw) = if avx512_available() {
-                // dx = dz W and dw = dz^T x (dz read transposed in place), both in parallel.
-                rayon::join(
-                    || {
-                        let mut wp = Vec::new();
-                        pack_rows(wv, (0, inp), (out, inp), &mut wp);
-                        gemm_new((n, out, inp), Lhs::Rows(&dz, out), &wp, None, &|_| {})
-                    },
-                    || {
-                        let mut xp = Vec::new();
-                        pack_rows(xv, (0, inp), (n, inp), &mut xp);
-                        gemm_new((out, n, inp), Lhs::Cols(&dz, out), &xp, None, &|_| {})
-                    },
-                )
-            } else {
-                rayon::join(
-                    || {
-                        let mut dx = vec![0f32; n * inp];
-                        matmul(
-                            (n, inp, out),
-                            &mut dx,
-                            View::rows(0, inp),
-                            false,
-                            &dz,
-                            View::rows(0, out),
-                            wv,
-                            View::rows(0, inp),
-                            1.0,
-                            half,
-                        );
-                        dx
-                    },
-                    || {
-                        let mut dw = vec![0f32; out * inp];
-                        matmul(
-                            (out, inp, n),
-                            &mut dw,
-                            View::rows(0, inp),
-                            false,
-                            &dz,
-                            View::rows(0, out).t(),
-                            xv,
-                            View::rows(0, inp),
-                            1.0,
-                            t - half,
-                        );
-                        dw
-                    },
-                )
-            };
-            let mut db = vec![0f32; out];
-            for row in dz.chunks_exact(out.max(1)) {
-                for (d, s) in db.iter_mut().zip(row) {
-                    *d += s;
-                }
-            }
-            (dx, dw, db)
+            backward_host(&tape, s[2], (n, inp, out), self.act)
         })?;
         let dev = x.device();
         Ok((

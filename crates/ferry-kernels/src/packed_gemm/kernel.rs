@@ -12,11 +12,11 @@ pub(super) enum Init {
     Accumulate,
 }
 
-/// `((k, lda), a, b, c, ldc, init, width)` of one tile: see `avx512::kernel`.
+/// `((k, lda), a, (b, ldb), c, ldc, init, width)` of one tile: see `avx512::kernel`.
 pub(super) type TileArgs = (
     (usize, usize),
     *const f32,
-    *const f32,
+    (*const f32, usize),
     *mut f32,
     usize,
     Init,
@@ -59,18 +59,19 @@ mod avx512 {
 
     use super::Init;
 
-    /// `c[MR x width] = init + a[MR x k] b_panel[k x 32]`: element `(r, kk)` of `a` at
-    /// `r * lda + kk` when `ROWS`, else at `kk * lda + r` (a packed tile, `lda` 12); the panel
-    /// `k` rows of 32 floats, `c` with row stride `ldc`; columns past `width` are neither read
-    /// nor written.
+    /// `c[MR x width] = init + a[MR x k] b[k x width]`: element `(r, kk)` of `a` at
+    /// `r * lda + kk` when `ROWS`, else at `kk * lda + r` (a packed tile, `lda` 12); row `kk`
+    /// of `b` at `b + kk * ldb` (32 in a packed panel, the row stride for a row-major matrix
+    /// read in place), `c` with row stride `ldc`; columns past `width` are neither read nor
+    /// written, in `b`, `c` or the bias.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `a` holds the MR x k operand as laid out, the panel `k x 32` floats, `c` MR
-    /// rows of `width` at stride `ldc` (initialized when `init` is `Accumulate`), a bias
-    /// `width` floats.
+    /// The CPU has AVX-512F; `a` holds the MR x k operand as laid out, `b` k rows of `width`
+    /// at stride `ldb`, `c` MR rows of `width` at stride `ldc` (initialized when `init` is
+    /// `Accumulate`), a bias `width` floats.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn kernel<const MR: usize, const ROWS: bool>(
-        ((k, lda), a, b, c, ldc, init, width): super::TileArgs,
+        ((k, lda), a, (b, ldb), c, ldc, init, width): super::TileArgs,
     ) {
         // SAFETY: the caller guarantees every pointer range below.
         unsafe {
@@ -112,9 +113,10 @@ mod avx512 {
             }
             let (mut ap, mut bp) = (a, b);
             for kk in 0..k {
-                let b0 = _mm512_loadu_ps(bp);
-                let b1 = _mm512_loadu_ps(bp.add(16));
-                bp = bp.add(32);
+                // Masked: a row-major `b` read in place ends at `width`.
+                let b0 = _mm512_maskz_loadu_ps(m0, bp);
+                let b1 = _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16));
+                bp = bp.wrapping_add(ldb);
                 for r in 0..MR {
                     let av = _mm512_set1_ps(if ROWS { *rows[r].add(kk) } else { *ap.add(r) });
                     acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);

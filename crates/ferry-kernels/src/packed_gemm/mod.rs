@@ -130,6 +130,35 @@ impl<'a> Lhs<'a> {
     }
 }
 
+/// The right operand of a product, `depth x n`.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    /// In the panel layout of [`pack_rows`] / [`pack_transposed`] (contiguous 32-wide rows).
+    Panels(&'a [f32]),
+    /// Row-major, read in place: element `(kk, j)` at `kk * ld + j`. No copy; each step of
+    /// depth loads one line `ld` floats further on, which the hardware prefetcher follows.
+    Rows(&'a [f32], usize),
+}
+
+impl Rhs<'_> {
+    /// Checks that it holds a `depth x n` matrix (panics otherwise: a caller bug).
+    fn check(self, depth: usize, n: usize) {
+        let ok = match self {
+            Rhs::Panels(b) => b.len() >= n.div_ceil(NR) * depth * NR,
+            Rhs::Rows(b, ld) => ld >= n && b.len() >= (depth - 1) * ld + n,
+        };
+        assert!(ok, "packed GEMM: right operand too short");
+    }
+
+    /// Where panel `p` starts at depth `k0`, and the stride from one depth row to the next.
+    fn panel(self, p: usize, k0: usize, depth: usize) -> (*const f32, usize) {
+        match self {
+            Rhs::Panels(b) => (b[(p * depth + k0) * NR..].as_ptr(), NR),
+            Rhs::Rows(b, ld) => (b[k0 * ld + p * NR..].as_ptr(), ld),
+        }
+    }
+}
+
 /// A raw output pointer shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -146,7 +175,7 @@ struct Product<'a> {
     a: &'a [f32],
     lda: usize,
     at: bool,
-    panels: &'a [f32],
+    b: Rhs<'a>,
     c: OutPtr,
     ldc: usize,
     bias: Option<&'a [f32]>,
@@ -160,7 +189,7 @@ impl<'a> Product<'a> {
     fn new(
         (m, depth, n): (usize, usize, usize),
         a: Lhs<'a>,
-        panels: &'a [f32],
+        b: Rhs<'a>,
         (c, c_len, ldc): (*mut f32, usize, usize),
         bias: Option<&'a [f32]>,
         epilogue: &'a (dyn Fn(&mut [f32]) + Sync),
@@ -168,12 +197,10 @@ impl<'a> Product<'a> {
         assert!(avx512_available(), "the packed GEMM needs AVX-512F");
         assert!(m > 0 && depth > 0 && n > 0, "packed GEMM: empty product");
         let (a, lda, at) = a.checked(m, depth);
+        b.check(depth, n);
         assert!(
-            panels.len() >= n.div_ceil(NR) * depth * NR
-                && bias.is_none_or(|v| v.len() == n)
-                && ldc >= n
-                && c_len >= (m - 1) * ldc + n,
-            "packed GEMM: panels, bias or output too short"
+            bias.is_none_or(|v| v.len() == n) && ldc >= n && c_len >= (m - 1) * ldc + n,
+            "packed GEMM: bias or output too short"
         );
         Product {
             depth,
@@ -181,7 +208,7 @@ impl<'a> Product<'a> {
             a,
             lda,
             at,
-            panels,
+            b,
             c: OutPtr(c),
             ldc,
             bias,
@@ -218,6 +245,7 @@ impl<'a> Product<'a> {
                 }
                 for p in cols.clone() {
                     let width = NR.min(n - p * NR);
+                    let b = self.b.panel(p, k0, depth);
                     for (t, r0) in rows.clone().step_by(MR).enumerate() {
                         let mr = MR.min(rows.end - r0);
                         let init = match (k0, self.bias) {
@@ -226,16 +254,13 @@ impl<'a> Product<'a> {
                             _ => Init::Accumulate,
                         };
                         // SAFETY: `new` checked that `a` holds the m x depth operand (and the
-                        // packed tile t holds kc x 12 values), the panels n x depth and the
-                        // output m rows of n at stride ldc, so every pointer below stays
-                        // inside them; the tile (r0, p) belongs to this block alone (callers
-                        // give blocks disjoint rows or panels); the CPU has AVX-512F (checked
-                        // by `new`).
+                        // packed tile t holds kc x 12 values), `b` the depth x n operand (kc
+                        // rows of `width` from `b`) and the output m rows of n at stride ldc,
+                        // so every pointer below stays inside them; the tile (r0, p) belongs
+                        // to this block alone (callers give blocks disjoint rows or panels);
+                        // the CPU has AVX-512F (checked by `new`).
                         unsafe {
-                            let (b, c) = (
-                                self.panels.as_ptr().add((p * depth + k0) * NR),
-                                self.c.0.add(r0 * self.ldc + p * NR),
-                            );
+                            let c = self.c.0.add(r0 * self.ldc + p * NR);
                             if at {
                                 let a = tiles[t * tile_len..].as_ptr();
                                 tile::<false>(mr, ((kc, MR), a, b, c, self.ldc, init, width));
@@ -271,20 +296,26 @@ pub fn gemm_packed(
     bias: Option<&[f32]>,
     epilogue: &(dyn Fn(&mut [f32]) + Sync),
 ) -> Vec<f32> {
-    gemm_new((m, b.k, b.n), Lhs::Rows(a, b.k), b.values(), bias, epilogue)
+    gemm_new(
+        (m, b.k, b.n),
+        Lhs::Rows(a, b.k),
+        Rhs::Panels(b.values()),
+        bias,
+        epilogue,
+    )
 }
 
-/// `a[m x depth] B + bias` as a new row-major `m x n` vector, with `B` in panel layout
-/// ([`pack_rows`], [`pack_transposed`], [`PackedMatrix`]) and `a` as [`Lhs`] says; `epilogue`
-/// runs on each finished row segment. Parallel over blocks of 96 rows and groups of panels
-/// that fit in L2; the output is never zero-filled (every element is written). Only where
-/// [`avx512_available`] holds.
+/// `a[m x depth] b + bias` as a new row-major `m x n` vector, with `a` and `b` laid out as
+/// [`Lhs`] and [`Rhs`] say; `epilogue` runs on each finished row segment. Parallel over
+/// blocks of at most 96 rows (equal up to a tile) and groups of panels that fit in L2; the
+/// output is never zero-filled (every element is written). Only where [`avx512_available`]
+/// holds.
 ///
 /// Panics if a slice is shorter than the shapes say (a caller bug, never user input).
 pub(crate) fn gemm_new(
     (m, depth, n): (usize, usize, usize),
     a: Lhs,
-    panels: &[f32],
+    b: Rhs,
     bias: Option<&[f32]>,
     epilogue: &(dyn Fn(&mut [f32]) + Sync),
 ) -> Vec<f32> {
@@ -305,7 +336,7 @@ pub(crate) fn gemm_new(
     let job = Product::new(
         (m, depth, n),
         a,
-        panels,
+        b,
         (c.as_mut_ptr(), m * n, n),
         bias,
         epilogue,
@@ -313,14 +344,16 @@ pub(crate) fn gemm_new(
     let panel_count = n.div_ceil(NR);
     let group = (PANEL_GROUP_BYTES / (depth.min(KC) * NR * 4)).clamp(1, panel_count);
     let groups = panel_count.div_ceil(group);
+    // Equal row blocks: 128 rows run as 64 + 64, not 96 + 32.
+    let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(MR);
     let task = |t: usize| {
         let (rb, g) = (t / groups, t % groups);
         job.block(
-            rb * MC..(rb * MC + MC).min(m),
+            rb * mc..(rb * mc + mc).min(m),
             g * group..((g + 1) * group).min(panel_count),
         )
     };
-    let tasks = m.div_ceil(MC) * groups;
+    let tasks = m.div_ceil(mc) * groups;
     if rayon::current_num_threads() > 1 && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
@@ -332,15 +365,15 @@ pub(crate) fn gemm_new(
     c
 }
 
-/// `c[m x n] = a[m x depth] B` on the calling thread, with `B` packed by [`pack_rows`] or
-/// [`pack_transposed`], `a` laid out as [`Lhs`] says and `c` rows `ldc` apart (columns past
-/// `n` untouched). Only where [`avx512_available`] holds.
+/// `c[m x n] = a[m x depth] b` on the calling thread, with `a` and `b` laid out as [`Lhs`]
+/// and [`Rhs`] say and `c` rows `ldc` apart (columns past `n` untouched). Only where
+/// [`avx512_available`] holds.
 ///
 /// Panics if a slice is shorter than the shapes say (a caller bug, never user input).
 pub(crate) fn gemm_panels(
     (m, depth, n): (usize, usize, usize),
     a: Lhs,
-    panels: &[f32],
+    b: Rhs,
     c: &mut [f32],
     ldc: usize,
 ) {
@@ -354,7 +387,7 @@ pub(crate) fn gemm_panels(
     let job = Product::new(
         (m, depth, n),
         a,
-        panels,
+        b,
         (c.as_mut_ptr(), c.len(), ldc),
         None,
         &|_| {},
@@ -448,14 +481,37 @@ mod tests {
             .collect();
         let want = reference(m, depth, n, &dense, &b, &vec![0.0; n]);
         let mut c = vec![7.0f32; m * ldc];
-        gemm_panels((m, depth, n), Lhs::Rows(&a, lda), &rows, &mut c, ldc);
-        // The same product with `a` stored transposed.
+        gemm_panels(
+            (m, depth, n),
+            Lhs::Rows(&a, lda),
+            Rhs::Panels(&rows),
+            &mut c,
+            ldc,
+        );
+        // The same product with `a` stored transposed, and with `b` read in place (its last
+        // row ends at the buffer's end, so a read past `n` would leave it).
         let at: Vec<f32> = (0..depth * m)
             .map(|i| dense[i % m * depth + i / m])
             .collect();
         let mut c2 = vec![7.0f32; m * ldc];
-        gemm_panels((m, depth, n), Lhs::Cols(&at, m), &rows, &mut c2, ldc);
+        gemm_panels(
+            (m, depth, n),
+            Lhs::Cols(&at, m),
+            Rhs::Panels(&rows),
+            &mut c2,
+            ldc,
+        );
         assert_eq!(c, c2);
+        let in_place = &src[2..2 + (depth - 1) * (n + 3) + n];
+        let mut c3 = vec![7.0f32; m * ldc];
+        gemm_panels(
+            (m, depth, n),
+            Lhs::Rows(&a, lda),
+            Rhs::Rows(in_place, n + 3),
+            &mut c3,
+            ldc,
+        );
+        assert_eq!(c, c3);
         for i in 0..m {
             for j in 0..ldc {
                 let got = c[i * ldc + j];
@@ -469,6 +525,41 @@ mod tests {
     }
 
     #[test]
+    fn parallel_products_read_rows_in_place_and_split_rows_evenly() {
+        if !avx512_available() {
+            return;
+        }
+        // 130 rows: two blocks of 72 and 58 (not 96 and 34); depth past one block; n not a
+        // multiple of 32, so the last panel of the in-place `b` is partial.
+        for (m, depth, n) in [(130, 700, 45), (128, 64, 96)] {
+            let (a, b) = (values(m * depth, 8), values(depth * n, 9));
+            let at: Vec<f32> = (0..depth * m).map(|i| a[i % m * depth + i / m]).collect();
+            let want = reference(m, depth, n, &a, &b, &vec![0.0; n]);
+            let mut panels = Vec::new();
+            pack_rows(&b, (0, n), (depth, n), &mut panels);
+            let packed = gemm_new(
+                (m, depth, n),
+                Lhs::Rows(&a, depth),
+                Rhs::Panels(&panels),
+                None,
+                &|_| {},
+            );
+            for (lhs, rhs) in [
+                (Lhs::Rows(&a, depth), Rhs::Rows(&b, n)),
+                (Lhs::Cols(&at, m), Rhs::Rows(&b, n)),
+            ] {
+                assert_eq!(gemm_new((m, depth, n), lhs, rhs, None, &|_| {}), packed);
+            }
+            let worst = packed
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-3, "{m}x{depth}x{n}: max error {worst}");
+        }
+    }
+
+    #[test]
     fn empty_products_and_packs_give_empty_or_zero_results() {
         let mut buf = vec![1.0];
         pack_rows(&[], (0, 5), (0, 5), &mut buf);
@@ -476,9 +567,10 @@ mod tests {
         pack_transposed(&[], (0, 0), (4, 0), &mut buf);
         assert!(buf.is_empty());
         if avx512_available() {
-            assert!(gemm_new((0, 3, 4), Lhs::Rows(&[], 3), &[], None, &|_| {}).is_empty());
+            let none = Rhs::Panels(&[]);
+            assert!(gemm_new((0, 3, 4), Lhs::Rows(&[], 3), none, None, &|_| {}).is_empty());
             let bias = [1.0, 2.0];
-            let c = gemm_new((2, 0, 2), Lhs::Rows(&[], 0), &[], Some(&bias), &|_| {});
+            let c = gemm_new((2, 0, 2), Lhs::Rows(&[], 0), none, Some(&bias), &|_| {});
             assert_eq!(c, [1.0, 2.0, 1.0, 2.0]);
         }
     }

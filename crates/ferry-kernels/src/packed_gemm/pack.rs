@@ -75,6 +75,11 @@ pub(super) fn pack_cols_tile(
     let (groups, _) = out[..kc * MR].as_chunks_mut::<MR>();
     for (kk, g) in groups.iter_mut().enumerate() {
         let at = (k0 + kk) * lda + r0;
-        g[..mr].copy_from_slice(&a[at..at + mr]);
+        if mr == MR {
+            // A copy of known length: three vector moves, not a call to memmove.
+            g.copy_from_slice(&a[at..at + MR]);
+        } else {
+            g[..mr].copy_from_slice(&a[at..at + mr]);
+        }
     }
 }

@@ -22,12 +22,23 @@ enum InProj {
 }
 
 impl InProj {
-    /// `[.., dim]` -> `[.., 3 dim]` as `[q | k | v]`. Separate weights are concatenated at
-    /// every call: concatenating once at construction would freeze a copy that neither
-    /// loading nor training updates.
+    /// `[.., dim]` -> `[.., 3 dim]` as `[q | k | v]`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             InProj::Packed(l) => l.forward(x),
+            InProj::Separate(_) => {
+                let (w, b) = self.packed()?;
+                Linear::from_tensors(w, b).forward(x)
+            }
+        }
+    }
+
+    /// The packed weight `[3 dim, dim]` and bias. Separate weights are concatenated at every
+    /// call: concatenating once at construction would freeze a copy that neither loading
+    /// nor training updates.
+    fn packed(&self) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        match self {
+            InProj::Packed(l) => Ok(l.parts()),
             InProj::Separate(ls) => {
                 let parts: Vec<(Tensor, Option<Tensor>)> = ls.iter().map(Linear::parts).collect();
                 let w = Tensor::cat(&parts.iter().map(|p| &p.0).collect::<Vec<_>>(), 0)?;
@@ -39,7 +50,7 @@ impl InProj {
                     Some(bs) => Some(Tensor::cat(&bs, 0)?),
                     None => None,
                 };
-                Linear::from_tensors(w, b).forward(x)
+                Ok((w, b))
             }
         }
     }
@@ -88,6 +99,20 @@ impl MultiheadAttention {
             out_proj: out,
             heads,
         }
+    }
+
+    /// Heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// The packed query/key/value projection and the output projection, each as
+    /// `(weight, bias)` (a missing bias is `None`).
+    #[allow(clippy::type_complexity)]
+    pub fn projections(
+        &self,
+    ) -> candle_core::Result<((Tensor, Option<Tensor>), (Tensor, Option<Tensor>))> {
+        Ok((self.in_proj.packed()?, self.out_proj.parts()))
     }
 
     /// `x`: `[batch, seq, dim]`; `bias`: an additive `[batch, seq]` key bias or none.

@@ -111,6 +111,11 @@ impl LayerNorm {
 }
 
 impl LayerNorm {
+    /// Gamma, beta and epsilon.
+    pub fn parts(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.gamma, &self.beta, self.eps)
+    }
+
     /// `LN(x + residual)` in one fused op.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
         ferry_kernels::add_layer_norm(x, residual, &self.gamma, &self.beta, self.eps)

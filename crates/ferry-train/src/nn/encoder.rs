@@ -1,6 +1,7 @@
 //! A transformer encoder layer, post-norm (BERT, PyTorch's default) or pre-norm.
 
 use candle_core::{Module, Tensor};
+use ferry_kernels::{EncoderLayerParams, EncoderLayerSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{Activation, Builder, LayerNorm, Linear, MultiheadAttention};
@@ -70,13 +71,48 @@ impl EncoderLayer {
         }
     }
 
+    /// The layer as one op, or `None` where that does not apply (a projection without a
+    /// bias, two different layer-norm epsilons, or see [`ferry_kernels::encoder_layer`]).
+    fn fused(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
+        let ((in_w, in_b), (out_w, out_b)) = self.attn.projections()?;
+        let ((l1_w, l1_b), (l2_w, l2_b)) = (self.linear1.parts(), self.linear2.parts());
+        let (g1, b1, eps) = self.norm1.parts();
+        let (g2, b2, eps2) = self.norm2.parts();
+        let (Some(in_b), Some(out_b), Some(l1_b), Some(l2_b)) = (in_b, out_b, l1_b, l2_b) else {
+            return Ok(None);
+        };
+        if eps != eps2 {
+            return Ok(None);
+        }
+        let params = EncoderLayerParams {
+            in_proj: (&in_w, &in_b),
+            out_proj: (&out_w, &out_b),
+            norm1: (g1, b1),
+            linear1: (&l1_w, &l1_b),
+            linear2: (&l2_w, &l2_b),
+            norm2: (g2, b2),
+        };
+        let spec = EncoderLayerSpec {
+            heads: self.attn.heads(),
+            activation: self.activation,
+            norm_first: self.norm_first,
+            eps,
+        };
+        ferry_kernels::encoder_layer(x, &params, &spec, bias)
+    }
+
     fn ff(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.linear2
             .forward(&self.linear1.forward_act(x, self.activation)?)
     }
 
-    /// `x`: `[batch, seq, dim]`; `bias`: see [`super::key_padding_bias`].
+    /// `x`: `[batch, seq, dim]`; `bias`: see [`super::key_padding_bias`]. On CPU in f32 the
+    /// whole layer runs as one op ([`ferry_kernels::encoder_layer`]), else from its parts;
+    /// both compute the same function.
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        if let Some(y) = self.fused(x, bias)? {
+            return Ok(y);
+        }
         if self.norm_first {
             let x = (x + self.attn.forward(&self.norm1.forward(x)?, bias)?)?;
             &x + self.ff(&self.norm2.forward(&x)?)?
