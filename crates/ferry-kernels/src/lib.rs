@@ -23,7 +23,7 @@ mod packed_gemm;
 
 pub use activation::Activation;
 pub use attention::{attention_inference, self_attention};
-pub use embedding::embedding;
+pub use embedding::{embedding, embedding_with_positions};
 pub use encoder_layer::{encoder_layer, EncoderLayerParams, EncoderLayerSpec};
 pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed};
 pub use layer_norm::{add_layer_norm, layer_norm};
@@ -355,6 +355,30 @@ mod tests {
         let bad = Tensor::new(&[30u32], &Device::Cpu).unwrap();
         let err = embedding(&w, &bad).unwrap_err().to_string();
         assert!(err.contains("token id 30"), "{err}");
+    }
+
+    #[test]
+    fn embedding_with_positions_matches_lookup_plus_positions() {
+        // 3 tokens of a 5-position table: the positions are narrowed, and repeated ids
+        // accumulate.
+        let (w, pos) = (rand(&[30, 6], 16), rand(&[5, 6], 17));
+        let ids = Tensor::new(&[[3u32, 7, 3], [29, 0, 7]], &Device::Cpu).unwrap();
+        let f = |t: &[&Tensor]| embedding_with_positions(t[0], t[1], &ids).unwrap();
+        let (y1, g1) = fast(f, &[&w, &pos]);
+        let composed = |t: &[&Tensor]| {
+            let p = t[1].narrow(0, 0, 3).unwrap();
+            embedding(t[0], &ids).unwrap().broadcast_add(&p).unwrap()
+        };
+        let (y2, g2) = reference(composed, &[&w, &pos]);
+        assert_eq!(y1.dims(), &[2, 3, 6]);
+        assert!(max_diff(&y1, &y2) < 1e-6);
+        for (a, b) in g1.iter().zip(&g2) {
+            assert!(max_diff(a, b) < 1e-5, "{}", max_diff(a, b));
+        }
+        let err = embedding_with_positions(&w, &pos.narrow(0, 0, 2).unwrap(), &ids)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("do not cover 3 tokens"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! micro-batches, and the global L2 norm for clipping.
 
 use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::optim::CHUNK;
 
 use crate::params::Params;
 use crate::{Error, Result};
@@ -46,21 +49,11 @@ impl Grads {
     pub fn global_norm(&self) -> Result<f64> {
         let mut sum = 0f64;
         for g in self.0.iter().flatten() {
-            // CPU: one read pass in 8 lanes, no temporary tensor.
+            // CPU: one read pass in 8 lanes per chunk, chunks in parallel, their sums added
+            // in order (the same result for any thread count); no temporary tensor.
             let host = crate::optim::with_host_f32(g, |v| {
-                let mut lanes = [0f64; 8];
-                let chunks = v.chunks_exact(8);
-                let rest = chunks.remainder();
-                for c in chunks {
-                    for (l, &x) in lanes.iter_mut().zip(c) {
-                        *l += f64::from(x) * f64::from(x);
-                    }
-                }
-                lanes.iter().sum::<f64>()
-                    + rest
-                        .iter()
-                        .map(|&x| f64::from(x) * f64::from(x))
-                        .sum::<f64>()
+                let partial: Vec<f64> = v.par_chunks(CHUNK).map(squares).collect();
+                partial.iter().sum::<f64>()
             });
             sum += match host {
                 Some(s) => s,
@@ -69,6 +62,23 @@ impl Grads {
         }
         Ok(sum.sqrt())
     }
+}
+
+/// The sum of squares of `v` in f64, in 8 lanes.
+fn squares(v: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f64::from(x) * f64::from(x);
+        }
+    }
+    lanes.iter().sum::<f64>()
+        + rest
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
 }
 
 /// The factor PyTorch's `clip_grad_norm_(max_norm)` multiplies gradients by.

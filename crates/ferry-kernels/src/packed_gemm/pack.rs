@@ -1,7 +1,13 @@
 //! The panel layout of the packed right-hand operand: `ceil(n / 32)` panels of `depth` rows
 //! of 32 floats, zero-padded past column `n`.
 
+use rayon::prelude::*;
+
 use super::{MR, NR};
+
+/// Floats of packed output from which [`pack_transposed`] runs its panels in parallel (a
+/// weight packed per call: 48k floats at 128 x 384; an attention head's 2k stay serial).
+const PAR_PACK: usize = 1 << 15;
 
 /// Makes `out` `len` long, zero-filled when it changes length; a buffer already `len` long is
 /// reused as is. Padding positions (past `n` in a partial panel) may then hold stale values
@@ -49,7 +55,7 @@ pub(crate) fn pack_transposed(
     if out.is_empty() {
         return;
     }
-    for (p, panel) in out.chunks_exact_mut(cols * NR).enumerate() {
+    let pack = |(p, panel): (usize, &mut [f32])| {
         let (lines, _) = panel.as_chunks_mut::<NR>();
         for jj in 0..NR.min(rows - p * NR) {
             let at = first + (p * NR + jj) * stride;
@@ -57,6 +63,13 @@ pub(crate) fn pack_transposed(
                 line[jj] = *v;
             }
         }
+    };
+    if out.len() >= PAR_PACK {
+        out.par_chunks_exact_mut(cols * NR)
+            .enumerate()
+            .for_each(pack);
+    } else {
+        out.chunks_exact_mut(cols * NR).enumerate().for_each(pack);
     }
 }
 

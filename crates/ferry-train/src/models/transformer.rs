@@ -67,8 +67,11 @@ impl TransformerClassifier {
                 self.max_len
             );
         }
-        let pos = self.pos_embed.weight().narrow(0, 0, seq)?;
-        let mut x = self.tok_embed.forward(ids)?.broadcast_add(&pos)?;
+        let mut x = ferry_kernels::embedding_with_positions(
+            self.tok_embed.weight(),
+            self.pos_embed.weight(),
+            ids,
+        )?;
         let bias = mask.map(key_padding_bias).transpose()?;
         for layer in &self.layers {
             x = layer.forward(&x, bias.as_ref())?;
