@@ -23,9 +23,8 @@ pub fn self_attention(
     heads: usize,
     key_bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    let (_, _, d3) = qkv.dims3()?;
-    let hd = d3 / 3 / heads.max(1);
-    attention(qkv, heads, key_bias, 1.0 / (hd as f32).sqrt(), true)
+    let spec = Spec::self_attention(heads, qkv.dims3()?);
+    attention(qkv, heads, key_bias, spec.scale, true)
 }
 
 /// Inference attention: like [`self_attention`] with scores scaled by `scale` (instead of
@@ -51,19 +50,8 @@ fn attention(
     if heads == 0 || d3 % 3 != 0 || dim % heads != 0 {
         candle_core::bail!("attention: width {d3} is not 3 x heads ({heads}) x head size");
     }
-    if let Some(m) = key_bias {
-        if m.elem_count() != b * s {
-            candle_core::bail!(
-                "attention: key bias {:?} is not [batch {b}, seq {s}]",
-                m.dims()
-            );
-        }
-    }
     if fast_path(&[qkv]) && HEAD_SIZES.contains(&(dim / heads)) {
-        let bias = match key_bias {
-            Some(m) => Some(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
-            None => None,
-        };
+        let bias = key_bias_values(key_bias, (b, s))?;
         let op = Attention {
             heads,
             bias,
@@ -73,7 +61,35 @@ fn attention(
         };
         return qkv.contiguous()?.apply_op1(op);
     }
+    if let Some(m) = key_bias {
+        key_bias_shape(m, (b, s))?;
+    }
     composed(qkv, heads, key_bias, scale, (b, s, dim))
+}
+
+/// Checks that a key bias is `[batch, seq]` (in elements), naming both shapes otherwise.
+fn key_bias_shape(m: &Tensor, (b, s): (usize, usize)) -> candle_core::Result<()> {
+    if m.elem_count() != b * s {
+        candle_core::bail!(
+            "attention: key bias {:?} is not [batch {b}, seq {s}]",
+            m.dims()
+        );
+    }
+    Ok(())
+}
+
+/// A key bias as host f32 values, after checking its shape.
+pub(crate) fn key_bias_values(
+    key_bias: Option<&Tensor>,
+    (b, s): (usize, usize),
+) -> candle_core::Result<Option<Vec<f32>>> {
+    let Some(m) = key_bias else {
+        return Ok(None);
+    };
+    key_bias_shape(m, (b, s))?;
+    Ok(Some(
+        m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+    ))
 }
 
 /// The same computation from candle primitives (any device, differentiable by autograd).
@@ -290,9 +306,8 @@ fn head_forward<const HD: usize>(
 }
 
 /// One (batch, head) of the forward pass as two register-tiled products on CPUs with AVX-512:
-/// scores `= q K^T` with `K^T` packed per head (into `kt`, reused from head to head), then
-/// `ctx = P V` with `V` read in place ([`crate::packed_gemm`]); in between, scale, key bias
-/// and softmax per row.
+/// scores `= q K^T` with `K^T` packed per head, then `ctx = P V` with `V` read in place
+/// ([`crate::packed_gemm`]); in between, scale, key bias and softmax per row.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -307,16 +322,16 @@ unsafe fn head_forward_tiled(
     ctx: &mut [f32],
     g: &Geometry,
     (bi, hi): (usize, usize),
-    kt: &mut Vec<f32>,
+    sc: &mut ForwardScratch,
 ) {
-    use crate::packed_gemm::{gemm_panels, pack_transposed, Lhs, Rhs};
+    use crate::packed_gemm::{gemm_panels, pack_transposed, rows_rhs, Lhs, Rhs};
     let Geometry { s, d, d3, scale } = *g;
     let base = bi * s * d3 + hi * hd;
-    pack_transposed(qkv, (base + d, d3), (s, hd), kt);
+    pack_transposed(qkv, (base + d, d3), (s, hd), &mut sc.kt);
     gemm_panels(
         (s, hd, s),
         Lhs::Rows(&qkv[base..], d3),
-        Rhs::Panels(kt),
+        Rhs::Panels(&sc.kt),
         p,
         s,
     );
@@ -327,22 +342,35 @@ unsafe fn head_forward_tiled(
         }
         fast_exp::softmax_row_fma(row);
     }
-    let v = Rhs::Rows(&qkv[base + 2 * d..], d3);
+    let v = rows_rhs(qkv, (base + 2 * d, d3), (s, hd), &mut sc.v);
     gemm_panels((s, s, hd), Lhs::Rows(p, s), v, &mut ctx[hi * hd..], d);
 }
 
-/// Buffers [`head_backward_tiled`] reuses from head to head: packed `V^T` and `dS`.
+/// Buffers [`head_forward_tiled`] reuses from head to head: packed `K^T`, and `V` where it is
+/// packed (`packed_gemm::rows_rhs`). A buffer keeps one shape (see
+/// `packed_gemm::resize_zeroed`).
+#[derive(Default)]
+struct ForwardScratch {
+    kt: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Buffers [`head_backward_tiled`] reuses from head to head: packed `V^T`, `dS`, and `K`, `q`,
+/// `dctx` where they are packed (`packed_gemm::rows_rhs`).
 #[derive(Default)]
 struct BackwardScratch {
     vt: Vec<f32>,
     ds: Vec<f32>,
+    k: Vec<f32>,
+    q: Vec<f32>,
+    g: Vec<f32>,
 }
 
 /// One (batch, head) of the backward pass as four register-tiled products on CPUs with
 /// AVX-512 (see the module documentation for the maths): `dP = dctx V^T`, then `dS` row by
 /// row, `dq = dS K`, `dk = dS^T q`, `dv = P^T dctx`, each written straight into its part of
 /// `dxb` (`dS^T` and `P^T` are read transposed, [`crate::packed_gemm::Lhs::Cols`]; `K`, `q`
-/// and `dctx` in place, [`crate::packed_gemm::Rhs::Rows`]).
+/// and `dctx` in place, see `packed_gemm::rows_rhs`).
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -359,7 +387,7 @@ unsafe fn head_backward_tiled(
     (bi, hi): (usize, usize),
     sc: &mut BackwardScratch,
 ) {
-    use crate::packed_gemm::{gemm_panels, pack_transposed, Lhs, Rhs};
+    use crate::packed_gemm::{gemm_panels, pack_transposed, rows_rhs, Lhs, Rhs};
     let Geometry { s, d, d3, scale } = *g;
     let base = bi * s * d3 + hi * hd;
     let gbase = bi * s * d + hi * hd;
@@ -379,19 +407,19 @@ unsafe fn head_backward_tiled(
             .for_each(|(x, p)| *x = p * (*x - dot) * scale);
     }
     let col = hi * hd;
-    let k = Rhs::Rows(&qkv[base + d..], d3);
+    let k = rows_rhs(qkv, (base + d, d3), (s, hd), &mut sc.k);
     gemm_panels((s, s, hd), Lhs::Rows(&sc.ds, s), k, &mut dxb[col..], d3);
     gemm_panels(
         (s, s, hd),
         Lhs::Cols(&sc.ds, s),
-        Rhs::Rows(&qkv[base..], d3),
+        rows_rhs(qkv, (base, d3), (s, hd), &mut sc.q),
         &mut dxb[d + col..],
         d3,
     );
     gemm_panels(
         (s, s, hd),
         Lhs::Cols(p, s),
-        Rhs::Rows(&gout[gbase..], d),
+        rows_rhs(gout, (gbase, d), (s, hd), &mut sc.g),
         &mut dxb[2 * d + col..],
         d3,
     );
@@ -535,6 +563,28 @@ pub(crate) struct Spec {
     pub shape: (usize, usize, usize),
 }
 
+impl Spec {
+    /// Self-attention over `qkv` `[batch, seq, 3 dim]`: scores scaled by `1 / sqrt(head size)`.
+    pub fn self_attention(heads: usize, shape: (usize, usize, usize)) -> Self {
+        let hd = shape.2 / 3 / heads.max(1);
+        Spec {
+            heads,
+            scale: 1.0 / (hd as f32).sqrt(),
+            shape,
+        }
+    }
+
+    fn geometry(&self) -> Geometry {
+        let (_, s, d3) = self.shape;
+        Geometry {
+            s,
+            d: d3 / 3,
+            d3,
+            scale: self.scale,
+        }
+    }
+}
+
 /// The forward over host slices: the context `[batch, seq, dim]` and, when `keep_probs`,
 /// the probabilities `[batch, heads, seq, seq]` for the backward (else empty). `bias`: the
 /// `[batch, seq]` key bias.
@@ -547,19 +597,14 @@ pub(crate) fn forward_host(
     let (b, s, d3) = spec.shape;
     let (d, h) = (d3 / 3, spec.heads);
     let hd = d / h;
-    let geo = Geometry {
-        s,
-        d,
-        d3,
-        scale: spec.scale,
-    };
+    let geo = spec.geometry();
     let mut ctx = vec![0f32; b * s * d];
     let tiled = crate::packed_gemm::avx512_available();
     // `pb` holds every head's probabilities (kept for the backward pass) or one head's,
     // reused (inference: 64 KiB at seq 128 stays in L2).
     let head = |bi: usize, pb: &mut [f32], cb: &mut [f32]| {
         let bias = bias.map(|m| &m[bi * s..(bi + 1) * s]);
-        let mut scratch = Vec::new();
+        let mut scratch = ForwardScratch::default();
         for hi in 0..h {
             let p = match pb.len() == h * s * s {
                 true => &mut pb[hi * s * s..(hi + 1) * s * s],
@@ -604,12 +649,7 @@ pub(crate) fn backward_host(
     let (b, s, d3) = spec.shape;
     let (d, h) = (d3 / 3, spec.heads);
     let hd = d / h;
-    let geo = Geometry {
-        s,
-        d,
-        d3,
-        scale: spec.scale,
-    };
+    let geo = spec.geometry();
     if probs.len() != b * h * s * s {
         candle_core::bail!("attention backward ran twice or without its forward");
     }

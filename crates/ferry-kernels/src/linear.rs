@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, threads, View};
 use super::{f32_slice, fast_path, host_slices};
-use crate::packed_gemm::{avx512_available, gemm_new, pack_transposed, Lhs, Rhs};
+use crate::packed_gemm::{avx512_available, gemm_new, pack_transposed, rows_rhs, Lhs, Rhs};
 use crate::Activation;
 
 /// `act(x W^T + b)`: `x` `[.., in]`, `weight` `[out, in]`, `bias` `[out]` -> `[.., out]`.
@@ -73,8 +73,8 @@ fn erf(x: f32) -> f32 {
     candle_core::cpu::erf::erf_f32(x)
 }
 
-/// Rows per task of the parallel `dz` / `db` pass (partial bias gradients are summed per
-/// task, then in task order: the same result for any thread count).
+/// Rows per task of the parallel `dz` / `db` pass and of the GELU forward (partial bias
+/// gradients are summed per task, then in task order: the same result for any thread count).
 const DZ_ROWS: usize = 64;
 
 /// The forward over host slices: `act(x W^T + b)` for `x` `[n, inp]`, `w` `[out, inp]`,
@@ -175,16 +175,18 @@ pub(crate) fn backward_host(
     // (two half-size GEMMs synchronize less than two split ones).
     let half = (t / 2).max(1);
     let (dx, dw) = if avx512_available() {
-        // dx = dz W and dw = dz^T x, both in parallel, every operand read in place (dz
-        // transposed, W and x row-major).
+        // dx = dz W and dw = dz^T x, both in parallel, the operands read in place (dz
+        // transposed, W and x row-major; see `rows_rhs` for when W and x are packed).
         rayon::join(
             || {
-                let (a, b) = (Lhs::Rows(dz, out), Rhs::Rows(w, inp));
-                gemm_new((n, out, inp), a, b, None, &|_| {})
+                let mut buf = Vec::new();
+                let b = rows_rhs(w, (0, inp), (out, inp), &mut buf);
+                gemm_new((n, out, inp), Lhs::Rows(dz, out), b, None, &|_| {})
             },
             || {
-                let (a, b) = (Lhs::Cols(dz, out), Rhs::Rows(x, inp));
-                gemm_new((out, n, inp), a, b, None, &|_| {})
+                let mut buf = Vec::new();
+                let b = rows_rhs(x, (0, inp), (n, inp), &mut buf);
+                gemm_new((out, n, inp), Lhs::Cols(dz, out), b, None, &|_| {})
             },
         )
     } else {

@@ -1,6 +1,7 @@
 //! ferry's matrix multiply on CPUs with AVX-512F: `C = A B (+ bias)` with `B` in 32-column
-//! panels and a 12 x 32 register tile (24 accumulators; per step of depth, one 32-wide panel
-//! row against twelve broadcast values of `A`).
+//! panels or row-major and read in place ([`Rhs`]), and a 12 x 32 register tile (24
+//! accumulators; per step of depth, one 32-wide row of `B` against twelve broadcast values of
+//! `A`).
 //!
 //! Three uses: constant weights packed once at graph load ([`PackedMatrix`], [`gemm_packed`]),
 //! operands packed per call in parallel products ([`gemm_new`]: a training step's linear
@@ -8,7 +9,8 @@
 //! On one large product it runs at about the rate of the `gemm` crate candle uses (150-160
 //! GFLOP/s per core here, near this CPU's peak; `gemm_bench`); what it adds is no per-call
 //! packing of constant weights, register-tiled per-head products, a transposed left operand
-//! read without copying the whole matrix, and outputs never zero-filled. Deep products run in
+//! read without copying the whole matrix, a row-major right operand read without any copy,
+//! and outputs never zero-filled. Deep products run in
 //! equal depth blocks of at most 512 (later blocks start from the partial output). Without
 //! AVX-512 ([`avx512_available`]), callers use the `gemm` crate.
 //!
@@ -20,7 +22,8 @@ mod pack;
 use rayon::prelude::*;
 
 use kernel::{tile, Init};
-pub(crate) use pack::{pack_rows, pack_transposed};
+use pack::pack_rows;
+pub(crate) use pack::pack_transposed;
 
 /// Columns per packed panel: two 16-lane vectors.
 const NR: usize = 32;
@@ -136,8 +139,27 @@ pub(crate) enum Rhs<'a> {
     /// In the panel layout of [`pack_rows`] / [`pack_transposed`] (contiguous 32-wide rows).
     Panels(&'a [f32]),
     /// Row-major, read in place: element `(kk, j)` at `kk * ld + j`. No copy; each step of
-    /// depth loads one line `ld` floats further on, which the hardware prefetcher follows.
+    /// depth loads one 128-byte row segment `ld` floats further on, which the hardware
+    /// prefetcher follows. Callers take it through [`rows_rhs`].
     Rows(&'a [f32], usize),
+}
+
+/// The row-major `depth x n` matrix at `b[first..]` (row stride `ld`) as a right operand:
+/// read in place ([`Rhs::Rows`]), or packed into `buf` where the stride is a multiple of 4 KiB
+/// (every row would then map to the same few cache sets, and a deep block would not stay in
+/// cache; the operands measured in place had strides of 0.5-4.5 KiB).
+pub(crate) fn rows_rhs<'a>(
+    b: &'a [f32],
+    (first, ld): (usize, usize),
+    (depth, n): (usize, usize),
+    buf: &'a mut Vec<f32>,
+) -> Rhs<'a> {
+    if ld.is_multiple_of(1024) && depth > 1 {
+        pack_rows(b, (first, ld), (depth, n), buf);
+        Rhs::Panels(buf)
+    } else {
+        Rhs::Rows(&b[first..], ld)
+    }
 }
 
 impl Rhs<'_> {
@@ -249,7 +271,7 @@ impl<'a> Product<'a> {
                     for (t, r0) in rows.clone().step_by(MR).enumerate() {
                         let mr = MR.min(rows.end - r0);
                         let init = match (k0, self.bias) {
-                            (0, Some(b)) => Init::Bias(b[p * NR..].as_ptr()),
+                            (0, Some(bias)) => Init::Bias(bias[p * NR..].as_ptr()),
                             (0, None) => Init::Zero,
                             _ => Init::Accumulate,
                         };
@@ -261,12 +283,19 @@ impl<'a> Product<'a> {
                         // the CPU has AVX-512F (checked by `new`).
                         unsafe {
                             let c = self.c.0.add(r0 * self.ldc + p * NR);
-                            if at {
+                            let panel = matches!(self.b, Rhs::Panels(_));
+                            let args = if at {
                                 let a = tiles[t * tile_len..].as_ptr();
-                                tile::<false>(mr, ((kc, MR), a, b, c, self.ldc, init, width));
+                                ((kc, MR), a, b, c, self.ldc, init, width)
                             } else {
                                 let a = self.a.as_ptr().add(r0 * lda + k0);
-                                tile::<true>(mr, ((kc, lda), a, b, c, self.ldc, init, width));
+                                ((kc, lda), a, b, c, self.ldc, init, width)
+                            };
+                            match (at, panel) {
+                                (true, true) => tile::<false, true>(mr, args),
+                                (true, false) => tile::<false, false>(mr, args),
+                                (false, true) => tile::<true, true>(mr, args),
+                                (false, false) => tile::<true, false>(mr, args),
                             }
                         }
                     }
@@ -307,7 +336,8 @@ pub fn gemm_packed(
 
 /// `a[m x depth] b + bias` as a new row-major `m x n` vector, with `a` and `b` laid out as
 /// [`Lhs`] and [`Rhs`] say; `epilogue` runs on each finished row segment. Parallel over
-/// blocks of at most 96 rows (equal up to a tile) and groups of panels that fit in L2; the
+/// blocks of at most 96 rows (about equal, in whole tiles) and groups of panels that fit in
+/// L2; the
 /// output is never zero-filled (every element is written). Only where [`avx512_available`]
 /// holds.
 ///
@@ -344,7 +374,7 @@ pub(crate) fn gemm_new(
     let panel_count = n.div_ceil(NR);
     let group = (PANEL_GROUP_BYTES / (depth.min(KC) * NR * 4)).clamp(1, panel_count);
     let groups = panel_count.div_ceil(group);
-    // Equal row blocks: 128 rows run as 64 + 64, not 96 + 32.
+    // About equal row blocks in whole tiles: 128 rows run as 72 + 56, not 96 + 32.
     let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(MR);
     let task = |t: usize| {
         let (rb, g) = (t / groups, t % groups);
@@ -557,6 +587,23 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(worst < 1e-3, "{m}x{depth}x{n}: max error {worst}");
         }
+    }
+
+    #[test]
+    fn rows_at_a_4_kib_stride_are_packed_and_others_read_in_place() {
+        let b = values(3 * 1024, 10);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            rows_rhs(&b, (0, 1024), (3, 40), &mut buf),
+            Rhs::Panels(_)
+        ));
+        let mut rows = Vec::new();
+        pack_rows(&b, (0, 1024), (3, 40), &mut rows);
+        assert_eq!(buf, rows);
+        assert!(matches!(
+            rows_rhs(&b, (8, 1000), (3, 40), &mut buf),
+            Rhs::Rows(r, 1000) if r.len() == b.len() - 8
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A transformer encoder layer, post-norm (BERT, PyTorch's default) or pre-norm.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use ferry_kernels::{EncoderLayerParams, EncoderLayerSpec};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,10 @@ impl EncoderLayer {
     /// The layer as one op, or `None` where that does not apply (a projection without a
     /// bias, two different layer-norm epsilons, or see [`ferry_kernels::encoder_layer`]).
     fn fused(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
+        // Checked first: elsewhere, gathering BERT's separate projections would be wasted.
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
         let ((in_w, in_b), (out_w, out_b)) = self.attn.projections()?;
         let ((l1_w, l1_b), (l2_w, l2_b)) = (self.linear1.parts(), self.linear2.parts());
         let (g1, b1, eps) = self.norm1.parts();
