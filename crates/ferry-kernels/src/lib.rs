@@ -527,6 +527,50 @@ mod tests {
     }
 
     #[test]
+    fn fused_encoder_layer_names_a_misshapen_parameter_and_key_bias() {
+        let (d, ff) = (16, 24);
+        let t = |sh: &[usize], seed| rand(sh, seed);
+        let x = t(&[2, 5, d], 60);
+        let (in_w, in_b, out_w, out_b) = (
+            t(&[3 * d, d], 61),
+            t(&[3 * d], 62),
+            t(&[d, d], 63),
+            t(&[d], 64),
+        );
+        let (g, beta, l1_w, l2_w) = (t(&[d], 65), t(&[d], 66), t(&[ff, d], 67), t(&[d, ff], 68));
+        let (bad_l1_b, l2_b) = (t(&[ff + 1], 69), t(&[d], 70));
+        let spec = EncoderLayerSpec {
+            heads: 2,
+            activation: Activation::Relu,
+            norm_first: false,
+            eps: 1e-5,
+        };
+        let mut params = EncoderLayerParams {
+            in_proj: (&in_w, &in_b),
+            out_proj: (&out_w, &out_b),
+            norm1: (&g, &beta),
+            linear1: (&l1_w, &bad_l1_b),
+            linear2: (&l2_w, &l2_b),
+            norm2: (&g, &beta),
+        };
+        let err = encoder_layer(&x, &params, &spec, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("linear1 bias is [25], expected [24]"), "{err}");
+        let l1_b = t(&[ff], 71);
+        params.linear1 = (&l1_w, &l1_b);
+        let bias = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let err = encoder_layer(&x, &params, &spec, Some(&bias))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("key bias [2, 4] is not [batch 2, seq 5]"),
+            "{err}"
+        );
+        assert!(encoder_layer(&x, &params, &spec, None).unwrap().is_some());
+    }
+
+    #[test]
     fn fused_residual_layer_norm_matches_the_composed_op() {
         let x = rand(&[2, 70, 16], 31);
         let r = rand(&[2, 70, 16], 32);
