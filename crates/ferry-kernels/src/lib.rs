@@ -1,6 +1,7 @@
 //! ferry-kernels: fast CPU kernels on candle, shared by training (ferry-train, which needs
 //! their backward passes) and graph execution (ferry-graph, which runs fused ops with them):
-//! softmax, layer normalization, embedding lookup, linear layers and self-attention.
+//! softmax, layer normalization, embedding lookup (with or without positions), linear layers,
+//! self-attention, and a whole transformer encoder layer as one op.
 //!
 //! candle's fused `softmax_last_dim`, `layer_norm` and `rms_norm` have no backward pass
 //! (candle issues #2168, #2977, #3011): gradients through them silently vanish. These ops
