@@ -73,8 +73,8 @@ fn erf(x: f32) -> f32 {
     candle_core::cpu::erf::erf_f32(x)
 }
 
-/// Rows per task of the parallel `dz` / `db` pass and of the GELU forward (partial bias
-/// gradients are summed per task, then in task order: the same result for any thread count).
+/// Rows per task of the parallel `dz` / `db` pass (partial bias gradients are summed per
+/// task, then in task order: the same result for any thread count).
 const DZ_ROWS: usize = 64;
 
 /// The forward over host slices: `act(x W^T + b)` for `x` `[n, inp]`, `w` `[out, inp]`,
@@ -93,7 +93,7 @@ pub(crate) fn forward_host(
         Some(Activation::Relu) => &relu,
         _ => &|_| {},
     };
-    let mut y = if avx512_available() {
+    let y = if avx512_available() {
         let mut wt = Vec::new();
         pack_transposed(w, (0, inp), (out, inp), &mut wt);
         gemm_new(
@@ -125,13 +125,12 @@ pub(crate) fn forward_host(
         }
         y
     };
-    let mut pre = Vec::new();
     if act == Some(Activation::Gelu) {
-        pre = y.clone();
-        y.par_chunks_mut(DZ_ROWS * out.max(1))
-            .for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+        // The product becomes `pre` as it is; GELU writes a new output (no copy of `pre`).
+        let act_out: Vec<f32> = y.par_iter().map(|v| gelu(*v)).collect();
+        return (act_out, y);
     }
-    (y, pre)
+    (y, Vec::new())
 }
 
 /// What the backward reads of a forward ([`forward_host`]): its input, weight, output and
