@@ -31,6 +31,9 @@ pub struct TransformArgs {
     /// Add this prefix to every tensor name (applied after --rename).
     #[arg(long, value_name = "PREFIX")]
     pub add_prefix: Option<String>,
+    /// Keep tensor names and layouts as they are: no llama.cpp names and Q/K layout when a known architecture (llama, mistral, qwen2, bert) goes to GGUF, no Hugging Face names out of such a GGUF.
+    #[arg(long)]
+    pub keep_names: bool,
 }
 
 impl TransformArgs {
@@ -66,6 +69,7 @@ impl TransformArgs {
                     .collect::<Result<_, _>>()?,
                 add_prefix: self.add_prefix.clone(),
             },
+            keep_names: self.keep_names,
         })
     }
 
@@ -74,6 +78,7 @@ impl TransformArgs {
         json!({
             "dtype": self.dtype, "keep": self.keep, "quant": self.quant, "quant_rule": self.quant_rule,
             "rename": self.rename, "strip_prefix": self.strip_prefix, "add_prefix": self.add_prefix,
+            "keep_names": self.keep_names,
         })
     }
 }

@@ -56,8 +56,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Optimize an ONNX graph (constant folding, BatchNorm folding, LayerNorm/GELU/attention fusion, ...) and verify each pass.
     Optimize(cmd::optimize::Args),
-    /// Run an ONNX model on candle, on .npy/.npz inputs or on text.
+    /// Run a model: a Hugging Face folder or GGUF (Llama family, BERT) or an ONNX graph, on text or .npy/.npz inputs.
     Run(cmd::run::Args),
+    /// Run the original and the migrated model on multilingual probes and report, per language, how much the migration changed them.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Optimize(a) => cmd::optimize::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
     };
     match result {
         Ok(code) => code,

@@ -33,3 +33,19 @@ pub fn steps_bar(total: u64, quiet: bool) -> ProgressBar {
     );
     bar
 }
+
+/// A bar over `total` items named `what` (probe texts...), hidden when `quiet` or stderr is
+/// not a TTY.
+pub fn count_bar(total: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!(
+        "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what} eta {{eta}}"
+    );
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -11,10 +11,12 @@ use std::sync::Mutex;
 use regex::Regex;
 use serde::Serialize;
 
+use crate::arch::LayoutReport;
 use crate::cast::{cast_bytes, decode_f32};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Format};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::formats::gguf::names::Direction;
 use crate::meta::Metadata;
 use crate::quant::{self, QuantError};
 use crate::rename::{RenameReport, Renamer};
@@ -131,6 +133,9 @@ pub struct ConvertOptions {
     pub quant_rules: Vec<DTypeRule>,
     /// Renaming steps.
     pub renamer: Renamer,
+    /// Keep tensor names and layouts as they are even where ferry knows the architecture
+    /// (no llama.cpp names in a GGUF, no Hugging Face names out of one).
+    pub keep_names: bool,
 }
 
 /// What happens to one tensor.
@@ -166,6 +171,9 @@ pub struct PlanEntry {
     pub tied_to: Option<String>,
     /// Why the tensor was not quantized though quantization was asked for.
     pub kept_float: Option<String>,
+    /// Why the tensor got another quantized type than the one asked for (llama.cpp's
+    /// fallback for a k-quant whose super-blocks do not divide its rows).
+    pub fallback: Option<String>,
     #[serde(skip)]
     index: usize,
 }
@@ -179,6 +187,8 @@ pub struct Plan {
     pub entries: Vec<PlanEntry>,
     /// What renaming did.
     pub rename: RenameReport,
+    /// The architecture's names and layouts applied before planning ([`prepare`]), if any.
+    pub layout: Option<LayoutReport>,
     /// Quantization error per quantized tensor, filled while writing.
     #[serde(skip)]
     quant_errors: Mutex<BTreeMap<String, QuantError>>,
@@ -194,7 +204,12 @@ impl Plan {
         let mut first_of_storage: HashMap<(&Path, &str), usize> = HashMap::new();
         let mut entries: Vec<PlanEntry> = Vec::with_capacity(ck.tensors.len());
         for (i, (t, (_, out_name))) in ck.tensors.iter().zip(&rename.mapping).enumerate() {
-            let (to, action, kept_float) = decide(t, out_name, target, opts)?;
+            let Decision {
+                to,
+                action,
+                kept_float,
+                fallback,
+            } = decide(t, out_name, target, opts)?;
             let tied_to = t.storage_key.as_deref().and_then(|k| {
                 let first = *first_of_storage.entry((t.file.as_ref(), k)).or_insert(i);
                 let f = &ck.tensors[first];
@@ -211,6 +226,7 @@ impl Plan {
                 action,
                 tied_to,
                 kept_float,
+                fallback,
                 index: i,
             });
         }
@@ -218,6 +234,7 @@ impl Plan {
             target,
             entries,
             rename,
+            layout: None,
             quant_errors: Mutex::new(BTreeMap::new()),
         })
     }
@@ -240,6 +257,30 @@ impl Plan {
             .iter()
             .filter_map(|e| e.kept_float.as_deref().map(|r| (e.name.as_str(), r)))
             .collect()
+    }
+
+    /// Tensors quantized to a fallback type, with the reason.
+    pub fn fallbacks(&self) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.fallback.as_deref().map(|r| (e.name.as_str(), r)))
+            .collect()
+    }
+
+    /// The quantized type most weight bytes are stored in (else the most common float type
+    /// of matrices): what GGUF's `general.file_type` names.
+    pub fn main_dtype(&self) -> Option<DType> {
+        let mut bytes: BTreeMap<&str, (DType, u64)> = BTreeMap::new();
+        for e in self.entries.iter().filter(|e| e.shape.len() >= 2) {
+            let n = crate::tensor::numel(&e.shape).unwrap_or(0);
+            let slot = bytes.entry(e.to.name()).or_insert((e.to, 0));
+            slot.1 += n;
+        }
+        let quantized = bytes.values().filter(|(d, _)| d.is_quantized());
+        quantized
+            .max_by_key(|(_, n)| *n)
+            .or_else(|| bytes.values().max_by_key(|(_, n)| *n))
+            .map(|(d, _)| *d)
     }
 
     /// Quantization errors measured while writing, by output name.
@@ -304,24 +345,43 @@ fn first_match(rules: &[DTypeRule], name: &str) -> Option<DType> {
         .map(|r| r.dtype)
 }
 
-/// The output dtype and action for one tensor, and why it stayed float if quantization was
-/// asked for but does not apply.
+/// What happens to one tensor.
+struct Decision {
+    to: DType,
+    action: Action,
+    kept_float: Option<String>,
+    fallback: Option<String>,
+}
+
+impl Decision {
+    fn plain(to: DType, action: Action) -> Decision {
+        Decision {
+            to,
+            action,
+            kept_float: None,
+            fallback: None,
+        }
+    }
+}
+
+/// The output dtype and action for one tensor, why it stayed float if quantization was asked
+/// for but does not apply, and why it got a fallback type.
 fn decide(
     t: &TensorEntry,
     name: &str,
     target: TargetFormat,
     opts: &ConvertOptions,
-) -> Result<(DType, Action, Option<String>)> {
+) -> Result<Decision> {
     let float_target = first_match(&opts.keep, name).or(opts.dtype);
     if t.dtype.is_quantized() {
         return Ok(match float_target {
-            Some(d) => (d, Action::Dequantize, None),
-            None if target.holds(t.dtype) => (t.dtype, Action::Copy, None),
-            None => (DType::F32, Action::Dequantize, None),
+            Some(d) => Decision::plain(d, Action::Dequantize),
+            None if target.holds(t.dtype) => Decision::plain(t.dtype, Action::Copy),
+            None => Decision::plain(DType::F32, Action::Dequantize),
         });
     }
     if !t.dtype.is_float() {
-        return Ok((t.dtype, Action::Copy, None));
+        return Ok(Decision::plain(t.dtype, Action::Copy));
     }
     let float_to = float_target.unwrap_or(t.dtype);
     let float_action = if float_to == t.dtype {
@@ -329,9 +389,9 @@ fn decide(
     } else {
         Action::Cast
     };
-    let wanted = first_match(&opts.quant_rules, name).or(opts.quant);
-    let Some(q) = wanted else {
-        return Ok((float_to, float_action, None));
+    let forced = first_match(&opts.quant_rules, name);
+    let Some(q) = forced.or(opts.quant) else {
+        return Ok(Decision::plain(float_to, float_action));
     };
     if !q.is_quantized() {
         let action = if q == t.dtype {
@@ -339,16 +399,62 @@ fn decide(
         } else {
             Action::Cast
         };
-        return Ok((q, action, None));
+        return Ok(Decision::plain(q, action));
     }
     if !target.holds(q) {
         return Err(Error::Invalid(format!(
             "{target} cannot hold {q} tensors; quantized output needs --to gguf"
         )));
     }
-    match quant::can_quantize(&t.shape, q) {
-        Ok(()) => Ok((q, Action::Quantize, None)),
-        Err(reason) => Ok((float_to, float_action, Some(reason))),
+    let reason = match quant::can_quantize(&t.shape, q) {
+        Ok(()) => return Ok(Decision::plain(q, Action::Quantize)),
+        Err(reason) => reason,
+    };
+    // A matrix whose rows do not fit the k-quant's super-blocks gets llama.cpp's fallback.
+    if t.shape.len() >= 2 {
+        if let Some(fb) = quant::k_quant_fallback(q) {
+            if quant::can_quantize(&t.shape, fb).is_ok() {
+                let row = t.shape[t.shape.len() - 1];
+                return Ok(Decision {
+                    to: fb,
+                    action: Action::Quantize,
+                    kept_float: None,
+                    fallback: Some(format!(
+                        "rows of {row} are not a multiple of {q}'s {}: llama.cpp's fallback {fb}",
+                        q.block_elems()
+                    )),
+                });
+            }
+        }
+    }
+    Ok(Decision {
+        to: float_to,
+        action: float_action,
+        kept_float: Some(reason),
+        fallback: None,
+    })
+}
+
+/// The checkpoint to plan from: with llama.cpp's tensor names and layouts when a known
+/// architecture goes to GGUF, with Hugging Face's when a known GGUF goes anywhere else, and
+/// as it is otherwise (or with `keep_names`).
+pub fn prepare(
+    ck: Checkpoint,
+    target: TargetFormat,
+    keep_names: bool,
+) -> Result<(Checkpoint, Option<LayoutReport>)> {
+    let direction = match (ck.format == Format::Gguf, target == TargetFormat::Gguf) {
+        _ if keep_names => return Ok((ck, None)),
+        (false, true) => Direction::ToGguf,
+        (true, false) => Direction::ToHf,
+        _ => return Ok((ck, None)),
+    };
+    match crate::arch::detect(&ck)? {
+        Some(layout) => {
+            let (out, report) = crate::arch::relayout(&ck, layout, direction)?;
+            Ok((out, Some(report)))
+        }
+        None => Ok((ck, None)),
     }
 }
 
@@ -399,32 +505,73 @@ pub fn write(
     }
 }
 
-/// The metadata to write with `ck` as `target`: the source's own, plus for GGUF the
+/// The metadata to write with `ck` as the plan's target: the source's own, plus for GGUF the
 /// llama.cpp-style `general.*`, architecture and `tokenizer.ggml.*` keys derived from a model
-/// folder's `config.json` and `tokenizer.json` when they travel with the checkpoint.
-pub fn output_metadata(ck: &Checkpoint, target: TargetFormat) -> Result<Metadata> {
+/// folder's `config.json` and `tokenizer.json` when they travel with the checkpoint, and
+/// `general.file_type` from the plan's main weight type.
+pub fn output_metadata(ck: &Checkpoint, plan: &Plan) -> Result<Metadata> {
+    use crate::meta::MetaValue;
     let mut m = ck.metadata.clone();
-    if target == TargetFormat::Gguf {
-        let find = |f: &str| {
-            ck.companions
-                .iter()
-                .find(|p| p.file_name().is_some_and(|n| n == f))
-        };
-        let (config, tokenizer) = (find("config.json"), find("tokenizer.json"));
-        if config.is_some() || tokenizer.is_some() {
-            let dir = ck.path.parent().and_then(|d| d.file_name());
-            let name = dir
-                .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into());
-            let derived = crate::formats::gguf::hf_metadata(
-                config.map(PathBuf::as_path),
-                tokenizer.map(PathBuf::as_path),
-                &name,
-            )?;
-            for (k, v) in derived {
-                m.entry(k).or_insert(v);
-            }
+    if plan.target != TargetFormat::Gguf {
+        return Ok(m);
+    }
+    let find = |f: &str| {
+        ck.companions
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| n == f))
+    };
+    let (config, tokenizer) = (find("config.json"), find("tokenizer.json"));
+    if config.is_some() || tokenizer.is_some() {
+        let dir = ck.path.parent().and_then(|d| d.file_name());
+        let name = dir
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let derived = crate::formats::gguf::hf_metadata(
+            config.map(PathBuf::as_path),
+            tokenizer.map(PathBuf::as_path),
+            &name,
+        )?;
+        for (k, v) in derived {
+            m.entry(k).or_insert(v);
         }
     }
+    if let Some(l) = plan
+        .layout
+        .as_ref()
+        .filter(|l| l.direction == Direction::ToGguf)
+    {
+        crate::formats::gguf::hf::as_llama_cpp_arch(&mut m, l.layout.family);
+    }
+    if let Some(ft) = plan.main_dtype().and_then(quant::gguf_file_type) {
+        m.insert("general.file_type".into(), MetaValue::U32(ft));
+    }
+    if plan.entries.iter().any(|e| e.to.is_quantized()) {
+        m.insert("general.quantization_version".into(), MetaValue::U32(2));
+    }
     Ok(m)
+}
+
+/// For a known GGUF written back to Hugging Face names: a `config.json` derived from its
+/// metadata, written into `dir` unless one is there already (transformers and ferry's runtime
+/// need it to know the architecture). Returns the file written.
+pub fn write_hf_config(ck: &Checkpoint, plan: &Plan, dir: &Path) -> Result<Option<PathBuf>> {
+    let Some(l) = plan
+        .layout
+        .as_ref()
+        .filter(|l| l.direction == Direction::ToHf)
+    else {
+        return Ok(None);
+    };
+    let path = dir.join("config.json");
+    if path.exists() {
+        return Ok(None);
+    }
+    let Some(cfg) = crate::arch::hf_config(ck, &l.layout) else {
+        return Ok(None);
+    };
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::atomic::write_atomic(&path, |w| {
+        std::io::Write::write_all(w, text.as_bytes()).map_err(|e| Error::io(&path, e))
+    })?;
+    Ok(Some(path))
 }

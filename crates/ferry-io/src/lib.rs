@@ -7,6 +7,7 @@
 //! - Every write is atomic ([`atomic`]).
 #![warn(missing_docs)]
 
+pub mod arch;
 pub mod atomic;
 pub mod cast;
 pub mod checkpoint;

@@ -81,6 +81,41 @@ pub fn can_quantize(shape: &[usize], dtype: DType) -> std::result::Result<(), St
     Ok(())
 }
 
+/// llama.cpp's replacement for a k-quant whose 256-element super-blocks do not divide a
+/// tensor's rows (`llama_tensor_get_type` in `src/llama-quant.cpp`): q4_k -> q5_0,
+/// q5_k -> q5_1, q6_k -> q8_0; q2_k and q3_k go to iq4_nl there, a type candle lacks, so
+/// ferry takes q4_0, the same 4.5 bits per weight. `None` for types without a fallback.
+pub fn k_quant_fallback(dtype: DType) -> Option<DType> {
+    match dtype {
+        DType::Q2K | DType::Q3K => Some(DType::Q4_0),
+        DType::Q4K => Some(DType::Q5_0),
+        DType::Q5K => Some(DType::Q5_1),
+        DType::Q6K => Some(DType::Q8_0),
+        _ => None,
+    }
+}
+
+/// gguf-py's `LlamaFileType` for a file whose weight matrices are mostly `dtype`
+/// (`general.file_type`). A uniform k-quant is the `_S` ("small") variant.
+pub fn gguf_file_type(dtype: DType) -> Option<u32> {
+    Some(match dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::Q4_0 => 2,
+        DType::Q4_1 => 3,
+        DType::Q8_0 => 7,
+        DType::Q5_0 => 8,
+        DType::Q5_1 => 9,
+        DType::Q2K => 10,
+        DType::Q3K => 11,
+        DType::Q4K => 14,
+        DType::Q5K => 16,
+        DType::Q6K => 18,
+        DType::BF16 => 32,
+        _ => return None,
+    })
+}
+
 /// Quantizes f32 values to `dtype` (any GGML quantized type) with candle's kernels, in
 /// parallel over chunks of whole blocks. The output is identical whatever the thread count.
 /// `data.len()` must be a multiple of the block size and every value must be finite.

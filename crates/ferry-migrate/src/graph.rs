@@ -142,6 +142,7 @@ pub(crate) fn migrate(
         missing: Vec::new(),
         parameters: parameters(&original),
         task_eval: None,
+        outputs_check: None,
         graph: Some(GraphRecord {
             pipeline,
             end_to_end,

@@ -13,6 +13,7 @@
 mod embedded;
 mod graph;
 mod hash;
+mod outputs;
 mod pipeline;
 mod report;
 mod task_eval;
@@ -20,6 +21,7 @@ mod task_eval;
 pub use embedded::{embedded_default, EMBEDDED_NAME};
 pub use graph::is_graph;
 pub use hash::sha256_file;
+pub use outputs::{implied_budget, OutputCheck, OutputsRecord};
 pub use pipeline::{migrate, Event, Input, MigrateOptions, Target};
 pub use report::{FileRecord, GraphRecord, MigrationReport, StageRecord, TensorRecord};
 pub use task_eval::{LanguageDelta, TaskEval};
@@ -36,6 +38,9 @@ pub enum Error {
     /// The options do not fit the input.
     #[error("{0}")]
     Usage(String),
+    /// Running or comparing the original and migrated models failed.
+    #[error(transparent)]
+    Verify(Box<ferry_verify::Error>),
     /// Loading or evaluating a model trained by ferry failed.
     #[error(transparent)]
     Train(Box<ferry_train::Error>),
@@ -48,6 +53,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<ferry_verify::Error> for Error {
+    fn from(e: ferry_verify::Error) -> Self {
+        Error::Verify(Box::new(e))
+    }
 }
 
 /// Result alias of this crate.

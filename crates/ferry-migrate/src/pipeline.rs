@@ -51,6 +51,8 @@ pub struct MigrateOptions {
     pub online: bool,
     /// Evaluation data for a model trained by ferry (default: the file recorded at training).
     pub eval_data: Option<PathBuf>,
+    /// Run both models on multilingual probes after writing (`None`: skip that stage).
+    pub outputs: Option<crate::OutputCheck>,
     /// The options as given, recorded in the report so the run can be replayed.
     pub options_json: serde_json::Value,
 }
@@ -199,15 +201,18 @@ fn migrate_tensors(
         .map(|(i, p)| file_record(p, if i == 0 { shown.clone() } else { None }))
         .collect::<Result<Vec<_>>>()?;
 
+    let (ck, layout) = convert::prepare(ck, target, opts.convert.keep_names)?;
     let plan = stages.run("plan", |_| {
-        let plan = Plan::new(&ck, target, &opts.convert)?;
+        let mut plan = Plan::new(&ck, target, &opts.convert)?;
+        plan.layout = layout;
         let summary = format!(
-            "{} tensors -> {} ({} bytes); {} cast, {} quantized, {} dequantized, {} kept float, {} tied",
+            "{} tensors -> {} ({} bytes); {} cast, {} quantized ({} to a fallback type), {} dequantized, {} kept float, {} tied",
             plan.entries.len(),
             target,
             plan.output_bytes(),
             count(&plan, convert::Action::Cast),
             count(&plan, convert::Action::Quantize),
+            plan.fallbacks().len(),
             count(&plan, convert::Action::Dequantize),
             plan.kept_float().len(),
             plan.entries.iter().filter(|e| e.tied_to.is_some()).count(),
@@ -226,10 +231,11 @@ fn migrate_tensors(
     let mut tensors = Vec::new();
     let mut missing = Vec::new();
     let mut task = None;
+    let mut outputs_check = None;
     if !opts.dry_run {
         let (written, model) = stages.run("convert", |ev| {
             std::fs::create_dir_all(&opts.out_dir).map_err(|e| fs_err(&opts.out_dir, e))?;
-            let metadata = convert::output_metadata(&ck, target)?;
+            let metadata = convert::output_metadata(&ck, &plan)?;
             ev(Event::WriteTotal(plan.output_bytes()));
             let mut progress = |name: &str, bytes: u64| ev(Event::TensorWritten { name, bytes });
             let mut files = convert::write(
@@ -246,6 +252,8 @@ fn migrate_tensors(
             for c in &ck.companions {
                 files.push(copy_companion(c, &opts.out_dir)?);
             }
+            // A GGUF back to Hugging Face names gets the config.json transformers needs.
+            files.extend(convert::write_hf_config(&ck, &plan, &opts.out_dir)?);
             // A ferry model folder stays one: its card travels with the weights.
             if let Some(dir) = &ferry_model {
                 files.push(copy_companion(
@@ -298,6 +306,40 @@ fn migrate_tensors(
         tensors = t;
         missing = m;
 
+        if let (Some(check), Input::Path(original)) = (&opts.outputs, &opts.input) {
+            let rec = stages.run("verify-outputs", |_| {
+                let rec = crate::outputs::run(original, &model, &plan, check)?;
+                let summary = match (&rec.skipped, &rec.report) {
+                    (Some(why), _) => format!("skipped: {why}"),
+                    (_, Some(r)) => {
+                        let v = &r.result;
+                        let failing = v.languages.iter().filter(|l| !l.ok()).count();
+                        format!(
+                            "{} languages, tolerance {}: {}",
+                            v.languages.len(),
+                            v.budget,
+                            if failing == 0 {
+                                "all within".to_string()
+                            } else {
+                                format!(
+                                    "{failing} outside (worst: {})",
+                                    v.worst.clone().unwrap_or_default()
+                                )
+                            }
+                        )
+                    }
+                    _ => String::new(),
+                };
+                Ok((rec, summary))
+            })?;
+            outputs_check = Some(rec);
+        } else if opts.outputs.is_some() {
+            outputs_check = Some(crate::OutputsRecord {
+                skipped: Some("the embedded demo model is not a runtime architecture".into()),
+                report: None,
+            });
+        }
+
         if let Some(dir) = &ferry_model {
             task = stages.run("task-eval", |_| {
                 let t = crate::task_eval::run(dir, &model_path, opts.eval_data.as_deref())?;
@@ -317,7 +359,10 @@ fn migrate_tensors(
         }
     }
 
-    let ok = !opts.dry_run && missing.is_empty() && tensors.iter().all(|t| t.check.ok);
+    let ok = !opts.dry_run
+        && missing.is_empty()
+        && tensors.iter().all(|t| t.check.ok)
+        && outputs_check.as_ref().is_none_or(crate::OutputsRecord::ok);
     let report = MigrationReport {
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
         options: opts.options_json.clone(),
@@ -331,6 +376,7 @@ fn migrate_tensors(
         missing,
         parameters: ck.param_count(),
         task_eval: task,
+        outputs_check,
         graph: None,
         ok,
     };

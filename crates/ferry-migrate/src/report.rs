@@ -73,6 +73,9 @@ pub struct MigrationReport {
     /// For a model trained by ferry: per-language accuracy before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_eval: Option<crate::TaskEval>,
+    /// For a model the runtime runs: both models on multilingual probes, per language.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs_check: Option<crate::OutputsRecord>,
     /// For a graph input: the optimization pipeline and the end-to-end output check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graph: Option<GraphRecord>,
@@ -126,6 +129,26 @@ impl MigrationReport {
                 let _ = writeln!(s, "| `{}` | {} | `{}` |", f.path, f.bytes, f.sha256);
             }
             s.push('\n');
+        }
+        if let Some(o) = &self.outputs_check {
+            match (&o.skipped, &o.report) {
+                (Some(why), _) => {
+                    let _ = writeln!(
+                        s,
+                        "## Outputs, per language
+
+Skipped: {why}.
+"
+                    );
+                }
+                (_, Some(r)) => {
+                    let body = ferry_verify::report::markdown(r);
+                    // The verification's own title becomes a section of this report.
+                    let body = body.replacen("# ferry verify", "## Outputs, per language", 1);
+                    let _ = writeln!(s, "{}", body.replace("\n## Where", "\n### Where"));
+                }
+                _ => {}
+            }
         }
         if let Some(t) = &self.task_eval {
             let _ = writeln!(
@@ -204,6 +227,9 @@ impl MigrationReport {
             let mut note = String::new();
             if let Some(r) = &t.kept_float {
                 let _ = write!(note, " (kept float: {r})");
+            }
+            if let Some(r) = &t.fallback {
+                let _ = write!(note, " (fallback: {r})");
             }
             if let Some(tied) = &t.tied_to {
                 let _ = write!(note, " (tied to `{tied}`)");

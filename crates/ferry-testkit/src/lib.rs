@@ -74,6 +74,23 @@ pub fn minilm() -> Option<PathBuf> {
     }
 }
 
+/// The SmolLM2-135M folder (f32 safetensors + config + tokenizer): `$FERRY_SMOLLM2`, else
+/// `target/models/SmolLM2-135M` (where `scripts/make_smollm2.py` puts it).
+pub fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("FERRY_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/models/SmolLM2-135M"));
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        skip(&format!(
+            "SmolLM2-135M is not at {} (run scripts/make_smollm2.py)",
+            dir.display()
+        ));
+        None
+    }
+}
+
 /// Runs `py -c script args...`; panics with Python's stderr unless it succeeds; returns stdout.
 pub fn run_python(py: &Path, script: &str, args: &[&Path]) -> String {
     let out = Command::new(py)

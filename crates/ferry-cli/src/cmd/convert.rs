@@ -49,7 +49,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let shard = a.write.shard_bytes()?;
     let opts = a.transform.to_options()?;
     let ck = Checkpoint::open_with(&a.input, a.online)?;
-    let plan = Plan::new(&ck, target, &opts)?;
+    let (ck, layout) = convert::prepare(ck, target, opts.keep_names)?;
+    let mut plan = Plan::new(&ck, target, &opts)?;
+    plan.layout = layout;
     for r in &plan.rename.unmatched_rules {
         eprintln!("warning: rename step `{r}` matched no tensor name");
     }
@@ -61,6 +63,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             );
         } else {
             print_plan(&plan);
+            print_layout(&plan);
             println!(
                 "dry run: nothing written ({} would be {})",
                 a.output.display(),
@@ -69,14 +72,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let metadata = convert::output_metadata(&ck, target)?;
+    let metadata = convert::output_metadata(&ck, &plan)?;
     let bar = bytes_bar(plan.output_bytes(), a.write.quiet || a.write.json);
     let start = Instant::now();
     let mut progress = |name: &str, bytes: u64| {
         bar.set_message(name.to_string());
         bar.inc(bytes);
     };
-    let files = convert::write(&plan, &ck, &a.output, &metadata, shard, &mut progress)?;
+    let mut files = convert::write(&plan, &ck, &a.output, &metadata, shard, &mut progress)?;
+    let out_dir = match a.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    files.extend(convert::write_hf_config(&ck, &plan, &out_dir)?);
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let errors = plan.quant_errors();
@@ -100,6 +108,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ck.format,
         target
     );
+    print_layout(&plan);
+    let fallbacks = plan.fallbacks();
+    if !fallbacks.is_empty() {
+        println!("{} tensors got llama.cpp's fallback type:", fallbacks.len());
+        for (n, why) in fallbacks {
+            println!("  {n}: {why}");
+        }
+    }
     let kept = plan.kept_float();
     if !kept.is_empty() {
         println!("{} tensors kept in float (not quantizable):", kept.len());
@@ -149,13 +165,46 @@ fn print_plan(plan: &Plan) {
             .as_deref()
             .map(|r| format!("  (kept float: {r})"))
             .unwrap_or_default();
+        let fallback = e
+            .fallback
+            .as_deref()
+            .map(|r| format!("  (fallback: {r})"))
+            .unwrap_or_default();
         println!(
-            "{:width$}  {:>7} -> {:7}  {:10}  {:?}{renamed}{tied}{kept}",
+            "{:width$}  {:>7} -> {:7}  {:10}  {:?}{renamed}{tied}{kept}{fallback}",
             e.name,
             e.from.name(),
             e.to.name(),
             format!("{:?}", e.action).to_lowercase(),
             e.shape
+        );
+    }
+}
+
+/// What the architecture's naming did: llama.cpp's names (or Hugging Face's back), the Q/K
+/// rows permuted, the tensors left out and those not in the table.
+pub(crate) fn print_layout(plan: &Plan) {
+    let Some(l) = &plan.layout else {
+        return;
+    };
+    let permuted = l.renamed.iter().filter(|r| r.2.is_some()).count();
+    let names = match l.direction {
+        ferry_io::formats::gguf::names::Direction::ToGguf => "llama.cpp's",
+        ferry_io::formats::gguf::names::Direction::ToHf => "Hugging Face's",
+    };
+    println!(
+        "{} architecture: {} tensors renamed to {names} names, {permuted} with rotary Q/K rows permuted",
+        l.layout.family.gguf_arch(),
+        l.renamed.len()
+    );
+    for (n, why) in &l.dropped {
+        println!("  left out {n}: {why}");
+    }
+    if !l.unknown.is_empty() {
+        println!(
+            "  {} tensors are not in llama.cpp's table and keep their names: {}",
+            l.unknown.len(),
+            l.unknown.join(", ")
         );
     }
 }

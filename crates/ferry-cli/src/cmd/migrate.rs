@@ -39,6 +39,24 @@ pub struct Args {
     /// File name of the written model, without extension.
     #[arg(long, default_value = "model")]
     pub name: String,
+    /// Skip running both models on the probes after writing (verify-outputs).
+    #[arg(long)]
+    pub no_verify_outputs: bool,
+    /// verify-outputs: probe corpus, any layout ferry data reads (default: the embedded UDHR test articles, 47 languages).
+    #[arg(long, value_name = "FILE|DIR")]
+    pub probes: Option<PathBuf>,
+    /// verify-outputs: only these languages (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub languages: Vec<String>,
+    /// verify-outputs: probe texts per language.
+    #[arg(long, default_value_t = 1)]
+    pub limit: usize,
+    /// verify-outputs: tokens per probe.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// verify-outputs: tolerance preset (exact, f16, bf16, q8, q4) or bounds ('kld<=0.02,top1>=0.97'); default: implied by the conversion.
+    #[arg(long)]
+    pub tolerance: Option<String>,
     #[command(flatten)]
     pub write: WriteArgs,
 }
@@ -64,10 +82,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
         dry_run: a.write.dry_run,
         online: a.online,
         eval_data: a.eval_data.clone(),
+        outputs: (!a.no_verify_outputs)
+            .then(|| -> Result<ferry_migrate::OutputCheck> {
+                Ok(ferry_migrate::OutputCheck {
+                    probes: a.probes.clone(),
+                    languages: a.languages.clone(),
+                    limit: a.limit,
+                    max_tokens: a.max_tokens,
+                    tolerance: a.tolerance.as_deref().map(str::parse).transpose()?,
+                })
+            })
+            .transpose()?,
         options_json: json!({
             "eval_data": a.eval_data.as_ref().map(|p| p.display().to_string()),
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
             "to": to, "passes": a.passes, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
+            "verify_outputs": !a.no_verify_outputs, "probes": a.probes.as_ref().map(|p| p.display().to_string()),
+            "languages": a.languages, "limit": a.limit, "max_tokens": a.max_tokens, "tolerance": a.tolerance,
         }),
     };
     let chatty = !a.write.quiet && !a.write.json;

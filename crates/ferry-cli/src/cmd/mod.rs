@@ -8,4 +8,6 @@ pub mod inspect;
 pub mod migrate;
 pub mod optimize;
 pub mod run;
+pub mod run_model;
 pub mod train;
+pub mod verify;

@@ -1,4 +1,6 @@
-//! `ferry run`: run an ONNX model on candle, on array files or on text.
+//! `ferry run`: run a model on candle, on array files or on text: an ONNX graph through
+//! ferry-graph's executor, anything else (a Hugging Face folder, a GGUF, a checkpoint with its
+//! config.json) through ferry-runtime's real architectures.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,37 +18,56 @@ use serde_json::json;
 /// Arguments of `ferry run`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
+    after_help = "Examples:\n  ferry run target/models/SmolLM2-135M --text 'The capital of France is' --top-k 5\n  ferry run out/smollm2-q8/model.gguf --text 'Die Hauptstadt von Frankreich ist' --output logits.npz --taps\n  ferry run target/models/all-MiniLM-L6-v2 --input input_ids=ids.npy --output hidden.npz\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
 )]
 pub struct Args {
-    /// The ONNX model.
-    model: PathBuf,
+    /// The model: ONNX file, Hugging Face folder or cached hub id, GGUF, or a checkpoint with its config.json beside it.
+    pub(crate) model: PathBuf,
     /// An input: NAME=FILE.npy (repeatable), or an .npz holding several (keys NAME or input.NAME).
     #[arg(long, value_name = "NAME=FILE")]
-    input: Vec<String>,
-    /// A text to feed a text model (repeatable; one batch row each). Needs --tokenizer.
+    pub(crate) input: Vec<String>,
+    /// A text to feed a text model (repeatable; one batch row each).
     #[arg(long)]
-    text: Vec<String>,
-    /// tokenizer.json for --text (input_ids, attention_mask and token_type_ids are filled by name).
+    pub(crate) text: Vec<String>,
+    /// tokenizer.json for --text (ONNX: needed, inputs filled by name; other models: default the model's own).
     #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    pub(crate) tokenizer: Option<PathBuf>,
     /// Write every output to this .npz.
     #[arg(long)]
-    output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
+    /// Decoders: print the N most likely next tokens after each text.
+    #[arg(long, value_name = "N")]
+    pub(crate) top_k: Option<usize>,
+    /// Decoders: also write every layer's hidden state (hidden.0 = embedding ... final norm) to --output.
+    #[arg(long)]
+    pub(crate) taps: bool,
+    /// Print nothing but errors (the --output file is still written).
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
     /// Run ferry's optimization passes before running.
     #[arg(long)]
     optimize: bool,
     /// Device: cpu, cuda:N or metal:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
     /// Print outputs (shapes, statistics, first values) as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs `ferry run`.
 pub fn run(a: Args) -> Result<ExitCode> {
     let device = parse_device(&a.device)?;
+    let is_onnx = a
+        .model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if !is_onnx {
+        return super::run_model::run(a, &device);
+    }
+    if a.top_k.is_some() || a.taps {
+        bail!("--top-k and --taps apply to decoder models (Hugging Face folders, GGUF), not ONNX graphs");
+    }
     let mut model = read_model(&a.model)?;
     if a.optimize {
         PassManager::new(passes::all()).run(&mut model, |_| {})?;
@@ -83,7 +104,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 &json!({ "model": a.model.display().to_string(), "ms": ms, "outputs": outs, "written": a.output.as_ref().map(|p| p.display().to_string()) })
             )?
         );
-    } else {
+    } else if !a.quiet {
         for (k, v) in &outputs {
             let s = summary(k, v)?;
             println!(
@@ -107,7 +128,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn summary(name: &str, t: &Tensor) -> Result<serde_json::Value> {
+pub(crate) fn summary(name: &str, t: &Tensor) -> Result<serde_json::Value> {
     let f = t.to_dtype(DType::F64)?.flatten_all()?;
     let v = f.to_vec1::<f64>()?;
     let n = v.len().max(1) as f64;

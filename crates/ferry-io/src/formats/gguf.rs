@@ -19,7 +19,8 @@ use crate::meta::{MetaValue, Metadata};
 use crate::tensor::{Layout, Storage, TensorEntry};
 use crate::write::{OutTensor, Progress};
 
-mod hf;
+pub(crate) mod hf;
+pub mod names;
 pub use hf::hf_metadata;
 
 /// Metadata key listing the tensors of a GGUF file that ferry cannot decode (unknown ggml

@@ -10,6 +10,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::meta::{MetaValue, Metadata};
 
+use super::names::Family;
+
 /// llama.cpp token types (`gguf.TokenType`).
 mod token_type {
     pub const NORMAL: i32 = 1;
@@ -124,6 +126,15 @@ fn add_architecture(m: &mut Metadata, cfg: &Value, path: &Path) -> Result<()> {
             m.insert(format!("{arch}.{key}"), MetaValue::F32(v as f32));
         }
     }
+    // transformers 5 writes the rotary base under `rope_parameters`; without it llama.cpp,
+    // candle and transformers' GGUF loader all fall back to 10000 and the model drifts.
+    let nested_theta = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64);
+    if let (None, Some(v)) = (m.get(&format!("{arch}.rope.freq_base")), nested_theta) {
+        m.insert(format!("{arch}.rope.freq_base"), MetaValue::F32(v as f32));
+    }
     if matches!(
         arch,
         "bert" | "roberta" | "nomic_bert" | "jina_bert_v2" | "modernbert"
@@ -206,11 +217,13 @@ fn add_tokenizer(m: &mut Metadata, tok: &Value, cfg: Option<&Value>) -> Res<()> 
         "tokenizer.ggml.model".into(),
         MetaValue::String(kind.ggml_name().into()),
     );
-    if kind == Kind::WordPiece {
-        m.insert(
-            "tokenizer.ggml.pre".into(),
-            MetaValue::String("default".into()),
-        );
+    let pre = match kind {
+        Kind::Gpt2 => Some(gpt2_pre(tok)),
+        Kind::WordPiece => Some("default"),
+        _ => None,
+    };
+    if let Some(pre) = pre {
+        m.insert("tokenizer.ggml.pre".into(), MetaValue::String(pre.into()));
     }
     let texts: Vec<MetaValue> = slots
         .iter()
@@ -492,6 +505,95 @@ fn merges(model: &Value) -> Res<Vec<MetaValue>> {
             _ => Err("a merge is neither a string nor a pair".to_string()),
         })
         .collect()
+}
+
+/// Puts the metadata of a Hugging Face `model_type` under llama.cpp's architecture name for
+/// its `family` (Mistral is `llama` there): `general.architecture` and every `{model_type}.*`
+/// key move, and the keys llama.cpp derives in `convert_hf_to_gguf.py` are added (the rotary
+/// dimension of Llama-family models; the pooling of BERT sentence encoders).
+pub(crate) fn as_llama_cpp_arch(m: &mut Metadata, family: Family) {
+    let arch = family.gguf_arch();
+    let from = m
+        .get("general.architecture")
+        .and_then(MetaValue::as_str)
+        .map(str::to_string);
+    if let Some(from) = from.filter(|f| f != arch) {
+        let prefix = format!("{from}.");
+        let moved: Vec<String> = m
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in moved {
+            if let Some(v) = m.remove(&k) {
+                m.insert(format!("{arch}.{}", &k[prefix.len()..]), v);
+            }
+        }
+    }
+    m.insert(
+        "general.architecture".into(),
+        MetaValue::String(arch.into()),
+    );
+    let get = |m: &Metadata, k: &str| m.get(&format!("{arch}.{k}")).and_then(MetaValue::as_u64);
+    let vocab = m.get("tokenizer.ggml.tokens").and_then(|t| match t {
+        MetaValue::Array(a) => Some(a.len()),
+        _ => None,
+    });
+    if let Some(n) = vocab.and_then(|n| u32::try_from(n).ok()) {
+        m.entry(format!("{arch}.vocab_size"))
+            .or_insert(MetaValue::U32(n));
+    }
+    match family {
+        Family::Llama | Family::Qwen2 => {
+            let (e, h) = (get(m, "embedding_length"), get(m, "attention.head_count"));
+            if let (Some(e), Some(h)) = (e, h.filter(|&h| h > 0)) {
+                m.entry(format!("{arch}.rope.dimension_count"))
+                    .or_insert(MetaValue::U32((e / h) as u32));
+                // transformers un-permutes K by this count and silently skips it when absent.
+                m.entry(format!("{arch}.attention.head_count_kv"))
+                    .or_insert(MetaValue::U32(h as u32));
+            }
+        }
+        Family::Bert => {
+            // Sentence encoders (all-MiniLM and kin) mean-pool: llama.cpp's pooling type 1.
+            m.entry(format!("{arch}.pooling_type"))
+                .or_insert(MetaValue::U32(1));
+            m.entry("tokenizer.ggml.token_type_count".into())
+                .or_insert(MetaValue::U32(2));
+        }
+    }
+}
+
+/// llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`) for a byte-level BPE `tokenizer.json`.
+/// llama.cpp picks it by hashing the tokenization of a test text; ferry reads the
+/// pre-tokenizer the hash stands for: GPT-2's regex alone is `gpt2`, single digits split
+/// before it is SmolLM's `smollm`, anything else `default` (llama.cpp's GPT-2-like fallback).
+fn gpt2_pre(tok: &Value) -> &'static str {
+    let Some(pre) = tok.get("pre_tokenizer") else {
+        return "default";
+    };
+    let kind = |v: &Value| {
+        v.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let byte_level = |v: &Value| {
+        kind(v) == "ByteLevel" && v.get("use_regex").and_then(Value::as_bool) != Some(false)
+    };
+    if byte_level(pre) {
+        return "gpt2";
+    }
+    let Some(steps) = pre.get("pretokenizers").and_then(Value::as_array) else {
+        return "default";
+    };
+    let digits = steps.iter().any(|s| {
+        kind(s) == "Digits" && s.get("individual_digits").and_then(Value::as_bool) == Some(true)
+    });
+    match (steps.len(), digits, steps.last().is_some_and(byte_level)) {
+        (2, true, true) => "smollm",
+        _ => "default",
+    }
 }
 
 #[cfg(test)]

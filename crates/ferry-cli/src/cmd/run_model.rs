@@ -1,0 +1,188 @@
+//! `ferry run` for the models ferry-runtime runs: Hugging Face folders, GGUF files and
+//! checkpoints with their config.json (Llama-family decoders, BERT encoders).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use ferry_runtime::{Model, Tokenizer};
+use indexmap::IndexMap;
+use serde_json::json;
+
+use super::run::{summary, Args};
+
+/// Token ids and mask `[batch, seq]` from `--text` or `--input input_ids=... [attention_mask=...]`.
+fn inputs(a: &Args, model: &Model) -> Result<(Tensor, Option<Tensor>, Option<Tokenizer>)> {
+    if !a.text.is_empty() {
+        let path = a
+            .tokenizer
+            .clone()
+            .or_else(|| model.tokenizer.clone())
+            .with_context(|| {
+                format!(
+                    "no tokenizer.json with {}; pass --tokenizer",
+                    a.model.display()
+                )
+            })?;
+        let tok = Tokenizer::from_file(&path)?;
+        let ids: Vec<Vec<u32>> = a
+            .text
+            .iter()
+            .map(|t| tok.encode(t, None))
+            .collect::<Result<_, _>>()?;
+        let len = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let b = ids.len();
+        let (mut flat, mut mask) = (vec![0u32; b * len], vec![0u32; b * len]);
+        for (r, row) in ids.iter().enumerate() {
+            flat[r * len..r * len + row.len()].copy_from_slice(row);
+            mask[r * len..r * len + row.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(flat, (b, len), &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, (b, len), &Device::Cpu)?;
+        return Ok((ids, Some(mask), Some(tok)));
+    }
+    let mut feeds = super::optimize::read_inputs(&a.input)?;
+    let ids = feeds
+        .remove("input_ids")
+        .context("give --text, or --input input_ids=ids.npy (and optionally attention_mask=...)")?;
+    let ids = match ids.rank() {
+        1 => ids.unsqueeze(0)?,
+        2 => ids,
+        r => bail!("input_ids must be [batch, seq] (or [seq]), not rank {r}"),
+    };
+    let mask = feeds
+        .remove("attention_mask")
+        .map(|m| m.reshape(ids.dims()))
+        .transpose()?;
+    if let Some(extra) = feeds.keys().next() {
+        bail!("input `{extra}` is not used (this model takes input_ids and attention_mask)");
+    }
+    Ok((ids.to_dtype(DType::U32)?, mask, None))
+}
+
+/// Runs a runtime model.
+pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
+    let model = Model::load(&a.model, device)?;
+    if (a.top_k.is_some() || a.taps) && !model.is_decoder() {
+        bail!(
+            "--top-k and --taps apply to decoders; {} is a {}",
+            a.model.display(),
+            model.config.name()
+        );
+    }
+    let (ids, mask, tok) = inputs(&a, &model)?;
+    let (ids, mask) = (
+        ids.to_device(device)?,
+        mask.map(|m| m.to_device(device)).transpose()?,
+    );
+    let t0 = Instant::now();
+    let out = model.forward(&ids, mask.as_ref(), a.taps)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let name = if model.is_decoder() {
+        "logits"
+    } else {
+        "last_hidden_state"
+    };
+    let mut arrays: IndexMap<String, Tensor> = IndexMap::new();
+    arrays.insert(
+        "input_ids".into(),
+        ids.to_dtype(DType::I64)?.to_device(&Device::Cpu)?,
+    );
+    arrays.insert(name.into(), out.values.to_device(&Device::Cpu)?);
+    for (i, t) in out.taps.iter().enumerate() {
+        arrays.insert(format!("hidden.{i}"), t.to_device(&Device::Cpu)?);
+    }
+    if let Some(path) = &a.output {
+        ferry_graph::feeds::write_npz(path, &arrays)?;
+    }
+    let top = match (a.top_k, &tok) {
+        (Some(k), tok) => top_k(&out.values, mask.as_ref(), k, tok.as_ref())?,
+        _ => Vec::new(),
+    };
+    if a.json {
+        let outs = arrays
+            .iter()
+            .map(|(k, v)| summary(k, v))
+            .collect::<Result<Vec<_>>>()?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "model": a.model.display().to_string(), "format": model.format,
+                "architecture": model.config.name(), "ms": ms, "outputs": outs, "top_k": top,
+                "written": a.output.as_ref().map(|p| p.display().to_string()),
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} ({}, {}): {:?} in {ms:.1} ms",
+        a.model.display(),
+        model.format,
+        model.config.name(),
+        out.values.dims()
+    );
+    for (row, cands) in top.iter().enumerate() {
+        let label = a
+            .text
+            .get(row)
+            .cloned()
+            .unwrap_or_else(|| format!("row {row}"));
+        println!("{label:?} ->");
+        for c in cands.as_array().into_iter().flatten() {
+            println!(
+                "  {:>8.4}  {:>6}  {:?}",
+                c["p"].as_f64().unwrap_or(0.0),
+                c["id"],
+                c["token"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(p) = &a.output {
+        println!("outputs in {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `k` most likely next tokens after each row's last real position.
+fn top_k(
+    logits: &Tensor,
+    mask: Option<&Tensor>,
+    k: usize,
+    tok: Option<&Tokenizer>,
+) -> Result<Vec<serde_json::Value>> {
+    let (b, t, _) = logits.dims3()?;
+    let lens: Vec<u32> = match mask {
+        Some(m) => m
+            .to_dtype(DType::U32)?
+            .sum(D::Minus1)?
+            .to_device(&Device::Cpu)?
+            .to_vec1()?,
+        None => vec![t as u32; b],
+    };
+    let mut out = Vec::with_capacity(b);
+    for (row, len) in lens.iter().enumerate() {
+        let last = (*len as usize).clamp(1, t) - 1;
+        let v: Vec<f32> = logits
+            .get(row)?
+            .get(last)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?;
+        let lp = ferry_verify::stats::log_softmax(&v);
+        let mut idx: Vec<usize> = (0..lp.len()).collect();
+        idx.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
+        let cands: Vec<serde_json::Value> = idx
+            .into_iter()
+            .take(k)
+            .map(|i| {
+                json!({"id": i, "p": lp[i].exp(),
+                       "token": tok.map(|t| t.token(i as u32))})
+            })
+            .collect();
+        out.push(json!(cands));
+    }
+    Ok(out)
+}

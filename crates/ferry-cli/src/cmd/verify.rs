@@ -1,0 +1,163 @@
+//! `ferry verify`: run the original and the migrated model on multilingual probes and say,
+//! language by language, how much the migration changed what the model computes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use ferry_verify::probes::{self, ProbeOptions};
+use ferry_verify::{report, Budget, Job, VerifyOptions, VerifyReport};
+
+use crate::progress::count_bar;
+
+/// Arguments of `ferry verify`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Tolerance presets: exact, f16, bf16, q8, q4, or bounds such as 'kld<=0.02,top1>=0.97' (decoders) and 'cos>=0.999' (encoders), judged in every language.\n\nExamples:\n  ferry verify target/models/SmolLM2-135M out/smollm2-q8/model.gguf --tolerance q8\n  ferry verify target/models/all-MiniLM-L6-v2 out/minilm-q8/model.gguf --languages en,de,zh,ar\n  ferry verify orig/ migrated/ --probes corpora/udhr/dev.tsv --limit 3 --max-tokens 128 --out verify-out\n  ferry verify --replay verify-out/report.json"
+)]
+pub struct Args {
+    /// The original model (Hugging Face folder, checkpoint with its config.json, GGUF).
+    #[arg(required_unless_present = "replay")]
+    original: Option<PathBuf>,
+    /// The migrated model.
+    #[arg(required_unless_present = "replay")]
+    migrated: Option<PathBuf>,
+    /// Probe texts: any corpus ferry data reads (default: the embedded UDHR test articles, 47 languages).
+    #[arg(long, value_name = "FILE|DIR")]
+    probes: Option<PathBuf>,
+    /// Only these languages (comma-separated codes).
+    #[arg(long, value_delimiter = ',')]
+    languages: Vec<String>,
+    /// At most N probe texts per language.
+    #[arg(long, default_value_t = 1)]
+    limit: usize,
+    /// Cut each probe to its first N tokens.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Tolerance: a preset or bounds (see below).
+    #[arg(long, default_value = "q8")]
+    tolerance: String,
+    /// tokenizer.json to feed both models (default: the original's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Skip the per-layer SQNR (decoders).
+    #[arg(long)]
+    no_attribution: bool,
+    /// Write report.json, report.md and report.svg here.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Re-run the verification a report.json recorded (inputs checked by SHA-256) and say whether today's result matches.
+    #[arg(long, value_name = "REPORT", conflicts_with_all = ["original", "migrated", "probes"])]
+    replay: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs `ferry verify`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let bar = count_bar(0, "probes", a.quiet || a.json);
+    let mut progress = |i: usize, n: usize| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+    };
+    if let Some(path) = &a.replay {
+        let r = ferry_verify::replay(path, &mut progress)?;
+        bar.finish_and_clear();
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "replayed": path, "matches": r.differences.is_empty(),
+                    "differences": r.differences, "today": r.today,
+                }))?
+            );
+        } else if r.differences.is_empty() {
+            println!(
+                "replay of {}: today's result matches ({} languages, verdict {})",
+                path.display(),
+                r.today.result.languages.len(),
+                if r.today.result.ok { "ok" } else { "FAIL" }
+            );
+        } else {
+            println!("replay of {}: today's result differs:", path.display());
+            for d in &r.differences {
+                println!("  {d}");
+            }
+        }
+        return Ok(if r.differences.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let (Some(original), Some(migrated)) = (a.original.clone(), a.migrated.clone()) else {
+        bail!("give ORIGINAL and MIGRATED, or --replay REPORT");
+    };
+    let budget: Budget = a.tolerance.parse()?;
+    let popts = ProbeOptions {
+        languages: a.languages.clone(),
+        limit: Some(a.limit),
+    };
+    let (probe_source, probes) = match &a.probes {
+        Some(p) => (p.display().to_string(), probes::from_corpus(p, &popts)?),
+        None => (probes::EMBEDDED_NAME.to_string(), probes::embedded(&popts)?),
+    };
+    let job = Job {
+        original,
+        migrated,
+        tokenizer: a.tokenizer.clone(),
+        probe_source,
+        probes,
+        options: VerifyOptions {
+            max_tokens: a.max_tokens,
+            budget,
+            attribution: !a.no_attribution,
+        },
+    };
+    let r = ferry_verify::run_job(&job, &mut progress)?;
+    bar.finish_and_clear();
+    if let Some(dir) = &a.out {
+        let files = report::write(dir, &r).with_context(|| format!("writing {}", dir.display()))?;
+        if !a.quiet && !a.json {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if !a.quiet {
+        print!("{}", report::markdown(&r));
+    }
+    Ok(verdict(&r))
+}
+
+/// Exit 0 when every language is within tolerance; else 1, naming the worst language and
+/// what it failed.
+pub(crate) fn verdict(r: &VerifyReport) -> ExitCode {
+    let v = &r.result;
+    if v.ok {
+        return ExitCode::SUCCESS;
+    }
+    let failing: Vec<_> = v.languages.iter().filter(|l| !l.ok()).collect();
+    let worst = v
+        .worst
+        .as_deref()
+        .and_then(|w| failing.iter().find(|l| l.lang == w))
+        .or(failing.first());
+    if let Some(l) = worst {
+        eprintln!(
+            "error: {} of {} languages outside tolerance {}; worst: {} ({})",
+            failing.len(),
+            v.languages.len(),
+            v.budget,
+            l.lang,
+            l.failed.join("; ")
+        );
+    }
+    ExitCode::from(1)
+}

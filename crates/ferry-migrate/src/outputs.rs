@@ -1,0 +1,125 @@
+//! The verify-outputs stage: the original and the written model run on multilingual probes
+//! (each loaded as its consumer loads it, by ferry-runtime) and judged per language by the
+//! tolerance the conversion implies.
+
+use std::path::Path;
+
+use ferry_io::convert::Plan;
+use ferry_io::DType;
+use ferry_verify::probes::{self, ProbeOptions};
+use ferry_verify::{Budget, Job, VerifyOptions, VerifyReport};
+use serde::Serialize;
+
+use crate::Result;
+
+/// How to verify outputs (`None` in [`crate::MigrateOptions::outputs`] skips the stage).
+#[derive(Debug, Clone)]
+pub struct OutputCheck {
+    /// Probe corpus (default: the embedded UDHR test articles, 47 languages).
+    pub probes: Option<std::path::PathBuf>,
+    /// Only these languages.
+    pub languages: Vec<String>,
+    /// Probe texts per language.
+    pub limit: usize,
+    /// Tokens per probe.
+    pub max_tokens: usize,
+    /// The tolerance (default: implied by the conversion's lossiest weight type).
+    pub tolerance: Option<Budget>,
+}
+
+impl Default for OutputCheck {
+    fn default() -> Self {
+        OutputCheck {
+            probes: None,
+            languages: Vec::new(),
+            limit: 1,
+            max_tokens: 64,
+            tolerance: None,
+        }
+    }
+}
+
+/// What the stage found, or why it did not run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputsRecord {
+    /// Why the stage was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// The verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<VerifyReport>,
+}
+
+impl OutputsRecord {
+    fn skipped(why: impl Into<String>) -> OutputsRecord {
+        OutputsRecord {
+            skipped: Some(why.into()),
+            report: None,
+        }
+    }
+
+    /// Whether the outputs passed (a skipped check does not fail the migration).
+    pub fn ok(&self) -> bool {
+        self.report.as_ref().is_none_or(|r| r.result.ok)
+    }
+}
+
+/// Bits per weight of a type, to find the lossiest one a plan involves.
+fn bits(d: DType) -> f64 {
+    8.0 * d.block_bytes() as f64 / d.block_elems() as f64
+}
+
+/// The tolerance a conversion implies: the preset of the lowest-precision weight type among
+/// the plan's matrices, on either side (a dequantized GGUF is judged as quantized).
+pub fn implied_budget(plan: &Plan) -> Budget {
+    let lossiest = plan
+        .entries
+        .iter()
+        .filter(|e| e.shape.len() >= 2 && (e.from.is_float() || e.from.is_quantized()))
+        .flat_map(|e| [e.from, e.to])
+        .min_by(|a, b| bits(*a).total_cmp(&bits(*b)));
+    Budget::for_dtype(lossiest.map_or("f32", DType::name))
+}
+
+/// Runs the stage: `original` (as given) against the written `migrated` model.
+pub fn run(
+    original: &Path,
+    migrated: &Path,
+    plan: &Plan,
+    check: &OutputCheck,
+) -> Result<OutputsRecord> {
+    // Only architectures the runtime knows can be run; say why others are skipped.
+    if let Err(e) = ferry_runtime::Model::load(original, &candle_core::Device::Cpu) {
+        return Ok(OutputsRecord::skipped(format!(
+            "the original cannot be run: {e}"
+        )));
+    }
+    let popts = ProbeOptions {
+        languages: check.languages.clone(),
+        limit: Some(check.limit),
+    };
+    let (probe_source, probes) = match &check.probes {
+        Some(p) => (p.display().to_string(), probes::from_corpus(p, &popts)?),
+        None => (probes::EMBEDDED_NAME.to_string(), probes::embedded(&popts)?),
+    };
+    let job = Job {
+        original: original.to_path_buf(),
+        migrated: migrated.to_path_buf(),
+        tokenizer: None,
+        probe_source,
+        probes,
+        options: VerifyOptions {
+            max_tokens: check.max_tokens,
+            budget: check
+                .tolerance
+                .clone()
+                .unwrap_or_else(|| implied_budget(plan)),
+            attribution: true,
+        },
+    };
+    let report = ferry_verify::run_job(&job, |_, _| {})?;
+    Ok(OutputsRecord {
+        skipped: None,
+        report: Some(report),
+    })
+}

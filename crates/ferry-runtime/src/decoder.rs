@@ -1,0 +1,204 @@
+//! Llama-family decoders (Llama, Mistral, SmolLM2, Qwen2) over candle-nn's kernels (RMS norm,
+//! rotary embedding, softmax) and candle's `QMatMul`, so one forward runs f32/f16/bf16
+//! weights and GGML-quantized ones alike.
+//!
+//! candle-transformers' `llama` and `quantized_llama` return the last position's logits only and
+//! keep their blocks private; verification needs every position's logits and every block's
+//! hidden state, so the blocks are composed here from the same pieces. Weights use Hugging
+//! Face names and layouts (a llama.cpp GGUF is read through `ferry_io::arch`, its Q/K rows put
+//! back), so the rotary embedding is the half-split one (`candle_nn::rotary_emb::rope`).
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::rotary_emb::rope;
+use candle_transformers::utils::repeat_kv;
+
+use crate::config::DecoderConfig;
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// One transformer block.
+struct Block {
+    attn_norm: Tensor,
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    qkv_bias: Option<[Tensor; 3]>,
+    o: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// A loaded decoder.
+pub struct Decoder {
+    cfg: DecoderConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    head: QMatMul,
+    device: Device,
+}
+
+/// What a forward pass returns.
+pub struct DecoderOutput {
+    /// Next-token logits at every position, `[batch, seq, vocab]`, f32.
+    pub logits: Tensor,
+    /// Hidden states `[batch, seq, hidden]`: after the embedding, after each block, and after
+    /// the final norm (empty unless asked for).
+    pub taps: Vec<Tensor>,
+}
+
+impl Decoder {
+    /// Loads the decoder described by `cfg` from `w` (Hugging Face names).
+    pub fn load(w: &Weights, cfg: &DecoderConfig) -> Result<Decoder> {
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let (q_out, kv_out) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let p = |s: &str| format!("model.layers.{i}.{s}");
+            let qkv_bias = if cfg.qkv_bias {
+                Some([
+                    w.tensor(&p("self_attn.q_proj.bias"), &[q_out])?,
+                    w.tensor(&p("self_attn.k_proj.bias"), &[kv_out])?,
+                    w.tensor(&p("self_attn.v_proj.bias"), &[kv_out])?,
+                ])
+            } else {
+                None
+            };
+            blocks.push(Block {
+                attn_norm: w.tensor(&p("input_layernorm.weight"), &[h])?,
+                q: w.matmul(&p("self_attn.q_proj.weight"), &[q_out, h])?,
+                k: w.matmul(&p("self_attn.k_proj.weight"), &[kv_out, h])?,
+                v: w.matmul(&p("self_attn.v_proj.weight"), &[kv_out, h])?,
+                qkv_bias,
+                o: w.matmul(&p("self_attn.o_proj.weight"), &[h, q_out])?,
+                ffn_norm: w.tensor(&p("post_attention_layernorm.weight"), &[h])?,
+                gate: w.matmul(&p("mlp.gate_proj.weight"), &[cfg.intermediate, h])?,
+                up: w.matmul(&p("mlp.up_proj.weight"), &[cfg.intermediate, h])?,
+                down: w.matmul(&p("mlp.down_proj.weight"), &[h, cfg.intermediate])?,
+            });
+        }
+        let embed_name = "model.embed_tokens.weight";
+        let head_name = if cfg.tied || !w.has("lm_head.weight") {
+            embed_name
+        } else {
+            "lm_head.weight"
+        };
+        Ok(Decoder {
+            cfg: cfg.clone(),
+            embed: w.tensor(embed_name, &[cfg.vocab, h])?,
+            blocks,
+            norm: w.tensor("model.norm.weight", &[h])?,
+            head: w.matmul(head_name, &[cfg.vocab, h])?,
+            device: w.device().clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Rotary cos/sin tables `[seq, head_dim / 2]`, computed in f32 the way transformers'
+    /// `LlamaRotaryEmbedding` does.
+    fn rotary(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+        let hd = self.cfg.head_dim;
+        let theta = self.cfg.rope_theta as f32;
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(seq * hd / 2);
+        let mut sin = Vec::with_capacity(seq * hd / 2);
+        for t in 0..seq {
+            for f in &inv {
+                let a = t as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (seq, hd / 2), &self.device)?,
+            Tensor::from_vec(sin, (seq, hd / 2), &self.device)?,
+        ))
+    }
+
+    /// Additive attention mask `[batch, 1, seq, seq]`: causal, and padded keys (mask 0) hidden.
+    fn attention_mask(&self, b: usize, t: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+        let keep: Vec<u8> = match mask {
+            Some(m) => m.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?,
+            None => vec![1; b * t],
+        };
+        let mut out = vec![0f32; b * t * t];
+        for bi in 0..b {
+            for i in 0..t {
+                for j in 0..t {
+                    if j > i || keep[bi * t + j] == 0 {
+                        out[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (b, 1, t, t), &self.device)?)
+    }
+
+    /// Runs `ids` (`[batch, seq]`, u32) with an optional `mask` (`[batch, seq]`, 1 for real
+    /// tokens; padding on the right). With `taps`, every block's hidden state is kept.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        taps: bool,
+    ) -> Result<DecoderOutput> {
+        let (b, t) = ids.dims2()?;
+        let c = &self.cfg;
+        let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
+        let eps = c.rms_eps as f32;
+        let (cos, sin) = self.rotary(t)?;
+        let bias = self.attention_mask(b, t, mask)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self
+            .embed
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, c.hidden))?;
+        let mut kept = Vec::new();
+        if taps {
+            kept.push(x.clone());
+        }
+        for blk in &self.blocks {
+            let h = rms_norm(&x, &blk.attn_norm, eps)?;
+            let (mut q, mut k, mut v) =
+                (blk.q.forward(&h)?, blk.k.forward(&h)?, blk.v.forward(&h)?);
+            if let Some([bq, bk, bv]) = &blk.qkv_bias {
+                q = q.broadcast_add(bq)?;
+                k = k.broadcast_add(bk)?;
+                v = v.broadcast_add(bv)?;
+            }
+            let heads = |x: Tensor, n: usize| -> Result<Tensor> {
+                Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            let q = rope(&heads(q, nh)?, &cos, &sin)?;
+            let k = repeat_kv(rope(&heads(k, nkv)?, &cos, &sin)?, nh / nkv)?.contiguous()?;
+            let v = repeat_kv(heads(v, nkv)?, nh / nkv)?.contiguous()?;
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            let y = softmax_last_dim(&att)?.matmul(&v)?;
+            let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + blk.o.forward(&y)?)?;
+            let h = rms_norm(&x, &blk.ffn_norm, eps)?;
+            let ff = (candle_nn::ops::silu(&blk.gate.forward(&h)?)? * blk.up.forward(&h)?)?;
+            x = (x + blk.down.forward(&ff)?)?;
+            if taps {
+                kept.push(x.clone());
+            }
+        }
+        let x = rms_norm(&x, &self.norm, eps)?;
+        if taps {
+            kept.push(x.clone());
+        }
+        let logits = self.head.forward(&x)?;
+        debug_assert_eq!(logits.dim(D::Minus1)?, c.vocab);
+        Ok(DecoderOutput { logits, taps: kept })
+    }
+}

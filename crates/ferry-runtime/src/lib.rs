@@ -1,0 +1,24 @@
+//! ferry-runtime: runs the real models ferry migrates, from any checkpoint ferry reads.
+//!
+//! - [`Model::load`] opens a Hugging Face folder, a checkpoint file with its `config.json`, or
+//!   a llama.cpp GGUF (read back to Hugging Face names and layouts by `ferry_io::arch`), and
+//!   detects the architecture from `config.json` (`model_type`) or `general.architecture`.
+//! - Llama-family decoders ([`decoder`]) run every position and keep per-layer hidden states;
+//!   GGML-quantized weights stay quantized (candle's `QMatMul`). BERT encoders ([`encoder`])
+//!   run candle-transformers' `BertModel`.
+//! - [`weights::Weights`] serves any ferry checkpoint to candle, including as a
+//!   `candle_nn::VarBuilder`, with errors that name the missing or misshapen tensor.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod decoder;
+pub mod encoder;
+pub mod error;
+pub mod model;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::ArchConfig;
+pub use error::{Error, Result};
+pub use model::{Model, Output};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,132 @@
+//! One entry point for every model the runtime runs: [`Model::load`] detects the format and
+//! the architecture, and [`Model::forward`] runs a batch of token ids.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use ferry_io::arch::{relayout, LayoutReport};
+use ferry_io::formats::gguf::names::{ArchLayout, Direction};
+use ferry_io::{Checkpoint, Format};
+
+use crate::config::{self, ArchConfig};
+use crate::decoder::Decoder;
+use crate::encoder::Encoder;
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// The network a model runs.
+pub enum Net {
+    /// A causal decoder (next-token logits).
+    Decoder(Decoder),
+    /// An encoder (hidden states); boxed, as candle-transformers' `BertModel` is large.
+    Encoder(Box<Encoder>),
+}
+
+/// A model ready to run.
+pub struct Model {
+    /// What was opened.
+    pub path: PathBuf,
+    /// Its container format.
+    pub format: Format,
+    /// The architecture and its hyper-parameters.
+    pub config: ArchConfig,
+    /// How a GGUF's llama.cpp names and layouts were read back, if they were.
+    pub layout: Option<LayoutReport>,
+    /// The `tokenizer.json` found with the model, if any.
+    pub tokenizer: Option<PathBuf>,
+    /// The network.
+    pub net: Net,
+}
+
+/// What a forward pass returns.
+pub struct Output {
+    /// Decoders: next-token logits `[batch, seq, vocab]`. Encoders: the last hidden state
+    /// `[batch, seq, hidden]`.
+    pub values: Tensor,
+    /// Per-layer hidden states, when asked for and available (decoders): after the
+    /// embedding, after each block, after the final norm.
+    pub taps: Vec<Tensor>,
+}
+
+impl Model {
+    /// Opens `path` (a Hugging Face folder or hub id from the local cache, a checkpoint file
+    /// with a `config.json` beside it, or a GGUF) and loads it on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Model> {
+        let ck = Checkpoint::open(path)?;
+        let format = ck.format;
+        let tokenizer = find_beside(&ck, "tokenizer.json");
+        let (ck, config, layout) = if format == Format::Gguf {
+            let has_output = ck.get("output.weight").is_some();
+            let vocab = ck
+                .get("token_embd.weight")
+                .and_then(|t| t.shape.first().copied())
+                .unwrap_or(0);
+            let config = config::from_gguf(&ck.metadata, vocab, has_output, path)?;
+            match ArchLayout::from_gguf(&ck.metadata, has_output) {
+                Some(l) => {
+                    let (hf, report) = relayout(&ck, l, Direction::ToHf)?;
+                    (hf, config, Some(report))
+                }
+                None => (ck, config, None),
+            }
+        } else {
+            let cfg = find_beside(&ck, "config.json").ok_or_else(|| Error::Config {
+                path: path.to_path_buf(),
+                msg: "no config.json with the weights: the runtime needs it to know the \
+                      architecture (put the model's config.json beside the file)"
+                    .into(),
+            })?;
+            let config = config::from_config_json(&cfg)?;
+            (ck, config, None)
+        };
+        let weights = Arc::new(Weights::new(ck, device.clone()));
+        let net = match &config {
+            ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c)?),
+            ArchConfig::Encoder(c) => Net::Encoder(Box::new(Encoder::load(&weights, c)?)),
+        };
+        Ok(Model {
+            path: path.to_path_buf(),
+            format,
+            config,
+            layout,
+            tokenizer,
+            net,
+        })
+    }
+
+    /// Whether the model predicts next tokens (logits) rather than hidden states.
+    pub fn is_decoder(&self) -> bool {
+        matches!(self.net, Net::Decoder(_))
+    }
+
+    /// Runs `ids` (`[batch, seq]`, u32) with an optional `mask` (`[batch, seq]`, 1 for real
+    /// tokens, padding on the right).
+    pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, taps: bool) -> Result<Output> {
+        match &self.net {
+            Net::Decoder(d) => {
+                let o = d.forward(ids, mask, taps)?;
+                Ok(Output {
+                    values: o.logits,
+                    taps: o.taps,
+                })
+            }
+            Net::Encoder(e) => Ok(Output {
+                values: e.forward(ids, mask)?,
+                taps: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// A companion file of the checkpoint, else a file of that name beside it.
+fn find_beside(ck: &Checkpoint, name: &str) -> Option<PathBuf> {
+    ck.companions
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == name))
+        .cloned()
+        .or_else(|| {
+            let p = ck.path.parent()?.join(name);
+            p.is_file().then_some(p)
+        })
+}

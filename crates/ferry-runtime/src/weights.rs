@@ -1,0 +1,155 @@
+//! A model's weights from any checkpoint ferry reads, served to candle: plain tensors, matrices
+//! that stay quantized for `QMatMul`, and a `candle_nn::VarBuilder` backend so that
+//! candle-transformers' models load from a `.pth`, a legacy `.bin`, a sharded folder, an
+//! `.npz` or a GGUF alike.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use ferry_io::Checkpoint;
+
+use crate::error::{Error, Result};
+
+/// Named weights on a device. Tensors are read from the checkpoint when asked for.
+pub struct Weights {
+    ck: Checkpoint,
+    index: HashMap<String, usize>,
+    device: Device,
+}
+
+impl Weights {
+    /// Serves `ck`'s tensors (already under the names the model asks for) on `device`.
+    pub fn new(ck: Checkpoint, device: Device) -> Weights {
+        let index = ck
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Weights { ck, index, device }
+    }
+
+    /// The checkpoint's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.ck.path
+    }
+
+    /// The device tensors are loaded on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether a tensor called `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn err(&self, name: &str, msg: impl Into<String>) -> Error {
+        Error::Tensor {
+            path: self.ck.path.clone(),
+            tensor: name.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    fn entry(&self, name: &str, shape: &[usize]) -> Result<&ferry_io::TensorEntry> {
+        let i = self.index.get(name).ok_or_else(|| {
+            self.err(
+                name,
+                format!(
+                    "missing (the checkpoint has {} tensors; is it the model its config describes?)",
+                    self.ck.tensors.len()
+                ),
+            )
+        })?;
+        let t = &self.ck.tensors[*i];
+        if t.shape != shape {
+            return Err(self.err(
+                name,
+                format!("shape {:?}, but the config implies {shape:?}", t.shape),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// The tensor `name` of `shape`, as f32 (quantized tensors are dequantized).
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.entry(name, shape)?;
+        let x = t.to_candle(&self.device)?;
+        Ok(x.to_dtype(DType::F32)?)
+    }
+
+    /// The matrix `name` of `shape` (`[out, in]`) as a `QMatMul`: GGML-quantized weights stay
+    /// quantized (candle's quantized kernels), float ones become f32.
+    pub fn matmul(&self, name: &str, shape: &[usize]) -> Result<QMatMul> {
+        let t = self.entry(name, shape)?;
+        match t.dtype.to_ggml().filter(|_| t.dtype.is_quantized()) {
+            Some(ggml) => {
+                let data = t.data()?;
+                let q = qtensor_from_ggml(ggml, &data, t.shape.clone(), &self.device)
+                    .map_err(|e| self.err(name, e.to_string()))?;
+                Ok(QMatMul::from_qtensor(q)?)
+            }
+            None => Ok(QMatMul::Tensor(self.tensor(name, shape)?)),
+        }
+    }
+
+    /// A `VarBuilder` over these weights (f32), for candle-transformers' models.
+    pub fn var_builder(self: &Arc<Self>) -> VarBuilder<'static> {
+        VarBuilder::from_backend(
+            Box::new(Backend(self.clone())),
+            DType::F32,
+            self.device.clone(),
+        )
+    }
+
+    /// The path of the checkpoint, owned.
+    pub fn path_buf(&self) -> PathBuf {
+        self.ck.path.clone()
+    }
+}
+
+/// `SimpleBackend` over [`Weights`]: candle-transformers asks by name and shape.
+struct Backend(Arc<Weights>);
+
+impl SimpleBackend for Backend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self
+            .0
+            .tensor(name, s.dims())
+            .map_err(candle_core::Error::wrap)?;
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let i = self
+            .0
+            .index
+            .get(name)
+            .ok_or_else(|| candle_core::Error::wrap(self.0.err(name, "missing")))?;
+        let shape = self.0.ck.tensors[*i].shape.clone();
+        self.get(
+            Shape::from(shape),
+            name,
+            candle_nn::Init::Const(0.),
+            dtype,
+            dev,
+        )
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+}

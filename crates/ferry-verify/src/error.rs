@@ -1,0 +1,32 @@
+//! Errors of a verification.
+
+/// A verification error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Loading or running a model failed.
+    #[error(transparent)]
+    Runtime(#[from] ferry_runtime::Error),
+    /// The probe texts could not be read or selected.
+    #[error("probes: {0}")]
+    Probes(String),
+    /// The options are inconsistent.
+    #[error("{0}")]
+    Options(String),
+    /// The two models cannot be compared.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A report could not be read or written.
+    #[error("{path}: {msg}")]
+    Report {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+    /// An error raised inside candle.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The verification's result type.
+pub type Result<T> = std::result::Result<T, Error>;

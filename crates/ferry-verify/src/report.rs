@@ -1,0 +1,258 @@
+//! The verification report: `report.json` (what a machine replays), `report.md` (what a
+//! person reads) and `report.svg` (one bar pair per language).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::probes::Probe;
+use crate::run::Verification;
+
+/// A file the verification read, by content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// As given.
+    pub path: PathBuf,
+    /// SHA-256 of its bytes (of every regular file in it, in name order, for a folder).
+    pub sha256: String,
+}
+
+/// Everything needed to re-run a verification and what it found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// ferry's version.
+    pub ferry_version: String,
+    /// The original model.
+    pub original: Input,
+    /// The migrated model.
+    pub migrated: Input,
+    /// The tokenizer both were fed through.
+    pub tokenizer: Input,
+    /// Where the probes came from (`embedded:udhr-test` or a corpus path).
+    pub probe_source: String,
+    /// The probes themselves (so a replay needs no corpus).
+    pub probes: Vec<Probe>,
+    /// The outcome.
+    pub result: Verification,
+}
+
+/// SHA-256 of a file, or of a folder's regular files in name order (names included).
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let err = |e: std::io::Error| Error::Report {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let mut h = Sha256::new();
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(err)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            h.update(
+                f.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            hash_file(&f, &mut h)?;
+        }
+    } else {
+        hash_file(path, &mut h)?;
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn hash_file(path: &Path, h: &mut Sha256) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::Report {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    std::io::copy(&mut f, h).map_err(|e| Error::Report {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    Ok(())
+}
+
+impl Input {
+    /// Records `path` with its hash.
+    pub fn of(path: &Path) -> Result<Input> {
+        Ok(Input {
+            path: path.to_path_buf(),
+            sha256: sha256_of(path)?,
+        })
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// The report a person reads.
+pub fn markdown(r: &VerifyReport) -> String {
+    let v = &r.result;
+    let mut s = String::new();
+    let _ = writeln!(s, "# ferry verify\n");
+    let _ = writeln!(
+        s,
+        "- original: `{}`\n- migrated: `{}`\n- probes: {} texts from {} ({} languages), first {} tokens each\n- tolerance: {}\n- result: **{}**\n",
+        r.original.path.display(),
+        r.migrated.path.display(),
+        r.probes.len(),
+        r.probe_source,
+        v.languages.len(),
+        v.max_tokens,
+        v.budget,
+        if v.ok { "every language within tolerance".to_string() } else {
+            format!("{} of {} languages outside tolerance", v.languages.iter().filter(|l| !l.ok()).count(), v.languages.len())
+        }
+    );
+    let mut rows = v.languages.clone();
+    rows.push(v.overall.clone());
+    if v.kind == "decoder" {
+        let _ = writeln!(s, "| language | tokens | mean KLD ± | KLD p99 | KLD max | same top-1 | RMS Δp | PPL orig | PPL new | ln ratio | verdict |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for l in &rows {
+            if let Some(d) = &l.decoder {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.5} ± {:.5} | {:.4} | {:.4} | {} | {} | {:.2} | {:.2} | {:+.4} | {} |",
+                    l.lang, d.tokens, d.kld_mean, d.kld_stderr, d.kld.p99, d.kld_max,
+                    pct(d.same_top1), pct(d.rms_dp), d.ppl_original, d.ppl_migrated,
+                    d.ln_ppl_ratio, verdict(l)
+                );
+            }
+        }
+    } else {
+        let _ = writeln!(s, "| language | texts | mean cosine | min cosine | max abs error | neighbour agreement | verdict |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for l in &rows {
+            if let Some(e) = &l.encoder {
+                let nn = e.neighbour_agreement.map_or("-".into(), pct);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.6} | {:.6} | {:.3e} | {} | {} |",
+                    l.lang,
+                    e.texts,
+                    e.cosine_mean,
+                    e.cosine_min,
+                    e.max_abs,
+                    nn,
+                    verdict(l)
+                );
+            }
+        }
+    }
+    if !v.layers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Where the error enters (SQNR per layer, all probes)\n"
+        );
+        if let Some(w) = v
+            .layers
+            .iter()
+            .filter(|l| l.drop_db.is_finite())
+            .max_by(|a, b| a.drop_db.total_cmp(&b.drop_db))
+        {
+            let _ = writeln!(
+                s,
+                "Largest drop: **{}**, SQNR falls {:.1} dB to {:.1} dB.\n",
+                w.layer, w.drop_db, w.sqnr_db
+            );
+        }
+        let _ = writeln!(s, "| layer | SQNR (dB) | change (dB) |\n|---|---|---|");
+        for l in &v.layers {
+            let _ = writeln!(s, "| {} | {:.1} | {:+.1} |", l.layer, l.sqnr_db, -l.drop_db);
+        }
+    }
+    s
+}
+
+fn verdict(l: &crate::run::LanguageResult) -> String {
+    if l.ok() {
+        "ok".into()
+    } else {
+        format!("FAIL: {}", l.failed.join("; "))
+    }
+}
+
+/// One bar pair per language: mean KLD (left axis, scaled to the largest) and same top-1
+/// (decoders), or 1 - min cosine and neighbour agreement (encoders).
+pub fn svg(v: &Verification) -> String {
+    let n = v.languages.len().max(1);
+    let (w, h, pad) = (24 * n + 80, 260usize, 40usize);
+    let vals: Vec<(f64, f64)> = v
+        .languages
+        .iter()
+        .map(|l| match (&l.decoder, &l.encoder) {
+            (Some(d), _) => (d.kld_mean, d.same_top1),
+            (_, Some(e)) => (1.0 - e.cosine_min, e.neighbour_agreement.unwrap_or(1.0)),
+            _ => (0.0, 0.0),
+        })
+        .collect();
+    let max = vals.iter().map(|v| v.0).fold(1e-12, f64::max);
+    let (a, b) = if v.kind == "decoder" {
+        ("mean KLD", "same top-1")
+    } else {
+        ("1 - min cosine", "neighbour agreement")
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n<text x=\"{pad}\" y=\"14\">{a} (red, max {max:.3e}) and {b} (blue, 0..1) per language</text>\n",
+        h + 40
+    );
+    let plot = (h - pad) as f64;
+    for (i, (l, (x, y))) in v.languages.iter().zip(&vals).enumerate() {
+        let x0 = pad + 24 * i;
+        let hx = plot * x / max;
+        let hy = plot * y;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x0}\" y=\"{:.1}\" width=\"10\" height=\"{hx:.1}\" fill=\"#c0392b\"><title>{} {a} {x:.5}</title></rect>\n<rect x=\"{}\" y=\"{:.1}\" width=\"10\" height=\"{hy:.1}\" fill=\"#2e6da4\"><title>{} {b} {y:.3}</title></rect>\n<text x=\"{x0}\" y=\"{}\">{}</text>",
+            h as f64 - hx, l.lang, x0 + 11, h as f64 - hy, l.lang, h + 14, l.lang
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Writes `report.json`, `report.md` and `report.svg` into `dir` (each atomically).
+pub fn write(dir: &Path, r: &VerifyReport) -> Result<Vec<PathBuf>> {
+    let err = |p: &Path, msg: String| Error::Report {
+        path: p.to_path_buf(),
+        msg,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| err(dir, e.to_string()))?;
+    let files = [
+        ("report.json", json + "\n"),
+        ("report.md", markdown(r)),
+        ("report.svg", svg(&r.result)),
+    ];
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let p = dir.join(name);
+        ferry_io::atomic::write_atomic(&p, |w| {
+            std::io::Write::write_all(w, text.as_bytes()).map_err(|e| ferry_io::Error::io(&p, e))
+        })
+        .map_err(|e| err(&p, e.to_string()))?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Reads a `report.json`.
+pub fn read(path: &Path) -> Result<VerifyReport> {
+    let text = std::fs::read(path).map_err(|e| Error::Report {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_slice(&text).map_err(|e| Error::Report {
+        path: path.to_path_buf(),
+        msg: format!("not a ferry verify report: {e}"),
+    })
+}

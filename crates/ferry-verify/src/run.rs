@@ -1,0 +1,310 @@
+//! Running both models on the probes and gathering the statistics per language.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use ferry_runtime::{Model, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::preset::Budget;
+use crate::probes::Probe;
+use crate::stats::{self, DecoderStats, EncoderStats, TokenStat};
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Each probe is cut to its first N tokens (special tokens as the tokenizer adds them).
+    pub max_tokens: usize,
+    /// The tolerance each language is judged by.
+    pub budget: Budget,
+    /// Measure each layer's SQNR (decoders) to say where the error enters.
+    pub attribution: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            max_tokens: 64,
+            budget: "q8".parse().unwrap_or_default(),
+            attribution: true,
+        }
+    }
+}
+
+/// One language's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LanguageResult {
+    /// The language (`overall` for the whole set).
+    pub lang: String,
+    /// Probe texts.
+    pub texts: usize,
+    /// Decoder statistics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderStats>,
+    /// Encoder statistics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderStats>,
+    /// The bounds crossed, in words (empty when within the budget).
+    pub failed: Vec<String>,
+}
+
+impl LanguageResult {
+    /// Whether the language is within the budget.
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    fn judge(&mut self, b: &Budget) {
+        let mut failed = Vec::new();
+        if let Some(d) = &self.decoder {
+            if let Some(max) = b.kld.filter(|&m| d.kld_mean > m) {
+                failed.push(format!("mean KLD {:.4} > {max}", d.kld_mean));
+            }
+            if let Some(min) = b.top1.filter(|&m| d.same_top1 < m) {
+                failed.push(format!("same top-1 {:.3} < {min}", d.same_top1));
+            }
+        }
+        if let Some(e) = &self.encoder {
+            if let Some(min) = b.cosine.filter(|&m| e.cosine_min < m) {
+                failed.push(format!("min cosine {:.6} < {min}", e.cosine_min));
+            }
+        }
+        self.failed = failed;
+    }
+}
+
+/// One layer's agreement (decoders).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerResult {
+    /// `embedding`, `block N` or `final norm`.
+    pub layer: String,
+    /// SQNR of the migrated hidden state against the original's, dB.
+    pub sqnr_db: f64,
+    /// How much lower than the layer before, dB (positive: error entered here).
+    pub drop_db: f64,
+}
+
+/// A verification's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    /// `decoder` or `encoder`.
+    pub kind: String,
+    /// The budget judged by.
+    pub budget: Budget,
+    /// Tokens each probe was cut to.
+    pub max_tokens: usize,
+    /// Per language, sorted by code.
+    pub languages: Vec<LanguageResult>,
+    /// All probes together.
+    pub overall: LanguageResult,
+    /// Per-layer SQNR (decoders, with attribution).
+    pub layers: Vec<LayerResult>,
+    /// The language faring worst (highest KLD, or lowest cosine).
+    pub worst: Option<String>,
+    /// Whether every language is within the budget.
+    pub ok: bool,
+}
+
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec2()?)
+}
+
+/// Runs `original` and `migrated` on every probe (tokenized by `tokenizer`, fed to both alike)
+/// and gathers the statistics per language.
+pub fn verify(
+    original: &Model,
+    migrated: &Model,
+    tokenizer: &Tokenizer,
+    probes: &[Probe],
+    opts: &VerifyOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Verification> {
+    if original.is_decoder() != migrated.is_decoder() {
+        return Err(Error::Mismatch(format!(
+            "{} is a {} but {} is a {}: they cannot be compared",
+            original.path.display(),
+            original.config.name(),
+            migrated.path.display(),
+            migrated.config.name()
+        )));
+    }
+    let decoder = original.is_decoder();
+    let device = Device::Cpu;
+    let mut tokens: BTreeMap<&str, Vec<TokenStat>> = BTreeMap::new();
+    let mut pooled: Vec<(&str, Vec<f32>, Vec<f32>, f64)> = Vec::new();
+    let mut layer_sums: Vec<(f64, f64)> = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        progress(i, probes.len());
+        let ids = tokenizer.encode(&p.text, Some(opts.max_tokens))?;
+        if ids.is_empty() {
+            continue;
+        }
+        let n = ids.len();
+        let x = Tensor::from_vec(ids.clone(), (1, n), &device)?;
+        let taps = decoder && opts.attribution;
+        let (a, b) = (
+            original.forward(&x, None, taps)?,
+            migrated.forward(&x, None, taps)?,
+        );
+        if a.values.dims() != b.values.dims() {
+            return Err(Error::Mismatch(format!(
+                "outputs differ in shape: {:?} against {:?} (different vocabularies or sizes?)",
+                a.values.dims(),
+                b.values.dims()
+            )));
+        }
+        let (ra, rb) = (rows(&a.values)?, rows(&b.values)?);
+        if decoder {
+            let list = tokens.entry(&p.lang).or_default();
+            for (t, (la, lb)) in ra.iter().zip(&rb).enumerate() {
+                list.push(stats::token_stat(la, lb, ids.get(t + 1).copied()));
+            }
+            if layer_sums.len() < a.taps.len() {
+                layer_sums.resize(a.taps.len(), (0.0, 0.0));
+            }
+            for (k, (ta, tb)) in a.taps.iter().zip(&b.taps).enumerate() {
+                let (va, vb): (Vec<f32>, Vec<f32>) =
+                    (ta.flatten_all()?.to_vec1()?, tb.flatten_all()?.to_vec1()?);
+                for (&u, &v) in va.iter().zip(&vb) {
+                    layer_sums[k].0 += (u as f64).powi(2);
+                    layer_sums[k].1 += (u as f64 - v as f64).powi(2);
+                }
+            }
+        } else {
+            let max_abs = ra
+                .iter()
+                .flatten()
+                .zip(rb.iter().flatten())
+                .map(|(&u, &v)| (u as f64 - v as f64).abs())
+                .fold(0.0, f64::max);
+            let mean = |r: &[Vec<f32>]| -> Vec<f32> {
+                let mut m = vec![0f32; r[0].len()];
+                for row in r {
+                    for (acc, v) in m.iter_mut().zip(row) {
+                        *acc += v / r.len() as f32;
+                    }
+                }
+                m
+            };
+            pooled.push((&p.lang, mean(&ra), mean(&rb), max_abs));
+        }
+    }
+    progress(probes.len(), probes.len());
+    let mut languages = Vec::new();
+    let mut overall = LanguageResult {
+        lang: "overall".into(),
+        texts: probes.len(),
+        decoder: None,
+        encoder: None,
+        failed: Vec::new(),
+    };
+    let count = |lang: &str| probes.iter().filter(|p| p.lang == lang).count();
+    if decoder {
+        let mut all = Vec::new();
+        for (lang, list) in &tokens {
+            all.extend_from_slice(list);
+            languages.push(LanguageResult {
+                lang: lang.to_string(),
+                texts: count(lang),
+                decoder: Some(DecoderStats::from_tokens(list)),
+                encoder: None,
+                failed: Vec::new(),
+            });
+        }
+        overall.decoder = Some(DecoderStats::from_tokens(&all));
+    } else {
+        let na: Vec<Vec<f32>> = pooled.iter().map(|p| p.1.clone()).collect();
+        let nb: Vec<Vec<f32>> = pooled.iter().map(|p| p.2.clone()).collect();
+        let (nn_a, nn_b) = (
+            stats::nearest_neighbours(&na),
+            stats::nearest_neighbours(&nb),
+        );
+        let summarize = |keep: &dyn Fn(&str) -> bool| -> EncoderStats {
+            let idx: Vec<usize> = (0..pooled.len()).filter(|&i| keep(pooled[i].0)).collect();
+            let cos: Vec<f64> = idx
+                .iter()
+                .map(|&i| stats::cosine(&pooled[i].1, &pooled[i].2))
+                .collect();
+            let agree = idx.iter().filter(|&&i| nn_a[i] == nn_b[i]).count();
+            EncoderStats {
+                texts: idx.len(),
+                cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
+                cosine_min: cos.iter().copied().fold(1.0, f64::min),
+                max_abs: idx.iter().map(|&i| pooled[i].3).fold(0.0, f64::max),
+                neighbour_agreement: (pooled.len() > 1)
+                    .then(|| agree as f64 / idx.len().max(1) as f64),
+            }
+        };
+        let mut langs: Vec<&str> = pooled.iter().map(|p| p.0).collect();
+        langs.sort();
+        langs.dedup();
+        for lang in langs {
+            languages.push(LanguageResult {
+                lang: lang.to_string(),
+                texts: count(lang),
+                decoder: None,
+                encoder: Some(summarize(&|l| l == lang)),
+                failed: Vec::new(),
+            });
+        }
+        overall.encoder = Some(summarize(&|_| true));
+    }
+    for l in &mut languages {
+        l.judge(&opts.budget);
+    }
+    overall.judge(&opts.budget);
+    let worst = languages
+        .iter()
+        .max_by(|a, b| badness(a).total_cmp(&badness(b)))
+        .map(|l| l.lang.clone());
+    let layers = layer_results(&layer_sums);
+    Ok(Verification {
+        kind: if decoder { "decoder" } else { "encoder" }.into(),
+        budget: opts.budget.clone(),
+        max_tokens: opts.max_tokens,
+        ok: languages.iter().all(LanguageResult::ok),
+        languages,
+        overall,
+        layers,
+        worst,
+    })
+}
+
+/// Higher is worse: mean KLD for decoders, 1 - min cosine for encoders.
+fn badness(l: &LanguageResult) -> f64 {
+    match (&l.decoder, &l.encoder) {
+        (Some(d), _) => d.kld_mean,
+        (_, Some(e)) => 1.0 - e.cosine_min,
+        _ => 0.0,
+    }
+}
+
+fn layer_results(sums: &[(f64, f64)]) -> Vec<LayerResult> {
+    let n = sums.len();
+    let mut out: Vec<LayerResult> = Vec::with_capacity(n);
+    for (k, &(s, e)) in sums.iter().enumerate() {
+        let sqnr = if e == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (s / e).log10()
+        };
+        let layer = match k {
+            0 => "embedding".to_string(),
+            k if k == n - 1 => "final norm".to_string(),
+            k => format!("block {}", k - 1),
+        };
+        let prev = out.last().map_or(f64::INFINITY, |l| l.sqnr_db);
+        let drop_db = if prev.is_finite() && sqnr.is_finite() {
+            prev - sqnr
+        } else {
+            0.0
+        };
+        out.push(LayerResult {
+            layer,
+            sqnr_db: sqnr,
+            drop_db,
+        });
+    }
+    out
+}

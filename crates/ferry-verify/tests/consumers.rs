@@ -1,0 +1,260 @@
+//! The consumer is the judge: ferry's runtime against transformers (PyTorch) on the real
+//! SmolLM2-135M and all-MiniLM-L6-v2, in 8 languages and 5 scripts; ferry's GGUF files loaded
+//! by gguf-py and by transformers' GGUF loader, and their outputs compared with the original.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use ferry_io::convert::{self, ConvertOptions, Plan, TargetFormat};
+use ferry_io::{Checkpoint, DType};
+use ferry_runtime::{Model, Tokenizer};
+use ferry_testkit as tk;
+use ferry_verify::probes::{self, ProbeOptions};
+use ferry_verify::stats::{self, DecoderStats, TokenStat};
+
+/// Latin (en, de, fr), Cyrillic (ru), Han (zh), Arabic (ar), Devanagari (hi), Japanese (ja).
+const LANGS: &[&str] = &["en", "de", "fr", "ru", "zh", "ar", "hi", "ja"];
+const MAX_TOKENS: usize = 48;
+const SCRIPT: &str = include_str!("../../../scripts/runtime_reference.py");
+
+fn texts() -> Vec<String> {
+    let opts = ProbeOptions {
+        languages: LANGS.iter().map(|s| s.to_string()).collect(),
+        limit: Some(1),
+    };
+    probes::embedded(&opts)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.text)
+        .collect()
+}
+
+/// transformers' outputs per text: (token ids, rows of logits or hidden states).
+type Reference = Vec<(Vec<u32>, Vec<Vec<f32>>)>;
+
+fn reference(py: &Path, model: &Path, gguf: Option<&Path>, dir: &Path, tag: &str) -> Reference {
+    let texts = texts();
+    let tf = dir.join("texts.json");
+    std::fs::write(&tf, serde_json::to_string(&texts).unwrap()).unwrap();
+    let out = dir.join(format!("{tag}.npz"));
+    let max = MAX_TOKENS.to_string();
+    let mut args: Vec<&Path> = vec![model, &tf, &out, Path::new("--max-tokens"), Path::new(&max)];
+    if let Some(g) = gguf {
+        args.extend([Path::new("--gguf"), g]);
+    }
+    tk::run_python(py, SCRIPT, &args);
+    let ck = Checkpoint::open(&out).unwrap();
+    (0..texts.len())
+        .map(|i| {
+            let cpu = Device::Cpu;
+            let ids = ck
+                .get(&format!("ids_{i}"))
+                .unwrap()
+                .to_candle(&cpu)
+                .unwrap();
+            let ids: Vec<u32> = ids
+                .to_dtype(candle_core::DType::U32)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let out = ck
+                .get(&format!("out_{i}"))
+                .unwrap()
+                .to_candle(&cpu)
+                .unwrap();
+            (ids, out.to_vec2().unwrap())
+        })
+        .collect()
+}
+
+fn run(model: &Model, ids: &[u32]) -> Vec<Vec<f32>> {
+    let x = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
+    let out = model.forward(&x, None, false).unwrap();
+    out.values.squeeze(0).unwrap().to_vec2().unwrap()
+}
+
+/// max |a - b| / max |b| over all elements.
+fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut d, mut m) = (0f64, 0f64);
+    for (ra, rb) in a.iter().zip(b) {
+        assert_eq!(ra.len(), rb.len());
+        for (&x, &y) in ra.iter().zip(rb) {
+            d = d.max((x as f64 - y as f64).abs());
+            m = m.max((y as f64).abs());
+        }
+    }
+    d / m
+}
+
+fn decoder_stats(a: &Reference, b: &[Vec<Vec<f32>>]) -> DecoderStats {
+    let mut toks: Vec<TokenStat> = Vec::new();
+    for ((ids, ra), rb) in a.iter().zip(b) {
+        for (t, (x, y)) in ra.iter().zip(rb).enumerate() {
+            toks.push(stats::token_stat(x, y, ids.get(t + 1).copied()));
+        }
+    }
+    DecoderStats::from_tokens(&toks)
+}
+
+/// ferry convert, as the CLI does it: llama.cpp names and layouts for a known architecture.
+fn to_gguf(src: &Path, dst: &Path, quant: DType) {
+    let ck = Checkpoint::open(src).unwrap();
+    let (ck, layout) = convert::prepare(ck, TargetFormat::Gguf, false).unwrap();
+    let opts = ConvertOptions {
+        quant: Some(quant),
+        ..ConvertOptions::default()
+    };
+    let mut plan = Plan::new(&ck, TargetFormat::Gguf, &opts).unwrap();
+    plan.layout = layout;
+    let meta = convert::output_metadata(&ck, &plan).unwrap();
+    convert::write(&plan, &ck, dst, &meta, None, &mut |_, _| {}).unwrap();
+}
+
+/// gguf-py reads every tensor of `path` (dequantizing each) and returns the tensor names.
+fn gguf_py_names(py: &Path, path: &Path) -> Vec<String> {
+    let script = r#"
+import sys
+from gguf import GGUFReader
+from gguf.quants import dequantize
+r = GGUFReader(sys.argv[1])
+for t in r.tensors:
+    v = dequantize(t.data, t.tensor_type)
+    assert v.size == int(t.n_elements), t.name
+    print(t.name)
+"#;
+    tk::run_python(py, script, &[path])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn tokenizer_agrees(model_dir: &Path, refs: &Reference) {
+    let tok = Tokenizer::from_file(&model_dir.join("tokenizer.json")).unwrap();
+    for (text, (ids, _)) in texts().iter().zip(refs) {
+        assert_eq!(&tok.encode(text, Some(MAX_TOKENS)).unwrap(), ids, "{text}");
+    }
+}
+
+#[test]
+fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers() {
+    let (Some(py), Some(dir)) = (
+        tk::python_with("torch, transformers, gguf, accelerate"),
+        tk::smollm2(),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let refs = reference(&py, &dir, None, tmp.path(), "f32");
+    tokenizer_agrees(&dir, &refs);
+
+    // ferry's f32 forward against transformers, every position of every language.
+    let model = Model::load(&dir, &Device::Cpu).unwrap();
+    for (i, (ids, want)) in refs.iter().enumerate() {
+        let got = run(&model, ids);
+        let e = rel_err(&got, want);
+        assert!(e < 1e-4, "{}: max relative error {e:.2e}", LANGS[i]);
+    }
+
+    // q8_0: the issue's bound (gguf-py's own q8_0 of these weights gives about 0.003 / 0.95).
+    // q4_k: most of SmolLM2's rows (576) take llama.cpp's q5_0 fallback; these weights are
+    // already a dequantized Q4_1, so a second 4-5-bit rounding costs more than on a trained
+    // f32 model: measured 0.18 / 0.73 here.
+    for (quant, kld_max, top1_min) in [(DType::Q8_0, 0.01, 0.93), (DType::Q4K, 0.3, 0.65)] {
+        let gguf = tmp.path().join(format!("smollm2-{quant}.gguf"));
+        to_gguf(&dir, &gguf, quant);
+        let names = gguf_py_names(&py, &gguf);
+        assert_eq!(names.len(), 272, "{names:?}");
+        assert!(names.contains(&"blk.29.attn_q.weight".to_string()));
+        assert!(names.contains(&"token_embd.weight".to_string()));
+        assert!(
+            !names.contains(&"output.weight".to_string()),
+            "tied head written"
+        );
+
+        // transformers loads ferry's GGUF; its outputs agree with the original's.
+        let hf_gguf = reference(&py, &dir, Some(&gguf), tmp.path(), "gguf");
+        let outs: Vec<Vec<Vec<f32>>> = hf_gguf.iter().map(|(_, o)| o.clone()).collect();
+        let s = decoder_stats(&refs, &outs);
+        assert!(
+            s.kld_mean < kld_max && s.same_top1 >= top1_min,
+            "{quant} via transformers: mean KLD {:.4}, top-1 {:.3}",
+            s.kld_mean,
+            s.same_top1
+        );
+
+        // ferry's quantized forward (candle's kernels, 8-bit activations) agrees with
+        // transformers' dequantized f32 forward of the same file, statistically.
+        let q = Model::load(&gguf, &Device::Cpu).unwrap();
+        let ours: Vec<Vec<Vec<f32>>> = hf_gguf.iter().map(|(ids, _)| run(&q, ids)).collect();
+        let s = decoder_stats(&hf_gguf, &ours);
+        assert!(
+            s.kld_mean < 0.02 && s.same_top1 >= 0.9,
+            "{quant} ferry vs transformers on the same GGUF: mean KLD {:.4}, top-1 {:.3}",
+            s.kld_mean,
+            s.same_top1
+        );
+    }
+}
+
+#[test]
+fn minilm_matches_transformers_and_its_gguf_has_llama_cpp_names() {
+    let (Some(py), Some(dir)) = (tk::python_with("torch, transformers, gguf"), tk::minilm()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let refs = reference(&py, &dir, None, tmp.path(), "f32");
+    tokenizer_agrees(&dir, &refs);
+    let model = Model::load(&dir, &Device::Cpu).unwrap();
+    for (i, (ids, want)) in refs.iter().enumerate() {
+        let e = rel_err(&run(&model, ids), want);
+        assert!(e < 1e-4, "{}: max relative error {e:.2e}", LANGS[i]);
+    }
+    let gguf = tmp.path().join("minilm-q8_0.gguf");
+    to_gguf(&dir, &gguf, DType::Q8_0);
+    let names = gguf_py_names(&py, &gguf);
+    for want in [
+        "token_embd.weight",
+        "token_types.weight",
+        "position_embd.weight",
+        "token_embd_norm.weight",
+        "blk.5.attn_q.bias",
+        "blk.5.layer_output_norm.weight",
+    ] {
+        assert!(names.contains(&want.to_string()), "{want} not in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("position_ids")));
+    // ferry's GGUF forward against the original: pooled embeddings agree.
+    let q = Model::load(&gguf, &Device::Cpu).unwrap();
+    for (i, (ids, want)) in refs.iter().enumerate() {
+        let got = run(&q, ids);
+        let mean = |r: &[Vec<f32>]| -> Vec<f32> {
+            (0..r[0].len())
+                .map(|j| r.iter().map(|row| row[j]).sum::<f32>() / r.len() as f32)
+                .collect()
+        };
+        let c = stats::cosine(&mean(&got), &mean(want));
+        assert!(c > 0.995, "{}: pooled cosine {c:.5}", LANGS[i]);
+    }
+}
+
+/// A GGUF read back to Hugging Face names gives the original tensors (Q/K rows un-permuted).
+#[test]
+fn gguf_round_trip_gives_back_hugging_face_names_and_layouts() {
+    let Some(dir) = tk::smollm2() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("f32.gguf");
+    let ck = Checkpoint::open(&dir).unwrap();
+    let (ck, layout) = convert::prepare(ck, TargetFormat::Gguf, false).unwrap();
+    let mut plan = Plan::new(&ck, TargetFormat::Gguf, &ConvertOptions::default()).unwrap();
+    plan.layout = layout;
+    let meta = convert::output_metadata(&ck, &plan).unwrap();
+    convert::write(&plan, &ck, &gguf, &meta, None, &mut |_, _| {}).unwrap();
+    let back = Checkpoint::open(&gguf).unwrap();
+    let (back, report) = convert::prepare(back, TargetFormat::Safetensors, false).unwrap();
+    assert!(report.unwrap().unknown.is_empty());
+    let orig = Checkpoint::open(&dir).unwrap();
+    let d = ferry_io::compare::diff(&orig, &back, None).unwrap();
+    assert!(d.identical(), "{:?}", d);
+}
