@@ -1,6 +1,6 @@
 //! Forward time of a model on ferry's runtime (a Hugging Face folder or a GGUF), as one JSON
 //! line, for scripts/bench_runtime_peer.py: `runtime_bench --model PATH --batch B --seq S
-//! [--threads T] [--runs N] [--warmup W] [--ids FILE.npy]`. Inputs: token ids from `--ids` (an
+//! [--threads T] [--runs N] [--warmup W] [--ids FILE.npy] [--kernels ggml|f32]`. Inputs: token ids from `--ids` (an
 //! int64 `[batch, seq]` array, so both sides see the same ids), else seeded ones; no padding.
 //! `--help` prints this.
 
@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use ferry_benches::{arg, set_threads};
-use ferry_runtime::Model;
+use ferry_runtime::{Kernels, Model};
 
 /// The `ferry` binary's allocator, so the numbers are the CLI's.
 #[global_allocator]
@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("runtime_bench --model PATH [--batch 8] [--seq 128] [--threads T] [--runs 5] [--warmup 1] [--ids FILE.npy]");
+        println!("runtime_bench --model PATH [--batch 8] [--seq 128] [--threads T] [--runs 5] [--warmup 1] [--ids FILE.npy] [--kernels ggml|f32]");
         return;
     }
     ferry_kernels::init_cpu_runtime();
@@ -33,7 +33,9 @@ fn main() {
     if let Some(t) = arg(&args, "--threads") {
         set_threads(&t);
     }
-    let model = Model::load(model_path.as_ref(), &Device::Cpu).expect("load the model");
+    let kernels =
+        arg(&args, "--kernels").map_or(Kernels::Ggml, |k| k.parse().expect("--kernels ggml|f32"));
+    let model = Model::load(model_path.as_ref(), &Device::Cpu, kernels).expect("load the model");
     let ids = match arg(&args, "--ids") {
         Some(p) => {
             let ck = ferry_io::Checkpoint::open(&p).expect("read --ids");
@@ -64,7 +66,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({"model": model_path, "format": model.format, "batch": b, "seq": s,
-            "runs": runs, "ms_best": times[0], "ms_median": times[times.len() / 2],
+            "runs": runs, "kernels": kernels, "ms_best": times[0], "ms_median": times[times.len() / 2],
             "tokens_per_s_best": tokens / (times[0] / 1e3),
             "tokens_per_s_median": tokens / (times[times.len() / 2] / 1e3)})
     );

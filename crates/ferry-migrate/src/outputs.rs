@@ -25,6 +25,8 @@ pub struct OutputCheck {
     pub max_tokens: usize,
     /// The tolerance (default: implied by the conversion's lossiest weight type).
     pub tolerance: Option<Budget>,
+    /// How GGML-quantized matrices are multiplied.
+    pub kernels: ferry_runtime::Kernels,
 }
 
 impl Default for OutputCheck {
@@ -35,6 +37,7 @@ impl Default for OutputCheck {
             limit: 1,
             max_tokens: 64,
             tolerance: None,
+            kernels: ferry_runtime::Kernels::F32,
         }
     }
 }
@@ -89,7 +92,7 @@ pub fn run(
     check: &OutputCheck,
 ) -> Result<OutputsRecord> {
     // Only architectures the runtime knows can be run; say why others are skipped.
-    if let Err(e) = ferry_runtime::Model::load(original, &candle_core::Device::Cpu) {
+    if let Err(e) = ferry_runtime::Model::probe(original) {
         return Ok(OutputsRecord::skipped(format!(
             "the original cannot be run: {e}"
         )));
@@ -115,6 +118,7 @@ pub fn run(
                 .clone()
                 .unwrap_or_else(|| implied_budget(plan)),
             attribution: true,
+            kernels: check.kernels,
         },
     };
     let report = ferry_verify::run_job(&job, |_, _| {})?;

@@ -1,6 +1,6 @@
 //! Llama-family decoders (Llama, Mistral, SmolLM2, Qwen2) over candle-nn's kernels (RMS norm,
-//! rotary embedding, softmax) and candle's `QMatMul`, so one forward runs f32/f16/bf16
-//! weights and GGML-quantized ones alike.
+//! rotary embedding, softmax), candle's `QMatMul` for GGML-quantized weights, and ferry's
+//! packed AVX-512 GEMM (`ferry_kernels::PackedMatrix`, packed once at load) for f32 ones.
 //!
 //! candle-transformers' `llama` and `quantized_llama` return the last position's logits only and
 //! keep their blocks private; verification needs every position's logits and every block's
@@ -13,23 +13,57 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 use candle_transformers::utils::repeat_kv;
+use ferry_kernels::{linear_packed, PackedMatrix};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::weights::Weights;
 
+/// One projection `x W^T (+ b)`: f32 weights packed once for ferry's AVX-512 GEMM on CPUs that
+/// have it (the bias is the product's starting value), candle's `QMatMul` otherwise (GGML
+/// types stay quantized, other devices).
+enum Proj {
+    Packed { w: PackedMatrix, bias: Tensor },
+    Candle { w: QMatMul, bias: Option<Tensor> },
+}
+
+impl Proj {
+    /// The matrix `name` (`[out, in]`) with an optional bias `[out]`.
+    fn load(w: &Weights, name: &str, out: usize, inp: usize, bias: Option<Tensor>) -> Result<Proj> {
+        let m = w.matmul(name, &[out, inp])?;
+        if let (QMatMul::Tensor(t), Device::Cpu) = (&m, w.device()) {
+            let wt: Vec<f32> = t.t()?.contiguous()?.flatten_all()?.to_vec1()?;
+            if let Some(packed) = PackedMatrix::pack(&wt, inp, out) {
+                let bias = match bias {
+                    Some(b) => b,
+                    None => Tensor::zeros(out, DType::F32, w.device())?,
+                };
+                return Ok(Proj::Packed { w: packed, bias });
+            }
+        }
+        Ok(Proj::Candle { w: m, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Proj::Packed { w, bias } => linear_packed(&x.contiguous()?, w, bias, None)?,
+            Proj::Candle { w, bias: None } => w.forward(x)?,
+            Proj::Candle { w, bias: Some(b) } => w.forward(x)?.broadcast_add(b)?,
+        })
+    }
+}
+
 /// One transformer block.
 struct Block {
     attn_norm: Tensor,
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    qkv_bias: Option<[Tensor; 3]>,
-    o: QMatMul,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
 }
 
 /// A loaded decoder.
@@ -38,7 +72,7 @@ pub struct Decoder {
     embed: Tensor,
     blocks: Vec<Block>,
     norm: Tensor,
-    head: QMatMul,
+    head: Proj,
     device: Device,
 }
 
@@ -59,26 +93,40 @@ impl Decoder {
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = |s: &str| format!("model.layers.{i}.{s}");
-            let qkv_bias = if cfg.qkv_bias {
-                Some([
-                    w.tensor(&p("self_attn.q_proj.bias"), &[q_out])?,
-                    w.tensor(&p("self_attn.k_proj.bias"), &[kv_out])?,
-                    w.tensor(&p("self_attn.v_proj.bias"), &[kv_out])?,
-                ])
-            } else {
-                None
+            let bias = |s: &str, n: usize| -> Result<Option<Tensor>> {
+                cfg.qkv_bias
+                    .then(|| w.tensor(&p(&format!("self_attn.{s}_proj.bias")), &[n]))
+                    .transpose()
             };
+            let ff = cfg.intermediate;
             blocks.push(Block {
                 attn_norm: w.tensor(&p("input_layernorm.weight"), &[h])?,
-                q: w.matmul(&p("self_attn.q_proj.weight"), &[q_out, h])?,
-                k: w.matmul(&p("self_attn.k_proj.weight"), &[kv_out, h])?,
-                v: w.matmul(&p("self_attn.v_proj.weight"), &[kv_out, h])?,
-                qkv_bias,
-                o: w.matmul(&p("self_attn.o_proj.weight"), &[h, q_out])?,
+                q: Proj::load(
+                    w,
+                    &p("self_attn.q_proj.weight"),
+                    q_out,
+                    h,
+                    bias("q", q_out)?,
+                )?,
+                k: Proj::load(
+                    w,
+                    &p("self_attn.k_proj.weight"),
+                    kv_out,
+                    h,
+                    bias("k", kv_out)?,
+                )?,
+                v: Proj::load(
+                    w,
+                    &p("self_attn.v_proj.weight"),
+                    kv_out,
+                    h,
+                    bias("v", kv_out)?,
+                )?,
+                o: Proj::load(w, &p("self_attn.o_proj.weight"), h, q_out, None)?,
                 ffn_norm: w.tensor(&p("post_attention_layernorm.weight"), &[h])?,
-                gate: w.matmul(&p("mlp.gate_proj.weight"), &[cfg.intermediate, h])?,
-                up: w.matmul(&p("mlp.up_proj.weight"), &[cfg.intermediate, h])?,
-                down: w.matmul(&p("mlp.down_proj.weight"), &[h, cfg.intermediate])?,
+                gate: Proj::load(w, &p("mlp.gate_proj.weight"), ff, h, None)?,
+                up: Proj::load(w, &p("mlp.up_proj.weight"), ff, h, None)?,
+                down: Proj::load(w, &p("mlp.down_proj.weight"), h, ff, None)?,
             });
         }
         let embed_name = "model.embed_tokens.weight";
@@ -92,14 +140,9 @@ impl Decoder {
             embed: w.tensor(embed_name, &[cfg.vocab, h])?,
             blocks,
             norm: w.tensor("model.norm.weight", &[h])?,
-            head: w.matmul(head_name, &[cfg.vocab, h])?,
+            head: Proj::load(w, head_name, cfg.vocab, h, None)?,
             device: w.device().clone(),
         })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &DecoderConfig {
-        &self.cfg
     }
 
     /// Rotary cos/sin tables `[seq, head_dim / 2]`, computed in f32 the way transformers'
@@ -169,13 +212,7 @@ impl Decoder {
         }
         for blk in &self.blocks {
             let h = rms_norm(&x, &blk.attn_norm, eps)?;
-            let (mut q, mut k, mut v) =
-                (blk.q.forward(&h)?, blk.k.forward(&h)?, blk.v.forward(&h)?);
-            if let Some([bq, bk, bv]) = &blk.qkv_bias {
-                q = q.broadcast_add(bq)?;
-                k = k.broadcast_add(bk)?;
-                v = v.broadcast_add(bv)?;
-            }
+            let (q, k, v) = (blk.q.forward(&h)?, blk.k.forward(&h)?, blk.v.forward(&h)?);
             let heads = |x: Tensor, n: usize| -> Result<Tensor> {
                 Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
             };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_transformers::models::bert::{BertModel, Config};
 
 use crate::error::Result;
@@ -11,7 +11,6 @@ use crate::weights::Weights;
 /// A loaded encoder.
 pub struct Encoder {
     model: BertModel,
-    cfg: Config,
 }
 
 impl Encoder {
@@ -19,15 +18,7 @@ impl Encoder {
     /// `bert.` prefix).
     pub fn load(w: &Arc<Weights>, cfg: &Config) -> Result<Encoder> {
         let model = BertModel::load(w.var_builder(), cfg)?;
-        Ok(Encoder {
-            model,
-            cfg: cfg.clone(),
-        })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
+        Ok(Encoder { model })
     }
 
     /// The last hidden state `[batch, seq, hidden]` for `ids` (`[batch, seq]`, u32) with an
@@ -36,16 +27,4 @@ impl Encoder {
         let types = ids.zeros_like()?;
         Ok(self.model.forward(ids, &types, mask)?)
     }
-}
-
-/// Mean of `hidden` (`[batch, seq, hidden]`) over the positions `mask` keeps: the
-/// sentence-transformers pooling of all-MiniLM and kin.
-pub fn mean_pool(hidden: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let Some(mask) = mask else {
-        return Ok(hidden.mean(1)?);
-    };
-    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
-    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
-    Ok(sum.broadcast_div(&count)?)
 }

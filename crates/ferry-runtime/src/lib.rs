@@ -22,3 +22,4 @@ pub use config::ArchConfig;
 pub use error::{Error, Result};
 pub use model::{Model, Output};
 pub use tokenizer::Tokenizer;
+pub use weights::Kernels;

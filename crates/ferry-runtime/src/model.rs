@@ -13,7 +13,7 @@ use crate::config::{self, ArchConfig};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
-use crate::weights::Weights;
+use crate::weights::{Kernels, Weights};
 
 /// The network a model runs.
 pub enum Net {
@@ -50,47 +50,28 @@ pub struct Output {
 }
 
 impl Model {
+    /// The architecture of the model at `path`, without loading its weights: what
+    /// [`Model::load`] would run, or the error saying why it cannot.
+    pub fn probe(path: &Path) -> Result<ArchConfig> {
+        Ok(resolve(path)?.config)
+    }
+
     /// Opens `path` (a Hugging Face folder or hub id from the local cache, a checkpoint file
-    /// with a `config.json` beside it, or a GGUF) and loads it on `device`.
-    pub fn load(path: &Path, device: &Device) -> Result<Model> {
-        let ck = Checkpoint::open(path)?;
-        let format = ck.format;
-        let tokenizer = find_beside(&ck, "tokenizer.json");
-        let (ck, config, layout) = if format == Format::Gguf {
-            let has_output = ck.get("output.weight").is_some();
-            let vocab = ck
-                .get("token_embd.weight")
-                .and_then(|t| t.shape.first().copied())
-                .unwrap_or(0);
-            let config = config::from_gguf(&ck.metadata, vocab, has_output, path)?;
-            match ArchLayout::from_gguf(&ck.metadata, has_output) {
-                Some(l) => {
-                    let (hf, report) = relayout(&ck, l, Direction::ToHf)?;
-                    (hf, config, Some(report))
-                }
-                None => (ck, config, None),
-            }
-        } else {
-            let cfg = find_beside(&ck, "config.json").ok_or_else(|| Error::Config {
-                path: path.to_path_buf(),
-                msg: "no config.json with the weights: the runtime needs it to know the \
-                      architecture (put the model's config.json beside the file)"
-                    .into(),
-            })?;
-            let config = config::from_config_json(&cfg)?;
-            (ck, config, None)
-        };
-        let weights = Arc::new(Weights::new(ck, device.clone()));
-        let net = match &config {
+    /// with a `config.json` beside it, or a GGUF) and loads it on `device`; GGML-quantized
+    /// matrices are multiplied with `kernels`.
+    pub fn load(path: &Path, device: &Device, kernels: Kernels) -> Result<Model> {
+        let r = resolve(path)?;
+        let weights = Arc::new(Weights::new(r.ck, device.clone(), kernels));
+        let net = match &r.config {
             ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c)?),
             ArchConfig::Encoder(c) => Net::Encoder(Box::new(Encoder::load(&weights, c)?)),
         };
         Ok(Model {
             path: path.to_path_buf(),
-            format,
-            config,
-            layout,
-            tokenizer,
+            format: r.format,
+            config: r.config,
+            layout: r.layout,
+            tokenizer: r.tokenizer,
             net,
         })
     }
@@ -117,6 +98,59 @@ impl Model {
             }),
         }
     }
+}
+
+/// A model opened, its weights not read yet.
+struct Resolved {
+    ck: Checkpoint,
+    format: Format,
+    config: ArchConfig,
+    layout: Option<LayoutReport>,
+    tokenizer: Option<PathBuf>,
+}
+
+/// Opens the checkpoint, detects the architecture, and reads a GGUF back to Hugging Face
+/// names and layouts.
+fn resolve(path: &Path) -> Result<Resolved> {
+    let ck = Checkpoint::open(path)?;
+    let format = ck.format;
+    let tokenizer = find_beside(&ck, "tokenizer.json");
+    if format == Format::Gguf {
+        let has_output = ck.get("output.weight").is_some();
+        let vocab = ck
+            .get("token_embd.weight")
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(0);
+        let config = config::from_gguf(&ck.metadata, vocab, has_output, path)?;
+        let (ck, layout) = match ArchLayout::from_gguf(&ck.metadata, has_output) {
+            Some(l) => {
+                let (hf, report) = relayout(&ck, l, Direction::ToHf)?;
+                (hf, Some(report))
+            }
+            None => (ck, None),
+        };
+        return Ok(Resolved {
+            ck,
+            format,
+            config,
+            layout,
+            tokenizer,
+        });
+    }
+    let cfg = find_beside(&ck, "config.json").ok_or_else(|| Error::Config {
+        path: path.to_path_buf(),
+        msg: "no config.json with the weights: the runtime needs it to know the architecture \
+              (put the model's config.json beside the file)"
+            .into(),
+    })?;
+    let config = config::from_config_json(&cfg)?;
+    Ok(Resolved {
+        ck,
+        format,
+        config,
+        layout: None,
+        tokenizer,
+    })
 }
 
 /// A companion file of the checkpoint, else a file of that name beside it.

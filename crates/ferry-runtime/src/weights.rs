@@ -4,7 +4,6 @@
 //! `.npz` or a GGUF alike.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul};
@@ -15,28 +14,54 @@ use ferry_io::Checkpoint;
 
 use crate::error::{Error, Result};
 
+/// How GGML-quantized matrices are multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// candle's quantized kernels: weights stay quantized and activations are quantized to 8
+    /// bits per block, as llama.cpp's CPU path computes (memory-light; slow for long inputs).
+    #[default]
+    Ggml,
+    /// Weights dequantized to f32 once at load, then f32 products: what transformers' GGUF
+    /// loader computes (fast for long inputs; f32 memory).
+    F32,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Kernels, String> {
+        match s {
+            "ggml" => Ok(Kernels::Ggml),
+            "f32" => Ok(Kernels::F32),
+            _ => Err(format!("kernels `{s}`: expected ggml or f32")),
+        }
+    }
+}
+
 /// Named weights on a device. Tensors are read from the checkpoint when asked for.
 pub struct Weights {
     ck: Checkpoint,
     index: HashMap<String, usize>,
     device: Device,
+    kernels: Kernels,
 }
 
 impl Weights {
-    /// Serves `ck`'s tensors (already under the names the model asks for) on `device`.
-    pub fn new(ck: Checkpoint, device: Device) -> Weights {
+    /// Serves `ck`'s tensors (already under the names the model asks for) on `device`,
+    /// multiplying GGML-quantized matrices with `kernels`.
+    pub fn new(ck: Checkpoint, device: Device, kernels: Kernels) -> Weights {
         let index = ck
             .tensors
             .iter()
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        Weights { ck, index, device }
-    }
-
-    /// The checkpoint's path, for messages.
-    pub fn path(&self) -> &Path {
-        &self.ck.path
+        Weights {
+            ck,
+            index,
+            device,
+            kernels,
+        }
     }
 
     /// The device tensors are loaded on.
@@ -85,10 +110,12 @@ impl Weights {
     }
 
     /// The matrix `name` of `shape` (`[out, in]`) as a `QMatMul`: GGML-quantized weights stay
-    /// quantized (candle's quantized kernels), float ones become f32.
+    /// quantized with [`Kernels::Ggml`] (candle's quantized kernels), float ones (and every one
+    /// with [`Kernels::F32`]) become f32.
     pub fn matmul(&self, name: &str, shape: &[usize]) -> Result<QMatMul> {
         let t = self.entry(name, shape)?;
-        match t.dtype.to_ggml().filter(|_| t.dtype.is_quantized()) {
+        let keep_quantized = t.dtype.is_quantized() && self.kernels == Kernels::Ggml;
+        match t.dtype.to_ggml().filter(|_| keep_quantized) {
             Some(ggml) => {
                 let data = t.data()?;
                 let q = qtensor_from_ggml(ggml, &data, t.shape.clone(), &self.device)
@@ -106,11 +133,6 @@ impl Weights {
             DType::F32,
             self.device.clone(),
         )
-    }
-
-    /// The path of the checkpoint, owned.
-    pub fn path_buf(&self) -> PathBuf {
-        self.ck.path.clone()
     }
 }
 

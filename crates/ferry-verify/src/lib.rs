@@ -107,8 +107,9 @@ pub struct Job {
 /// Loads both models on the CPU, runs [`verify`] and records the inputs by SHA-256.
 pub fn run_job(job: &Job, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
     let device = candle_core::Device::Cpu;
-    let original = ferry_runtime::Model::load(&job.original, &device)?;
-    let migrated = ferry_runtime::Model::load(&job.migrated, &device)?;
+    let kernels = job.options.kernels;
+    let original = ferry_runtime::Model::load(&job.original, &device, kernels)?;
+    let migrated = ferry_runtime::Model::load(&job.migrated, &device, kernels)?;
     let tok_path = job
         .tokenizer
         .clone()
@@ -157,6 +158,7 @@ pub fn replay(path: &std::path::Path, progress: impl FnMut(usize, usize)) -> Res
             max_tokens: r.max_tokens,
             budget: r.budget.clone(),
             attribution: !r.layers.is_empty(),
+            kernels: r.kernels,
         },
     };
     let today = run_job(&job, progress)?;

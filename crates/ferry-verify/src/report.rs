@@ -100,13 +100,17 @@ pub fn markdown(r: &VerifyReport) -> String {
     let _ = writeln!(s, "# ferry verify\n");
     let _ = writeln!(
         s,
-        "- original: `{}`\n- migrated: `{}`\n- probes: {} texts from {} ({} languages), first {} tokens each\n- tolerance: {}\n- result: **{}**\n",
+        "- original: `{}`\n- migrated: `{}`\n- probes: {} texts from {} ({} languages), first {} tokens each\n- quantized matrices: {}\n- tolerance: {}\n- result: **{}**\n",
         r.original.path.display(),
         r.migrated.path.display(),
         r.probes.len(),
         r.probe_source,
         v.languages.len(),
         v.max_tokens,
+        match v.kernels {
+            ferry_runtime::Kernels::F32 => "dequantized to f32 at load (transformers' numerics)",
+            ferry_runtime::Kernels::Ggml => "candle's GGML kernels, 8-bit activations (llama.cpp's CPU numerics)",
+        },
         v.budget,
         if v.ok { "every language within tolerance".to_string() } else {
             format!("{} of {} languages outside tolerance", v.languages.iter().filter(|l| !l.ok()).count(), v.languages.len())

@@ -20,6 +20,9 @@ pub struct VerifyOptions {
     pub budget: Budget,
     /// Measure each layer's SQNR (decoders) to say where the error enters.
     pub attribution: bool,
+    /// How GGML-quantized matrices are multiplied (default f32: transformers' numerics, fast
+    /// on long inputs; ggml: llama.cpp's CPU numerics, 8-bit activations).
+    pub kernels: ferry_runtime::Kernels,
 }
 
 impl Default for VerifyOptions {
@@ -28,6 +31,7 @@ impl Default for VerifyOptions {
             max_tokens: 64,
             budget: "q8".parse().unwrap_or_default(),
             attribution: true,
+            kernels: ferry_runtime::Kernels::F32,
         }
     }
 }
@@ -94,6 +98,9 @@ pub struct Verification {
     pub budget: Budget,
     /// Tokens each probe was cut to.
     pub max_tokens: usize,
+    /// How quantized matrices were multiplied.
+    #[serde(default)]
+    pub kernels: ferry_runtime::Kernels,
     /// Per language, sorted by code.
     pub languages: Vec<LanguageResult>,
     /// All probes together.
@@ -263,6 +270,7 @@ pub fn verify(
         kind: if decoder { "decoder" } else { "encoder" }.into(),
         budget: opts.budget.clone(),
         max_tokens: opts.max_tokens,
+        kernels: opts.kernels,
         ok: languages.iter().all(LanguageResult::ok),
         languages,
         overall,

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use ferry_io::convert::{self, ConvertOptions, Plan, TargetFormat};
 use ferry_io::{Checkpoint, DType};
-use ferry_runtime::{Model, Tokenizer};
+use ferry_runtime::{Kernels, Model, Tokenizer};
 use ferry_testkit as tk;
 use ferry_verify::probes::{self, ProbeOptions};
 use ferry_verify::stats::{self, DecoderStats, TokenStat};
@@ -110,6 +110,23 @@ fn to_gguf(src: &Path, dst: &Path, quant: DType) {
     convert::write(&plan, &ck, dst, &meta, None, &mut |_, _| {}).unwrap();
 }
 
+/// ferry convert GGUF -> safetensors in `dir`: Hugging Face names and layouts back, with the
+/// `config.json` derived from the GGUF's metadata and the original's tokenizer beside it.
+fn from_gguf(gguf: &Path, dir: &Path, tokenizer_from: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ck = Checkpoint::open(gguf).unwrap();
+    let (ck, layout) = convert::prepare(ck, TargetFormat::Safetensors, false).unwrap();
+    let mut plan = Plan::new(&ck, TargetFormat::Safetensors, &ConvertOptions::default()).unwrap();
+    plan.layout = layout;
+    let meta = convert::output_metadata(&ck, &plan).unwrap();
+    let out = dir.join("model.safetensors");
+    convert::write(&plan, &ck, &out, &meta, None, &mut |_, _| {}).unwrap();
+    assert!(convert::write_hf_config(&ck, &plan, dir).unwrap().is_some());
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tokenizer_from.join(f), dir.join(f)).unwrap();
+    }
+}
+
 /// gguf-py reads every tensor of `path` (dequantizing each) and returns the tensor names.
 fn gguf_py_names(py: &Path, path: &Path) -> Vec<String> {
     let script = r#"
@@ -148,7 +165,7 @@ fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers()
     tokenizer_agrees(&dir, &refs);
 
     // ferry's f32 forward against transformers, every position of every language.
-    let model = Model::load(&dir, &Device::Cpu).unwrap();
+    let model = Model::load(&dir, &Device::Cpu, Kernels::Ggml).unwrap();
     for (i, (ids, want)) in refs.iter().enumerate() {
         let got = run(&model, ids);
         let e = rel_err(&got, want);
@@ -182,9 +199,31 @@ fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers()
             s.same_top1
         );
 
+        // Back to safetensors: transformers loads the folder ferry writes (HF names, Q/K
+        // un-permuted, config.json from the GGUF) and computes what it computed from the GGUF.
+        if quant == DType::Q8_0 {
+            let back = tmp.path().join("back");
+            from_gguf(&gguf, &back, &dir);
+            let hf_back = reference(&py, &back, None, tmp.path(), "back");
+            let outs: Vec<Vec<Vec<f32>>> = hf_back.iter().map(|(_, o)| o.clone()).collect();
+            let s = decoder_stats(&hf_gguf, &outs);
+            assert!(
+                s.kld_mean < 1e-6,
+                "GGUF -> safetensors changed the model: {s:?}"
+            );
+        }
+
+        // With the weights dequantized at load, ferry computes what transformers computes.
+        let f = Model::load(&gguf, &Device::Cpu, Kernels::F32).unwrap();
+        for (i, (ids, want)) in hf_gguf.iter().enumerate() {
+            let e = rel_err(&run(&f, ids), want);
+            assert!(e < 1e-4, "{quant} {}: max relative error {e:.2e}", LANGS[i]);
+        }
+        drop(f);
+
         // ferry's quantized forward (candle's kernels, 8-bit activations) agrees with
         // transformers' dequantized f32 forward of the same file, statistically.
-        let q = Model::load(&gguf, &Device::Cpu).unwrap();
+        let q = Model::load(&gguf, &Device::Cpu, Kernels::Ggml).unwrap();
         let ours: Vec<Vec<Vec<f32>>> = hf_gguf.iter().map(|(ids, _)| run(&q, ids)).collect();
         let s = decoder_stats(&hf_gguf, &ours);
         assert!(
@@ -204,7 +243,7 @@ fn minilm_matches_transformers_and_its_gguf_has_llama_cpp_names() {
     let tmp = tempfile::tempdir().unwrap();
     let refs = reference(&py, &dir, None, tmp.path(), "f32");
     tokenizer_agrees(&dir, &refs);
-    let model = Model::load(&dir, &Device::Cpu).unwrap();
+    let model = Model::load(&dir, &Device::Cpu, Kernels::Ggml).unwrap();
     for (i, (ids, want)) in refs.iter().enumerate() {
         let e = rel_err(&run(&model, ids), want);
         assert!(e < 1e-4, "{}: max relative error {e:.2e}", LANGS[i]);
@@ -224,7 +263,7 @@ fn minilm_matches_transformers_and_its_gguf_has_llama_cpp_names() {
     }
     assert!(!names.iter().any(|n| n.contains("position_ids")));
     // ferry's GGUF forward against the original: pooled embeddings agree.
-    let q = Model::load(&gguf, &Device::Cpu).unwrap();
+    let q = Model::load(&gguf, &Device::Cpu, Kernels::F32).unwrap();
     for (i, (ids, want)) in refs.iter().enumerate() {
         let got = run(&q, ids);
         let mean = |r: &[Vec<f32>]| -> Vec<f32> {

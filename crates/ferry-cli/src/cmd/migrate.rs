@@ -54,6 +54,9 @@ pub struct Args {
     /// verify-outputs: tokens per probe.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
+    /// verify-outputs: GGML-quantized matrices dequantized to f32 (transformers' numerics) or run on candle's ggml kernels (llama.cpp's CPU numerics).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "ggml"])]
+    pub kernels: String,
     /// verify-outputs: tolerance preset (exact, f16, bf16, q8, q4) or bounds ('kld<=0.02,top1>=0.97'); default: implied by the conversion.
     #[arg(long)]
     pub tolerance: Option<String>,
@@ -90,6 +93,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     limit: a.limit,
                     max_tokens: a.max_tokens,
                     tolerance: a.tolerance.as_deref().map(str::parse).transpose()?,
+                    kernels: a.kernels.parse().map_err(anyhow::Error::msg)?,
                 })
             })
             .transpose()?,
@@ -98,7 +102,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
             "to": to, "passes": a.passes, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
             "verify_outputs": !a.no_verify_outputs, "probes": a.probes.as_ref().map(|p| p.display().to_string()),
-            "languages": a.languages, "limit": a.limit, "max_tokens": a.max_tokens, "tolerance": a.tolerance,
+            "languages": a.languages, "limit": a.limit, "max_tokens": a.max_tokens, "tolerance": a.tolerance, "kernels": a.kernels,
         }),
     };
     let chatty = !a.write.quiet && !a.write.json;

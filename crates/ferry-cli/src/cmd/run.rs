@@ -41,6 +41,9 @@ pub struct Args {
     /// Decoders: also write every layer's hidden state (hidden.0 = embedding ... final norm) to --output.
     #[arg(long)]
     pub(crate) taps: bool,
+    /// GGML-quantized matrices (GGUF): ggml (candle's quantized kernels, 8-bit activations, as llama.cpp's CPU path) or f32 (dequantized at load, as transformers).
+    #[arg(long, default_value = "ggml", value_parser = ["ggml", "f32"])]
+    pub(crate) kernels: String,
     /// Print nothing but errors (the --output file is still written).
     #[arg(long, short)]
     pub(crate) quiet: bool,

@@ -63,7 +63,8 @@ fn inputs(a: &Args, model: &Model) -> Result<(Tensor, Option<Tensor>, Option<Tok
 
 /// Runs a runtime model.
 pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
-    let model = Model::load(&a.model, device)?;
+    let kernels = a.kernels.parse().map_err(anyhow::Error::msg)?;
+    let model = Model::load(&a.model, device, kernels)?;
     if (a.top_k.is_some() || a.taps) && !model.is_decoder() {
         bail!(
             "--top-k and --taps apply to decoders; {} is a {}",

@@ -43,6 +43,9 @@ pub struct Args {
     /// Skip the per-layer SQNR (decoders).
     #[arg(long)]
     no_attribution: bool,
+    /// GGML-quantized matrices: f32 (dequantized at load, transformers' numerics, fast) or ggml (candle's quantized kernels with 8-bit activations, llama.cpp's CPU numerics, slow on long inputs).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "ggml"])]
+    kernels: String,
     /// Write report.json, report.md and report.svg here.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -116,6 +119,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             max_tokens: a.max_tokens,
             budget,
             attribution: !a.no_attribution,
+            kernels: a.kernels.parse().map_err(anyhow::Error::msg)?,
         },
     };
     let r = ferry_verify::run_job(&job, &mut progress)?;
