@@ -7,12 +7,13 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use ferry_io::arch::{relayout, LayoutReport};
 use ferry_io::formats::gguf::names::{ArchLayout, Direction};
-use ferry_io::{Checkpoint, Format};
+use ferry_io::{Checkpoint, Format, Metadata};
 
 use crate::config::{self, ArchConfig};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
 use crate::weights::{Kernels, Weights};
 
 /// The network a model runs.
@@ -35,6 +36,8 @@ pub struct Model {
     pub layout: Option<LayoutReport>,
     /// The `tokenizer.json` found with the model, if any.
     pub tokenizer: Option<PathBuf>,
+    /// A GGUF's `tokenizer.ggml.*` keys, to rebuild its tokenizer when no file is found.
+    gguf_tokenizer: Option<Metadata>,
     /// The network.
     pub net: Net,
 }
@@ -72,8 +75,21 @@ impl Model {
             config: r.config,
             layout: r.layout,
             tokenizer: r.tokenizer,
+            gguf_tokenizer: r.gguf_tokenizer,
             net,
         })
+    }
+
+    /// The model's tokenizer: its `tokenizer.json`, else the one its GGUF carries.
+    pub fn load_tokenizer(&self) -> Result<Tokenizer> {
+        match (&self.tokenizer, &self.gguf_tokenizer) {
+            (Some(p), _) => Tokenizer::from_file(p),
+            (None, Some(meta)) => Tokenizer::from_gguf(meta, &self.path),
+            (None, None) => Err(Error::Tokenizer {
+                path: self.path.clone(),
+                msg: "no tokenizer.json with the model; pass --tokenizer".into(),
+            }),
+        }
     }
 
     /// Whether the model predicts next tokens (logits) rather than hidden states.
@@ -107,6 +123,7 @@ struct Resolved {
     config: ArchConfig,
     layout: Option<LayoutReport>,
     tokenizer: Option<PathBuf>,
+    gguf_tokenizer: Option<Metadata>,
 }
 
 /// Opens the checkpoint, detects the architecture, and reads a GGUF back to Hugging Face
@@ -129,12 +146,20 @@ fn resolve(path: &Path) -> Result<Resolved> {
             }
             None => (ck, None),
         };
+        let gguf_tokenizer = Some(
+            ck.metadata
+                .iter()
+                .filter(|(k, _)| k.starts_with("tokenizer.ggml."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
         return Ok(Resolved {
             ck,
             format,
             config,
             layout,
             tokenizer,
+            gguf_tokenizer,
         });
     }
     let cfg = find_beside(&ck, "config.json").ok_or_else(|| Error::Config {
@@ -150,6 +175,7 @@ fn resolve(path: &Path) -> Result<Resolved> {
         config,
         layout: None,
         tokenizer,
+        gguf_tokenizer: None,
     })
 }
 

@@ -146,7 +146,14 @@ for t in r.tensors:
 }
 
 fn tokenizer_agrees(model_dir: &Path, refs: &Reference) {
-    let tok = Tokenizer::from_file(&model_dir.join("tokenizer.json")).unwrap();
+    ids_agree(
+        &Tokenizer::from_file(&model_dir.join("tokenizer.json")).unwrap(),
+        refs,
+    );
+}
+
+/// `tok` gives the token ids transformers gave, text by text.
+fn ids_agree(tok: &Tokenizer, refs: &Reference) {
     for (text, (ids, _)) in texts().iter().zip(refs) {
         assert_eq!(&tok.encode(text, Some(MAX_TOKENS)).unwrap(), ids, "{text}");
     }
@@ -224,6 +231,8 @@ fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers()
         // ferry's quantized forward (candle's kernels, 8-bit activations) agrees with
         // transformers' dequantized f32 forward of the same file, statistically.
         let q = Model::load(&gguf, &Device::Cpu, Kernels::Ggml).unwrap();
+        // No tokenizer.json beside the file: the GGUF's own tokenizer.ggml.* is rebuilt.
+        ids_agree(&q.load_tokenizer().unwrap(), &refs);
         let ours: Vec<Vec<Vec<f32>>> = hf_gguf.iter().map(|(ids, _)| run(&q, ids)).collect();
         let s = decoder_stats(&hf_gguf, &ours);
         assert!(
@@ -264,6 +273,7 @@ fn minilm_matches_transformers_and_its_gguf_has_llama_cpp_names() {
     assert!(!names.iter().any(|n| n.contains("position_ids")));
     // ferry's GGUF forward against the original: pooled embeddings agree.
     let q = Model::load(&gguf, &Device::Cpu, Kernels::F32).unwrap();
+    ids_agree(&q.load_tokenizer().unwrap(), &refs);
     for (i, (ids, want)) in refs.iter().enumerate() {
         let got = run(&q, ids);
         let mean = |r: &[Vec<f32>]| -> Vec<f32> {

@@ -15,17 +15,10 @@ use super::run::{summary, Args};
 /// Token ids and mask `[batch, seq]` from `--text` or `--input input_ids=... [attention_mask=...]`.
 fn inputs(a: &Args, model: &Model) -> Result<(Tensor, Option<Tensor>, Option<Tokenizer>)> {
     if !a.text.is_empty() {
-        let path = a
-            .tokenizer
-            .clone()
-            .or_else(|| model.tokenizer.clone())
-            .with_context(|| {
-                format!(
-                    "no tokenizer.json with {}; pass --tokenizer",
-                    a.model.display()
-                )
-            })?;
-        let tok = Tokenizer::from_file(&path)?;
+        let tok = match &a.tokenizer {
+            Some(p) => Tokenizer::from_file(p)?,
+            None => model.load_tokenizer()?,
+        };
         let ids: Vec<Vec<u32>> = a
             .text
             .iter()
