@@ -5,8 +5,10 @@ transformers (PyTorch) f32 on SmolLM2-135M, on the same token ids.
 Workload: one forward pass of batch --batch x seq --seq token ids (uniform in [0, vocab),
 seeded, no padding), every position's logits. transformers: AutoModelForCausalLM in f32,
 torch.set_num_threads(--threads), torch.no_grad(), use_cache=False, in this process. ferry:
-`runtime_bench --model M --ids IDS.npy --threads N --runs R --warmup W` (a subprocess per
-round; env RAYON_NUM_THREADS=N), one JSON line with ms_best / ms_median.
+`runtime_bench --model M --ids IDS.npy --threads N --runs R --warmup W --kernels K` (a
+subprocess per round; env RAYON_NUM_THREADS=N), one JSON line with ms_best / ms_median. GGUFs
+run dequantized at load (--kernels f32, what `ferry verify` does by default) and, with --ggml,
+on candle's quantized kernels too (what `ferry run` does by default).
 
 The GGUF files are written first with `ferry convert` (target/release/ferry) unless present.
 Rounds (--repeat) are interleaved: transformers, ferry f32, ferry q8_0, ferry q4_k, ... . Per
@@ -16,7 +18,7 @@ rounds' medians. Prints a Markdown table for docs/benchmarks.md.
 Usage:
     cargo build --release -p ferry-cli -p ferry-benches --bin ferry --bin runtime_bench
     .venv/bin/python scripts/bench_runtime_peer.py [--model target/models/SmolLM2-135M]
-Options: --batch 8 --seq 128 --threads 2 --runs 3 --warmup 1 --repeat 2 --only torch|ferry
+Options: --batch 8 --seq 128 --threads 2 --runs 3 --warmup 1 --repeat 2 --only torch|ferry --ggml
 """
 import argparse
 import datetime
@@ -35,10 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ferry_side(bench, model, ids, args):
+def ferry_side(bench, model, ids, args, kernels="f32"):
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     cmd = [str(bench), "--model", str(model), "--ids", str(ids), "--threads", str(args.threads),
-           "--runs", str(args.runs), "--warmup", str(args.warmup)]
+           "--runs", str(args.runs), "--warmup", str(args.warmup), "--kernels", kernels]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     line = [l for l in out.splitlines() if l.startswith("{")][-1]
     r = json.loads(line)
@@ -71,6 +73,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--only", choices=["torch", "ferry"])
+    ap.add_argument("--ggml", action="store_true",
+                    help="also time the GGUFs on candle's quantized kernels (slow: q4_k about 45 s a run)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     cfg = json.loads((args.model / "config.json").read_text())
@@ -93,7 +97,10 @@ def main():
             ggufs[q] = g
         sides["ferry f32"] = lambda: ferry_side(args.bench, args.model, ids_path, args)
         for q, g in ggufs.items():
-            sides[f"ferry {q}"] = lambda g=g: ferry_side(args.bench, g, ids_path, args)
+            sides[f"ferry {q}, dequantized at load"] = lambda g=g: ferry_side(args.bench, g, ids_path, args)
+        if args.ggml:
+            for q, g in ggufs.items():
+                sides[f"ferry {q}, candle ggml kernels"] = lambda g=g: ferry_side(args.bench, g, ids_path, args, "ggml")
     results = {k: [] for k in sides}
     for _ in range(args.repeat):
         for name, fn in sides.items():

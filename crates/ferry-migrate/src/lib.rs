@@ -55,6 +55,12 @@ pub enum Error {
     },
 }
 
+impl From<ferry_runtime::Error> for Error {
+    fn from(e: ferry_runtime::Error) -> Self {
+        Error::Verify(Box::new(ferry_verify::Error::Runtime(e)))
+    }
+}
+
 impl From<ferry_verify::Error> for Error {
     fn from(e: ferry_verify::Error) -> Self {
         Error::Verify(Box::new(e))

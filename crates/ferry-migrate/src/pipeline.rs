@@ -252,8 +252,18 @@ fn migrate_tensors(
             for c in &ck.companions {
                 files.push(copy_companion(c, &opts.out_dir)?);
             }
-            // A GGUF back to Hugging Face names gets the config.json transformers needs.
-            files.extend(convert::write_hf_config(&ck, &plan, &opts.out_dir)?);
+            // A GGUF back to Hugging Face names gets the config.json transformers needs, and
+            // its tokenizer as a tokenizer.json when none travelled with it.
+            if let Some(cfg) = convert::write_hf_config(&ck, &plan, &opts.out_dir)? {
+                files.push(cfg);
+                let tok = opts.out_dir.join("tokenizer.json");
+                if !tok.exists() {
+                    if let Ok(t) = ferry_runtime::Tokenizer::from_gguf(&ck.metadata, &ck.path) {
+                        t.save(&tok)?;
+                        files.push(tok);
+                    }
+                }
+            }
             // A ferry model folder stays one: its card travels with the weights.
             if let Some(dir) = &ferry_model {
                 files.push(copy_companion(

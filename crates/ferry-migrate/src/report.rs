@@ -102,6 +102,21 @@ fn fmt_num(v: Option<f64>) -> String {
 
 impl MigrationReport {
     /// The report as Markdown.
+    /// `; outputs within tolerance in N of M languages`, when outputs were verified.
+    fn outputs_summary(&self) -> String {
+        let Some(r) = self.outputs_check.as_ref().and_then(|o| o.report.as_ref()) else {
+            return String::new();
+        };
+        let v = &r.result;
+        let ok = v.languages.iter().filter(|l| l.ok()).count();
+        format!(
+            "; outputs within tolerance {} in {ok} of {} languages",
+            v.budget,
+            v.languages.len()
+        )
+    }
+
+    /// The report as Markdown.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let verdict = if self.ok { "PASSED" } else { "FAILED" };
@@ -111,10 +126,11 @@ impl MigrationReport {
         } else {
             let _ = writeln!(
             s,
-            "**Verification {verdict}**: {} of {} tensors within tolerance; {} bit-exact. ferry {}.\n",
+            "**Verification {verdict}**: {} of {} tensors within tolerance; {} bit-exact{}. ferry {}.\n",
             self.tensors.iter().filter(|t| t.check.ok).count(),
             self.tensors.len(),
             self.tensors.iter().filter(|t| t.check.bit_exact).count(),
+            self.outputs_summary(),
             self.ferry_version
         );
         }

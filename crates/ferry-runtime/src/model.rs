@@ -80,6 +80,11 @@ impl Model {
         })
     }
 
+    /// Where [`Model::load_tokenizer`] reads from: the `tokenizer.json`, else the model itself.
+    pub fn tokenizer_source(&self) -> PathBuf {
+        self.tokenizer.clone().unwrap_or_else(|| self.path.clone())
+    }
+
     /// The model's tokenizer: its `tokenizer.json`, else the one its GGUF carries.
     pub fn load_tokenizer(&self) -> Result<Tokenizer> {
         match (&self.tokenizer, &self.gguf_tokenizer) {

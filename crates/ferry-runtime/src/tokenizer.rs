@@ -48,6 +48,18 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Writes the tokenizer as a `tokenizer.json` (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = self.inner.to_string(true).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: format!("cannot serialize: {e}"),
+        })?;
+        ferry_io::atomic::write_atomic(path, |w| {
+            std::io::Write::write_all(w, text.as_bytes()).map_err(|e| ferry_io::Error::io(path, e))
+        })?;
+        Ok(())
+    }
+
     /// The text of one token id, for printing candidates.
     pub fn token(&self, id: u32) -> String {
         self.inner

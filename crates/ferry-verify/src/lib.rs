@@ -110,19 +110,15 @@ pub fn run_job(job: &Job, progress: impl FnMut(usize, usize)) -> Result<VerifyRe
     let kernels = job.options.kernels;
     let original = ferry_runtime::Model::load(&job.original, &device, kernels)?;
     let migrated = ferry_runtime::Model::load(&job.migrated, &device, kernels)?;
-    let tok_path = job
-        .tokenizer
-        .clone()
-        .or_else(|| original.tokenizer.clone())
-        .or_else(|| migrated.tokenizer.clone())
-        .ok_or_else(|| {
-            Error::Options(format!(
-                "no tokenizer.json with {} or {}; pass --tokenizer",
-                job.original.display(),
-                job.migrated.display()
-            ))
-        })?;
-    let tokenizer = ferry_runtime::Tokenizer::from_file(&tok_path)?;
+    // The tokenizer given, else the original's (its tokenizer.json, or the one its GGUF
+    // carries), else the migrated model's.
+    let (tokenizer, tok_path) = match &job.tokenizer {
+        Some(p) => (ferry_runtime::Tokenizer::from_file(p)?, p.clone()),
+        None => match original.load_tokenizer() {
+            Ok(t) => (t, original.tokenizer_source()),
+            Err(_) => (migrated.load_tokenizer()?, migrated.tokenizer_source()),
+        },
+    };
     let result = verify(
         &original,
         &migrated,
@@ -151,7 +147,9 @@ pub fn replay(path: &std::path::Path, progress: impl FnMut(usize, usize)) -> Res
     let job = Job {
         original: recorded.original.path.clone(),
         migrated: recorded.migrated.path.clone(),
-        tokenizer: Some(recorded.tokenizer.path.clone()),
+        // A tokenizer that came from inside a model is found there again.
+        tokenizer: Some(recorded.tokenizer.path.clone())
+            .filter(|t| *t != recorded.original.path && *t != recorded.migrated.path),
         probe_source: recorded.probe_source.clone(),
         probes: recorded.probes.clone(),
         options: VerifyOptions {

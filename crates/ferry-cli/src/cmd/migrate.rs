@@ -172,6 +172,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 t.per_language.len()
             );
         }
+        if let Some(o) = &report.outputs_check {
+            match (&o.skipped, &o.report) {
+                (Some(why), _) => println!("outputs not verified: {why}"),
+                (_, Some(r)) => {
+                    let v = &r.result;
+                    let failing: Vec<_> = v.languages.iter().filter(|l| !l.ok()).collect();
+                    println!(
+                        "outputs: {} of {} languages within tolerance {}",
+                        v.languages.len() - failing.len(),
+                        v.languages.len(),
+                        v.budget
+                    );
+                    for l in failing {
+                        println!("  ! {}: {}", l.lang, l.failed.join("; "));
+                    }
+                }
+                _ => {}
+            }
+        }
         for t in report.tensors.iter().filter(|t| !t.check.ok) {
             println!(
                 "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",
