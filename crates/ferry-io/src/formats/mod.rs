@@ -58,10 +58,20 @@ pub fn sniff(path: &Path) -> Result<Sniffed> {
     if head.starts_with(b"\x93NUMPY") {
         return Ok(Sniffed::Npy);
     }
+    // safetensors by its whole signature, before pickle: a header length of 640, 896, 1152 or
+    // 1408 (mod 65536) starts with the bytes of a pickle protocol marker (`80 02` ...).
+    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if head.len() >= 9 && head[8] == b'{' {
+        let header = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        if header.checked_add(8).is_some_and(|end| end <= file_len) {
+            return Ok(Sniffed::Safetensors);
+        }
+    }
     if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
         return Ok(Sniffed::Pickle);
     }
     if head.len() >= 9 && head[8] == b'{' {
+        // A header longer than the file: the safetensors reader names the truncation.
         return Ok(Sniffed::Safetensors);
     }
     let trimmed: Vec<u8> = head
@@ -120,4 +130,32 @@ pub fn open_zip(path: &Path) -> Result<Checkpoint> {
         path: path.to_path_buf(),
         msg: "a zip archive that is neither a PyTorch archive (no `<folder>/data.pkl`) nor an npz (not every entry is a `.npy`)".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid safetensors file whose header is 640 bytes long starts `80 02`, a pickle
+    /// protocol marker; it must still be read as safetensors (it was read as a pickle).
+    #[test]
+    fn a_safetensors_header_that_looks_like_a_pickle_is_still_safetensors() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [640usize, 896, 1152, 1408, 640 + 65536] {
+            let mut header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+            header.resize(len, b' ');
+            let mut bytes = (len as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(&1.5f32.to_le_bytes());
+            let p = dir.path().join(format!("h{len}.safetensors"));
+            std::fs::write(&p, &bytes).unwrap();
+            assert_eq!(&bytes[..2], &[(len % 256) as u8, (len / 256 % 256) as u8]);
+            assert_eq!(sniff(&p).unwrap(), Sniffed::Safetensors, "header {len}");
+            let ck = crate::Checkpoint::open(&p).unwrap();
+            assert_eq!(
+                ck.tensors[0].data().unwrap().as_ref(),
+                &1.5f32.to_le_bytes()
+            );
+        }
+    }
 }

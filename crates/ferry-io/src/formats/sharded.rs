@@ -47,6 +47,13 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     let mut found: HashMap<String, String> = HashMap::new();
     for f in &files {
         let shard_path = dir.join(f);
+        // A shard that is itself an index (or the index itself) would recurse without end.
+        if crate::formats::sniff(&shard_path)? == crate::formats::Sniffed::ShardIndex {
+            return Err(Error::malformed(
+                path,
+                format!("`weight_map` names `{f}`, which is an index, not a shard; an index may only name shard files"),
+            ));
+        }
         let shard = crate::formats::open_file(&shard_path)?;
         shard_format.get_or_insert(shard.format);
         for t in shard.tensors {
@@ -89,4 +96,26 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         metadata,
         companions: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// An index whose `weight_map` names itself (or another index) is an error naming the
+    /// file, not a stack overflow.
+    #[test]
+    fn an_index_naming_an_index_is_an_error_not_a_stack_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = "model.safetensors.index.json";
+        let other = "other.safetensors.index.json";
+        let index =
+            |target: &str| format!(r#"{{"metadata": {{}}, "weight_map": {{"x": "{target}"}}}}"#);
+        std::fs::write(dir.path().join(me), index(me)).unwrap();
+        std::fs::write(dir.path().join(other), index(me)).unwrap();
+        for p in [me, other] {
+            let err = crate::Checkpoint::open(dir.path().join(p))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is an index, not a shard"), "{err}");
+        }
+    }
 }
