@@ -188,3 +188,57 @@ fn run_prints_next_token_candidates_of_a_real_decoder() {
     );
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+/// A model against itself: every statistic exact, per-layer SQNR "identical" (no finite
+/// number), and the report still replays.
+#[test]
+fn an_exact_decoder_verification_passes_and_replays() {
+    let Some(model) = ferry_testkit::smollm2() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let r = json(&ferry(
+        &[
+            "verify",
+            s(&model),
+            s(&model),
+            "--languages",
+            "en,ja",
+            "--max-tokens",
+            "16",
+            "--tolerance",
+            "exact",
+            "--out",
+            "rep",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let res = &r["result"];
+    assert_eq!(res["ok"], true, "{res}");
+    assert_eq!(res["overall"]["decoder"]["kld_mean"], 0.0);
+    assert!(res["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["sqnr_db"].is_null()));
+    let replay = ok(&ferry(
+        &["verify", "--replay", "rep/report.json"],
+        dir.path(),
+    ));
+    assert!(replay.contains("matches"), "{replay}");
+    let none = ferry(
+        &[
+            "verify",
+            s(&model),
+            s(&model),
+            "--languages",
+            "en",
+            "--max-tokens",
+            "0",
+        ],
+        dir.path(),
+    );
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no token was compared"));
+}

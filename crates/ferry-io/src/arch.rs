@@ -157,32 +157,42 @@ pub fn hf_config(ck: &Checkpoint, layout: &ArchLayout) -> Option<serde_json::Val
         Some(MetaValue::F64(v)) => Some(*v),
         _ => None,
     };
-    let vocab = ck
-        .get("token_embd.weight")
-        .or_else(|| ck.get("model.embed_tokens.weight"))
-        .or_else(|| ck.get("embeddings.word_embeddings.weight"))
-        .and_then(|t| t.shape.first().copied())?;
+    // The first dimension of the first of `names` present (llama.cpp's or Hugging Face's name).
+    let shape0 = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| ck.get(n))
+            .and_then(|t| t.shape.first().map(|&d| d as u64))
+    };
+    let vocab = shape0(&[
+        "token_embd.weight",
+        "model.embed_tokens.weight",
+        "embeddings.word_embeddings.weight",
+    ])?;
     let (hidden, heads) = (u("embedding_length")?, u("attention.head_count")?);
     let common = serde_json::json!({
         "hidden_size": hidden,
         "intermediate_size": u("feed_forward_length")?,
         "num_hidden_layers": u("block_count")?,
         "num_attention_heads": heads,
-        "max_position_embeddings": u("context_length").unwrap_or(2048),
+        "max_position_embeddings": u("context_length")
+            .or_else(|| shape0(&["position_embd.weight", "embeddings.position_embeddings.weight"]))
+            .unwrap_or(2048),
         "vocab_size": vocab,
         "torch_dtype": "float32",
     });
     let mut cfg = common.as_object()?.clone();
     let extra = match layout.family {
         Family::Llama | Family::Qwen2 => {
-            let (arch_name, model_type) = if layout.family == Family::Llama {
-                ("LlamaForCausalLM", "llama")
+            let arch_name = if layout.family == Family::Llama {
+                "LlamaForCausalLM"
             } else {
-                ("Qwen2ForCausalLM", "qwen2")
+                "Qwen2ForCausalLM"
             };
             serde_json::json!({
                 "architectures": [arch_name],
-                "model_type": model_type,
+                "model_type": arch,
+                "head_dim": u("attention.key_length").unwrap_or(hidden / heads.max(1)),
                 "num_key_value_heads": u("attention.head_count_kv").unwrap_or(heads),
                 "rms_norm_eps": f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
                 "rope_theta": f("rope.freq_base").unwrap_or(10_000.0),
@@ -197,7 +207,7 @@ pub fn hf_config(ck: &Checkpoint, layout: &ArchLayout) -> Option<serde_json::Val
             "model_type": "bert",
             "hidden_act": "gelu",
             "layer_norm_eps": f("attention.layer_norm_epsilon").unwrap_or(1e-12),
-            "type_vocab_size": ck.get("token_types.weight").and_then(|t| t.shape.first().copied()).unwrap_or(2),
+            "type_vocab_size": shape0(&["token_types.weight", "embeddings.token_type_embeddings.weight"]).unwrap_or(2),
             "pad_token_id": m.get("tokenizer.ggml.padding_token_id").and_then(MetaValue::as_u64).unwrap_or(0),
         }),
     };

@@ -267,8 +267,8 @@ impl Plan {
             .collect()
     }
 
-    /// The quantized type most weight bytes are stored in (else the most common float type
-    /// of matrices): what GGUF's `general.file_type` names.
+    /// The quantized type most matrix elements are stored in (else the float type most of
+    /// them have): what GGUF's `general.file_type` names.
     pub fn main_dtype(&self) -> Option<DType> {
         let mut bytes: BTreeMap<&str, (DType, u64)> = BTreeMap::new();
         for e in self.entries.iter().filter(|e| e.shape.len() >= 2) {

@@ -97,6 +97,11 @@ pub fn run(
             "the original cannot be run: {e}"
         )));
     }
+    if let Err(e) = ferry_runtime::Model::probe(migrated) {
+        return Ok(OutputsRecord::skipped(format!(
+            "the written model cannot be run (with --keep-names its names are not the consumer's): {e}"
+        )));
+    }
     let popts = ProbeOptions {
         languages: check.languages.clone(),
         limit: Some(check.limit),

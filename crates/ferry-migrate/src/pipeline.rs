@@ -343,9 +343,14 @@ fn migrate_tensors(
                 Ok((rec, summary))
             })?;
             outputs_check = Some(rec);
-        } else if opts.outputs.is_some() {
+        } else {
+            let why = if opts.outputs.is_some() {
+                "the embedded demo model is not a runtime architecture"
+            } else {
+                "--no-verify-outputs was given"
+            };
             outputs_check = Some(crate::OutputsRecord {
-                skipped: Some("the embedded demo model is not a runtime architecture".into()),
+                skipped: Some(why.into()),
                 report: None,
             });
         }

@@ -101,8 +101,7 @@ fn fmt_num(v: Option<f64>) -> String {
 }
 
 impl MigrationReport {
-    /// The report as Markdown.
-    /// `; outputs within tolerance in N of M languages`, when outputs were verified.
+    /// `; outputs within tolerance ... in N of M languages`, when outputs were verified.
     fn outputs_summary(&self) -> String {
         let Some(r) = self.outputs_check.as_ref().and_then(|o| o.report.as_ref()) else {
             return String::new();

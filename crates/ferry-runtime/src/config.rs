@@ -36,7 +36,7 @@ pub struct DecoderConfig {
     pub vocab: usize,
     /// Whether the output head is the token embedding.
     pub tied: bool,
-    /// Whether Q/K/V projections have biases (Qwen2).
+    /// Whether Q/K/V projections must have biases (Qwen2); other biases are read when present.
     pub qkv_bias: bool,
 }
 
@@ -63,6 +63,43 @@ fn cfg_err(path: &Path, msg: impl Into<String>) -> Error {
     Error::Config {
         path: path.to_path_buf(),
         msg: msg.into(),
+    }
+}
+
+/// The error for an architecture the runtime does not run (`key` names where it was read).
+fn unsupported(path: &Path, arch: &str, key: &str) -> Error {
+    Error::Unsupported {
+        path: path.to_path_buf(),
+        arch: if arch.is_empty() {
+            format!("(no {key})")
+        } else {
+            arch.into()
+        },
+        supported: SUPPORTED,
+    }
+}
+
+/// candle-transformers' BERT config from `[vocab, hidden, layers, heads, intermediate,
+/// max_positions, type_vocab, pad_id]`, the activation and the layer-norm epsilon
+/// (inference: no dropout).
+fn bert_config(n: [usize; 8], act: bert::HiddenAct, eps: f64) -> bert::Config {
+    bert::Config {
+        vocab_size: n[0],
+        hidden_size: n[1],
+        num_hidden_layers: n[2],
+        num_attention_heads: n[3],
+        intermediate_size: n[4],
+        hidden_act: act,
+        hidden_dropout_prob: 0.0,
+        max_position_embeddings: n[5],
+        type_vocab_size: n[6],
+        initializer_range: 0.02,
+        layer_norm_eps: eps,
+        pad_token_id: n[7],
+        position_embedding_type: bert::PositionEmbeddingType::Absolute,
+        use_cache: false,
+        classifier_dropout: None,
+        model_type: Some("bert".into()),
     }
 }
 
@@ -165,34 +202,22 @@ pub fn from_json(cfg: &Value, path: &Path) -> Result<ArchConfig> {
                     ))
                 }
             };
-            Ok(ArchConfig::Encoder(bert::Config {
-                vocab_size: u("vocab_size")?,
-                hidden_size: u("hidden_size")?,
-                num_hidden_layers: u("num_hidden_layers")?,
-                num_attention_heads: u("num_attention_heads")?,
-                intermediate_size: u("intermediate_size")?,
-                hidden_act: act,
-                hidden_dropout_prob: 0.0,
-                max_position_embeddings: u("max_position_embeddings")?,
-                type_vocab_size: u("type_vocab_size").unwrap_or(2),
-                initializer_range: 0.02,
-                layer_norm_eps: f("layer_norm_eps").unwrap_or(1e-12),
-                pad_token_id: u("pad_token_id").unwrap_or(0),
-                position_embedding_type: bert::PositionEmbeddingType::Absolute,
-                use_cache: false,
-                classifier_dropout: None,
-                model_type: Some("bert".into()),
-            }))
+            Ok(ArchConfig::Encoder(bert_config(
+                [
+                    u("vocab_size")?,
+                    u("hidden_size")?,
+                    u("num_hidden_layers")?,
+                    u("num_attention_heads")?,
+                    u("intermediate_size")?,
+                    u("max_position_embeddings")?,
+                    u("type_vocab_size").unwrap_or(2),
+                    u("pad_token_id").unwrap_or(0),
+                ],
+                act,
+                f("layer_norm_eps").unwrap_or(1e-12),
+            )))
         }
-        other => Err(Error::Unsupported {
-            path: path.to_path_buf(),
-            arch: if other.is_empty() {
-                "(no model_type)".into()
-            } else {
-                other.into()
-            },
-            supported: SUPPORTED,
-        }),
+        other => Err(unsupported(path, other, "model_type")),
     }
 }
 
@@ -238,33 +263,21 @@ pub fn from_gguf(
                 qkv_bias: arch == "qwen2",
             }))
         }
-        "bert" => Ok(ArchConfig::Encoder(bert::Config {
-            vocab_size: vocab,
-            hidden_size: u("embedding_length")?,
-            num_hidden_layers: u("block_count")?,
-            num_attention_heads: u("attention.head_count")?,
-            intermediate_size: u("feed_forward_length")?,
-            hidden_act: bert::HiddenAct::Gelu,
-            hidden_dropout_prob: 0.0,
-            max_position_embeddings: u("context_length")?,
-            type_vocab_size: 2,
-            initializer_range: 0.02,
-            layer_norm_eps: f("attention.layer_norm_epsilon").unwrap_or(1e-12),
-            pad_token_id: 0,
-            position_embedding_type: bert::PositionEmbeddingType::Absolute,
-            use_cache: false,
-            classifier_dropout: None,
-            model_type: Some("bert".into()),
-        })),
-        other => Err(Error::Unsupported {
-            path: path.to_path_buf(),
-            arch: if other.is_empty() {
-                "(no general.architecture)".into()
-            } else {
-                other.into()
-            },
-            supported: SUPPORTED,
-        }),
+        "bert" => Ok(ArchConfig::Encoder(bert_config(
+            [
+                vocab,
+                u("embedding_length")?,
+                u("block_count")?,
+                u("attention.head_count")?,
+                u("feed_forward_length")?,
+                u("context_length")?,
+                2,
+                0,
+            ],
+            bert::HiddenAct::Gelu,
+            f("attention.layer_norm_epsilon").unwrap_or(1e-12),
+        ))),
+        other => Err(unsupported(path, other, "general.architecture")),
     }
 }
 

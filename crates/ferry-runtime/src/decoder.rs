@@ -90,47 +90,38 @@ impl Decoder {
     pub fn load(w: &Weights, cfg: &DecoderConfig) -> Result<Decoder> {
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let (q_out, kv_out) = (cfg.heads * hd, cfg.kv_heads * hd);
-        let mut blocks = Vec::with_capacity(cfg.layers);
+        // Not preallocated: the layer count comes from the file.
+        let mut blocks = Vec::new();
         for i in 0..cfg.layers {
-            let p = |s: &str| format!("model.layers.{i}.{s}");
-            let bias = |s: &str, n: usize| -> Result<Option<Tensor>> {
-                cfg.qkv_bias
-                    .then(|| w.tensor(&p(&format!("self_attn.{s}_proj.bias")), &[n]))
-                    .transpose()
+            // `{stem}.weight` `[out, inp]` and its bias when present; Q/K/V biases are
+            // required where the architecture has them (Qwen2), any other is read if there
+            // (Llama's `attention_bias`, which covers `o_proj` too).
+            let proj = |stem: &str, out: usize, inp: usize, required: bool| -> Result<Proj> {
+                let stem = format!("model.layers.{i}.{stem}");
+                let b = format!("{stem}.bias");
+                let bias = (required || w.has(&b))
+                    .then(|| w.tensor(&b, &[out]))
+                    .transpose()?;
+                Proj::load(w, &format!("{stem}.weight"), out, inp, bias)
             };
-            let ff = cfg.intermediate;
+            let norm = |name: &str| w.tensor(&format!("model.layers.{i}.{name}.weight"), &[h]);
+            let (ff, qkv) = (cfg.intermediate, cfg.qkv_bias);
             blocks.push(Block {
-                attn_norm: w.tensor(&p("input_layernorm.weight"), &[h])?,
-                q: Proj::load(
-                    w,
-                    &p("self_attn.q_proj.weight"),
-                    q_out,
-                    h,
-                    bias("q", q_out)?,
-                )?,
-                k: Proj::load(
-                    w,
-                    &p("self_attn.k_proj.weight"),
-                    kv_out,
-                    h,
-                    bias("k", kv_out)?,
-                )?,
-                v: Proj::load(
-                    w,
-                    &p("self_attn.v_proj.weight"),
-                    kv_out,
-                    h,
-                    bias("v", kv_out)?,
-                )?,
-                o: Proj::load(w, &p("self_attn.o_proj.weight"), h, q_out, None)?,
-                ffn_norm: w.tensor(&p("post_attention_layernorm.weight"), &[h])?,
-                gate: Proj::load(w, &p("mlp.gate_proj.weight"), ff, h, None)?,
-                up: Proj::load(w, &p("mlp.up_proj.weight"), ff, h, None)?,
-                down: Proj::load(w, &p("mlp.down_proj.weight"), h, ff, None)?,
+                attn_norm: norm("input_layernorm")?,
+                q: proj("self_attn.q_proj", q_out, h, qkv)?,
+                k: proj("self_attn.k_proj", kv_out, h, qkv)?,
+                v: proj("self_attn.v_proj", kv_out, h, qkv)?,
+                o: proj("self_attn.o_proj", h, q_out, false)?,
+                ffn_norm: norm("post_attention_layernorm")?,
+                gate: proj("mlp.gate_proj", ff, h, false)?,
+                up: proj("mlp.up_proj", ff, h, false)?,
+                down: proj("mlp.down_proj", h, ff, false)?,
             });
         }
         let embed_name = "model.embed_tokens.weight";
-        let head_name = if cfg.tied || !w.has("lm_head.weight") {
+        // Untied models must have their head: an absent one is an error naming it, not a
+        // silent tie.
+        let head_name = if cfg.tied {
             embed_name
         } else {
             "lm_head.weight"

@@ -52,9 +52,6 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
-    /// The inputs do not fit the model.
-    #[error("{0}")]
-    Input(String),
     /// An error raised inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

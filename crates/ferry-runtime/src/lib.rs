@@ -4,8 +4,9 @@
 //!   a llama.cpp GGUF (read back to Hugging Face names and layouts by `ferry_io::arch`), and
 //!   detects the architecture from `config.json` (`model_type`) or `general.architecture`.
 //! - Llama-family decoders ([`decoder`]) run every position and keep per-layer hidden states;
-//!   GGML-quantized weights stay quantized (candle's `QMatMul`). BERT encoders ([`encoder`])
-//!   run candle-transformers' `BertModel`.
+//!   GGML-quantized weights stay quantized with [`Kernels::Ggml`] (candle's `QMatMul`) or are
+//!   dequantized at load with [`Kernels::F32`]. BERT encoders ([`encoder`]) run
+//!   candle-transformers' `BertModel`.
 //! - [`weights::Weights`] serves any ferry checkpoint to candle, including as a
 //!   `candle_nn::VarBuilder`, with errors that name the missing or misshapen tensor.
 #![warn(missing_docs)]

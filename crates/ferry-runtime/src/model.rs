@@ -26,8 +26,10 @@ pub enum Net {
 
 /// A model ready to run.
 pub struct Model {
-    /// What was opened.
+    /// What was opened, as given (a path or a hub id).
     pub path: PathBuf,
+    /// Where it is on disk: `path` itself, or the cache folder a hub id resolved to.
+    pub source: PathBuf,
     /// Its container format.
     pub format: Format,
     /// The architecture and its hyper-parameters.
@@ -64,6 +66,13 @@ impl Model {
     /// matrices are multiplied with `kernels`.
     pub fn load(path: &Path, device: &Device, kernels: Kernels) -> Result<Model> {
         let r = resolve(path)?;
+        let source = if path.exists() {
+            path.to_path_buf()
+        } else {
+            r.ck.path
+                .parent()
+                .map_or_else(|| path.to_path_buf(), Path::to_path_buf)
+        };
         let weights = Arc::new(Weights::new(r.ck, device.clone(), kernels));
         let net = match &r.config {
             ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c)?),
@@ -71,6 +80,7 @@ impl Model {
         };
         Ok(Model {
             path: path.to_path_buf(),
+            source,
             format: r.format,
             config: r.config,
             layout: r.layout,
@@ -82,7 +92,9 @@ impl Model {
 
     /// Where [`Model::load_tokenizer`] reads from: the `tokenizer.json`, else the model itself.
     pub fn tokenizer_source(&self) -> PathBuf {
-        self.tokenizer.clone().unwrap_or_else(|| self.path.clone())
+        self.tokenizer
+            .clone()
+            .unwrap_or_else(|| self.source.clone())
     }
 
     /// The model's tokenizer: its `tokenizer.json`, else the one its GGUF carries.

@@ -129,11 +129,15 @@ impl Tokenizer {
                 let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
                                         "trim_offsets": true, "use_regex": true});
                 let pre = meta.get("tokenizer.ggml.pre").and_then(MetaValue::as_str);
-                let pre_tokenizer = if pre == Some("smollm") {
-                    json!({"type": "Sequence", "pretokenizers": [
-                        {"type": "Digits", "individual_digits": true}, byte_level]})
-                } else {
-                    byte_level.clone()
+                let pre_tokenizer = match pre {
+                    Some("smollm") => json!({"type": "Sequence", "pretokenizers": [
+                        {"type": "Digits", "individual_digits": true}, byte_level]}),
+                    None | Some("gpt-2" | "gpt2" | "default") => byte_level.clone(),
+                    Some(other) => {
+                        return Err(err(format!(
+                            "the GGUF's pre-tokenizer `{other}` cannot be rebuilt (gpt-2, smollm and default can); pass --tokenizer tokenizer.json"
+                        )))
+                    }
                 };
                 json!({"version": "1.0", "added_tokens": added, "normalizer": null,
                        "pre_tokenizer": pre_tokenizer, "post_processor": null,

@@ -79,8 +79,8 @@ pub fn check_inputs(r: &VerifyReport) -> Result<()> {
             return Err(Error::Mismatch(format!(
                 "{}: content changed since the report (SHA-256 {} then, {} now); replay needs the same files",
                 input.path.display(),
-                &input.sha256[..12],
-                &now[..12]
+                input.sha256.get(..12).unwrap_or(&input.sha256),
+                now.get(..12).unwrap_or(&now)
             )));
         }
     }
@@ -129,8 +129,9 @@ pub fn run_job(job: &Job, progress: impl FnMut(usize, usize)) -> Result<VerifyRe
     )?;
     Ok(VerifyReport {
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
-        original: report::Input::of(&job.original)?,
-        migrated: report::Input::of(&job.migrated)?,
+        // By where they are on disk (a hub id resolves to its cache folder).
+        original: report::Input::of(&original.source)?,
+        migrated: report::Input::of(&migrated.source)?,
         tokenizer: report::Input::of(&tok_path)?,
         probe_source: job.probe_source.clone(),
         probes: job.probes.clone(),

@@ -157,21 +157,22 @@ pub fn markdown(r: &VerifyReport) -> String {
             s,
             "\n## Where the error enters (SQNR per layer, all probes)\n"
         );
-        if let Some(w) = v
+        let worst = v
             .layers
             .iter()
-            .filter(|l| l.drop_db.is_finite())
-            .max_by(|a, b| a.drop_db.total_cmp(&b.drop_db))
-        {
+            .filter_map(|l| Some((l, l.sqnr_db?)))
+            .max_by(|a, b| a.0.drop_db.total_cmp(&b.0.drop_db));
+        if let Some((w, db)) = worst {
             let _ = writeln!(
                 s,
-                "Largest drop: **{}**, SQNR falls {:.1} dB to {:.1} dB.\n",
-                w.layer, w.drop_db, w.sqnr_db
+                "Largest drop: **{}**, SQNR falls {:.1} dB to {db:.1} dB.\n",
+                w.layer, w.drop_db
             );
         }
         let _ = writeln!(s, "| layer | SQNR (dB) | change (dB) |\n|---|---|---|");
         for l in &v.layers {
-            let _ = writeln!(s, "| {} | {:.1} | {:+.1} |", l.layer, l.sqnr_db, -l.drop_db);
+            let db = l.sqnr_db.map_or("identical".into(), |d| format!("{d:.1}"));
+            let _ = writeln!(s, "| {} | {db} | {:+.1} |", l.layer, -l.drop_db);
         }
     }
     s

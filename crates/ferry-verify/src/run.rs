@@ -61,6 +61,14 @@ impl LanguageResult {
 
     fn judge(&mut self, b: &Budget) {
         let mut failed = Vec::new();
+        let finite = match (&self.decoder, &self.encoder) {
+            (Some(d), _) => d.kld_mean.is_finite() && d.same_top1.is_finite(),
+            (_, Some(e)) => e.cosine_min.is_finite() && e.max_abs.is_finite(),
+            _ => true,
+        };
+        if !finite {
+            failed.push("a statistic is not finite (a model outputs NaN or infinity)".into());
+        }
         if let Some(d) = &self.decoder {
             if let Some(max) = b.kld.filter(|&m| d.kld_mean > m) {
                 failed.push(format!("mean KLD {:.4} > {max}", d.kld_mean));
@@ -83,8 +91,8 @@ impl LanguageResult {
 pub struct LayerResult {
     /// `embedding`, `block N` or `final norm`.
     pub layer: String,
-    /// SQNR of the migrated hidden state against the original's, dB.
-    pub sqnr_db: f64,
+    /// SQNR of the migrated hidden state against the original's, dB (`None`: identical).
+    pub sqnr_db: Option<f64>,
     /// How much lower than the layer before, dB (positive: error entered here).
     pub drop_db: f64,
 }
@@ -179,12 +187,14 @@ pub fn verify(
                 }
             }
         } else {
-            let max_abs = ra
-                .iter()
-                .flatten()
-                .zip(rb.iter().flatten())
-                .map(|(&u, &v)| (u as f64 - v as f64).abs())
-                .fold(0.0, f64::max);
+            // NaN-propagating maximum: a NaN output must not read as "no difference".
+            let max_abs = -stats::min_or_nan(
+                ra.iter()
+                    .flatten()
+                    .zip(rb.iter().flatten())
+                    .map(|(&u, &v)| -(u as f64 - v as f64).abs()),
+                0.0,
+            );
             let mean = |r: &[Vec<f32>]| -> Vec<f32> {
                 let mut m = vec![0f32; r[0].len()];
                 for row in r {
@@ -198,6 +208,13 @@ pub fn verify(
         }
     }
     progress(probes.len(), probes.len());
+    let compared = tokens.values().map(Vec::len).sum::<usize>() + pooled.len();
+    if compared == 0 {
+        return Err(Error::Mismatch(format!(
+            "no token was compared: the {} probe texts tokenize to nothing (is --max-tokens 0?)",
+            probes.len()
+        )));
+    }
     let mut languages = Vec::new();
     let mut overall = LanguageResult {
         lang: "overall".into(),
@@ -237,8 +254,8 @@ pub fn verify(
             EncoderStats {
                 texts: idx.len(),
                 cosine_mean: cos.iter().sum::<f64>() / cos.len().max(1) as f64,
-                cosine_min: cos.iter().copied().fold(1.0, f64::min),
-                max_abs: idx.iter().map(|&i| pooled[i].3).fold(0.0, f64::max),
+                cosine_min: stats::min_or_nan(cos.iter().copied(), 1.0),
+                max_abs: -stats::min_or_nan(idx.iter().map(|&i| -pooled[i].3), 0.0),
                 neighbour_agreement: (pooled.len() > 1)
                     .then(|| agree as f64 / idx.len().max(1) as f64),
             }
@@ -292,21 +309,16 @@ fn layer_results(sums: &[(f64, f64)]) -> Vec<LayerResult> {
     let n = sums.len();
     let mut out: Vec<LayerResult> = Vec::with_capacity(n);
     for (k, &(s, e)) in sums.iter().enumerate() {
-        let sqnr = if e == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (s / e).log10()
-        };
+        let sqnr = stats::sqnr_db(s, e);
         let layer = match k {
             0 => "embedding".to_string(),
             k if k == n - 1 => "final norm".to_string(),
             k => format!("block {}", k - 1),
         };
-        let prev = out.last().map_or(f64::INFINITY, |l| l.sqnr_db);
-        let drop_db = if prev.is_finite() && sqnr.is_finite() {
-            prev - sqnr
-        } else {
-            0.0
+        let prev = out.last().and_then(|l| l.sqnr_db);
+        let drop_db = match (prev, sqnr) {
+            (Some(p), Some(q)) => p - q,
+            _ => 0.0,
         };
         out.push(LayerResult {
             layer,

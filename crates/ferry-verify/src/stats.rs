@@ -46,15 +46,18 @@ pub fn token_stat(original: &[f32], migrated: &[f32], next: Option<u32>) -> Toke
     let kld = lp
         .iter()
         .zip(&lq)
+        // A token the original gives probability 0 adds nothing; NaN propagates.
         .map(|(&p, &q)| {
-            if p.is_finite() {
-                p.exp() * (p - q)
-            } else {
+            if p == f64::NEG_INFINITY {
                 0.0
+            } else {
+                p.exp() * (p - q)
             }
         })
-        .sum::<f64>()
-        .max(0.0);
+        .sum::<f64>();
+    // Rounding can take an all-but-zero divergence below zero; a NaN (a model that outputs
+    // NaN) must stay NaN so the language fails.
+    let kld = if kld.is_nan() { kld } else { kld.max(0.0) };
     TokenStat {
         kld,
         same_top1: argmax(original) == argmax(migrated),
@@ -201,18 +204,22 @@ pub fn nearest_neighbours(embeddings: &[Vec<f32>]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Signal-to-quantization-noise ratio of `y` against the reference `x`, in dB:
-/// 20 log10(‖x‖ / ‖x − y‖) (onnxruntime's `qdq_loss_debug`); infinite when equal.
-pub fn sqnr_db(x: &[f32], y: &[f32]) -> f64 {
-    let (mut s, mut e) = (0f64, 0f64);
-    for (&a, &b) in x.iter().zip(y) {
-        s += (a as f64).powi(2);
-        e += (a as f64 - b as f64).powi(2);
-    }
-    if e == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (s / e).log10()
+/// Signal-to-quantization-noise ratio in dB from the summed squares of the reference
+/// (`signal`) and of the difference (`noise`): 20 log10(‖x‖ / ‖x − y‖), onnxruntime's
+/// `qdq_loss_debug`. `None` when the two are identical (no noise).
+pub fn sqnr_db(signal: f64, noise: f64) -> Option<f64> {
+    (noise != 0.0).then(|| 10.0 * (signal / noise).log10())
+}
+
+/// The smallest value, NaN if any is NaN (`f64::min` would skip it); `empty` for none.
+pub fn min_or_nan(values: impl IntoIterator<Item = f64>, empty: f64) -> f64 {
+    values.into_iter().fold(empty, |m, v| {
+        if v.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.min(v)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -259,9 +266,13 @@ mod tests {
     #[test]
     fn sqnr_and_cosine() {
         let x = [3.0f32, 4.0];
-        assert_eq!(sqnr_db(&x, &x), f64::INFINITY);
-        let y = [3.0f32, 4.5];
-        assert!((sqnr_db(&x, &y) - 20.0 * (5.0f64 / 0.5).log10()).abs() < 1e-9);
+        assert_eq!(sqnr_db(25.0, 0.0), None);
+        // y = [3, 4.5]: ‖x‖ = 5, ‖x − y‖ = 0.5.
+        let db = sqnr_db(25.0, 0.25).unwrap();
+        assert!((db - 20.0 * (5.0f64 / 0.5).log10()).abs() < 1e-9);
+        assert!(min_or_nan([0.9, f64::NAN, 0.5], 1.0).is_nan());
+        assert_eq!(min_or_nan([0.9, 0.5], 1.0), 0.5);
+        assert!(token_stat(&[f32::NAN, 1.0], &[0.0, 1.0], None).kld.is_nan());
         assert!((cosine(&x, &x) - 1.0).abs() < 1e-12);
         let nn = nearest_neighbours(&[vec![1.0, 0.0], vec![0.9, 0.1], vec![0.0, 1.0]]);
         assert_eq!(nn, vec![Some(1), Some(0), Some(1)]);

@@ -159,6 +159,24 @@ fn ids_agree(tok: &Tokenizer, refs: &Reference) {
     }
 }
 
+/// `model` (its f32 folder) through ferry's runtime gives what transformers gives, at every
+/// position of every language, from the same token ids; returns transformers' outputs.
+fn original_matches_transformers(py: &Path, dir: &Path, tmp: &Path) -> Reference {
+    let refs = reference(py, dir, None, tmp, "f32");
+    tokenizer_agrees(dir, &refs);
+    let model = Model::load(dir, &Device::Cpu, Kernels::Ggml).unwrap();
+    matches_within(&model, &refs, 1e-4, "f32");
+    refs
+}
+
+/// Every output of `model` within `rel` (relative to the largest value) of `refs`.
+fn matches_within(model: &Model, refs: &Reference, rel: f64, what: &str) {
+    for (i, (ids, want)) in refs.iter().enumerate() {
+        let e = rel_err(&run(model, ids), want);
+        assert!(e < rel, "{what} {}: max relative error {e:.2e}", LANGS[i]);
+    }
+}
+
 #[test]
 fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers() {
     let (Some(py), Some(dir)) = (
@@ -168,16 +186,7 @@ fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers()
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let refs = reference(&py, &dir, None, tmp.path(), "f32");
-    tokenizer_agrees(&dir, &refs);
-
-    // ferry's f32 forward against transformers, every position of every language.
-    let model = Model::load(&dir, &Device::Cpu, Kernels::Ggml).unwrap();
-    for (i, (ids, want)) in refs.iter().enumerate() {
-        let got = run(&model, ids);
-        let e = rel_err(&got, want);
-        assert!(e < 1e-4, "{}: max relative error {e:.2e}", LANGS[i]);
-    }
+    let refs = original_matches_transformers(&py, &dir, tmp.path());
 
     // q8_0: the bound (gguf-py's own q8_0 of these weights gives about 0.003 / 0.95).
     // q4_k: most of SmolLM2's rows (576) take llama.cpp's q5_0 fallback; these weights are
@@ -222,10 +231,7 @@ fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers()
 
         // With the weights dequantized at load, ferry computes what transformers computes.
         let f = Model::load(&gguf, &Device::Cpu, Kernels::F32).unwrap();
-        for (i, (ids, want)) in hf_gguf.iter().enumerate() {
-            let e = rel_err(&run(&f, ids), want);
-            assert!(e < 1e-4, "{quant} {}: max relative error {e:.2e}", LANGS[i]);
-        }
+        matches_within(&f, &hf_gguf, 1e-4, &format!("{quant} dequantized"));
         drop(f);
 
         // ferry's quantized forward (candle's kernels, 8-bit activations) agrees with
@@ -250,13 +256,7 @@ fn minilm_matches_transformers_and_its_gguf_has_llama_cpp_names() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let refs = reference(&py, &dir, None, tmp.path(), "f32");
-    tokenizer_agrees(&dir, &refs);
-    let model = Model::load(&dir, &Device::Cpu, Kernels::Ggml).unwrap();
-    for (i, (ids, want)) in refs.iter().enumerate() {
-        let e = rel_err(&run(&model, ids), want);
-        assert!(e < 1e-4, "{}: max relative error {e:.2e}", LANGS[i]);
-    }
+    let refs = original_matches_transformers(&py, &dir, tmp.path());
     let gguf = tmp.path().join("minilm-q8_0.gguf");
     to_gguf(&dir, &gguf, DType::Q8_0);
     let names = gguf_py_names(&py, &gguf);

@@ -83,7 +83,7 @@ fn add_architecture(m: &mut Metadata, cfg: &Value, path: &Path) -> Result<()> {
         "general.architecture".into(),
         MetaValue::String(arch.to_string()),
     );
-    let u32s: [(&str, &[&str]); 6] = [
+    let u32s: [(&str, &[&str]); 8] = [
         (
             "context_length",
             &[
@@ -107,6 +107,9 @@ fn add_architecture(m: &mut Metadata, cfg: &Value, path: &Path) -> Result<()> {
             &["num_attention_heads", "n_head", "num_heads"],
         ),
         ("attention.head_count_kv", &["num_key_value_heads"]),
+        // An explicit head size (Mistral Nemo's is not hidden / heads).
+        ("attention.key_length", &["head_dim"]),
+        ("attention.value_length", &["head_dim"]),
     ];
     for (key, names) in u32s {
         if let Some(v) = first_u64(cfg, names).and_then(|v| u32::try_from(v).ok()) {
@@ -547,8 +550,9 @@ pub(crate) fn as_llama_cpp_arch(m: &mut Metadata, family: Family) {
         Family::Llama | Family::Qwen2 => {
             let (e, h) = (get(m, "embedding_length"), get(m, "attention.head_count"));
             if let (Some(e), Some(h)) = (e, h.filter(|&h| h > 0)) {
+                let head_dim = get(m, "attention.key_length").unwrap_or(e / h);
                 m.entry(format!("{arch}.rope.dimension_count"))
-                    .or_insert(MetaValue::U32((e / h) as u32));
+                    .or_insert(MetaValue::U32(head_dim as u32));
                 // transformers un-permutes K by this count and silently skips it when absent.
                 m.entry(format!("{arch}.attention.head_count_kv"))
                     .or_insert(MetaValue::U32(h as u32));
@@ -566,8 +570,9 @@ pub(crate) fn as_llama_cpp_arch(m: &mut Metadata, family: Family) {
 
 /// llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`) for a byte-level BPE `tokenizer.json`.
 /// llama.cpp picks it by hashing the tokenization of a test text; ferry reads the
-/// pre-tokenizer the hash stands for: GPT-2's regex alone is `gpt2`, single digits split
-/// before it is SmolLM's `smollm`, anything else `default` (llama.cpp's GPT-2-like fallback).
+/// pre-tokenizer the hash stands for: GPT-2's regex alone is `gpt-2`, single digits split
+/// before it is SmolLM's `smollm`, anything else `default` (llama.cpp's GPT-2-like fallback,
+/// which may split some text differently: Llama 3's and Qwen2's regexes are not told apart yet).
 fn gpt2_pre(tok: &Value) -> &'static str {
     let Some(pre) = tok.get("pre_tokenizer") else {
         return "default";
@@ -582,7 +587,7 @@ fn gpt2_pre(tok: &Value) -> &'static str {
         kind(v) == "ByteLevel" && v.get("use_regex").and_then(Value::as_bool) != Some(false)
     };
     if byte_level(pre) {
-        return "gpt2";
+        return "gpt-2";
     }
     let Some(steps) = pre.get("pretokenizers").and_then(Value::as_array) else {
         return "default";

@@ -24,9 +24,6 @@ pub enum Family {
 }
 
 impl Family {
-    /// The families ferry maps, by Hugging Face `model_type`, for error messages.
-    pub const SUPPORTED: &'static str = "llama, mistral, qwen2, bert";
-
     /// The family of a Hugging Face `model_type`.
     pub fn from_model_type(model_type: &str) -> Option<Family> {
         match model_type {
@@ -54,11 +51,6 @@ impl Family {
             Family::Qwen2 => "qwen2",
             Family::Bert => "bert",
         }
-    }
-
-    /// Hugging Face `model_type` to write back for this family.
-    pub fn model_type(self) -> &'static str {
-        self.gguf_arch()
     }
 }
 
@@ -149,7 +141,8 @@ impl RowPermutation {
 
     /// Checks that `rows` rows split into whole heads of an even size.
     pub fn check(&self, rows: usize) -> std::result::Result<(), String> {
-        if self.heads == 0
+        if rows == 0
+            || self.heads == 0
             || !rows.is_multiple_of(self.heads)
             || !(rows / self.heads).is_multiple_of(2)
         {
