@@ -153,6 +153,8 @@ fn train_eval_resume_and_migrate_a_language_identifier() {
     ]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["ok"], true);
+    let why = r["outputs_check"]["skipped"].as_str().unwrap();
+    assert!(why.contains("task-eval"), "{why}");
     let t = &r["task_eval"];
     assert_eq!(t["per_language"].as_object().unwrap().len(), 47);
     let (before, after) = (

@@ -316,7 +316,9 @@ fn migrate_tensors(
         tensors = t;
         missing = m;
 
-        if let (Some(check), Input::Path(original)) = (&opts.outputs, &opts.input) {
+        if let (Some(check), Input::Path(original), None) =
+            (&opts.outputs, &opts.input, &ferry_model)
+        {
             let rec = stages.run("verify-outputs", |_| {
                 let rec = crate::outputs::run(original, &model, &plan, check)?;
                 let summary = match (&rec.skipped, &rec.report) {
@@ -344,10 +346,12 @@ fn migrate_tensors(
             })?;
             outputs_check = Some(rec);
         } else {
-            let why = if opts.outputs.is_some() {
-                "the embedded demo model is not a runtime architecture"
-            } else {
-                "--no-verify-outputs was given"
+            let why = match (&opts.outputs, &ferry_model) {
+                (None, _) => "--no-verify-outputs was given",
+                (Some(_), Some(_)) => {
+                    "a classifier trained by ferry: the task-eval stage checks it per language"
+                }
+                (Some(_), None) => "the embedded demo model is not a runtime architecture",
             };
             outputs_check = Some(crate::OutputsRecord {
                 skipped: Some(why.into()),
