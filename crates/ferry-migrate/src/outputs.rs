@@ -106,10 +106,7 @@ pub fn run(
         languages: check.languages.clone(),
         limit: Some(check.limit),
     };
-    let (probe_source, probes) = match &check.probes {
-        Some(p) => (p.display().to_string(), probes::from_corpus(p, &popts)?),
-        None => (probes::EMBEDDED_NAME.to_string(), probes::embedded(&popts)?),
-    };
+    let (probe_source, probes) = probes::load(check.probes.as_deref(), &popts)?;
     let job = Job {
         original: original.to_path_buf(),
         migrated: migrated.to_path_buf(),

@@ -60,31 +60,30 @@ pub fn python_with(modules: &str) -> Option<PathBuf> {
 /// The real all-MiniLM-L6-v2 folder (safetensors + config + tokenizer): `$FERRY_MINILM`, else
 /// `target/models/all-MiniLM-L6-v2` (where `scripts/fetch_minilm.py` puts it).
 pub fn minilm() -> Option<PathBuf> {
-    let dir = std::env::var_os("FERRY_MINILM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/models/all-MiniLM-L6-v2"));
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else {
-        skip(&format!(
-            "all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.py)",
-            dir.display()
-        ));
-        None
-    }
+    model_folder(
+        "FERRY_MINILM",
+        "all-MiniLM-L6-v2",
+        "scripts/fetch_minilm.py",
+    )
 }
 
 /// The SmolLM2-135M folder (f32 safetensors + config + tokenizer): `$FERRY_SMOLLM2`, else
 /// `target/models/SmolLM2-135M` (where `scripts/make_smollm2.py` puts it).
 pub fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("FERRY_SMOLLM2")
+    model_folder("FERRY_SMOLLM2", "SmolLM2-135M", "scripts/make_smollm2.py")
+}
+
+/// A real model folder: `$env`, else `target/models/{name}`; skipped (or, in CI, failed) with
+/// the script that makes it when it has no `model.safetensors`.
+fn model_folder(env: &str, name: &str, script: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/models/SmolLM2-135M"));
+        .unwrap_or_else(|| repo_root().join("target/models").join(name));
     if dir.join("model.safetensors").is_file() {
         Some(dir)
     } else {
         skip(&format!(
-            "SmolLM2-135M is not at {} (run scripts/make_smollm2.py)",
+            "{name} is not at {} (run {script})",
             dir.display()
         ));
         None

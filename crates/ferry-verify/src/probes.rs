@@ -51,6 +51,15 @@ pub fn embedded(opts: &ProbeOptions) -> Result<Vec<Probe>> {
     select(all, opts, Path::new(EMBEDDED_NAME))
 }
 
+/// The probes of `corpus` (any layout ferry-data reads), else the embedded set, with the name
+/// of where they came from (for reports).
+pub fn load(corpus: Option<&Path>, opts: &ProbeOptions) -> Result<(String, Vec<Probe>)> {
+    Ok(match corpus {
+        Some(p) => (p.display().to_string(), from_corpus(p, opts)?),
+        None => (EMBEDDED_NAME.to_string(), embedded(opts)?),
+    })
+}
+
 /// Probes from a corpus file or folder in any layout ferry-data reads (a `lang` and a `text`
 /// column, per-language folders, Moses files...).
 pub fn from_corpus(path: &Path, opts: &ProbeOptions) -> Result<Vec<Probe>> {

@@ -105,10 +105,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         languages: a.languages.clone(),
         limit: Some(a.limit),
     };
-    let (probe_source, probes) = match &a.probes {
-        Some(p) => (p.display().to_string(), probes::from_corpus(p, &popts)?),
-        None => (probes::EMBEDDED_NAME.to_string(), probes::embedded(&popts)?),
-    };
+    let (probe_source, probes) = probes::load(a.probes.as_deref(), &popts)?;
     let job = Job {
         original,
         migrated,
