@@ -36,11 +36,7 @@ pub fn detect(ck: &Checkpoint) -> Result<Option<ArchLayout>> {
             ck.get("output.weight").is_some(),
         ));
     }
-    let Some(cfg) = ck
-        .companions
-        .iter()
-        .find(|p| p.file_name().is_some_and(|n| n == "config.json"))
-    else {
+    let Some(cfg) = ck.companion("config.json") else {
         return Ok(None);
     };
     let text = std::fs::read(cfg).map_err(|e| Error::io(cfg, e))?;

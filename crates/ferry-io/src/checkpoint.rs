@@ -126,6 +126,14 @@ impl Checkpoint {
         ))
     }
 
+    /// The companion file called `name` (`config.json`, `tokenizer.json`...), if it travels
+    /// with the checkpoint.
+    pub fn companion(&self, name: &str) -> Option<&PathBuf> {
+        self.companions
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+    }
+
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {
         self.tensors.iter().find(|t| t.name == name)

@@ -515,12 +515,7 @@ pub fn output_metadata(ck: &Checkpoint, plan: &Plan) -> Result<Metadata> {
     if plan.target != TargetFormat::Gguf {
         return Ok(m);
     }
-    let find = |f: &str| {
-        ck.companions
-            .iter()
-            .find(|p| p.file_name().is_some_and(|n| n == f))
-    };
-    let (config, tokenizer) = (find("config.json"), find("tokenizer.json"));
+    let (config, tokenizer) = (ck.companion("config.json"), ck.companion("tokenizer.json"));
     if config.is_some() || tokenizer.is_some() {
         let dir = ck.path.parent().and_then(|d| d.file_name());
         let name = dir

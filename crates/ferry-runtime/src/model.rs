@@ -198,12 +198,8 @@ fn resolve(path: &Path) -> Result<Resolved> {
 
 /// A companion file of the checkpoint, else a file of that name beside it.
 fn find_beside(ck: &Checkpoint, name: &str) -> Option<PathBuf> {
-    ck.companions
-        .iter()
-        .find(|p| p.file_name().is_some_and(|n| n == name))
-        .cloned()
-        .or_else(|| {
-            let p = ck.path.parent()?.join(name);
-            p.is_file().then_some(p)
-        })
+    ck.companion(name).cloned().or_else(|| {
+        let p = ck.path.parent()?.join(name);
+        p.is_file().then_some(p)
+    })
 }
