@@ -34,6 +34,12 @@ pub struct TransformArgs {
     /// Keep tensor names and layouts as they are: no llama.cpp names and Q/K layout when a known architecture (llama, mistral, qwen2, bert) goes to GGUF, no Hugging Face names out of such a GGUF.
     #[arg(long)]
     pub keep_names: bool,
+    /// Write out views that repeat their elements (a stride-0 `expand` saved by PyTorch) even when their full size is over the tensor memory budget (FERRY_MAX_TENSOR_BYTES, 4 GiB), streamed in bounded memory.
+    #[arg(long)]
+    pub materialize_views: bool,
+    /// safetensors output: write a tensor tied to another (one storage, two names, e.g. lm_head.weight and embed.weight) once and record the alias in ferry's metadata, instead of writing both names. Other readers (PyTorch load_state_dict(strict=True)) then miss the alias; a model folder whose config.json ties them drops the copy either way, as transformers does.
+    #[arg(long)]
+    pub dedupe_tied: bool,
 }
 
 impl TransformArgs {
@@ -70,6 +76,8 @@ impl TransformArgs {
                 add_prefix: self.add_prefix.clone(),
             },
             keep_names: self.keep_names,
+            materialize_views: self.materialize_views,
+            dedupe_tied: self.dedupe_tied,
         })
     }
 
@@ -78,7 +86,8 @@ impl TransformArgs {
         json!({
             "dtype": self.dtype, "keep": self.keep, "quant": self.quant, "quant_rule": self.quant_rule,
             "rename": self.rename, "strip_prefix": self.strip_prefix, "add_prefix": self.add_prefix,
-            "keep_names": self.keep_names,
+            "keep_names": self.keep_names, "materialize_views": self.materialize_views,
+            "dedupe_tied": self.dedupe_tied,
         })
     }
 }

@@ -62,6 +62,23 @@ enum Command {
     Verify(cmd::verify::Args),
 }
 
+/// Says which temporary files of killed ferry runs the writes of this run removed.
+fn report_stale_temporaries() {
+    let removed = ferry_io::atomic::take_removed_stale();
+    if removed.is_empty() || std::env::args().any(|a| a == "--quiet" || a == "-q") {
+        return;
+    }
+    let total: u64 = removed.iter().map(|r| r.1).sum();
+    eprintln!(
+        "note: removed {} temporary file(s) of interrupted ferry runs ({}):",
+        removed.len(),
+        units::human_bytes(total)
+    );
+    for (p, bytes) in removed {
+        eprintln!("  {} ({})", p.display(), units::human_bytes(bytes));
+    }
+}
+
 fn main() -> ExitCode {
     // Die quietly when stdout is a closed pipe (`ferry inspect ... | head`), as Unix tools do,
     // instead of panicking in `println!`.
@@ -90,6 +107,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Verify(a) => cmd::verify::run(a),
     };
+    report_stale_temporaries();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -18,18 +18,41 @@ fn stats_counts_languages_scripts_and_skipped_lines() {
     assert_eq!(j["per_language"]["ru"]["main_script"], "Cyrillic");
     assert_eq!(j["per_language"]["zh"]["main_script"], "Han");
     assert_eq!(j["per_language"]["el"]["main_script"], "Greek");
-    assert_eq!(j["issues"]["skipped"], 0);
+    assert_eq!(j["issues"]["dropped"], 0);
+    assert_eq!(j["issues"]["warnings"], 0);
 
     let bad = fixture("data/bad/corpus.tsv");
     let out = ferry(&["data", "stats", bad.to_str().unwrap(), "--json"], &root);
     let j = json(&out);
-    assert_eq!(j["records"], 10);
-    assert_eq!(j["issues"]["skipped"], 6);
+    // The `xx-notalang` line is kept as a class, with a warning.
+    assert_eq!(j["records"], 11);
+    assert_eq!(j["issues"]["dropped"], 5);
+    assert_eq!(j["issues"]["warnings_by_kind"]["unknown_lang"]["count"], 1);
     assert_eq!(j["issues"]["by_kind"]["wrong_columns"]["count"], 2);
     assert!(j["issues"]["by_kind"]["invalid_utf8"]["first"][0]
         .as_str()
         .unwrap()
         .contains("corpus.tsv:7"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "corpus.tsv: dropped 5 records: 2 wrong_columns, 1 invalid_utf8, 2 empty_text\n"
+        ),
+        "{err}"
+    );
+    let j = json(&ferry(
+        &[
+            "data",
+            "stats",
+            bad.to_str().unwrap(),
+            "--strict-languages",
+            "--json",
+        ],
+        &root,
+    ));
+    assert_eq!(j["records"], 10);
+    assert_eq!(j["issues"]["dropped"], 6);
+    assert_eq!(j["issues"]["by_kind"]["unknown_lang"]["count"], 1);
     let out = ferry(
         &["data", "stats", bad.to_str().unwrap(), "--on-error", "fail"],
         &root,
@@ -217,5 +240,94 @@ fn vocab_matches_torchtext_rules() {
     assert_eq!(
         saved["itos"].as_array().unwrap().len() as u64,
         j["size"].as_u64().unwrap()
+    );
+}
+
+/// A UDHR-style corpus: the UDHR's own language codes (`ell_monotonic` is not a language
+/// code, `eng` and `fra` are ISO 639-3), and one record with an empty text.
+fn udhr_style_tsv(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("udhr-style.tsv");
+    std::fs::write(
+        &path,
+        "lang\ttext\n\
+         eng\tAll human beings are born free and equal in dignity and rights.\n\
+         ell_monotonic\tΌλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια.\n\
+         fra\tTous les êtres humains naissent libres et égaux en dignité et en droits.\n\
+         ell_monotonic\tΚαθένας έχει δικαίωμα στη ζωή, την ελευθερία και την ασφάλεια.\n\
+         eng\t \n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn any_language_label_is_a_class_and_every_command_says_what_it_dropped() {
+    let root = repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = udhr_style_tsv(dir.path());
+    let tsv = tsv.to_str().unwrap();
+    let out = ferry(&["data", "stats", tsv, "--json"], &root);
+    let j = json(&out);
+    assert_eq!(j["languages"], 3);
+    assert_eq!(j["per_language"]["ell_monotonic"]["records"], 2);
+    assert_eq!(j["per_language"]["ell_monotonic"]["main_script"], "Greek");
+    assert_eq!(j["issues"]["dropped"], 1);
+    assert_eq!(j["issues"]["warnings"], 2);
+
+    // Every data command that reads the corpus prints the summary: what was dropped and why,
+    // then what was kept with a warning.
+    let summary = format!("{tsv}: dropped 1 records: 1 empty_text\n");
+    for args in [
+        vec!["data", "stats", tsv],
+        vec!["data", "sample", tsv, "--dry-run"],
+        vec!["data", "vocab", tsv],
+    ] {
+        let out = ferry(&args, &root);
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&summary), "{args:?}: {err}");
+        assert!(
+            err.contains("kept 2 records with warnings: 2 unknown_lang\n")
+                && err.contains("udhr-style.tsv:3: \"ell_monotonic\" is not a language code"),
+            "{args:?}: {err}"
+        );
+        let quiet = ferry(&[args.as_slice(), &["--quiet"]].concat(), &root);
+        ok(&quiet);
+        assert!(quiet.stderr.is_empty(), "{args:?} --quiet");
+    }
+
+    // Strict mode drops the label that is not a language code, and says so.
+    let out = ferry(
+        &["data", "stats", tsv, "--strict-languages", "--json"],
+        &root,
+    );
+    let j = json(&out);
+    assert_eq!(j["languages"], 2);
+    assert!(j["per_language"].get("ell_monotonic").is_none());
+    assert_eq!(j["issues"]["dropped"], 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "{tsv}: dropped 3 records: 1 empty_text, 2 unknown_lang\n"
+        )),
+        "{err}"
+    );
+    // With --on-error fail too, it stops at the first, naming file:line.
+    let out = ferry(
+        &[
+            "data",
+            "stats",
+            tsv,
+            "--strict-languages",
+            "--on-error",
+            "fail",
+        ],
+        &root,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("udhr-style.tsv:3: unknown_lang: \"ell_monotonic\""),
+        "{err}"
     );
 }

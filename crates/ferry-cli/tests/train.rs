@@ -209,3 +209,149 @@ fn bad_configs_name_the_file_and_the_fix() {
     .to_string();
     assert!(err.contains("not a ferry model folder"), "{err}");
 }
+
+/// A UDHR-style corpus from the repo's English, French and Greek training articles, under the
+/// UDHR's own codes (`eng`, `fra` and `ell_monotonic`, which is not a language code), plus two
+/// records no label can save: an empty text and a 65-byte label.
+fn udhr_style_corpus(dir: &Path) -> (std::path::PathBuf, usize) {
+    let src = std::fs::read_to_string(repo_root().join("corpora/udhr/train.tsv")).unwrap();
+    let mut out = String::from("lang\ttext\n");
+    let mut greek = 0;
+    for line in src.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let code = match cols[0] {
+            "el" => "ell_monotonic",
+            "en" => "eng",
+            "fr" => "fra",
+            _ => continue,
+        };
+        greek += usize::from(code == "ell_monotonic");
+        out += &format!("{code}\t{}\n", cols[2]);
+    }
+    out += "eng\t\n";
+    out += &format!("{}\tA label too long to name a language.\n", "x".repeat(65));
+    let p = dir.join("udhr-style.tsv");
+    std::fs::write(&p, out).unwrap();
+    (p, greek)
+}
+
+/// A small run on `data` (train and test), strict about language codes or not.
+fn udhr_style_config(dir: &Path, data: &Path, strict: bool) -> std::path::PathBuf {
+    let data = data.to_str().unwrap();
+    // The default (not strict) is left unsaid.
+    let strict_line = if strict {
+        "strict_language_codes = true\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "[data]\ntrain = \"{data}\"\ntest = \"{data}\"\n{strict_line}\
+         [tokenizer]\ntrain = {{ kind = \"bpe\", vocab_size = 400 }}\n\
+         [model]\nkind = \"bag\"\ndim = 16\n\
+         [optimizer]\nkind = \"adamw\"\nlr = 0.05\n\
+         [train]\nsteps = 20\nbatch_size = 16\nseed = 1\n\
+         [output]\ndir = \"{}\"\n",
+        dir.join(if strict { "strict" } else { "lenient" })
+            .display()
+    );
+    let p = dir.join(format!("strict-{strict}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn classes(model: &Path) -> serde_json::Value {
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("ferry-model.json")).unwrap())
+            .unwrap();
+    card["spec"]["classes"].clone()
+}
+
+#[test]
+fn a_udhr_style_corpus_trains_on_every_label_and_says_what_it_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, greek) = udhr_style_corpus(tmp.path());
+    let data_s = data.to_str().unwrap();
+    let dropped = format!("{data_s}: dropped 2 records: 1 empty_text, 1 invalid_lang\n");
+
+    // By default every label is a class: Greek is trained on, and the run says what it
+    // dropped (for the training file and the test file) and what it only warned about.
+    let cfg = udhr_style_config(tmp.path(), &data, false);
+    let o = ferry(&["train", "--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches(&dropped).count(), 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "kept {greek} records with warnings: {greek} unknown_lang\n"
+        )),
+        "{err}"
+    );
+    let lenient = tmp.path().join("lenient/last");
+    assert_eq!(
+        classes(&lenient),
+        serde_json::json!(["ell_monotonic", "eng", "fra"])
+    );
+
+    // `ferry eval` reads its data the same way and says so; its JSON has the counts.
+    let o = ferry(&[
+        "eval",
+        "--model",
+        lenient.to_str().unwrap(),
+        "--data",
+        data_s,
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.starts_with(&dropped), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &v[0]["evaluation"];
+    assert_eq!(e["issues"]["dropped"], 2);
+    assert_eq!(e["issues"]["warnings"], greek);
+    assert_eq!(e["report"]["per_language"]["ell_monotonic"]["n"], greek);
+    let o = ferry(&[
+        "eval",
+        "--model",
+        lenient.to_str().unwrap(),
+        "--data",
+        data_s,
+        "--strict-languages",
+        "--quiet",
+        "--json",
+    ]);
+    assert!(o.status.success() && o.stderr.is_empty());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["evaluation"]["issues"]["dropped"], 2 + greek);
+    assert!(v[0]["evaluation"]["report"]["per_language"]
+        .get("ell_monotonic")
+        .is_none());
+
+    // Strict: Greek is dropped, counted by reason in the run's JSON and its report.
+    let cfg = udhr_style_config(tmp.path(), &data, true);
+    let out = ok(&["train", "--config", cfg.to_str().unwrap(), "--json"]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let read = events.iter().find(|e| e["event"] == "read").unwrap();
+    assert_eq!(read["file"], data_s);
+    assert_eq!(read["issues"]["dropped"], 2 + greek);
+    assert_eq!(read["issues"]["by_kind"]["unknown_lang"]["count"], greek);
+    let finished = events.last().unwrap();
+    assert_eq!(
+        finished["evaluations"][0]["issues"]["by_kind"]["unknown_lang"]["count"],
+        greek
+    );
+    let strict = tmp.path().join("strict");
+    assert_eq!(
+        classes(&strict.join("last")),
+        serde_json::json!(["eng", "fra"])
+    );
+    let md = std::fs::read_to_string(strict.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "test: reading the data dropped {} records: 1 empty_text, {greek} unknown_lang, 1 invalid_lang",
+            2 + greek
+        )),
+        "{md}"
+    );
+}

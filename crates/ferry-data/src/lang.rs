@@ -1,4 +1,46 @@
-//! Language codes: which strings ferry accepts as a language, and language tags for models.
+//! Language labels: which strings ferry accepts as a record's language (any short, printable
+//! label is a class), which of them are language codes, and language tags for models.
+
+/// The longest language label ferry accepts, in bytes: longer ones are almost certainly a
+/// misread column (text in the language column), not a language.
+pub const MAX_LABEL_BYTES: usize = 64;
+
+/// Why a string cannot be a record's language label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// Nothing but whitespace.
+    #[error("the language label is empty")]
+    Empty,
+    /// A control character (a tab, a newline, NUL, ...): a misread line, not a language.
+    #[error("the language label {0:?} contains a control character")]
+    Control(String),
+    /// Longer than [`MAX_LABEL_BYTES`].
+    #[error("the language label is {len} bytes long (at most {MAX_LABEL_BYTES}): {start:?}...")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// Its first characters.
+        start: String,
+    },
+}
+
+/// Checks that `label` (already trimmed) can name a class: not empty, no control characters,
+/// at most [`MAX_LABEL_BYTES`] bytes. Whether it is also a language code is
+/// [`is_valid_code`]'s question, and not a reason to drop it.
+pub fn check_label(label: &str) -> Result<(), LabelError> {
+    if label.is_empty() {
+        Err(LabelError::Empty)
+    } else if label.len() > MAX_LABEL_BYTES {
+        Err(LabelError::TooLong {
+            len: label.len(),
+            start: label.chars().take(16).collect(),
+        })
+    } else if label.chars().any(char::is_control) {
+        Err(LabelError::Control(label.to_string()))
+    } else {
+        Ok(())
+    }
+}
 
 /// The ISO 639-1 two-letter codes.
 const ISO_639_1: &[&str] = &[
@@ -16,7 +58,7 @@ const ISO_639_1: &[&str] = &[
     "wa", "wo", "xh", "yi", "yo", "za", "zh", "zu",
 ];
 
-/// Whether `code` is a language code ferry accepts: a BCP-47-shaped tag whose primary subtag
+/// Whether `code` is a language code: a BCP-47-shaped tag whose primary subtag
 /// is an ISO 639-1 code or three lowercase letters (ISO 639-3), followed by optional subtags
 /// of 2 to 8 letters or digits separated by `-` or `_` (`zh-Hans`, `pt_BR`, mBART's `en_XX`).
 pub fn is_valid_code(code: &str) -> bool {
@@ -99,6 +141,31 @@ mod tests {
         ] {
             assert!(!is_valid_code(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn any_short_printable_label_is_a_class() {
+        for ok in [
+            "ell_monotonic",
+            "eng",
+            "Klingon",
+            "x",
+            "zh-Hans",
+            "中文",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(check_label(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_label(""), Err(LabelError::Empty));
+        assert!(matches!(
+            check_label("en\u{0}"),
+            Err(LabelError::Control(_))
+        ));
+        assert!(matches!(check_label("a\tb"), Err(LabelError::Control(_))));
+        let long = "a".repeat(65);
+        let err = check_label(&long).unwrap_err();
+        assert!(matches!(err, LabelError::TooLong { len: 65, .. }));
+        assert!(err.to_string().contains("65 bytes"), "{err}");
     }
 
     #[test]

@@ -196,10 +196,13 @@ fn malformed_lines_are_counted_with_their_location() {
         serde_json::from_str(&std::fs::read_to_string(fixture("data/bad/EXPECTED.json")).unwrap())
             .unwrap();
     let path = fixture("data/bad/corpus.tsv");
-    let (records, issues) = corpus::open(&path, &CorpusOptions::default())
-        .unwrap()
-        .read_all()
-        .unwrap();
+    // Strict language checking drops the `xx-notalang` line too: exactly the bad lines the
+    // fixture script lists.
+    let strict = CorpusOptions {
+        strict_languages: true,
+        ..Default::default()
+    };
+    let (records, issues) = corpus::open(&path, &strict).unwrap().read_all().unwrap();
     check(&records, &reference()["files"]["bad/corpus.tsv"], "bad");
     let mut got: Vec<(u64, &str)> = issues
         .examples()
@@ -215,10 +218,31 @@ fn malformed_lines_are_counted_with_their_location() {
     assert_eq!(got, want);
     assert_eq!(issues.total(), 6);
     assert_eq!(issues.count(IssueKind::WrongColumns), 2);
+    assert_eq!(issues.warnings(), 0);
     let summary = issues.to_string();
     assert!(
-        summary.contains("skipped 6") && summary.contains("corpus.tsv:4"),
+        summary.starts_with(
+            "dropped 6 records: 2 wrong_columns, 1 invalid_utf8, 2 empty_text, 1 unknown_lang\n"
+        ) && summary.contains("corpus.tsv:4"),
         "{summary}"
+    );
+
+    // By default the `xx-notalang` record is kept, with a warning naming its line.
+    let (records, issues) = corpus::open(&path, &CorpusOptions::default())
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(records.len(), 11);
+    assert!(records.iter().any(|r| r.lang == "xx-notalang"));
+    assert_eq!(issues.total(), 5);
+    assert_eq!(issues.count(IssueKind::UnknownLang), 0);
+    assert_eq!(issues.warning_count(IssueKind::UnknownLang), 1);
+    let w: Vec<&ferry_data::issues::Issue> = issues.warning_examples().collect();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].loc.line, 12);
+    assert_eq!(
+        issues.warning_summary().unwrap(),
+        "kept 1 records with warnings: 1 unknown_lang"
     );
 
     // --on-error fail stops at the first one, naming file:line and the fix.
@@ -232,6 +256,140 @@ fn malformed_lines_are_counted_with_their_location() {
         err.contains("corpus.tsv:4: wrong_columns: expected 3 columns, found"),
         "{err}"
     );
+}
+
+/// A UDHR-style TSV: the UDHR's own language codes, `ell_monotonic` among ISO 639-3 ones.
+fn udhr_style_tsv(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("udhr-style.tsv");
+    std::fs::write(
+        &path,
+        "lang\ttext\n\
+         eng\tAll human beings are born free and equal in dignity and rights.\n\
+         ell_monotonic\tΌλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια.\n\
+         fra\tTous les êtres humains naissent libres et égaux en dignité et en droits.\n\
+         ell_monotonic\tΚαθένας έχει δικαίωμα στη ζωή, την ελευθερία και την ασφάλεια.\n\
+         eng\tEveryone has the right to life, liberty and security of person.\n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn any_language_label_is_a_class_and_strict_mode_drops_non_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = udhr_style_tsv(dir.path());
+    let (records, issues) = corpus::open(&path, &CorpusOptions::default())
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let langs: std::collections::BTreeSet<&str> = records.iter().map(|r| r.lang.as_str()).collect();
+    assert_eq!(
+        langs.into_iter().collect::<Vec<_>>(),
+        ["ell_monotonic", "eng", "fra"]
+    );
+    assert_eq!(issues.total(), 0, "{issues}");
+    assert_eq!(issues.warning_count(IssueKind::UnknownLang), 2);
+    // A label repeated on many lines is listed once, at its first line.
+    let w: Vec<&ferry_data::issues::Issue> = issues.warning_examples().collect();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].loc.line, 3);
+    assert!(w[0].detail.contains("\"ell_monotonic\""), "{}", w[0].detail);
+    assert_eq!(issues.to_json()["warnings"], 2);
+    assert_eq!(issues.to_json()["dropped"], 0);
+
+    let strict = CorpusOptions {
+        strict_languages: true,
+        ..Default::default()
+    };
+    let (records, issues) = corpus::open(&path, &strict).unwrap().read_all().unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.lang != "ell_monotonic"));
+    assert_eq!(issues.count(IssueKind::UnknownLang), 2);
+    assert_eq!(
+        issues.summary().unwrap(),
+        "dropped 2 records: 2 unknown_lang"
+    );
+    // Strict and --on-error fail: the first one stops the read, naming file:line.
+    let fail = CorpusOptions {
+        on_error: OnError::Fail,
+        ..strict
+    };
+    let r: Result<Vec<Record>, Error> = corpus::open(&path, &fail).unwrap().collect();
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("udhr-style.tsv:3: unknown_lang: \"ell_monotonic\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn unusable_language_labels_are_dropped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.tsv");
+    let long = "x".repeat(65);
+    std::fs::write(
+        &path,
+        format!("lang\ttext\n \tno label\nen\x07\ta bell\n{long}\ttoo long\n eng \ttrimmed\n"),
+    )
+    .unwrap();
+    let (records, issues) = corpus::open(&path, &CorpusOptions::default())
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].lang, "eng", "labels are trimmed");
+    assert_eq!(issues.count(IssueKind::InvalidLang), 3);
+    let details: Vec<String> = issues.examples().map(|i| i.to_string()).collect();
+    assert!(details[0].contains("labels.tsv:2") && details[0].contains("empty"));
+    assert!(details[1].contains("labels.tsv:3") && details[1].contains("control character"));
+    assert!(details[2].contains("labels.tsv:4") && details[2].contains("65 bytes"));
+    assert_eq!(
+        issues.summary().unwrap(),
+        "dropped 3 records: 3 invalid_lang"
+    );
+}
+
+#[test]
+fn moses_files_and_language_folders_with_any_label_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let moses = dir.path().join("moses");
+    std::fs::create_dir(&moses).unwrap();
+    std::fs::write(moses.join("train.eng"), "one\ntwo\n").unwrap();
+    std::fs::write(moses.join("train.ell_monotonic"), "ένα\nδύο\n").unwrap();
+    std::fs::write(moses.join("train.eng.bak"), "old\n").unwrap();
+    assert_eq!(corpus::detect(&moses).unwrap(), Format::Moses);
+    let (records, issues) = corpus::open(&moses, &CorpusOptions::default())
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let langs: Vec<&str> = records.iter().map(|r| r.lang.as_str()).collect();
+    assert_eq!(langs, ["ell_monotonic", "ell_monotonic", "eng", "eng"]);
+    assert_eq!(issues.warnings(), 2);
+    let opts = CorpusOptions {
+        pair: Some(("ell_monotonic".into(), "eng".into())),
+        ..Default::default()
+    };
+    let (pairs, _) = corpus::open(&moses, &opts).unwrap().read_all().unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(pairs[0].target.as_ref().unwrap().lang, "eng");
+
+    let by_lang = dir.path().join("by_lang");
+    for (sub, text) in [
+        ("ell_monotonic", "ένα\n"),
+        ("eng", "one\n"),
+        (".git", "x\n"),
+    ] {
+        std::fs::create_dir_all(by_lang.join(sub)).unwrap();
+        std::fs::write(by_lang.join(sub).join("part-0.txt"), text).unwrap();
+    }
+    let opts = CorpusOptions {
+        strict_languages: true,
+        ..Default::default()
+    };
+    let (records, issues) = corpus::open(&by_lang, &opts).unwrap().read_all().unwrap();
+    let langs: Vec<&str> = records.iter().map(|r| r.lang.as_str()).collect();
+    assert_eq!(langs, ["eng"], "hidden folders are not languages");
+    assert_eq!(issues.count(IssueKind::UnknownLang), 1);
 }
 
 #[test]

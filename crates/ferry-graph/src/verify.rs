@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Tensor};
 use ferry_io::compare::{compare_tensors, TensorComparison, Tolerance};
 use indexmap::IndexMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::exec::MemoryBudget;
 use crate::ir::{entry_from_candle, Dim, Graph};
 
 /// The tolerance for `reference` at relative level `rel`.
@@ -75,7 +76,9 @@ pub fn symbol_sizes(graph: &Graph, sizes: &[usize]) -> HashMap<String, usize> {
 
 /// Seeded inputs for `graph` with symbolic dimensions sized by `sizes` (see
 /// [`symbol_sizes`]). Floats are uniform in [-1, 1); integers that index a table (a Gather's
-/// indices) are uniform over its rows; other integers (masks) are 1.
+/// indices) are uniform over its rows; other integers (masks) are 1. An input whose declared
+/// dimensions exceed the memory budget ([`MemoryBudget::from_env`]) is an
+/// [`Error::InputOverBudget`], before anything is allocated.
 pub fn synth_inputs(
     graph: &Graph,
     sizes: &HashMap<String, usize>,
@@ -90,6 +93,7 @@ pub fn synth_inputs(
             .wrapping_add(1442695040888963407);
         (rng >> 11) as f64 / (1u64 << 53) as f64
     };
+    let budget = MemoryBudget::from_env();
     let mut out = HashMap::new();
     for vi in &graph.inputs {
         let dims: Vec<usize> = vi
@@ -106,8 +110,20 @@ pub fn synth_inputs(
                     .unwrap_or(1),
             })
             .collect();
-        let n: usize = dims.iter().product();
         let dtype = vi.dtype.unwrap_or(ferry_io::DType::F32);
+        // Made as f32 (f64 stays f64) or i64 first, then cast.
+        let made = match dtype.to_candle() {
+            Some(DType::F64) => DType::F64,
+            _ if dtype.is_float() => DType::F32,
+            _ => DType::I64,
+        };
+        budget
+            .check("its declared shape", &dims, made)
+            .map_err(|exceeded| Error::InputOverBudget {
+                input: vi.name.clone(),
+                exceeded: Box::new(exceeded),
+            })?;
+        let n: usize = dims.iter().product();
         let t = if dtype.is_float() {
             let v: Vec<f32> = (0..n).map(|_| (next() * 2.0 - 1.0) as f32).collect();
             Tensor::from_vec(v, dims, &Device::Cpu)?

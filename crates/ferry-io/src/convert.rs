@@ -136,6 +136,14 @@ pub struct ConvertOptions {
     /// Keep tensor names and layouts as they are even where ferry knows the architecture
     /// (no llama.cpp names in a GGUF, no Hugging Face names out of one).
     pub keep_names: bool,
+    /// Write out views that repeat their elements (a stride-0 `expand`) even when their full
+    /// size is over the tensor budget ([`crate::budget::TENSOR`]), streamed in bounded memory.
+    pub materialize_views: bool,
+    /// In safetensors output, write a tensor tied to another (one storage, two names) once
+    /// and record the alias in ferry's metadata, instead of writing every name. Off by
+    /// default: other readers (`load_state_dict(strict=True)`) need every name. A model
+    /// folder whose `config.json` ties them drops the copy either way, as transformers does.
+    pub dedupe_tied: bool,
 }
 
 /// What happens to one tensor.
@@ -189,6 +197,9 @@ pub struct Plan {
     pub rename: RenameReport,
     /// The architecture's names and layouts applied before planning ([`prepare`]), if any.
     pub layout: Option<LayoutReport>,
+    /// Tensors left out because they are tied copies a model folder's `config.json` re-ties
+    /// on load (`lm_head.weight` of a `tie_word_embeddings` model): `(name, tied to)`.
+    pub dropped_tied: Vec<(String, String)>,
     /// Quantization error per quantized tensor, filled while writing.
     #[serde(skip)]
     quant_errors: Mutex<BTreeMap<String, QuantError>>,
@@ -200,9 +211,17 @@ impl Plan {
         // A GGUF tensor of a type ferry cannot read must not vanish silently from the output.
         crate::formats::gguf::check_supported(ck)?;
         let names: Vec<&str> = ck.tensors.iter().map(|t| t.name.as_str()).collect();
-        let rename = opts.renamer.apply(&names)?;
+        // Rename errors (two names mapped to one) name the checkpoint they happened in.
+        let rename = opts.renamer.apply(&names).map_err(|e| match e {
+            Error::Invalid(m) => Error::Invalid(format!("{}: {m}", ck.path.display())),
+            e => e,
+        })?;
         let mut first_of_storage: HashMap<(&Path, &str), usize> = HashMap::new();
         let mut entries: Vec<PlanEntry> = Vec::with_capacity(ck.tensors.len());
+        // Position in `entries` of each planned source tensor.
+        let mut planned: HashMap<usize, usize> = HashMap::new();
+        let mut dropped_tied = Vec::new();
+        let folder_ties = ck.companion("config.json").is_some();
         for (i, (t, (_, out_name))) in ck.tensors.iter().zip(&rename.mapping).enumerate() {
             let Decision {
                 to,
@@ -210,13 +229,29 @@ impl Plan {
                 kept_float,
                 fallback,
             } = decide(t, out_name, target, opts)?;
+            check_view(t, target, action, opts.materialize_views)?;
             let tied_to = t.storage_key.as_deref().and_then(|k| {
                 let first = *first_of_storage.entry((t.file.as_ref(), k)).or_insert(i);
                 let f = &ck.tensors[first];
                 let same_view =
                     first != i && f.layout == t.layout && f.shape == t.shape && f.dtype == t.dtype;
-                (same_view && entries[first].to == to).then(|| entries[first].name.clone())
+                let e = &entries[*planned.get(&first)?];
+                (same_view && e.to == to).then(|| e.name.clone())
             });
+            // safetensors cannot share storage: a tied copy is written as a copy (every name
+            // present), dropped for a model folder (transformers re-ties it from config.json),
+            // or recorded as an alias with --dedupe-tied.
+            let tied_to = match tied_to {
+                Some(first) if target == TargetFormat::Safetensors && !opts.dedupe_tied => {
+                    if folder_ties {
+                        dropped_tied.push((out_name.clone(), first));
+                        continue;
+                    }
+                    None
+                }
+                other => other,
+            };
+            planned.insert(i, entries.len());
             entries.push(PlanEntry {
                 source: t.name.clone(),
                 name: out_name.clone(),
@@ -235,6 +270,7 @@ impl Plan {
             entries,
             rename,
             layout: None,
+            dropped_tied,
             quant_errors: Mutex::new(BTreeMap::new()),
         })
     }
@@ -301,6 +337,9 @@ impl Plan {
                     self.produce(src, e)
                 });
                 o.tied_to = e.tied_to.clone();
+                if src.is_gathered_view() && matches!(e.action, Action::Copy | Action::Cast) {
+                    o.view = Some(src);
+                }
                 if e.action == Action::Copy {
                     o.file_extent = src
                         .file_extent()
@@ -362,6 +401,50 @@ impl Decision {
             fallback: None,
         }
     }
+}
+
+/// Refuses a view whose written-out size is over the tensor budget unless it can be streamed
+/// (safetensors or GGUF, copied or cast) and, for a view that repeats its elements, the user
+/// asked for it to be materialized.
+fn check_view(
+    t: &TensorEntry,
+    target: TargetFormat,
+    action: Action,
+    materialize: bool,
+) -> Result<()> {
+    let budget = crate::budget::TENSOR.bytes();
+    if !t.is_gathered_view() || t.nbytes() <= budget {
+        return Ok(());
+    }
+    let size = crate::budget::human(t.nbytes());
+    let limit = crate::budget::human(budget);
+    if let (Some(span), false) = (t.repeated_span(), materialize) {
+        return Err(Error::tensor(
+            t.file.as_ref(),
+            &t.name,
+            format!(
+                "a view that repeats {span} stored element(s) as {:?}: {size} once written out, over the \
+                 {limit} tensor budget. Pass --materialize-views to write it in full (streamed, memory \
+                 stays bounded), or re-save it in PyTorch as the small tensor it expands from",
+                t.shape
+            ),
+        ));
+    }
+    let streams = matches!(target, TargetFormat::Safetensors | TargetFormat::Gguf)
+        && matches!(action, Action::Copy | Action::Cast);
+    if streams {
+        return Ok(());
+    }
+    Err(Error::tensor(
+        t.file.as_ref(),
+        &t.name,
+        format!(
+            "a strided view of {size}, over the {limit} tensor budget: only safetensors and GGUF \
+             output without quantization stream it; {target} output holds one tensor in memory \
+             (raise {}=BYTES if the machine has the memory)",
+            crate::budget::TENSOR.env
+        ),
+    ))
 }
 
 /// The output dtype and action for one tensor, why it stayed float if quantization was asked
@@ -490,9 +573,7 @@ pub fn write(
     }
     match plan.target {
         TargetFormat::Safetensors => match shard_bytes {
-            Some(n) => {
-                crate::formats::safetensors::write_sharded(path, &outs, metadata, n, progress)
-            }
+            Some(n) => crate::formats::sharded::write(path, &outs, metadata, n, progress),
             None => crate::formats::safetensors::write(path, &outs, metadata, progress)
                 .map(|_| vec![path.to_path_buf()]),
         },

@@ -56,6 +56,28 @@ pub enum Error {
         /// What was seen.
         msg: String,
     },
+    /// Reading the input would build more than a memory budget allows (see [`crate::budget`]).
+    #[error(
+        "{}: {what} needs {} but the {name} memory budget is {}; nothing was allocated. If the \
+         file is trusted and the machine has the memory, raise the budget: {env}=BYTES (e.g. 16GiB)",
+        path.display(),
+        crate::budget::human(*needed),
+        crate::budget::human(*budget)
+    )]
+    OverBudget {
+        /// The file involved.
+        path: PathBuf,
+        /// What needed the memory, in words (names the tensor where there is one).
+        what: String,
+        /// Bytes it needed (at least).
+        needed: u64,
+        /// The budget, in bytes.
+        budget: u64,
+        /// The budget's name.
+        name: &'static str,
+        /// The environment variable that raises it.
+        env: &'static str,
+    },
     /// A request that does not make sense (bad rule, bad option value).
     #[error("{0}")]
     Invalid(String),

@@ -32,20 +32,23 @@ pub const COMPANION_FILES: [&str; 8] = [
 /// Opens the weights of a Hugging Face model folder, with its config and tokenizer files
 /// listed as companions.
 pub fn open_folder(dir: &Path) -> Result<Checkpoint> {
-    let weights = WEIGHT_FILES
+    let weights = match WEIGHT_FILES
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file())
-        .or_else(|| single_weight_file(dir))
-        .ok_or_else(|| {
-            Error::malformed(
-                dir,
-                format!(
-                    "no weights found in this folder (looked for {})",
-                    WEIGHT_FILES.join(", ")
-                ),
-            )
-        })?;
+    {
+        Some(p) => Some(p),
+        None => single_weight_file(dir)?,
+    };
+    let weights = weights.ok_or_else(|| {
+        Error::malformed(
+            dir,
+            format!(
+                "no weights found in this folder (looked for {})",
+                WEIGHT_FILES.join(", ")
+            ),
+        )
+    })?;
     let mut ck = crate::formats::open_file(&weights)?;
     ck.companions = COMPANION_FILES
         .iter()
@@ -55,17 +58,36 @@ pub fn open_folder(dir: &Path) -> Result<Checkpoint> {
     Ok(ck)
 }
 
-/// A folder holding exactly one `*.safetensors` or `*.gguf` file.
-fn single_weight_file(dir: &Path) -> Option<PathBuf> {
-    let found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+/// A folder holding exactly one `*.safetensors` or `*.gguf` file. Shards of a set without
+/// its index are an error: a partial set (an interrupted write) must not open as a smaller
+/// model.
+fn single_weight_file(dir: &Path) -> Result<Option<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
                 .is_some_and(|e| e == "safetensors" || e == "gguf")
         })
         .collect();
-    (found.len() == 1).then(|| found[0].clone())
+    let shard = found.iter().find_map(|p| {
+        let name = p.file_name()?.to_string_lossy().to_string();
+        let (_, count) = crate::formats::sharded::shard_number(&name)?;
+        (count > 1).then_some((name, count))
+    });
+    if let Some((name, count)) = shard {
+        return Err(Error::malformed(
+            dir,
+            format!(
+                "holds `{name}`, a shard of a set of {count}, but no index (model.safetensors.index.json): \
+                 a partial set, perhaps an interrupted write, is not opened as a model. Write the model \
+                 again, or open one shard by its own path"
+            ),
+        ));
+    }
+    Ok((found.len() == 1).then(|| found[0].clone()))
 }
 
 /// The hub cache root: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.

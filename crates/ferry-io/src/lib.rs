@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod atomic;
+pub mod budget;
 pub mod cast;
 pub mod checkpoint;
 pub mod compare;

@@ -236,10 +236,73 @@ impl TensorEntry {
         Ok(())
     }
 
+    /// Whether the tensor is a view that must be gathered element by element (strided, not
+    /// row-major): its bytes are not a plain range of its storage.
+    pub fn is_gathered_view(&self) -> bool {
+        matches!(&self.layout, Layout::Strided { strides, .. } if !is_row_major(&self.shape, strides))
+    }
+
+    /// For a view that repeats elements (a stride-0 `expand`, overlapping strides): how many
+    /// storage elements it spans at most; `None` for every other tensor. Written out, such a
+    /// view takes [`TensorEntry::nbytes`], which can be far more than its file holds.
+    pub fn repeated_span(&self) -> Option<u64> {
+        let Layout::Strided { strides, .. } = &self.layout else {
+            return None;
+        };
+        let n = self.numel();
+        if n == 0 {
+            return None;
+        }
+        let span = self
+            .shape
+            .iter()
+            .zip(strides)
+            .try_fold(1u64, |acc, (&d, &s)| {
+                (d as u64)
+                    .saturating_sub(1)
+                    .checked_mul(s)?
+                    .checked_add(acc)
+            })
+            .unwrap_or(u64::MAX);
+        (span < n).then_some(span)
+    }
+
+    /// The error for a view whose written-out size is over the tensor budget.
+    fn view_over_budget(&self, budget: u64) -> Error {
+        let what = match self.repeated_span() {
+            Some(span) => format!(
+                "tensor `{}`: a view that repeats {span} stored element(s) as {:?} ({} once written out)",
+                self.name,
+                self.shape,
+                crate::budget::human(self.nbytes())
+            ),
+            None => format!(
+                "tensor `{}`: gathering the strided view {:?} in memory",
+                self.name, self.shape
+            ),
+        };
+        Error::OverBudget {
+            path: self.file.to_path_buf(),
+            what,
+            needed: self.nbytes(),
+            budget,
+            name: crate::budget::TENSOR.name,
+            env: crate::budget::TENSOR.env,
+        }
+    }
+
     /// The tensor's bytes, row-major and little-endian. Borrowed from the map when the tensor
-    /// is contiguous in a mapped storage; gathered into a new buffer for strided views.
+    /// is contiguous in a mapped storage; gathered into a new buffer for strided views, which
+    /// is refused past the tensor budget ([`crate::budget::TENSOR`]; see
+    /// [`TensorEntry::write_gathered`] to stream a view in bounded memory instead).
     pub fn data(&self) -> Result<Cow<'_, [u8]>> {
         self.validate()?;
+        if self.is_gathered_view() {
+            let budget = crate::budget::TENSOR.bytes();
+            if self.nbytes() > budget {
+                return Err(self.view_over_budget(budget));
+            }
+        }
         let nbytes = self.nbytes() as usize;
         match &self.layout {
             Layout::Contiguous { offset } => {
@@ -260,15 +323,33 @@ impl TensorEntry {
                     let start = *offset as usize * elem;
                     return Ok(Cow::Owned(bytes[start..start + nbytes].to_vec()));
                 }
-                Ok(Cow::Owned(gather_strided(
-                    &bytes,
-                    elem,
-                    &self.shape,
-                    strides,
-                    *offset,
-                )))
+                let mut out = Vec::with_capacity(nbytes);
+                gather_strided(&bytes, elem, &self.shape, strides, *offset, nbytes, |c| {
+                    out.extend_from_slice(c);
+                    Ok(())
+                })?;
+                Ok(Cow::Owned(out))
             }
         }
+    }
+
+    /// Streams the tensor's bytes (row-major) to `sink` in pieces of at most 8 MiB, so a view
+    /// of any logical size is written in bounded memory (plus its storage). Returns the bytes
+    /// produced.
+    pub fn write_gathered(&self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+        const CHUNK: usize = 8 << 20;
+        self.validate()?;
+        let Layout::Strided { offset, strides } = &self.layout else {
+            let data = self.data()?;
+            for c in data.chunks(CHUNK) {
+                sink(c)?;
+            }
+            return Ok(data.len() as u64);
+        };
+        let bytes = self.storage.bytes()?;
+        let elem = self.dtype.block_bytes();
+        gather_strided(&bytes, elem, &self.shape, strides, *offset, CHUNK, sink)?;
+        Ok(self.nbytes())
     }
 
     /// Where the tensor's bytes lie, unchanged and contiguous, in [`TensorEntry::file`]:
@@ -294,25 +375,40 @@ impl TensorEntry {
     }
 }
 
-/// Product of the dimensions, `None` on overflow.
+/// Product of the dimensions, `None` on overflow. A zero dimension does not hide huge ones:
+/// the product of the non-zero dimensions must fit too, or `[0, 2^32, 2^32]` (zero elements)
+/// would pass here and overflow in candle's stride and element counts, which multiply in
+/// either order (found by fuzzing npy and GGUF headers).
 pub fn numel(shape: &[usize]) -> Option<u64> {
     shape
         .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&&d| d != 0)
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))?;
+    Some(if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().map(|&d| d as u64).product()
+    })
 }
 
+/// Gathers the elements of a strided view of `src` in row-major order, handing them to `sink`
+/// in pieces of at most `chunk` bytes (at least one element). The view was validated: every
+/// element it reaches lies inside `src`.
 fn gather_strided(
     src: &[u8],
     elem: usize,
     shape: &[usize],
     strides: &[u64],
     offset: u64,
-) -> Vec<u8> {
+    chunk: usize,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let n: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n * elem);
     if n == 0 {
-        return out;
+        return Ok(());
     }
+    let chunk = chunk.max(elem);
+    let mut out = Vec::with_capacity(chunk.min(n.saturating_mul(elem)));
     let mut idx = vec![0usize; shape.len()];
     loop {
         let pos = offset
@@ -323,11 +419,15 @@ fn gather_strided(
                 .sum::<u64>();
         let p = pos as usize * elem;
         out.extend_from_slice(&src[p..p + elem]);
+        if out.len() + elem > chunk {
+            sink(&out)?;
+            out.clear();
+        }
         // Advance the multi-index, last dimension fastest.
         let mut d = shape.len();
         loop {
             if d == 0 {
-                return out;
+                return if out.is_empty() { Ok(()) } else { sink(&out) };
             }
             d -= 1;
             idx[d] += 1;

@@ -28,6 +28,10 @@ pub struct OutTensor<'a> {
     /// When set, this tensor holds the same data as the earlier output tensor of that name;
     /// writers that can share storage (pth) or record aliases (safetensors) write it once.
     pub tied_to: Option<String>,
+    /// When set, the output bytes are this source view (strided, gathered) cast from its
+    /// type to [`OutTensor::dtype`]; writers that use [`OutTensor::write_to`] stream it in
+    /// bounded memory instead of materializing it.
+    pub view: Option<&'a TensorEntry>,
     produce: Producer<'a>,
 }
 
@@ -45,6 +49,7 @@ impl<'a> OutTensor<'a> {
             shape,
             tied_to: None,
             file_extent: None,
+            view: None,
             produce: Box::new(produce),
         }
     }
@@ -67,6 +72,9 @@ impl<'a> OutTensor<'a> {
     /// from the source file when [`OutTensor::file_extent`] is set, else the produced bytes.
     /// Returns the number of bytes written, checked against the header.
     pub fn write_to(&self, path: &Path, w: &mut BufWriter<File>) -> Result<u64> {
+        if let Some(view) = self.view {
+            return self.write_view(view, path, w);
+        }
         let Some((src, offset, len)) = &self.file_extent else {
             let bytes = self.bytes_checked(path)?;
             w.write_all(&bytes).map_err(|e| Error::io(path, e))?;
@@ -93,6 +101,32 @@ impl<'a> OutTensor<'a> {
             ));
         }
         start_writeback(w.get_ref());
+        Ok(n)
+    }
+
+    /// Streams a gathered view, cast piece by piece, to `w`.
+    fn write_view(&self, view: &TensorEntry, path: &Path, w: &mut BufWriter<File>) -> Result<u64> {
+        let mut n = 0u64;
+        view.write_gathered(&mut |chunk| {
+            let bytes = if view.dtype == self.dtype {
+                Cow::Borrowed(chunk)
+            } else {
+                Cow::Owned(
+                    crate::cast::cast_bytes(chunk, view.dtype, self.dtype)
+                        .map_err(|e| Error::tensor(path, &self.name, e.to_string()))?,
+                )
+            };
+            n += bytes.len() as u64;
+            w.write_all(&bytes).map_err(|e| Error::io(path, e))
+        })?;
+        start_writeback(w.get_ref());
+        if n != self.nbytes() {
+            return Err(Error::tensor(
+                path,
+                &self.name,
+                format!("produced {n} bytes, expected {}", self.nbytes()),
+            ));
+        }
         Ok(n)
     }
 

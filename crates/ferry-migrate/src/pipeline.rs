@@ -206,7 +206,7 @@ fn migrate_tensors(
         let mut plan = Plan::new(&ck, target, &opts.convert)?;
         plan.layout = layout;
         let summary = format!(
-            "{} tensors -> {} ({} bytes); {} cast, {} quantized ({} to a fallback type), {} dequantized, {} kept float, {} tied",
+            "{} tensors -> {} ({} bytes); {} cast, {} quantized ({} to a fallback type), {} dequantized, {} kept float, {} tied{}",
             plan.entries.len(),
             target,
             plan.output_bytes(),
@@ -216,6 +216,10 @@ fn migrate_tensors(
             count(&plan, convert::Action::Dequantize),
             plan.kept_float().len(),
             plan.entries.iter().filter(|e| e.tied_to.is_some()).count(),
+            match plan.dropped_tied.len() {
+                0 => String::new(),
+                n => format!(", {n} tied copies left out (config.json ties them, as transformers saves them)"),
+            },
         );
         Ok((plan, summary))
     })?;

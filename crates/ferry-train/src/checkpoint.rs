@@ -55,6 +55,10 @@ pub struct ModelCard {
     /// The corpus to evaluate on by default (the run's test set, else its dev set).
     #[serde(default)]
     pub eval_data: Option<PathBuf>,
+    /// Whether records whose language label is not a language code were dropped from the
+    /// training data (`[data] strict_language_codes`); evaluation reads its data the same way.
+    #[serde(default)]
+    pub strict_language_codes: bool,
 }
 
 impl ModelCard {
@@ -75,6 +79,7 @@ impl ModelCard {
             max_len,
             step: 0,
             eval_data: None,
+            strict_language_codes: false,
         }
     }
 }

@@ -73,6 +73,11 @@ pub struct DataConfig {
     /// robustness; see [`crate::data::snippets`]).
     #[serde(default)]
     pub augment_snippets: Option<usize>,
+    /// Drop records whose language label is not a language code (ISO 639 / BCP-47), as
+    /// malformed, from every data file; by default any label is a class and such labels are
+    /// only a warning (the UDHR's `ell_monotonic`).
+    #[serde(default)]
+    pub strict_language_codes: bool,
 }
 
 fn default_max_len() -> usize {

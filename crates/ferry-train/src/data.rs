@@ -4,6 +4,7 @@ use std::path::Path;
 
 use ferry_data::batch::Example;
 use ferry_data::corpus::{self, CorpusOptions};
+use ferry_data::issues::IssueLog;
 use ferry_data::pipeline::{encode_corpus, EncodeOptions, LabelFrom};
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
@@ -20,6 +21,8 @@ pub struct Examples {
     pub classes: Vec<String>,
     /// Examples whose class is not in `classes`.
     pub unknown_class: usize,
+    /// What reading the corpus dropped or kept with a warning.
+    pub issues: IssueLog,
 }
 
 /// How examples are made.
@@ -33,16 +36,20 @@ pub struct ExampleOptions<'a> {
     pub add_special_tokens: bool,
     /// Map labels onto this class list (evaluation); `None`: take the corpus's classes.
     pub classes: Option<&'a [String]>,
+    /// Drop records whose language label is not a language code (see
+    /// [`CorpusOptions::strict_languages`]).
+    pub strict_languages: bool,
 }
 
-/// Reads a corpus file's records (a label column is required when the classes are labels).
-pub fn read_records(path: &Path, label: LabelKind) -> Result<Vec<Record>> {
+/// Reads a corpus file's records (a label column is required when the classes are labels),
+/// with the log of what was dropped or kept with a warning.
+pub fn read_records(path: &Path, opts: &ExampleOptions<'_>) -> Result<(Vec<Record>, IssueLog)> {
     let copts = CorpusOptions {
-        label_required: label == LabelKind::Label,
+        label_required: opts.label == LabelKind::Label,
+        strict_languages: opts.strict_languages,
         ..CorpusOptions::default()
     };
-    let (records, _issues) = corpus::open(path, &copts)?.read_all()?;
-    Ok(records)
+    Ok(corpus::open(path, &copts)?.read_all()?)
 }
 
 /// Reads and encodes a corpus file in `pool`.
@@ -52,12 +59,15 @@ pub fn load(
     pool: &rayon::ThreadPool,
     opts: &ExampleOptions<'_>,
 ) -> Result<Examples> {
-    from_records(read_records(path, opts.label)?, path, tok, pool, opts)
+    let (records, issues) = read_records(path, opts)?;
+    from_records(records, issues, path, tok, pool, opts)
 }
 
-/// Encodes records already read (snippets, filtered sets).
+/// Encodes records already read (snippets, filtered sets); `issues` is what reading them
+/// dropped or warned about.
 pub fn from_records(
     records: Vec<Record>,
+    issues: IssueLog,
     source: &Path,
     tok: &Tokenizer,
     pool: &rayon::ThreadPool,
@@ -93,6 +103,7 @@ pub fn from_records(
             examples,
             classes: enc.classes,
             unknown_class: 0,
+            issues,
         });
     };
     let mut unknown = 0;
@@ -107,6 +118,7 @@ pub fn from_records(
         examples,
         classes: classes.to_vec(),
         unknown_class: unknown,
+        issues,
     })
 }
 

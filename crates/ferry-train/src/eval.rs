@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use candle_core::Device;
 use ferry_data::batch::{collate, BatchConfig, BatchSize, Example, PadSide};
+use ferry_data::issues::IssueLog;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Examples;
@@ -23,6 +24,10 @@ pub struct Evaluation {
     pub unknown_class: usize,
     /// Languages seen in training.
     pub train_languages: Vec<String>,
+    /// What reading the evaluation corpus dropped or kept with a warning (serialized as
+    /// `ferry data`'s `issues` object; not read back).
+    #[serde(skip_deserializing)]
+    pub issues: IssueLog,
 }
 
 /// Mean scores over a group of languages.
@@ -138,5 +143,6 @@ pub fn evaluate(
         report: report(&preds, classes, ctx.classes_are_languages),
         unknown_class: set.unknown_class,
         train_languages: ctx.train_languages.to_vec(),
+        issues: set.issues.clone(),
     })
 }

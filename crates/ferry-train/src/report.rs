@@ -49,6 +49,17 @@ pub fn markdown(title: &str, evals: &[Named<'_>]) -> String {
                 n.name, n.eval.unknown_class
             );
         }
+        let issues = &n.eval.issues;
+        for line in [issues.summary(), issues.warning_summary()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(
+                md,
+                "\n{}: reading the data {line} (first locations in report.json).",
+                n.name
+            );
+        }
     }
     let Some(first) = evals.first() else {
         return md;

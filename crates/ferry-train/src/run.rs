@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use ferry_data::batch::{collate, BatchConfig, BatchSize, Example, PadSide};
+use ferry_data::issues::IssueLog;
 use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
 use ferry_data::tokenize::{self, Tokenizer};
 use ferry_data::Record;
@@ -46,6 +47,15 @@ impl Default for RunOptions {
 pub enum Event<'a> {
     /// Data is being prepared.
     Preparing(&'a str),
+    /// A data file (training or dev) was read.
+    Read {
+        /// The file.
+        file: &'a Path,
+        /// Records it gave.
+        records: usize,
+        /// What reading it dropped or kept with a warning.
+        issues: &'a IssueLog,
+    },
     /// The loop starts at `start` of `total` steps.
     Started {
         /// First step of this invocation.
@@ -308,8 +318,21 @@ pub fn train(
     }
 
     on_event(Event::Preparing("data"));
+    let max_len = cfg.data.max_len;
+    let base = ExampleOptions {
+        label: cfg.data.label,
+        max_len,
+        add_special_tokens: cfg.data.add_special_tokens,
+        classes: None,
+        strict_languages: cfg.data.strict_language_codes,
+    };
     // The training corpus is read once: for the tokenizer (when one is trained) and examples.
-    let mut records = data::read_records(&cfg.data.train, cfg.data.label)?;
+    let (mut records, train_issues) = data::read_records(&cfg.data.train, &base)?;
+    on_event(Event::Read {
+        file: &cfg.data.train,
+        records: records.len(),
+        issues: &train_issues,
+    });
     if let Some(keep) = &cfg.data.languages {
         records.retain(|r| keep.contains(&r.lang));
     }
@@ -319,18 +342,11 @@ pub fn train(
     } else {
         prepare_tokenizer(cfg, &dirs, &records)?
     };
-    let max_len = cfg.data.max_len;
-    let base = ExampleOptions {
-        label: cfg.data.label,
-        max_len,
-        add_special_tokens: cfg.data.add_special_tokens,
-        classes: None,
-    };
     if let Some(w) = cfg.data.augment_snippets {
         let extra = data::snippets(&records, w);
         records.extend(extra);
     }
-    let train_set = data::from_records(records, &cfg.data.train, &tok, &pool, &base)?;
+    let train_set = data::from_records(records, train_issues, &cfg.data.train, &tok, &pool, &base)?;
     let classes = train_set.classes.clone();
     let dev: Option<Examples> = match &cfg.data.dev {
         Some(p) => Some(data::load(
@@ -344,6 +360,13 @@ pub fn train(
         )?),
         None => None,
     };
+    if let (Some(p), Some(d)) = (&cfg.data.dev, &dev) {
+        on_event(Event::Read {
+            file: p,
+            records: d.examples.len(),
+            issues: &d.issues,
+        });
+    }
 
     let spec = cfg.model.resolve(tok.vocab_size(), classes.clone())?;
     let by_lang = ByLanguage::group(
@@ -366,6 +389,7 @@ pub fn train(
         .clone()
         .or_else(|| cfg.data.dev.clone())
         .map(|p| std::path::absolute(&p).unwrap_or(p));
+    card.strict_language_codes = cfg.data.strict_language_codes;
     let (mut model, mut optimizer, mut state) =
         if let Some((_, dir)) = latest.filter(|_| opts.resume) {
             let loaded = checkpoint::load_model(&dir, None, device)?;
@@ -597,7 +621,9 @@ fn prune(dirs: &RunDirs, keep: usize, best: Option<u64>) {
     }
 }
 
-/// Evaluates a model folder on a corpus file (optionally as snippets).
+/// Evaluates a model folder on a corpus file (optionally as snippets), reading it as the
+/// training data was read (the card's `strict_language_codes`); the evaluation carries what
+/// reading dropped or kept with a warning.
 pub fn evaluate_file(
     loaded: &checkpoint::LoadedModel,
     path: &Path,
@@ -613,12 +639,14 @@ pub fn evaluate_file(
         max_len: card.max_len,
         add_special_tokens: card.add_special_tokens,
         classes: Some(&card.spec.classes),
+        strict_languages: card.strict_language_codes,
     };
     let ex = match snippet_words {
         None => data::load(path, &loaded.tokenizer, &pool, &opts)?,
         Some(w) => {
-            let records = data::snippets(&data::read_records(path, card.label)?, w);
-            data::from_records(records, path, &loaded.tokenizer, &pool, &opts)?
+            let (records, issues) = data::read_records(path, &opts)?;
+            let snippets = data::snippets(&records, w);
+            data::from_records(snippets, issues, path, &loaded.tokenizer, &pool, &opts)?
         }
     };
     let ctx = EvalContext {

@@ -64,6 +64,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         } else {
             print_plan(&plan);
             print_layout(&plan);
+            print_dropped_tied(&plan);
             println!(
                 "dry run: nothing written ({} would be {})",
                 a.output.display(),
@@ -109,6 +110,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         target
     );
     print_layout(&plan);
+    print_dropped_tied(&plan);
     let fallbacks = plan.fallbacks();
     if !fallbacks.is_empty() {
         println!("{} tensors got llama.cpp's fallback type:", fallbacks.len());
@@ -135,6 +137,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The tied copies left out of safetensors output because the folder's config.json re-ties them.
+pub(crate) fn print_dropped_tied(plan: &Plan) {
+    for (name, to) in &plan.dropped_tied {
+        println!(
+            "left out {name}: it shares `{to}`'s storage and config.json ties them (as transformers saves it)"
+        );
+    }
 }
 
 fn print_plan(plan: &Plan) {

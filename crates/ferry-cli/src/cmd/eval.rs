@@ -36,9 +36,17 @@ pub struct Args {
     /// Write report.md, report.json and accuracy.svg into this folder.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Drop evaluation records whose language label is not a language code (ISO 639 /
+    /// BCP-47); a model trained with `strict_language_codes = true` always does.
+    #[arg(long)]
+    strict_languages: bool,
     /// Print the JSON report on stdout.
     #[arg(long)]
     json: bool,
+    /// Do not print what reading the data dropped or kept with a warning on stderr (the
+    /// reports still have it).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Runs `ferry eval`.
@@ -48,7 +56,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let device = Device::Cpu;
-    let loaded = checkpoint::load_model(&a.model, a.weights.as_deref(), &device)?;
+    let mut loaded = checkpoint::load_model(&a.model, a.weights.as_deref(), &device)?;
+    loaded.card.strict_language_codes |= a.strict_languages;
     let mut evals = vec![(
         "full".to_string(),
         evaluate_file(&loaded, &a.data, None, a.batch_size, threads, &device)?,
@@ -72,6 +81,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report::json(&named))?);
     } else {
         print!("{}", report::markdown(&title, &named));
+    }
+    // Every evaluation reads the same file, so its issues are printed once.
+    if !a.quiet {
+        super::data::print_issues(&a.data, &evals[0].1.issues);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -79,11 +79,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         });
     }
     let chatty = !a.quiet && !a.json;
-    let report = manager.run(&mut model, |r| {
-        if chatty {
-            eprintln!("{}", progress_line(r));
-        }
-    })?;
+    let report = manager
+        .run(&mut model, |r| {
+            if chatty {
+                eprintln!("{}", progress_line(r));
+            }
+        })
+        .with_context(|| format!("optimizing {}", input.display()))?;
     let write = report.failed.is_none() && !a.dry_run;
     let mut data_file = None;
     if write {

@@ -73,7 +73,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let mut model = read_model(&a.model)?;
     if a.optimize {
-        PassManager::new(passes::all()).run(&mut model, |_| {})?;
+        PassManager::new(passes::all())
+            .run(&mut model, |_| {})
+            .with_context(|| format!("optimizing {}", a.model.display()))?;
     }
     let mut inputs = super::optimize::read_inputs(&a.input)?;
     if !a.text.is_empty() {
@@ -85,9 +87,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else if a.tokenizer.is_some() {
         bail!("--tokenizer is only used with --text");
     }
-    let exec = Executor::new(&model, &device)?;
+    let exec =
+        Executor::new(&model, &device).with_context(|| format!("loading {}", a.model.display()))?;
     let t0 = Instant::now();
-    let outputs = exec.run(&inputs)?;
+    let outputs = exec
+        .run(&inputs)
+        .with_context(|| format!("running {}", a.model.display()))?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     if let Some(out) = &a.output {
         let cpu: IndexMap<String, Tensor> = outputs

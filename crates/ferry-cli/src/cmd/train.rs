@@ -97,6 +97,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let json = a.json;
     let mut on_event = |e: Event<'_>| match e {
         Event::Preparing(what) => bar.set_message(format!("preparing {what}")),
+        Event::Read {
+            file,
+            records,
+            issues,
+        } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "read", "file": file, "records": records, "issues": issues})
+                );
+            } else if !a.quiet {
+                bar.suspend(|| super::data::print_issues(file, issues));
+            }
+        }
         Event::Started {
             start,
             total,
@@ -159,7 +173,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Vec::new()
     };
     if json {
-        let ev: Vec<_> = evals.iter().map(|(n, e)| serde_json::json!({"name": n, "accuracy": e.report.overall.accuracy, "macro_f1": e.report.overall.macro_f1, "n": e.report.overall.n})).collect();
+        let ev: Vec<_> = evals.iter().map(|(n, e)| serde_json::json!({"name": n, "accuracy": e.report.overall.accuracy, "macro_f1": e.report.overall.macro_f1, "n": e.report.overall.n, "issues": e.issues})).collect();
         println!(
             "{}",
             serde_json::json!({"event": "finished", "steps": summary.steps, "stopped_early": summary.stopped_early, "model": summary.model_dir, "evaluations": ev})
@@ -181,6 +195,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 },
                 summary.model_dir.display()
             );
+        }
+        // Every evaluation reads the test file, so its issues are printed once.
+        if let (Some((_, e)), Some(test), false) = (evals.first(), &cfg.data.test, a.quiet) {
+            super::data::print_issues(test, &e.issues);
         }
         for (n, e) in &evals {
             println!(

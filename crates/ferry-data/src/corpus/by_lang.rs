@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use super::lang_files::LangFiles;
 use crate::error::{Error, Result};
 
-/// Opens `dir`, whose subfolders are named by language code: every line of every file under
-/// `<lang>/` (sorted; blank lines skipped) is a record of that language.
+/// Opens `dir`, whose subfolders are named by language (any label: `en`, `ell_monotonic`):
+/// every line of every file under `<lang>/` (sorted; blank lines skipped) is a record of that
+/// language. Hidden folders and files (`.git`, `.DS_Store`) are not read.
 pub fn open(dir: &Path) -> Result<LangFiles> {
     let mut files = Vec::new();
     for sub in sorted_entries(dir)? {
-        if !sub.is_dir() {
+        if !sub.is_dir() || is_hidden(&sub) {
             continue;
         }
         let lang = sub
@@ -19,10 +20,7 @@ pub fn open(dir: &Path) -> Result<LangFiles> {
             .to_string_lossy()
             .into_owned();
         for f in sorted_entries(&sub)? {
-            let hidden = f
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if f.is_file() && !hidden {
+            if f.is_file() && !is_hidden(&f) {
                 files.push((lang.clone(), f));
             }
         }
@@ -34,6 +32,11 @@ pub fn open(dir: &Path) -> Result<LangFiles> {
         ));
     }
     Ok(LangFiles::new(files, true))
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {

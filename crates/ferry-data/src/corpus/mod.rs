@@ -3,6 +3,10 @@
 //! whose records all carry their language. Malformed records are counted in an
 //! [`IssueLog`] (`OnError::Skip`) or stop the read with an error naming file:line
 //! (`OnError::Fail`).
+//!
+//! Any short, printable language label is a class (`en`, `zh-Hans`, the UDHR's
+//! `ell_monotonic`); one that is not a language code is kept with a warning in the log, or
+//! dropped like a malformed record with [`CorpusOptions::strict_languages`].
 
 mod by_lang;
 mod delimited;
@@ -17,7 +21,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::issues::{Issue, IssueKind, IssueLog, OnError};
-use crate::lang::is_valid_code;
+use crate::lang::{check_label, is_valid_code};
 use crate::record::Record;
 
 /// The corpus layouts ferry reads.
@@ -115,6 +119,9 @@ pub struct CorpusOptions {
     pub pair: Option<(String, String)>,
     /// What to do with malformed records.
     pub on_error: OnError,
+    /// Drop records whose language label is not a language code (ISO 639 / BCP-47) as
+    /// malformed ([`IssueKind::UnknownLang`]), instead of keeping them with a warning.
+    pub strict_languages: bool,
 }
 
 impl Default for CorpusOptions {
@@ -130,6 +137,7 @@ impl Default for CorpusOptions {
             split: "train".into(),
             pair: None,
             on_error: OnError::Skip,
+            strict_languages: false,
         }
     }
 }
@@ -222,6 +230,7 @@ pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader
         format,
         source,
         on_error: opts.on_error,
+        strict_languages: opts.strict_languages,
         issues: IssueLog::default(),
         failed: false,
     })
@@ -233,6 +242,7 @@ pub struct CorpusReader {
     format: Format,
     source: Box<dyn Source>,
     on_error: OnError,
+    strict_languages: bool,
     issues: IssueLog,
     failed: bool,
 }
@@ -243,7 +253,7 @@ impl CorpusReader {
         self.format
     }
 
-    /// The malformed records skipped so far.
+    /// The records dropped, and kept with a warning, so far.
     pub fn issues(&self) -> &IssueLog {
         &self.issues
     }
@@ -258,38 +268,72 @@ impl CorpusReader {
     }
 }
 
-/// Checks a record from a source: non-empty text and a valid language code.
-fn validate(r: Record) -> Raw {
-    let bad = |kind, detail: String, r: &Record| {
-        Raw::Bad(Issue {
-            loc: r.loc.clone(),
-            kind,
-            detail,
-        })
+/// A record from a source, checked.
+enum Checked {
+    /// A valid record.
+    Valid(Record),
+    /// A record kept with a warning (its language label is not a language code).
+    Warned(Record, Issue),
+    /// A record that is dropped (or, with [`OnError::Fail`], ends the read).
+    Dropped(Issue),
+}
+
+/// Trims a language label and checks it: `Err` when it cannot name a class, `Ok(false)` when
+/// it can but is not a language code.
+fn check_lang(lang: &mut String) -> std::result::Result<bool, crate::lang::LabelError> {
+    let trimmed = lang.trim();
+    if trimmed.len() != lang.len() {
+        *lang = trimmed.to_string();
+    }
+    check_label(lang)?;
+    Ok(is_valid_code(lang))
+}
+
+/// Checks a record from a source: non-empty text and usable language labels (the record's
+/// and its target's). A label that is not a language code is a warning, or with `strict` a
+/// dropped record.
+fn validate(mut r: Record, strict: bool) -> Checked {
+    let issue = |kind, detail: String, r: &Record| Issue {
+        loc: r.loc.clone(),
+        kind,
+        detail,
     };
     if r.text.trim().is_empty() {
-        return bad(IssueKind::EmptyText, "the text is empty".into(), &r);
+        return Checked::Dropped(issue(IssueKind::EmptyText, "the text is empty".into(), &r));
     }
-    if !is_valid_code(&r.lang) {
-        return bad(
-            IssueKind::UnknownLang,
-            format!(
-                "{:?} is not a language code (ISO 639-1/639-3, e.g. en, de, zh-Hans)",
-                r.lang
-            ),
-            &r,
-        );
+    let mut not_a_code = None;
+    match check_lang(&mut r.lang) {
+        Err(e) => return Checked::Dropped(issue(IssueKind::InvalidLang, e.to_string(), &r)),
+        Ok(false) => not_a_code = Some(r.lang.clone()),
+        Ok(true) => {}
     }
-    if let Some(t) = &r.target {
-        if !is_valid_code(&t.lang) {
-            return bad(
-                IssueKind::UnknownLang,
-                format!("target language {:?}", t.lang),
-                &r,
-            );
+    if let Some(t) = r.target.as_mut() {
+        match check_lang(&mut t.lang) {
+            Err(e) => {
+                let detail = format!("target: {e}");
+                return Checked::Dropped(issue(IssueKind::InvalidLang, detail, &r));
+            }
+            Ok(false) => not_a_code = not_a_code.or_else(|| Some(t.lang.clone())),
+            Ok(true) => {}
         }
     }
-    Raw::Record(r)
+    let Some(label) = not_a_code else {
+        return Checked::Valid(r);
+    };
+    if strict {
+        let detail = format!(
+            "{label:?} is not a language code (ISO 639-1/639-3, e.g. en, de, zh-Hans); \
+             strict language checking drops it"
+        );
+        Checked::Dropped(issue(IssueKind::UnknownLang, detail, &r))
+    } else {
+        let detail = format!(
+            "{label:?} is not a language code (ISO 639 / BCP-47), kept as a class \
+             (--strict-languages or strict_language_codes = true drops such records)"
+        );
+        let w = issue(IssueKind::UnknownLang, detail, &r);
+        Checked::Warned(r, w)
+    }
 }
 
 impl Iterator for CorpusReader {
@@ -308,17 +352,21 @@ impl Iterator for CorpusReader {
                     return Some(Err(e));
                 }
             };
-            let raw = match raw {
-                Raw::Record(r) => validate(r),
-                bad => bad,
+            let checked = match raw {
+                Raw::Record(r) => validate(r, self.strict_languages),
+                Raw::Bad(issue) => Checked::Dropped(issue),
             };
-            match raw {
-                Raw::Record(r) => return Some(Ok(r)),
-                Raw::Bad(issue) if self.on_error == OnError::Fail => {
+            match checked {
+                Checked::Valid(r) => return Some(Ok(r)),
+                Checked::Warned(r, warning) => {
+                    self.issues.warn(warning);
+                    return Some(Ok(r));
+                }
+                Checked::Dropped(issue) if self.on_error == OnError::Fail => {
                     self.failed = true;
                     return Some(Err(Error::BadRecord(issue)));
                 }
-                Raw::Bad(issue) => self.issues.push(issue),
+                Checked::Dropped(issue) => self.issues.push(issue),
             }
         }
     }

@@ -8,10 +8,12 @@ use super::lines::Lines;
 use super::{Raw, Source};
 use crate::error::{Error, Result};
 use crate::issues::{Issue, IssueKind};
-use crate::lang::is_valid_code;
+use crate::lang::{check_label, is_valid_code};
 use crate::record::{Record, Target};
 
-/// The languages that have a `{split}.{lang}` (or `.gz`) file in `dir`, sorted.
+/// The languages that have a `{split}.{lang}` (or `.gz`) file in `dir`, sorted. Any label
+/// without a dot is a language here (`train.ell_monotonic`); whether it is a language code is
+/// the reader's question (a warning, or a dropped record in strict mode).
 pub fn languages(dir: &Path, split: &str) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
@@ -19,7 +21,7 @@ pub fn languages(dir: &Path, split: &str) -> Result<Vec<(String, PathBuf)>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let name_nogz = name.strip_suffix(".gz").unwrap_or(&name);
         if let Some(lang) = name_nogz.strip_prefix(&format!("{split}.")) {
-            if is_valid_code(lang) && entry.path().is_file() {
+            if !lang.contains('.') && check_label(lang).is_ok() && entry.path().is_file() {
                 out.push((lang.to_string(), entry.path()));
             }
         }
@@ -28,7 +30,8 @@ pub fn languages(dir: &Path, split: &str) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Whether `dir` looks like a Moses corpus: files named `{split}.{lang}`.
+/// Whether `dir` looks like a Moses corpus: files named `{split}.{lang}`, at least one with a
+/// language code for `lang` (so that a folder of `notes.txt`-like files is not taken for one).
 pub fn looks_like(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .into_iter()

@@ -4,8 +4,10 @@
 //! ones at once; it loads the initializers onto their devices. [`Executor::run`] then walks
 //! the nodes in order. A node with its own [`Node::device`](crate::ir::Node) runs there; its
 //! inputs are moved when they live elsewhere (counted in [`RunStats::transfers`]). Values are
-//! dropped after their last use.
+//! dropped after their last use. No op makes a tensor over the [`MemoryBudget`] from what the
+//! graph asks for: it is an [`Error::NodeOverBudget`] instead.
 
+mod budget;
 mod device;
 mod ops;
 mod util;
@@ -15,10 +17,12 @@ use std::collections::{HashMap, HashSet};
 use candle_core::{Device, Tensor};
 use indexmap::IndexMap;
 
+pub use budget::MemoryBudget;
 pub use device::parse_device;
 pub use ops::is_supported;
 pub use ops::reshape_dims;
 use ops::OpCx;
+use util::OpError;
 
 use crate::error::{Error, Result};
 use crate::ir::{entry_to_candle, Graph, Model, Node};
@@ -44,10 +48,12 @@ pub struct Executor {
     packed: HashMap<String, ferry_kernels::PackedMatrix>,
     /// For each node, the values whose last reader it is.
     frees: Vec<Vec<String>>,
+    budget: MemoryBudget,
 }
 
 impl Executor {
-    /// Prepares `model` to run on `device` (nodes with their own device run there).
+    /// Prepares `model` to run on `device` (nodes with their own device run there), under the
+    /// memory budget of [`MemoryBudget::from_env`].
     pub fn new(model: &Model, device: &Device) -> Result<Self> {
         let graph = model.graph.clone();
         let opset = model.opset();
@@ -109,7 +115,14 @@ impl Executor {
             consts,
             packed,
             frees,
+            budget: MemoryBudget::from_env(),
         })
+    }
+
+    /// Runs under `budget` instead.
+    pub fn with_budget(mut self, budget: MemoryBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Runs the graph; returns its outputs in graph order.
@@ -202,9 +215,10 @@ impl Executor {
                 packed: (ops::packs_weight(node) && dev.is_cpu())
                     .then(|| node.inputs.get(1).and_then(|w| self.packed.get(w)))
                     .flatten(),
+                budget: self.budget,
             };
             let start = profile.then(std::time::Instant::now);
-            let outs = ops::run(node, &cx, args).map_err(|e| Error::node(node, e.to_string()))?;
+            let outs = ops::run(node, &cx, args).map_err(|e| op_error(node, e))?;
             if let Some(t) = start {
                 let e = stats.profile.entry(node.qualified_op()).or_insert((0, 0.0));
                 e.0 += 1;
@@ -323,14 +337,33 @@ fn last_uses(g: &Graph) -> Vec<Vec<String>> {
     frees
 }
 
-/// Runs one node on its own: inputs as given, outputs returned (used by constant folding).
-pub fn run_node(node: &Node, opset: i64, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+/// Runs one node on its own under `budget`: inputs as given, outputs returned (used by
+/// constant folding).
+pub fn run_node(
+    node: &Node,
+    opset: i64,
+    budget: MemoryBudget,
+    inputs: Vec<Option<Tensor>>,
+) -> Result<Vec<Tensor>> {
     let cx = OpCx {
         opset,
         device: &Device::Cpu,
         packed: None,
+        budget,
     };
-    ops::run(node, &cx, inputs).map_err(|e| Error::node(node, e.to_string()))
+    ops::run(node, &cx, inputs).map_err(|e| op_error(node, e))
+}
+
+/// An op's failure as an error naming its node.
+fn op_error(node: &Node, e: OpError) -> Error {
+    match e {
+        OpError::Candle(e) => Error::node(node, e.to_string()),
+        OpError::OverBudget(exceeded) => Error::NodeOverBudget {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            exceeded,
+        },
+    }
 }
 
 /// The first element of a tensor as f64.

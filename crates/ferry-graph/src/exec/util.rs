@@ -2,15 +2,45 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::error::BudgetExceeded;
 use crate::ir::Node;
 
-pub(crate) type R<T> = candle_core::Result<T>;
+/// Why an op failed: a candle error (or one of the op's own checks), or a tensor it would have
+/// made over the memory budget (kept whole, so the executor reports it as
+/// [`crate::Error::NodeOverBudget`]).
+#[derive(Debug)]
+pub(crate) enum OpError {
+    Candle(candle_core::Error),
+    OverBudget(Box<BudgetExceeded>),
+}
+
+impl From<candle_core::Error> for OpError {
+    fn from(e: candle_core::Error) -> Self {
+        OpError::Candle(e)
+    }
+}
+
+impl From<BudgetExceeded> for OpError {
+    fn from(e: BudgetExceeded) -> Self {
+        OpError::OverBudget(Box::new(e))
+    }
+}
+
+pub(crate) type R<T> = std::result::Result<T, OpError>;
+
+/// Returns an op error built like `format!`.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(candle_core::Error::Msg(format!($($arg)*)).into())
+    };
+}
+pub(crate) use bail;
 
 /// The required input `i`.
 pub(crate) fn arg(args: &[Option<Tensor>], i: usize) -> R<&Tensor> {
     args.get(i)
         .and_then(Option::as_ref)
-        .ok_or_else(|| candle_core::Error::Msg(format!("input {i} is required but missing")))
+        .ok_or_else(|| candle_core::Error::Msg(format!("input {i} is required but missing")).into())
 }
 
 /// The optional input `i`.
@@ -19,13 +49,8 @@ pub(crate) fn opt(args: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
 }
 
 /// A tensor's values as i64 (shape and index inputs).
-pub(crate) fn ints_of(t: &Tensor) -> R<Vec<i64>> {
+pub(crate) fn ints_of(t: &Tensor) -> candle_core::Result<Vec<i64>> {
     t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()
-}
-
-/// A tensor's values as f64 (scalar constants).
-pub(crate) fn floats_of(t: &Tensor) -> R<Vec<f64>> {
-    t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
 }
 
 /// A possibly negative axis as an index into `rank` dimensions.
@@ -33,7 +58,7 @@ pub(crate) fn norm_axis(a: i64, rank: usize) -> R<usize> {
     let r = rank as i64;
     let v = if a < 0 { a + r } else { a };
     if v < 0 || v >= r {
-        candle_core::bail!("axis {a} is out of range for rank {rank}");
+        bail!("axis {a} is out of range for rank {rank}");
     }
     Ok(v as usize)
 }
@@ -65,7 +90,7 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => candle_core::bail!("shapes {a:?} and {b:?} do not broadcast"),
+            _ => bail!("shapes {a:?} and {b:?} do not broadcast"),
         };
     }
     Ok(out)

@@ -23,16 +23,10 @@ impl Pass for BatchNormFold {
 
     fn run(&self, model: &mut Model) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
-        let has_bn = model
-            .graph
-            .nodes
-            .iter()
-            .any(|n| n.op_type == "BatchNormalization");
-        let dims = if has_bn {
-            super::probe::dims(model).ok()
-        } else {
-            None
-        };
+        // Only a MatMul before the BatchNorm needs dimensions, so the graph is probed only
+        // then; a graph the probe cannot run (over the memory budget, say) still gets its Conv
+        // and Gemm folds.
+        let dims = std::cell::OnceCell::new();
         let g = &model.graph;
         let idx = Index::new(g);
         let mut rw = Rewrite::default();
@@ -86,11 +80,14 @@ impl Pass for BatchNormFold {
             let folded = match prev.op_type.as_str() {
                 "Conv" => fold_conv(g, &idx, prev, &s, &shift),
                 "Gemm" => fold_gemm(g, &idx, prev, &s, &shift),
-                "MatMul" if dims.as_ref().and_then(|d| d.get(x)).map(Vec::len) != Some(2) => Err(format!(
-                    "it normalizes dimension 1, but the output of MatMul `{}` is not 2-D (its features are the last dimension)",
-                    prev.name
-                )),
-                "MatMul" => fold_matmul(g, &idx, prev, &s, &shift),
+                "MatMul" => match dims.get_or_init(|| super::probe::dims(model).map_err(|e| e.to_string())) {
+                    Err(e) => Err(format!("the probe run for its input's dimensions failed: {e}")),
+                    Ok(d) if d.get(x).map(Vec::len) != Some(2) => Err(format!(
+                        "it normalizes dimension 1, but the output of MatMul `{}` is not 2-D (its features are the last dimension)",
+                        prev.name
+                    )),
+                    Ok(_) => fold_matmul(g, &idx, prev, &s, &shift),
+                },
                 op => Err(format!("its input comes from {op} `{}`, not Conv, Gemm or MatMul", prev.name)),
             };
             match folded {

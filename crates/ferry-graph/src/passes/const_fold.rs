@@ -7,12 +7,13 @@ use candle_core::{Device, Tensor};
 use ferry_io::{DType, TensorEntry};
 
 use super::{types, Pass, PassReport};
-use crate::error::Result;
-use crate::exec::{is_supported, run_node};
+use crate::error::{Error, Result};
+use crate::exec::{is_supported, run_node, MemoryBudget};
 use crate::ir::{entry_from_candle, Graph, Model, Node};
 
-/// Outputs larger than this stay computed (folding would bloat the file).
-const MAX_FOLDED_ELEMS: usize = 1 << 24;
+/// Outputs larger than this stay computed (folding would bloat the file): 64 MiB, 2^24 f32
+/// values. Nodes are run under this budget, so a larger output is never made.
+const MAX_FOLDED_BYTES: u64 = 64 << 20;
 
 /// Folds constant subgraphs into initializers.
 pub struct ConstFold;
@@ -90,14 +91,21 @@ fn fold(
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| format!("reading its constant inputs failed: {e}"))?;
-    if let Some(n) = estimated_elems(node, &args).filter(|&n| n > MAX_FOLDED_ELEMS as u128) {
-        return Err(format!(
-            "its output would hold {n} elements, too many to store"
-        ));
-    }
-    let outs = run_node(node, opset, args)
-        .map_err(|e| format!("running it on its constants failed: {e}"))?;
-    if let Some(big) = outs.iter().find(|t| t.elem_count() > MAX_FOLDED_ELEMS) {
+    let budget = MemoryBudget::from_env();
+    let folding = budget.min(MemoryBudget::new(MAX_FOLDED_BYTES));
+    let outs = run_node(node, opset, folding, args).map_err(|e| match e {
+        Error::NodeOverBudget { exceeded: x, .. } if x.budget < budget.bytes() => format!(
+            "{} {:?} {} would take {}, too large to store (const-fold stores up to {})",
+            x.what,
+            x.shape,
+            x.dtype.as_str(),
+            x.size(),
+            ferry_io::budget::human(MAX_FOLDED_BYTES)
+        ),
+        e => format!("running it on its constants failed: {e}"),
+    })?;
+    let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+    if let Some(big) = outs.iter().find(|t| bytes(t) > MAX_FOLDED_BYTES) {
         return Err(format!("its output {:?} is too large to store", big.dims()));
     }
     let mut entries = Vec::new();
@@ -123,58 +131,6 @@ fn fold(
         entries.push(e);
     }
     Ok(entries)
-}
-
-/// The element count of ops whose output size comes from their input values, before running
-/// them (a hostile ConstantOfShape must not allocate 10^15 elements to be refused).
-fn estimated_elems(node: &Node, args: &[Option<Tensor>]) -> Option<u128> {
-    let ints = |i: usize| {
-        args.get(i)?
-            .as_ref()
-            .and_then(|t| crate::exec::ints(t).ok())
-    };
-    let product = |v: &[i64]| {
-        v.iter()
-            .map(|&d| d.max(0) as u128)
-            .try_fold(1u128, |a, d| a.checked_mul(d))
-    };
-    match node.op_type.as_str() {
-        "ConstantOfShape" => product(&ints(0)?),
-        "Expand" => {
-            let spec = ints(1)?;
-            let shape: Vec<i64> = args
-                .first()?
-                .as_ref()?
-                .dims()
-                .iter()
-                .map(|&d| d as i64)
-                .collect();
-            let n = spec.len().max(shape.len());
-            let dim = |v: &[i64], i: usize| {
-                if i + v.len() >= n {
-                    v[i + v.len() - n]
-                } else {
-                    1
-                }
-            };
-            let out: Vec<i64> = (0..n).map(|i| dim(&spec, i).max(dim(&shape, i))).collect();
-            product(&out)
-        }
-        "Tile" => {
-            let base = args.first()?.as_ref()?.elem_count() as u128;
-            product(&ints(1)?)?.checked_mul(base)
-        }
-        "Range" => {
-            let f = |i: usize| {
-                args.get(i)?
-                    .as_ref()
-                    .and_then(|t| crate::exec::scalar_f64(t).ok())
-            };
-            let (s, l, d) = (f(0)?, f(1)?, f(2)?);
-            (d != 0.0).then(|| ((l - s) / d).ceil().max(0.0) as u128)
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

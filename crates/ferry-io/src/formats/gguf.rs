@@ -616,15 +616,18 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
 }
 
 /// The alignment to write with, from `general.alignment` if given.
-fn write_alignment(metadata: &Metadata) -> Result<u64> {
+fn write_alignment(path: &Path, metadata: &Metadata) -> Result<u64> {
     match metadata.get(ALIGNMENT_KEY) {
         None => Ok(DEFAULT_ALIGNMENT),
         Some(v) => match v.as_u64() {
             Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 30 => Ok(a),
-            _ => Err(Error::Invalid(format!(
-                "`{ALIGNMENT_KEY}` is {}; GGUF needs a power of two such as 32",
-                v.display_short()
-            ))),
+            _ => Err(Error::malformed(
+                path,
+                format!(
+                    "`{ALIGNMENT_KEY}` is {}; GGUF needs a power of two such as 32",
+                    v.display_short()
+                ),
+            )),
         },
     }
 }
@@ -669,11 +672,12 @@ fn encode_header(
     metadata: &Metadata,
 ) -> Result<(Vec<u8>, u64)> {
     if let Some(first) = unsupported_tensors(metadata).first() {
-        return Err(Error::Invalid(format!(
-            "the source holds tensors ferry cannot decode (`{UNSUPPORTED_KEY}`: {first}...); refusing to write a GGUF without them"
-        )));
+        return Err(Error::malformed(
+            path,
+            format!("the source holds tensors ferry cannot decode (`{UNSUPPORTED_KEY}`: {first}...); refusing to write a GGUF without them"),
+        ));
     }
-    let alignment = write_alignment(metadata)?;
+    let alignment = write_alignment(path, metadata)?;
     let kvs: Vec<(&String, MetaValue)> = metadata
         .iter()
         .filter(|(k, v)| !matches!(v, MetaValue::Null) && !k.starts_with("ferry.gguf_version"))

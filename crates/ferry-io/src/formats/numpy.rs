@@ -46,7 +46,10 @@ pub fn descr(d: DType) -> Option<&'static str> {
 
 /// The dtype for a NumPy `descr` and whether it is big-endian, or why ferry cannot read it.
 fn parse_descr(s: &str) -> std::result::Result<(DType, bool), String> {
-    let (order, code) = s.split_at(s.len().min(1));
+    // The byte-order mark is one ASCII character; split after the first character, never
+    // inside a multi-byte one (`'é4'` panicked here: found by fuzzing).
+    let first = s.chars().next().map_or(0, char::len_utf8);
+    let (order, code) = s.split_at(first);
     let dtype = match code {
         "b1" => DType::Bool,
         "u1" => DType::U8,
@@ -487,6 +490,18 @@ pub fn open_npz(path: &Path) -> Result<Checkpoint> {
         let Some(name) = e.name.strip_suffix(".npy") else {
             continue;
         };
+        if name.is_empty() {
+            return Err(Error::malformed(
+                path,
+                "an entry named `.npy` gives a tensor with no name",
+            ));
+        }
+        if tensors.iter().any(|t: &TensorEntry| t.name == name) {
+            return Err(Error::malformed(
+                path,
+                format!("two entries are named `{name}.npy`"),
+            ));
+        }
         let (h, storage, off) =
             npz_member(&zip, &e.name).map_err(|m| Error::tensor(path, name, m))?;
         tensors.push(entry(name.to_string(), &h, storage, off, &file_arc)?);
@@ -571,9 +586,10 @@ pub fn write_npz(
     progress: Progress<'_>,
 ) -> Result<()> {
     if let Some(first) = crate::formats::gguf::unsupported_tensors(metadata).first() {
-        return Err(Error::Invalid(format!(
-            "the source holds tensors ferry cannot decode ({first}...); refusing to write an .npz without them"
-        )));
+        return Err(Error::malformed(
+            path,
+            format!("the source holds tensors ferry cannot decode ({first}...); refusing to write an .npz without them"),
+        ));
     }
     let headers = tensors
         .iter()

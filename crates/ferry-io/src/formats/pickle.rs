@@ -8,9 +8,11 @@
 //! to interpret, except for a few pure containers (`OrderedDict()`, `set(...)`, `torch.Size`,
 //! `_codecs.encode`) that are built directly.
 //!
-//! Everything is bounded by the input: strings are checked against the remaining bytes before
-//! they are sliced, each opcode adds at most one object, and truncated input gives
-//! [`Error::Malformed`] naming the file and the byte offset.
+//! Everything is bounded: strings are checked against the remaining bytes before they are
+//! sliced, each opcode adds at most one object, truncated input gives [`Error::Malformed`]
+//! naming the file and the byte offset, and the bytes of values built (containers, the copies
+//! calls make of their arguments, encoded strings) count against the pickle memory budget
+//! ([`crate::budget::PICKLE`]), so a kilobyte of memo references cannot build gigabytes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -352,6 +354,8 @@ pub fn load(path: &Path, data: &[u8], opts: &Options) -> Result<(Pickle, usize)>
         memo: HashMap::new(),
         objects: Vec::new(),
         opts: *opts,
+        built: 0,
+        budget: crate::budget::PICKLE.bytes(),
     };
     let root = vm.run()?;
     Ok((
@@ -373,6 +377,22 @@ struct Vm<'a> {
     memo: HashMap<u64, Value>,
     objects: Vec<Object>,
     opts: Options,
+    /// Bytes of values built so far, checked against `budget`.
+    built: u64,
+    budget: u64,
+}
+
+/// Bytes an object holds beyond its slot in the arena (its items and strings).
+fn object_bytes(o: &Object) -> u64 {
+    let value = std::mem::size_of::<Value>() as u64;
+    std::mem::size_of::<Object>() as u64
+        + match o {
+            Object::Tuple(v) | Object::List(v) | Object::Set(v) => v.len() as u64 * value,
+            Object::Dict(d) => d.items.len() as u64 * 3 * value,
+            Object::Global(g) => (g.module.len() + g.name.len()) as u64,
+            Object::Call(c) => c.args.len() as u64 * value,
+            Object::PersistentId(_) => value,
+        }
 }
 
 impl<'a> Vm<'a> {
@@ -442,10 +462,30 @@ impl<'a> Vm<'a> {
         Ok(())
     }
 
+    /// Counts `bytes` more of values built against the pickle memory budget.
+    fn charge(&mut self, bytes: u64) -> Result<()> {
+        self.built = self.built.saturating_add(bytes);
+        if self.built <= self.budget {
+            return Ok(());
+        }
+        Err(Error::OverBudget {
+            path: self.path.to_path_buf(),
+            what: format!(
+                "the values this pickle builds (containers and the copies its calls make; at byte {})",
+                self.op_at
+            ),
+            needed: self.built,
+            budget: self.budget,
+            name: crate::budget::PICKLE.name,
+            env: crate::budget::PICKLE.env,
+        })
+    }
+
     fn new_obj(&mut self, o: Object) -> Result<Value> {
         if self.objects.len() >= MAX_ITEMS {
             return Err(self.bad("too many objects"));
         }
+        self.charge(object_bytes(&o))?;
         self.objects.push(o);
         Ok(Value::Ref(self.objects.len() - 1))
     }
@@ -824,6 +864,7 @@ impl<'a> Vm<'a> {
             }
             0x90 => {
                 let items = self.pop_mark()?;
+                self.charge(items.len() as u64 * std::mem::size_of::<Value>() as u64)?;
                 let target = self.top()?.clone();
                 match self.obj_mut(&target) {
                     Some(Object::Set(s)) => s.extend(items),
@@ -895,6 +936,7 @@ impl<'a> Vm<'a> {
     }
 
     fn extend_list(&mut self, items: Vec<Value>) -> Result<()> {
+        self.charge(items.len() as u64 * std::mem::size_of::<Value>() as u64)?;
         let target = self.top()?.clone();
         match self.obj_mut(&target) {
             Some(Object::List(l)) => {
@@ -906,6 +948,7 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
+        self.charge(items.len() as u64 * 2 * std::mem::size_of::<Value>() as u64)?;
         let d = self.pairs_to_dict(items)?;
         let target = self.top()?.clone();
         match self.obj_mut(&target) {
@@ -1027,6 +1070,7 @@ impl<'a> Vm<'a> {
         } else {
             s.as_bytes().to_vec()
         };
+        self.charge(bytes.len() as u64)?;
         self.push(Value::Bytes(Rc::from(bytes)))
     }
 }

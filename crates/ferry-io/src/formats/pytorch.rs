@@ -300,6 +300,9 @@ struct Walker<'a> {
     names: HashSet<String>,
     metadata: Metadata,
     visits: usize,
+    /// Bytes of names and metadata values built, checked against the pickle budget.
+    built: u64,
+    budget: u64,
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -335,11 +338,36 @@ impl<'a> Walker<'a> {
             names: HashSet::new(),
             metadata: Metadata::new(),
             visits: 0,
+            built: 0,
+            budget: crate::budget::PICKLE.bytes(),
         }
     }
 
     fn bad(&self, msg: impl Into<String>) -> Error {
         Error::malformed(self.path, msg)
+    }
+
+    /// Counts `bytes` more of names and values against the pickle memory budget: shared
+    /// references let a small pickle expand to a huge tree of names and scalars.
+    fn charge(&mut self, bytes: u64) -> Result<()> {
+        self.built = self.built.saturating_add(bytes);
+        if self.built <= self.budget {
+            return Ok(());
+        }
+        Err(Error::OverBudget {
+            path: self.path.to_path_buf(),
+            what: "the names and values this checkpoint's object tree expands to (shared references multiply them)".into(),
+            needed: self.built,
+            budget: self.budget,
+            name: crate::budget::PICKLE.name,
+            env: crate::budget::PICKLE.env,
+        })
+    }
+
+    /// `prefix.key`, charged against the budget.
+    fn child(&mut self, prefix: &str, key: &str) -> Result<String> {
+        self.charge((prefix.len() + key.len() + 1) as u64)?;
+        Ok(join(prefix, key))
     }
 
     fn walk(&mut self, v: &Value, name: &str, depth: usize) -> Result<()> {
@@ -355,8 +383,7 @@ impl<'a> Walker<'a> {
             )));
         }
         if let Some(m) = self.scalar(v) {
-            self.add_meta(name, m);
-            return Ok(());
+            return self.add_meta(name, m);
         }
         let Some(obj) = self.pk.obj(v) else {
             return Ok(()); // bytes and huge integers carry no tensors
@@ -365,14 +392,15 @@ impl<'a> Walker<'a> {
             Object::Dict(d) => {
                 for (k, item) in &d.items {
                     if let Some(key) = key_name(self.pk, k) {
-                        self.walk(item, &join(name, &key), depth + 1)?;
+                        let child = self.child(name, &key)?;
+                        self.walk(item, &child, depth + 1)?;
                     }
                 }
             }
             Object::Tuple(items) | Object::List(items) | Object::Set(items) => {
                 self.walk_seq(items, name, depth)?
             }
-            Object::Global(g) => self.add_meta(name, MetaValue::String(g.dotted())),
+            Object::Global(g) => self.add_meta(name, MetaValue::String(g.dotted()))?,
             Object::Call(c) => self.walk_call(c, name, depth)?,
             Object::PersistentId(_) => {}
         }
@@ -381,16 +409,26 @@ impl<'a> Walker<'a> {
 
     /// Lists of scalars become one metadata array; other sequences are walked by index.
     fn walk_seq(&mut self, items: &[Value], name: &str, depth: usize) -> Result<()> {
-        let scalars: Option<Vec<MetaValue>> = items.iter().map(|i| self.scalar(i)).collect();
-        match scalars {
-            Some(arr) if !items.is_empty() => self.add_meta(name, MetaValue::Array(arr)),
-            _ => {
-                for (i, item) in items.iter().enumerate() {
-                    self.walk(item, &join(name, &i.to_string()), depth + 1)?;
-                }
-            }
+        let all_scalars = !items.is_empty() && items.iter().all(|i| self.scalar_kind(i));
+        if all_scalars {
+            // Charged before the copy is made: a list referenced many times is copied each time.
+            self.charge(items.len() as u64 * std::mem::size_of::<MetaValue>() as u64)?;
+            let arr = items.iter().filter_map(|i| self.scalar(i)).collect();
+            return self.add_meta(name, MetaValue::Array(arr));
+        }
+        for (i, item) in items.iter().enumerate() {
+            let child = self.child(name, &i.to_string())?;
+            self.walk(item, &child, depth + 1)?;
         }
         Ok(())
+    }
+
+    /// Whether `v` is a scalar [`Walker::scalar`] turns into a metadata value.
+    fn scalar_kind(&self, v: &Value) -> bool {
+        matches!(
+            v,
+            Value::None | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Str(_)
+        )
     }
 
     fn scalar(&self, v: &Value) -> Option<MetaValue> {
@@ -404,9 +442,22 @@ impl<'a> Walker<'a> {
         })
     }
 
-    fn add_meta(&mut self, name: &str, m: MetaValue) {
+    fn add_meta(&mut self, name: &str, m: MetaValue) -> Result<()> {
         let name = if name.is_empty() { "value" } else { name };
+        let strings = match &m {
+            MetaValue::String(s) => s.len(),
+            MetaValue::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    MetaValue::String(s) => s.len(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        };
+        self.charge((name.len() + strings + std::mem::size_of::<MetaValue>()) as u64)?;
         self.metadata.insert(name.to_string(), m);
+        Ok(())
     }
 
     fn walk_call(&mut self, c: &Call, name: &str, depth: usize) -> Result<()> {
@@ -441,7 +492,8 @@ impl<'a> Walker<'a> {
                     {
                         continue;
                     }
-                    self.walk(item, &join(name, &key), depth + 1)?;
+                    let child = self.child(name, &key)?;
+                    self.walk(item, &child, depth + 1)?;
                 }
                 Ok(())
             }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -169,6 +169,11 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     }
     let mut tensors: Vec<TensorEntry> = entries.into_iter().map(|(_, _, t)| t).collect();
     for (alias, target) in &tied {
+        if tensors.iter().any(|t| &t.name == alias) {
+            return Err(bad(format!(
+                "`{TIED_KEY}` ties `{alias}` to `{target}`, but the file already holds a tensor named `{alias}`"
+            )));
+        }
         let src = tensors
             .iter_mut()
             .find(|t| &t.name == target)
@@ -244,8 +249,8 @@ pub fn write(
         with_meta.extend(header);
         header = with_meta;
     }
-    let mut text =
-        serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut text = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| Error::malformed(path, e.to_string()))?;
     while text.len() % 8 != 0 {
         text.push(b' ');
     }
@@ -262,94 +267,13 @@ pub fn write(
     })
 }
 
-/// Writes `tensors` as shards of at most `shard_bytes` each (a tensor larger than that gets a
-/// shard of its own) plus `<stem>.safetensors.index.json`, Hugging Face style. Returns the
-/// written paths, the index last. With one shard, writes a plain file at `path`.
-pub fn write_sharded(
-    path: &Path,
-    tensors: &[OutTensor<'_>],
-    metadata: &Metadata,
-    shard_bytes: u64,
-    progress: Progress<'_>,
-) -> Result<Vec<PathBuf>> {
-    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
-    let mut size = 0u64;
-    for (i, t) in tensors.iter().enumerate() {
-        let n = if t.tied_to.is_some() { 0 } else { t.nbytes() };
-        if size > 0 && size + n > shard_bytes {
-            shards.push(Vec::new());
-            size = 0;
-        }
-        shards.last_mut().expect("non-empty").push(i);
-        size += n;
-    }
-    if shards.len() == 1 {
-        write(path, tensors, metadata, progress)?;
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let stem = path
-        .file_name()
-        .map(|n| {
-            n.to_string_lossy()
-                .trim_end_matches(".safetensors")
-                .to_string()
-        })
-        .unwrap_or_else(|| "model".into());
-    let count = shards.len();
-    let mut weight_map = Map::new();
-    let mut written = Vec::new();
-    let mut total = 0u64;
-    for (k, idx) in shards.iter().enumerate() {
-        let file = format!("{stem}-{:05}-of-{count:05}.safetensors", k + 1);
-        // Tied tensors must live in the shard of their target.
-        let part: Vec<OutTensor<'_>> = idx
-            .iter()
-            .map(|&i| {
-                let t = &tensors[i];
-                let mut o =
-                    OutTensor::new(t.name.clone(), t.dtype, t.shape.clone(), move || t.bytes());
-                o.tied_to = t.tied_to.clone();
-                o
-            })
-            .collect();
-        for t in &part {
-            if let Some(target) = &t.tied_to {
-                if !part.iter().any(|p| &p.name == target) {
-                    return Err(Error::tensor(
-                        path,
-                        &t.name,
-                        format!(
-                            "tied to `{target}`, which landed in another shard; raise --shard-size"
-                        ),
-                    ));
-                }
-            } else {
-                total += t.nbytes();
-            }
-            weight_map.insert(t.name.clone(), Value::String(file.clone()));
-        }
-        let p = dir.join(&file);
-        write(&p, &part, metadata, progress)?;
-        written.push(p);
-    }
-    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-    let index_path = dir.join(format!("{stem}.safetensors.index.json"));
-    write_atomic(&index_path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &index).map_err(|e| Error::Invalid(e.to_string()))?;
-        w.write_all(b"\n").map_err(|e| Error::io(&index_path, e))
-    })?;
-    written.push(index_path);
-    Ok(written)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::borrow::Cow;
 
     /// A file with the given header JSON and `data_len` zero bytes of data.
-    fn raw_file(dir: &Path, header: &str, data_len: usize) -> PathBuf {
+    fn raw_file(dir: &Path, header: &str, data_len: usize) -> std::path::PathBuf {
         let p = dir.join("x.safetensors");
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
@@ -450,33 +374,5 @@ mod tests {
                 "lm_head.weight".to_string()
             ]]
         );
-    }
-
-    #[test]
-    fn sharded_write_produces_an_index_that_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("model.safetensors");
-        let data: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 400]).collect();
-        let outs: Vec<OutTensor<'_>> = data
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                OutTensor::new(format!("t{i}"), DType::F32, vec![100], move || {
-                    Ok(Cow::Borrowed(&d[..]))
-                })
-            })
-            .collect();
-        let files = write_sharded(&p, &outs, &Metadata::new(), 900, &mut |_, _| {}).unwrap();
-        assert_eq!(
-            files.len(),
-            4,
-            "3 shards of <= 900 bytes + index: {files:?}"
-        );
-        assert!(files[0].ends_with("model-00001-of-00003.safetensors"));
-        let ck = crate::Checkpoint::open(files.last().unwrap()).unwrap();
-        assert_eq!(ck.format, Format::SafetensorsSharded);
-        assert_eq!(ck.tensors.len(), 5);
-        assert_eq!(&*ck.get("t4").unwrap().data().unwrap(), &data[4][..]);
-        assert_eq!(ck.metadata["index.total_size"], MetaValue::I64(2000));
     }
 }

@@ -612,13 +612,16 @@ impl<W: Write> ZipWriter<W> {
     /// Appends a stored entry `name` holding `data`.
     pub fn add(&mut self, name: &str, data: &[u8]) -> Result<()> {
         if name.len() > u16::MAX as usize {
-            return Err(Error::Invalid(format!(
-                "zip entry name of {} bytes is too long",
-                name.len()
-            )));
+            return Err(Error::malformed(
+                &self.path,
+                format!("zip entry name of {} bytes is too long", name.len()),
+            ));
         }
         if !self.names.insert(name.to_string()) {
-            return Err(Error::Invalid(format!("zip entry `{name}` written twice")));
+            return Err(Error::malformed(
+                &self.path,
+                format!("zip entry `{name}` written twice (two tensors with one name?)"),
+            ));
         }
         let size = data.len() as u64;
         let crc32 = crc32fast::hash(data);

@@ -11,7 +11,7 @@ use ferry_data::lang::LangTagStyle;
 use ferry_data::pipeline::{batch_all, encode_corpus, EncodeOptions, LabelFrom};
 use ferry_data::tokenize::{thread_pool, Tokenizer};
 
-use super::{report_issues, spinner, CorpusArgs};
+use super::{spinner, CorpusArgs};
 
 /// Arguments of `ferry data batch`.
 #[derive(clap::Args)]
@@ -68,7 +68,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let tok = Tokenizer::from_file(&a.tokenizer)?;
     let t0 = Instant::now();
     let mut reader = a.corpus.open()?;
-    let bar = spinner(a.json, "records encoded");
+    let bar = spinner(a.json || a.corpus.quiet, "records encoded");
     let opts = EncodeOptions {
         add_special_tokens: !a.no_special_tokens,
         lang_tags: a.lang_tags.clone(),
@@ -114,6 +114,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
             tokens as f64 / seconds
         );
     }
-    report_issues(reader.issues());
+    a.corpus.report_issues(reader.issues());
     Ok(ExitCode::SUCCESS)
 }

@@ -82,6 +82,14 @@ pub struct CorpusArgs {
     /// Malformed records: skip (count and report them) or fail (stop at the first, naming file:line).
     #[arg(long, default_value = "skip", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<OnError>()))]
     pub on_error: OnError,
+    /// Treat a language label that is not a language code (ISO 639 / BCP-47, e.g. the UDHR's
+    /// ell_monotonic) as malformed: drop it, or with --on-error fail stop. By default any label
+    /// is a class and such labels are only counted as warnings.
+    #[arg(long)]
+    pub strict_languages: bool,
+    /// Do not print what was dropped or kept with a warning on stderr (--json output still has it).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 impl CorpusArgs {
@@ -108,12 +116,21 @@ impl CorpusArgs {
             split: self.split.clone(),
             pair,
             on_error: self.on_error,
+            strict_languages: self.strict_languages,
         })
     }
 
     /// Opens the corpus.
     pub fn open(&self) -> Result<ferry_data::corpus::CorpusReader> {
         Ok(ferry_data::corpus::open(&self.corpus, &self.options()?)?)
+    }
+
+    /// Prints on stderr, unless `--quiet`, what reading the corpus dropped (a summary line by
+    /// reason, then the first location of each) and kept with a warning.
+    pub fn report_issues(&self, issues: &IssueLog) {
+        if !self.quiet {
+            print_issues(&self.corpus, issues);
+        }
     }
 }
 
@@ -132,9 +149,10 @@ pub fn spinner(quiet: bool, what: &str) -> ProgressBar {
     bar
 }
 
-/// Prints what was skipped (to stderr), if anything.
-pub fn report_issues(issues: &IssueLog) {
-    if issues.total() > 0 {
-        eprint!("{issues}");
+/// Prints on stderr what reading `corpus` dropped or kept with a warning, if anything:
+/// `corpus.tsv: dropped 3 records: 2 empty_text, 1 invalid_lang`, then a line per reason.
+pub fn print_issues(corpus: &std::path::Path, issues: &IssueLog) {
+    if !issues.is_empty() {
+        eprint!("{}: {issues}", corpus.display());
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
 
-use super::{report_issues, CorpusArgs};
+use super::CorpusArgs;
 
 /// Arguments of `ferry data sample`.
 #[derive(clap::Args)]
@@ -118,6 +118,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
             _ => {}
         }
     }
-    report_issues(&issues);
+    a.corpus.report_issues(&issues);
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use ferry_data::stats::{self, LENGTH_BINS};
 use ferry_data::tokenize::Tokenizer;
 
-use super::{report_issues, spinner, CorpusArgs};
+use super::{spinner, CorpusArgs};
 
 /// Arguments of `ferry data stats`.
 #[derive(clap::Args)]
@@ -29,7 +29,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let tok = a.tokenizer.as_ref().map(Tokenizer::from_file).transpose()?;
     let reader = a.corpus.open()?;
     let format = reader.format();
-    let bar = spinner(a.json, "records");
+    let bar = spinner(a.json || a.corpus.quiet, "records");
     let st = stats::collect(reader, tok.as_ref(), |n| bar.set_position(n))?;
     bar.finish_and_clear();
     if a.json {
@@ -37,6 +37,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         j["corpus"] = a.corpus.corpus.display().to_string().into();
         j["format"] = format.to_string().into();
         println!("{}", serde_json::to_string_pretty(&j)?);
+        a.corpus.report_issues(&st.issues);
         return Ok(ExitCode::SUCCESS);
     }
     let unit = if st.tokenizer { "tokens" } else { "words" };
@@ -85,6 +86,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
         lo = *hi;
     }
-    report_issues(&st.issues);
+    a.corpus.report_issues(&st.issues);
     Ok(ExitCode::SUCCESS)
 }

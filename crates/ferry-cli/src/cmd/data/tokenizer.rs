@@ -12,7 +12,7 @@ use ferry_data::tokenize::train::{self, Kind, TrainSpec};
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
 
-use super::{report_issues, CorpusArgs};
+use super::CorpusArgs;
 
 /// `ferry data tokenizer` subcommands.
 #[derive(clap::Subcommand)]
@@ -174,6 +174,6 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
             None => println!("dry run: nothing written"),
         }
     }
-    report_issues(&issues);
+    a.corpus.report_issues(&issues);
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use ferry_data::tokenize::basic::{basic_english, Vocab};
 
-use super::{report_issues, CorpusArgs};
+use super::CorpusArgs;
 
 /// Arguments of `ferry data vocab`.
 #[derive(clap::Args)]
@@ -63,6 +63,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
             println!("wrote {}", out.display());
         }
     }
-    report_issues(&issues);
+    a.corpus.report_issues(&issues);
     Ok(ExitCode::SUCCESS)
 }

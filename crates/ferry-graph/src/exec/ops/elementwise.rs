@@ -4,7 +4,8 @@
 use candle_core::{DType, Tensor};
 
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, broadcast_shape, candle_dtype, floats_of, opt, R};
+use crate::exec::scalar_f64;
+use crate::exec::util::{arg, bail, broadcast_shape, candle_dtype, opt, R};
 use crate::ir::Node;
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
@@ -29,13 +30,25 @@ fn same_dtype(a: &Tensor, b: &Tensor) -> R<Tensor> {
     if a.dtype() == b.dtype() {
         Ok(b.clone())
     } else {
-        b.to_dtype(a.dtype())
+        Ok(b.to_dtype(a.dtype())?)
     }
 }
 
-fn binary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+/// The broadcast shape of `a` and `b`, checked against the budget as `dtype`.
+fn broadcast_fits(cx: &OpCx, a: &Tensor, b: &Tensor, dtype: DType) -> R<Vec<usize>> {
+    let shape = broadcast_shape(a.dims(), b.dims())?;
+    cx.fits("its output", &shape, dtype)?;
+    Ok(shape)
+}
+
+fn binary(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let a = arg(&args, 0)?;
     let b = same_dtype(a, arg(&args, 1)?)?;
+    let compares = matches!(
+        node.op_type.as_str(),
+        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Xor"
+    );
+    broadcast_fits(cx, a, &b, if compares { DType::U8 } else { a.dtype() })?;
     let out = match node.op_type.as_str() {
         "Add" => a.broadcast_add(&b)?,
         "Sub" => a.broadcast_sub(&b)?,
@@ -49,19 +62,20 @@ fn binary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         "And" => a.broadcast_mul(&b)?.ne(0u8)?,
         "Or" => a.broadcast_add(&b)?.ne(0u8)?,
         "Xor" => a.broadcast_ne(&b)?,
-        other => candle_core::bail!("{other} is not a binary op"),
+        other => bail!("{other} is not a binary op"),
     };
     Ok(vec![out])
 }
 
-fn variadic(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn variadic(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let n = args.iter().flatten().count();
     let mut it = args.into_iter().flatten();
-    let mut acc = it
-        .next()
-        .ok_or_else(|| candle_core::Error::Msg("needs an input".into()))?;
+    let Some(mut acc) = it.next() else {
+        bail!("needs an input");
+    };
     for t in it {
         let t = same_dtype(&acc, &t)?;
+        broadcast_fits(cx, &acc, &t, acc.dtype())?;
         acc = match node.op_type.as_str() {
             "Max" => acc.broadcast_maximum(&t)?,
             "Min" => acc.broadcast_minimum(&t)?,
@@ -74,12 +88,12 @@ fn variadic(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> 
     Ok(vec![acc])
 }
 
-fn pow(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn pow(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let y = arg(&args, 1)?;
+    let shape = broadcast_fits(cx, x, y, x.dtype())?;
     if y.elem_count() == 1 && x.dtype().is_float() {
-        let e = floats_of(y)?[0];
-        let shape = broadcast_shape(x.dims(), y.dims())?;
+        let e = scalar_f64(y)?;
         let out = if e == 2.0 {
             x.sqr()?
         } else if e == 1.0 {
@@ -94,7 +108,7 @@ fn pow(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         return Ok(vec![out.broadcast_as(shape)?.contiguous()?]);
     }
     // General case on the host: exact `powf` semantics (negative bases included).
-    let shape = broadcast_shape(x.dims(), y.dims())?;
+    cx.fits("its operands as f64", &shape, DType::F64)?;
     let xs = x
         .to_dtype(DType::F64)?
         .broadcast_as(shape.as_slice())?
@@ -111,7 +125,7 @@ fn pow(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     ])
 }
 
-fn unary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn unary(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let out = match node.op_type.as_str() {
         "Sqrt" => x.sqrt()?,
@@ -129,6 +143,7 @@ fn unary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         "Ceil" => x.ceil()?,
         // ONNX rounds halves to even; candle's `round` rounds them away from zero.
         "Round" => {
+            cx.fits("its values as f64", x.dims(), DType::F64)?;
             let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
             let r: Vec<f64> = v.iter().map(|a| a.round_ties_even()).collect();
             Tensor::from_vec(r, x.shape(), x.device())?.to_dtype(x.dtype())?
@@ -148,27 +163,30 @@ fn unary(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
             let beta = node.attr_float("beta", 0.5) as f64;
             x.affine(alpha, beta)?.clamp(0f64, 1f64)?
         }
-        other => candle_core::bail!("{other} is not a unary op"),
+        other => bail!("{other} is not a unary op"),
     };
     Ok(vec![out])
 }
 
-fn cast(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn cast(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let to = node.attr_int("to", 1);
     let out = if to == 9 {
         x.ne(0f64)?
     } else {
-        x.to_dtype(candle_dtype(to)?)?
+        let dt = candle_dtype(to)?;
+        cx.fits("its output", x.dims(), dt)?;
+        x.to_dtype(dt)?
     };
     Ok(vec![out])
 }
 
-fn where_op(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn where_op(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let c = arg(&args, 0)?;
     let a = arg(&args, 1)?;
     let b = same_dtype(a, arg(&args, 2)?)?;
     let shape = broadcast_shape(&broadcast_shape(c.dims(), a.dims())?, b.dims())?;
+    cx.fits("its output", &shape, a.dtype())?;
     let c = c.broadcast_as(shape.as_slice())?.contiguous()?;
     let out = c.where_cond(
         &a.broadcast_as(shape.as_slice())?.contiguous()?,
@@ -181,8 +199,8 @@ fn clip(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let (lo, hi) = if cx.opset >= 11 {
         (
-            opt(&args, 1).map(floats_of).transpose()?.map(|v| v[0]),
-            opt(&args, 2).map(floats_of).transpose()?.map(|v| v[0]),
+            opt(&args, 1).map(scalar_f64).transpose()?,
+            opt(&args, 2).map(scalar_f64).transpose()?,
         )
     } else {
         (

@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor};
 
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, opt, R};
+use crate::exec::util::{arg, bail, broadcast_shape, opt, R};
 use crate::ir::Node;
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
@@ -42,11 +42,20 @@ pub(super) fn takes_packed_weight(op: &str) -> bool {
 fn matmul_bias(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let act = (node.op_type == "MatMulBiasGelu").then_some(ferry_kernels::Activation::Gelu);
     let (x, bias) = (arg(&args, 0)?, arg(&args, 2)?);
+    let n = match cx.packed {
+        Some(w) => w.n(),
+        None => arg(&args, 1)?.dims2()?.1,
+    };
+    let mut out = x.dims().to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = n;
+    }
+    cx.fits("its output", &out, x.dtype())?;
     match cx.packed {
         Some(w) if x.dtype() == DType::F32 && x.device().is_cpu() => {
             Ok(vec![ferry_kernels::linear_packed(x, w, bias, act)?])
         }
-        Some(_) if opt(&args, 1).is_none() => candle_core::bail!(
+        Some(_) if opt(&args, 1).is_none() => bail!(
             "the weight was packed at load for f32 input on CPU, but the input is {:?} on {:?}",
             x.dtype(),
             x.device().location()
@@ -60,15 +69,17 @@ fn matmul_bias(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tenso
     }
 }
 
-/// `Attention(Q, K, V, Bias)`: see the module docs of [`crate::onnx`].
-fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+/// `Attention(Q, K, V, Bias)`: see the module docs of [`crate::onnx`]. Its scores
+/// `[batch, heads, seq, seq]` (plus the bias) are checked against the budget, as the unfused
+/// graph's would be.
+fn attention(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let (q, k, v) = (arg(&args, 0)?, arg(&args, 1)?, arg(&args, 2)?);
     let bias = arg(&args, 3)?;
     let heads = node.attr_int("num_heads", 0);
     let scale = scale_attr(node)?;
     let (b, s, d) = q.dims3()?;
     if heads <= 0 || d % heads as usize != 0 || k.dims() != q.dims() || v.dims() != q.dims() {
-        candle_core::bail!(
+        bail!(
             "Q {:?}, K {:?}, V {:?} with {heads} heads: expected equal [batch, seq, heads x head_size]",
             q.dims(),
             k.dims(),
@@ -76,6 +87,8 @@ fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
         );
     }
     let heads = heads as usize;
+    let scores = broadcast_shape(&[b, heads, s, s], bias.dims())?;
+    cx.fits("its attention scores", &scores, q.dtype())?;
     if let Some(key_bias) = key_bias(bias, b, s)? {
         if q.dtype() == DType::F32 && q.device().is_cpu() {
             let qkv = Tensor::cat(&[q, k, v], 2)?;
@@ -101,13 +114,15 @@ fn attention(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
 fn scale_attr(node: &Node) -> R<f32> {
     match node.attrs.get("scale") {
         Some(crate::ir::Attr::Float(s)) => Ok(*s),
-        _ => candle_core::bail!("the `scale` attribute is missing"),
+        _ => bail!("the `scale` attribute is missing"),
     }
 }
 
 /// `AddLayerNorm(A, B, Scale, Bias)` = `LayerNormalization(A + B)` over the last axis.
-fn add_layer_norm(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn add_layer_norm(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let (a, b) = (arg(&args, 0)?, arg(&args, 1)?);
+    let out = broadcast_shape(a.dims(), b.dims())?;
+    cx.fits("its output", &out, a.dtype())?;
     let (scale, bias) = (arg(&args, 2)?.flatten_all()?, arg(&args, 3)?.flatten_all()?);
     let eps = node.attr_float("epsilon", 1e-5) as f64;
     Ok(vec![ferry_kernels::add_layer_norm(
@@ -122,11 +137,16 @@ fn packed_attention(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<
     let (b, s, d3) = qkv.dims3()?;
     let heads = node.attr_int("num_heads", 0);
     if d3 % 3 != 0 || heads <= 0 || (d3 / 3) % heads as usize != 0 {
-        candle_core::bail!(
+        bail!(
             "QKV {:?} is not [batch, seq, 3 x heads ({heads}) x head_size]",
             qkv.dims()
         );
     }
+    cx.fits(
+        "its attention scores",
+        &[b, heads as usize, s, s],
+        qkv.dtype(),
+    )?;
     if qkv.dtype() == DType::F32 && qkv.device().is_cpu() {
         if let Some(key_bias) = key_bias(bias, b, s)? {
             let scale = scale_attr(node)?;
@@ -159,7 +179,7 @@ fn key_bias(bias: &Tensor, b: usize, s: usize) -> R<Option<Option<Tensor>>> {
         return Ok((v == 0.0).then_some(None));
     }
     let r = dims.len();
-    if r == 0 || r > 4 || dims[r - 1] != s {
+    if r == 0 || r > 4 || s == 0 || dims[r - 1] != s {
         return Ok(None);
     }
     // Left-pad to [B', H', Q', s].

@@ -7,11 +7,12 @@ mod nn;
 mod reduce;
 mod shape;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 pub use shape::reshape_dims;
 
 use super::util::R;
+use super::MemoryBudget;
 use crate::ir::Node;
 use crate::onnx::FERRY_DOMAIN;
 
@@ -23,6 +24,17 @@ pub(crate) struct OpCx<'a> {
     pub device: &'a Device,
     /// The node's weight packed at load, for ops that take one (see [`packs_weight`]).
     pub packed: Option<&'a ferry_kernels::PackedMatrix>,
+    /// The most bytes one tensor the op makes may take.
+    pub budget: MemoryBudget,
+}
+
+impl OpCx<'_> {
+    /// `Ok` when a tensor of `shape` and `dtype` fits the memory budget: called before making
+    /// one whose size comes from input values or attributes. `what` names it for the error
+    /// ("its output").
+    pub fn fits(&self, what: &'static str, shape: &[usize], dtype: DType) -> R<()> {
+        Ok(self.budget.check(what, shape, dtype)?)
+    }
 }
 
 /// Whether `node` multiplies by its input 1 as a constant `[in, out]` matrix that the executor
@@ -57,8 +69,8 @@ pub fn is_supported(node: &Node) -> bool {
 
 /// Runs one node.
 pub(crate) fn run(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let f = lookup(node).ok_or_else(|| {
-        candle_core::Error::Msg(format!("op `{}` is not supported", node.qualified_op()))
-    })?;
+    let Some(f) = lookup(node) else {
+        super::util::bail!("op `{}` is not supported", node.qualified_op());
+    };
     f(node, cx, args)
 }

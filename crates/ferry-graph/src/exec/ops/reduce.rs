@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor, D};
 
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, axes, norm_axis, R};
+use crate::exec::util::{arg, axes, bail, norm_axis, R};
 use crate::ir::Node;
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
@@ -17,7 +17,7 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
     })
 }
 
-fn reduce(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn reduce(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let keep = node.attr_int("keepdims", 1) != 0;
     let rank = x.rank();
@@ -28,6 +28,9 @@ fn reduce(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     };
     dims.sort_unstable();
     dims.dedup();
+    if matches!(node.op_type.as_str(), "ReduceProd" | "ReduceL2") {
+        cx.fits("its input as f64", x.dims(), DType::F64)?;
+    }
     if node.op_type == "ReduceProd" {
         return Ok(vec![prod(x, &dims, keep)?]);
     }
@@ -61,28 +64,34 @@ fn reduce(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     Ok(vec![y])
 }
 
+/// The product over `dims` (sorted, distinct), in f64 on the host: the reduced dims are moved
+/// last and each row of what they span is multiplied out (an empty row gives 1).
 fn prod(x: &Tensor, dims: &[usize], keep: bool) -> R<Tensor> {
-    let mut y = x.to_dtype(DType::F64)?;
-    for &d in dims {
-        let parts: Vec<Tensor> = (0..y.dims()[d])
-            .map(|i| y.narrow(d, i, 1))
-            .collect::<R<_>>()?;
-        let mut acc = parts[0].clone();
-        for p in &parts[1..] {
-            acc = (acc * p)?;
-        }
-        y = acc;
-    }
-    if !keep {
-        for &d in dims.iter().rev() {
-            y = y.squeeze(d)?;
-        }
-    }
-    y.to_dtype(x.dtype())
+    let kept: Vec<usize> = (0..x.rank()).filter(|d| !dims.contains(d)).collect();
+    let perm: Vec<usize> = kept.iter().chain(dims).copied().collect();
+    let row: usize = dims.iter().map(|&d| x.dims()[d]).product();
+    let v = x
+        .to_dtype(DType::F64)?
+        .permute(perm)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let out: Vec<f64> = if row == 0 {
+        vec![1.0; kept.iter().map(|&d| x.dims()[d]).product()]
+    } else {
+        v.chunks_exact(row).map(|r| r.iter().product()).collect()
+    };
+    let shape: Vec<usize> = if keep {
+        (0..x.rank())
+            .map(|d| if dims.contains(&d) { 1 } else { x.dims()[d] })
+            .collect()
+    } else {
+        kept.iter().map(|&d| x.dims()[d]).collect()
+    };
+    Ok(Tensor::from_vec(out, shape, x.device())?.to_dtype(x.dtype())?)
 }
 
 /// Softmax over `axis` (opset 13+ semantics; older opsets flatten from `axis`).
-pub(crate) fn softmax_axis(x: &Tensor, axis: usize) -> R<Tensor> {
+pub(crate) fn softmax_axis(x: &Tensor, axis: usize) -> candle_core::Result<Tensor> {
     if axis + 1 == x.rank() && x.dtype() == DType::F32 && x.device().is_cpu() {
         return ferry_kernels::softmax_last_dim(x);
     }
@@ -117,7 +126,7 @@ fn softmax(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> 
     Ok(vec![y])
 }
 
-fn log_softmax_last(x: &Tensor) -> R<Tensor> {
+fn log_softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     let m = x.max_keepdim(D::Minus1)?;
     let s = x.broadcast_sub(&m)?;
     s.broadcast_sub(&s.exp()?.sum_keepdim(D::Minus1)?.log()?)
@@ -127,7 +136,7 @@ fn argmax(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let axis = norm_axis(node.attr_int("axis", 0), x.rank())?;
     if node.attr_int("select_last_index", 0) != 0 {
-        candle_core::bail!("select_last_index=1 is not supported");
+        bail!("select_last_index=1 is not supported");
     }
     let mut y = if node.op_type == "ArgMax" {
         x.argmax_keepdim(axis)?

@@ -2,10 +2,11 @@
 //! Unsqueeze, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Shape, Size, Constant,
 //! ConstantOfShape, Range.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, axes, broadcast_shape, floats_of, ints_of, norm_axis, opt, R};
+use crate::exec::scalar_f64;
+use crate::exec::util::{arg, axes, bail, broadcast_shape, ints_of, norm_axis, opt, R};
 use crate::ir::{Attr, Node};
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
@@ -31,26 +32,25 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
     })
 }
 
-/// Elements a graph may ask one op to create from its input values (ConstantOfShape, Range):
-/// a hostile file must get an error, not an allocation of that size.
-const MAX_CREATED_ELEMS: u128 = 1 << 32;
-
-fn check_size(dims: &[usize]) -> R<()> {
-    let n = dims
-        .iter()
-        .try_fold(1u128, |a, &d| a.checked_mul(d as u128))
-        .unwrap_or(u128::MAX);
-    if n > MAX_CREATED_ELEMS {
-        candle_core::bail!(
-            "it would create {n} elements ({dims:?}); the limit is {MAX_CREATED_ELEMS}"
-        );
-    }
-    Ok(())
+/// Sizes from a shape input: negative values are errors.
+fn dims_of(t: &Tensor, what: &str) -> R<Vec<usize>> {
+    ints_of(t)?
+        .into_iter()
+        .map(|v| {
+            usize::try_from(v).map_err(|_| {
+                candle_core::Error::Msg(format!("{what} holds the negative size {v}")).into()
+            })
+        })
+        .collect()
 }
 
 /// ONNX Reshape's target: `0` copies the input's dimension (unless `allowzero`), `-1` is
-/// inferred.
-pub fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usize>> {
+/// inferred. Element counts are computed with overflow checks.
+pub fn reshape_dims(
+    input: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> candle_core::Result<Vec<usize>> {
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
     for (i, &s) in spec.iter().enumerate() {
@@ -65,19 +65,22 @@ pub fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usi
                 out.push(1);
             }
             s if s >= 0 => out.push(s as usize),
-            _ => candle_core::bail!("invalid target shape {spec:?}"),
+            _ => bail!("invalid target shape {spec:?}"),
         }
     }
-    let total: usize = input.iter().product();
+    let count = |d: &[usize]| d.iter().try_fold(1usize, |n, &x| n.checked_mul(x));
+    let Some(total) = count(input) else {
+        bail!("input {input:?} has more than 2^64 elements");
+    };
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = count(&out).unwrap_or(0);
         if known == 0 || !total.is_multiple_of(known) {
-            candle_core::bail!("cannot reshape {input:?} to {spec:?}");
+            bail!("cannot reshape {input:?} to {spec:?}");
         }
         out[i] = total / known;
     }
-    if out.iter().product::<usize>() != total {
-        candle_core::bail!("cannot reshape {input:?} ({total} elements) to {spec:?}");
+    if count(&out) != Some(total) {
+        bail!("cannot reshape {input:?} ({total} elements) to {spec:?}");
     }
     Ok(out)
 }
@@ -147,18 +150,25 @@ fn transpose(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     Ok(vec![x.permute(perm)?])
 }
 
-fn concat(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn concat(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let xs: Vec<&Tensor> = args.iter().flatten().collect();
-    let first = xs
-        .first()
-        .ok_or_else(|| candle_core::Error::Msg("no inputs".into()))?;
+    let Some(first) = xs.first() else {
+        bail!("no inputs");
+    };
     let axis = norm_axis(node.attr_int("axis", 0), first.rank())?;
     let dt = first.dtype();
+    let mut out = first.dims().to_vec();
+    out[axis] = xs
+        .iter()
+        .map(|t| t.dims().get(axis).copied().unwrap_or(0))
+        .try_fold(0usize, usize::checked_add)
+        .unwrap_or(usize::MAX);
+    cx.fits("its output", &out, dt)?;
     let xs: Vec<Tensor> = xs
         .iter()
         .filter(|t| t.elem_count() > 0 || xs.len() == 1)
         .map(|t| t.to_dtype(dt))
-        .collect::<R<_>>()?;
+        .collect::<candle_core::Result<_>>()?;
     if xs.is_empty() {
         return Ok(vec![(*first).clone()]);
     }
@@ -169,23 +179,29 @@ fn split(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
     let axis = norm_axis(node.attr_int("axis", 0), x.rank())?;
     let dim = x.dims()[axis];
+    let size = |v: i64| {
+        usize::try_from(v).map_err(|_| candle_core::Error::Msg(format!("negative split size {v}")))
+    };
+    let outputs = node.outputs.len().max(1);
     let sizes: Vec<usize> = match opt(&args, 1) {
         Some(s) => ints_of(s)?
             .into_iter()
-            .map(|v| {
-                usize::try_from(v)
-                    .map_err(|_| candle_core::Error::Msg(format!("negative split size {v}")))
-            })
-            .collect::<R<_>>()?,
+            .map(size)
+            .collect::<candle_core::Result<_>>()?,
         None => match node.attr_ints("split") {
-            Some(s) => s.iter().map(|&v| v as usize).collect(),
+            Some(s) => s
+                .iter()
+                .map(|&v| size(v))
+                .collect::<candle_core::Result<_>>()?,
             None => {
-                let n = node
-                    .attrs
-                    .get("num_outputs")
-                    .map(|_| node.attr_int("num_outputs", 1) as usize)
-                    .unwrap_or(node.outputs.len())
-                    .max(1);
+                let n = match node.attrs.get("num_outputs") {
+                    Some(_) => node.attr_int("num_outputs", 1),
+                    None => outputs as i64,
+                };
+                if n < 1 || n > outputs as i64 {
+                    bail!("num_outputs {n} for a node with {outputs} outputs");
+                }
+                let n = n as usize;
                 let chunk = dim.div_ceil(n);
                 (0..n)
                     .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
@@ -193,8 +209,14 @@ fn split(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
             }
         },
     };
-    if sizes.iter().sum::<usize>() != dim {
-        candle_core::bail!("split sizes {sizes:?} do not add up to dimension {dim}");
+    if sizes.len() > outputs {
+        bail!(
+            "{} split sizes for a node with {outputs} outputs",
+            sizes.len()
+        );
+    }
+    if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(dim) {
+        bail!("split sizes {sizes:?} do not add up to dimension {dim}");
     }
     let mut start = 0;
     let mut out = Vec::with_capacity(sizes.len());
@@ -225,7 +247,7 @@ fn slice(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let ax = ax.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || ax.len() != starts.len() || steps.len() != starts.len() {
-        candle_core::bail!(
+        bail!(
             "starts ({}), ends ({}), axes ({}) and steps ({}) differ in length",
             starts.len(),
             ends.len(),
@@ -237,32 +259,34 @@ fn slice(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     for i in 0..starts.len() {
         let axis = norm_axis(ax[i], x.rank())?;
         let d = x.dims()[axis] as i64;
-        let step = steps[i];
+        // In i128: starts, ends and steps may be anywhere in i64.
+        let step = i128::from(steps[i]);
         if step == 0 {
-            candle_core::bail!("slice step 0");
+            bail!("slice step 0");
         }
-        let clampi = |v: i64, lo: i64, hi: i64| v.clamp(lo, hi);
-        let fix = |v: i64| if v < 0 { v + d } else { v };
-        if step > 0 {
-            let s = clampi(fix(starts[i]), 0, d);
-            let e = clampi(fix(ends[i]), 0, d);
-            let n = if e > s { (e - s + step - 1) / step } else { 0 };
-            if step == 1 {
-                out = out.narrow(axis, s as usize, n as usize)?;
+        let d = i128::from(d);
+        let fix = |v: i64| {
+            let v = i128::from(v);
+            if v < 0 {
+                v + d
             } else {
-                let idx: Vec<i64> = (0..n).map(|k| s + k * step).collect();
-                let idx = Tensor::from_vec(idx, n as usize, out.device())?;
-                out = out.index_select(&idx, axis)?;
+                v
             }
+        };
+        let (s, n) = if step > 0 {
+            let s = fix(starts[i]).clamp(0, d);
+            let e = fix(ends[i]).clamp(0, d);
+            (s, if e > s { (e - s + step - 1) / step } else { 0 })
         } else {
-            let s = clampi(fix(starts[i]), 0, d - 1);
-            let e = clampi(fix(ends[i]), -1, d - 1);
-            let n = if s > e {
-                (s - e + (-step) - 1) / (-step)
-            } else {
-                0
-            };
-            let idx: Vec<i64> = (0..n).map(|k| s + k * step).collect();
+            let s = fix(starts[i]).clamp(0, d - 1);
+            let e = fix(ends[i]).clamp(-1, d - 1);
+            (s, if s > e { (s - e - step - 1) / -step } else { 0 })
+        };
+        // 0 <= s <= d and 0 <= n <= d: both fit in usize and i64.
+        if step == 1 {
+            out = out.narrow(axis, s as usize, n as usize)?;
+        } else {
+            let idx: Vec<i64> = (0..n).map(|k| (s + k * step) as i64).collect();
             let idx = Tensor::from_vec(idx, n as usize, out.device())?;
             out = out.index_select(&idx, axis)?;
         }
@@ -270,15 +294,20 @@ fn slice(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     Ok(vec![out])
 }
 
-fn gather(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn gather(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let data = arg(&args, 0)?;
     let idx = arg(&args, 1)?;
     let axis = norm_axis(node.attr_int("axis", 0), data.rank())?;
     let d = data.dims()[axis] as i64;
+    let mut dims: Vec<usize> = data.dims()[..axis].to_vec();
+    dims.extend_from_slice(idx.dims());
+    dims.extend_from_slice(&data.dims()[axis + 1..]);
+    cx.fits("its output", &dims, data.dtype())?;
+    cx.fits("its indices as i64", idx.dims(), DType::I64)?;
     let mut flat = ints_of(idx)?;
     for v in &mut flat {
         if *v < -d || *v >= d {
-            candle_core::bail!("index {v} is out of range for dimension {axis} of size {d}");
+            bail!("index {v} is out of range for dimension {axis} of size {d}");
         }
         if *v < 0 {
             *v += d;
@@ -287,23 +316,27 @@ fn gather(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let n = flat.len();
     let ids = Tensor::from_vec(flat, n, data.device())?;
     let picked = data.contiguous()?.index_select(&ids, axis)?;
-    let mut dims: Vec<usize> = data.dims()[..axis].to_vec();
-    dims.extend_from_slice(idx.dims());
-    dims.extend_from_slice(&data.dims()[axis + 1..]);
     Ok(vec![picked.reshape(dims)?])
 }
 
-fn gather_nd(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn gather_nd(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let data = arg(&args, 0)?;
     let idx = arg(&args, 1)?;
-    let b = node.attr_int("batch_dims", 0).max(0) as usize;
     let (dd, id) = (data.dims().to_vec(), idx.dims().to_vec());
-    let k = *id
-        .last()
-        .ok_or_else(|| candle_core::Error::Msg("indices must have rank 1 or more".into()))?;
-    if b + k > dd.len() || b >= id.len() || id[..b] != dd[..b] {
-        candle_core::bail!("indices {id:?} with batch_dims {b} do not fit data {dd:?}");
-    }
+    let Some(&k) = id.last() else {
+        bail!("indices must have rank 1 or more");
+    };
+    let b = node.attr_int("batch_dims", 0);
+    let fits = usize::try_from(b)
+        .ok()
+        .filter(|&b| b + k <= dd.len() && b < id.len() && id[..b] == dd[..b]);
+    let Some(b) = fits else {
+        bail!("indices {id:?} with batch_dims {b} do not fit data {dd:?}");
+    };
+    let mut out: Vec<usize> = id[..id.len() - 1].to_vec();
+    out.extend_from_slice(&dd[b + k..]);
+    cx.fits("its output", &out, data.dtype())?;
+    cx.fits("its indices as i64", &id, DType::I64)?;
     let inner: usize = dd[b + k..].iter().product();
     let per_batch: usize = dd[b..b + k].iter().product();
     let rows_total: usize = dd[..b + k].iter().product();
@@ -316,7 +349,7 @@ fn gather_nd(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
         for (j, &v) in flat[t * k..(t + 1) * k].iter().enumerate() {
             let d = dd[b + j] as i64;
             if v < -d || v >= d {
-                candle_core::bail!(
+                bail!(
                     "index {v} is out of range for dimension {} of size {d}",
                     b + j
                 );
@@ -331,31 +364,46 @@ fn gather_nd(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
         .contiguous()?
         .reshape((rows_total, inner))?
         .index_select(&ids, 0)?;
-    let mut out: Vec<usize> = id[..id.len() - 1].to_vec();
-    out.extend_from_slice(&dd[b + k..]);
     Ok(vec![picked.reshape(out)?])
 }
 
-fn expand(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+/// A broadcast view, checked at its full size: whoever reads it (a consumer, the output
+/// comparison, `ferry run`'s output) writes it out.
+fn expand(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
-    let spec: Vec<usize> = ints_of(arg(&args, 1)?)?
-        .into_iter()
-        .map(|v| v.max(0) as usize)
-        .collect();
+    let spec = dims_of(arg(&args, 1)?, "the shape")?;
     let target = broadcast_shape(x.dims(), &spec)?;
+    cx.fits("its output", &target, x.dtype())?;
     Ok(vec![x.broadcast_as(target)?])
 }
 
-fn tile(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let mut x = arg(&args, 0)?.clone();
-    let reps = ints_of(arg(&args, 1)?)?;
-    for (axis, &r) in reps.iter().enumerate() {
-        if r != 1 {
-            let copies = vec![x.clone(); r.max(0) as usize];
-            x = Tensor::cat(&copies, axis)?;
-        }
+/// Each axis repeated as a broadcast view of the input, written out once.
+fn tile(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let reps = dims_of(arg(&args, 1)?, "repeats")?;
+    if reps.len() != x.rank() {
+        bail!("{} repeats for an input of rank {}", reps.len(), x.rank());
     }
-    Ok(vec![x])
+    let Some(out) = x
+        .dims()
+        .iter()
+        .zip(&reps)
+        .map(|(&d, &r)| d.checked_mul(r))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        bail!("repeats {reps:?} of {:?} overflow", x.dims());
+    };
+    cx.fits("its output", &out, x.dtype())?;
+    // [d0, d1, ...] -> [1, d0, 1, d1, ...] -> [r0, d0, r1, d1, ...] -> [r0 d0, r1 d1, ...]
+    let pairs: Vec<usize> = x.dims().iter().flat_map(|&d| [1, d]).collect();
+    let spread: Vec<usize> = x
+        .dims()
+        .iter()
+        .zip(&reps)
+        .flat_map(|(&d, &r)| [r, d])
+        .collect();
+    let y = x.reshape(pairs)?.broadcast_as(spread)?.contiguous()?;
+    Ok(vec![y.reshape(out)?])
 }
 
 fn shape(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
@@ -390,23 +438,20 @@ fn constant(node: &Node, cx: &OpCx, _: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         Attr::Int(i) => Tensor::new(*i, cx.device)?,
         Attr::Floats(v) => Tensor::new(v.as_slice(), cx.device)?,
         Attr::Ints(v) => Tensor::new(v.as_slice(), cx.device)?,
-        _ => candle_core::bail!("Constant attribute `{name}` is not supported"),
+        _ => bail!("Constant attribute `{name}` is not supported"),
     };
     Ok(vec![t])
 }
 
 fn constant_of_shape(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let dims: Vec<usize> = ints_of(arg(&args, 0)?)?
-        .into_iter()
-        .map(|v| v.max(0) as usize)
-        .collect();
-    check_size(&dims)?;
+    let dims = dims_of(arg(&args, 0)?, "the shape")?;
     let value = match node.attrs.get("value") {
         Some(Attr::Tensor(e)) => e
             .to_candle(cx.device)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
         _ => Tensor::new(0f32, cx.device)?,
     };
+    cx.fits("its output", &dims, value.dtype())?;
     let value = value.flatten_all()?.get(0)?;
     Ok(vec![value.broadcast_as(dims)?.contiguous()?])
 }
@@ -414,14 +459,16 @@ fn constant_of_shape(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec
 fn range(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let start = arg(&args, 0)?;
     let dt = start.dtype();
-    let s = floats_of(start)?[0];
-    let l = floats_of(arg(&args, 1)?)?[0];
-    let d = floats_of(arg(&args, 2)?)?[0];
+    let s = scalar_f64(start)?;
+    let l = scalar_f64(arg(&args, 1)?)?;
+    let d = scalar_f64(arg(&args, 2)?)?;
     if d == 0.0 {
-        candle_core::bail!("Range with delta 0");
+        bail!("Range with delta 0");
     }
+    // `as` saturates (and takes NaN to 0): a count past usize fails the budget below.
     let n = ((l - s) / d).ceil().max(0.0) as usize;
-    check_size(&[n])?;
+    cx.fits("its values", &[n], DType::F64)?;
+    cx.fits("its output", &[n], dt)?;
     let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
     let t = Tensor::from_vec(v, n, cx.device)?;
     Ok(vec![if dt.is_int() {
