@@ -428,3 +428,42 @@ fn online_download_failure_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// A view that repeats its elements past the tensor budget is refused, naming the tensor and
+/// the flag; with `--materialize-views` it is written in full and reads back as torch's own
+/// `.contiguous()` of it (the budget lowered to 16 bytes so that `views.pth`'s small
+/// `expanded`, [3, 4] from 4 stored elements, is over it).
+#[test]
+fn materialize_views_writes_what_the_budget_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("pytorch/views.pth");
+    let budget = [("FERRY_MAX_TENSOR_BYTES", Path::new("16"))];
+    let args = |extra: &'static str| {
+        let mut v = vec!["convert", src.to_str().unwrap(), "v.safetensors"];
+        if !extra.is_empty() {
+            v.push(extra);
+        }
+        v
+    };
+    let out = ferry_env(&args(""), dir.path(), &budget);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("views.pth")
+            && err.contains("`expanded`")
+            && err.contains("--materialize-views"),
+        "{err}"
+    );
+    assert!(!dir.path().join("v.safetensors").exists());
+    ok(&ferry_env(
+        &args("--materialize-views"),
+        dir.path(),
+        &budget,
+    ));
+    let back = ferry_io::Checkpoint::open(dir.path().join("v.safetensors")).unwrap();
+    let reference = ferry_io::Checkpoint::open(fixture("pytorch/views.reference.npz")).unwrap();
+    assert_eq!(
+        &*back.get("expanded").unwrap().data().unwrap(),
+        &*reference.get("expanded").unwrap().data().unwrap()
+    );
+}

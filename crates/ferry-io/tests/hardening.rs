@@ -222,7 +222,14 @@ fn errors_name_their_file() {
 fn fuzz_regressions_are_errors_not_panics() {
     let root = ferry_testkit::repo_root().join("fuzz/regressions");
     let mut seen = 0;
-    for target in ["pickle", "zip", "safetensors", "sharded_index", "gguf", "numpy"] {
+    for target in [
+        "pickle",
+        "zip",
+        "safetensors",
+        "sharded_index",
+        "gguf",
+        "numpy",
+    ] {
         let Ok(dir) = std::fs::read_dir(root.join(target)) else {
             continue;
         };
