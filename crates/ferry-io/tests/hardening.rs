@@ -101,6 +101,8 @@ fn views_are_streamed_into_safetensors_bit_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("views.safetensors");
     convert::write(&plan, &ck, &out, &Default::default(), None, &mut |_, _| {}).unwrap();
+    // The reference reader (the `safetensors` crate, what transformers uses) accepts it.
+    safetensors::SafeTensors::deserialize(&std::fs::read(&out).unwrap()).unwrap();
     let back = Checkpoint::open(&out).unwrap();
     for name in ["transposed", "cols_step2", "expanded"] {
         let a = ck.get(name).unwrap();
@@ -144,6 +146,7 @@ fn tied_tensors_keep_every_name_in_safetensors() {
         out
     };
     let plain = write(&ConvertOptions::default(), "tied.safetensors");
+    safetensors::SafeTensors::deserialize(&std::fs::read(&plain).unwrap()).unwrap();
     let names = |p: &Path| {
         let mut v: Vec<String> = Checkpoint::open(p)
             .unwrap()
