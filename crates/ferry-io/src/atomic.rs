@@ -109,6 +109,14 @@ pub fn clean_stale(dir: &Path) {
     }
 }
 
+/// The folder `path` is written in: its parent, or `.` for a bare file name.
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `path` atomically: `fill` writes the content into a buffered temporary file in the
 /// same folder; on success the file is flushed, synced and renamed over `path`. On any error
 /// (or a panic, or a kill) the temporary file is removed and `path` is left as it was.
@@ -116,10 +124,7 @@ pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let file_name = path
         .file_name()

@@ -62,20 +62,46 @@ impl Budget {
         })
     }
 
-    /// `Ok` when `needed` bytes fit, else an [`Error::OverBudget`] for `path` naming `what`.
-    pub fn check(&self, path: &Path, what: impl FnOnce() -> String, needed: u64) -> Result<()> {
-        let budget = self.bytes();
-        if needed <= budget {
-            return Ok(());
-        }
-        Err(Error::OverBudget {
+    /// The [`Error::OverBudget`] for `path`: `what` needed `needed` bytes, over `limit` (this
+    /// budget's value, read once by the caller).
+    pub fn error(&self, path: &Path, what: String, needed: u64, limit: u64) -> Error {
+        Error::OverBudget {
             path: path.to_path_buf(),
-            what: what(),
+            what,
             needed,
-            budget,
+            budget: limit,
             name: self.name,
             env: self.env,
-        })
+        }
+    }
+}
+
+/// Bytes counted against one budget as they are built (the budget read once, at the start).
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    budget: Budget,
+    limit: u64,
+    used: u64,
+}
+
+impl Meter {
+    /// A meter at zero for `budget`.
+    pub fn new(budget: Budget) -> Self {
+        Meter {
+            budget,
+            limit: budget.bytes(),
+            used: 0,
+        }
+    }
+
+    /// Counts `bytes` more; over the budget, an [`Error::OverBudget`] for `path` naming
+    /// `what` (built only then).
+    pub fn charge(&mut self, bytes: u64, path: &Path, what: impl FnOnce() -> String) -> Result<()> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used <= self.limit {
+            return Ok(());
+        }
+        Err(self.budget.error(path, what(), self.used, self.limit))
     }
 }
 
@@ -143,9 +169,10 @@ mod tests {
             env: "FERRY_TEST_BUDGET_NEVER_SET",
             default: 10,
         };
-        assert!(b.check(Path::new("x"), || "y".into(), 10).is_ok());
-        let e = b
-            .check(Path::new("m.pth"), || "tensor `w`".into(), 11)
+        let mut m = Meter::new(b);
+        assert!(m.charge(10, Path::new("x"), || "y".into()).is_ok());
+        let e = m
+            .charge(1, Path::new("m.pth"), || "tensor `w`".into())
             .unwrap_err()
             .to_string();
         assert!(

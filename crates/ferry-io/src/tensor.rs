@@ -281,14 +281,7 @@ impl TensorEntry {
                 self.name, self.shape
             ),
         };
-        Error::OverBudget {
-            path: self.file.to_path_buf(),
-            what,
-            needed: self.nbytes(),
-            budget,
-            name: crate::budget::TENSOR.name,
-            env: crate::budget::TENSOR.env,
-        }
+        crate::budget::TENSOR.error(&self.file, what, self.nbytes(), budget)
     }
 
     /// The tensor's bytes, row-major and little-endian. Borrowed from the map when the tensor

@@ -81,11 +81,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bar.inc(bytes);
     };
     let mut files = convert::write(&plan, &ck, &a.output, &metadata, shard, &mut progress)?;
-    let out_dir = match a.output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    files.extend(convert::write_hf_config(&ck, &plan, &out_dir)?);
+    let out_dir = ferry_io::atomic::parent_dir(&a.output);
+    files.extend(convert::write_hf_config(&ck, &plan, out_dir)?);
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let errors = plan.quant_errors();

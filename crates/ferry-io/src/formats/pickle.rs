@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
+use crate::budget::Meter;
 use crate::error::{Error, Result};
 
 /// Index of an object in [`Pickle::objects`].
@@ -354,8 +355,7 @@ pub fn load(path: &Path, data: &[u8], opts: &Options) -> Result<(Pickle, usize)>
         memo: HashMap::new(),
         objects: Vec::new(),
         opts: *opts,
-        built: 0,
-        budget: crate::budget::PICKLE.bytes(),
+        built: Meter::new(crate::budget::PICKLE),
     };
     let root = vm.run()?;
     Ok((
@@ -377,9 +377,8 @@ struct Vm<'a> {
     memo: HashMap<u64, Value>,
     objects: Vec<Object>,
     opts: Options,
-    /// Bytes of values built so far, checked against `budget`.
-    built: u64,
-    budget: u64,
+    /// Bytes of values built so far, against the pickle budget.
+    built: Meter,
 }
 
 /// Bytes an object holds beyond its slot in the arena (its items and strings).
@@ -464,20 +463,9 @@ impl<'a> Vm<'a> {
 
     /// Counts `bytes` more of values built against the pickle memory budget.
     fn charge(&mut self, bytes: u64) -> Result<()> {
-        self.built = self.built.saturating_add(bytes);
-        if self.built <= self.budget {
-            return Ok(());
-        }
-        Err(Error::OverBudget {
-            path: self.path.to_path_buf(),
-            what: format!(
-                "the values this pickle builds (containers and the copies its calls make; at byte {})",
-                self.op_at
-            ),
-            needed: self.built,
-            budget: self.budget,
-            name: crate::budget::PICKLE.name,
-            env: crate::budget::PICKLE.env,
+        let at = self.op_at;
+        self.built.charge(bytes, self.path, || {
+            format!("the values this pickle builds (containers and the copies its calls make; at byte {at})")
         })
     }
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::pickle::{self, Call, Global, Object, Options, Pickle, Value};
 use super::zip::ZipArchive;
 use crate::atomic::write_atomic;
+use crate::budget::Meter;
 use crate::checkpoint::{Checkpoint, Format};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -300,9 +301,8 @@ struct Walker<'a> {
     names: HashSet<String>,
     metadata: Metadata,
     visits: usize,
-    /// Bytes of names and metadata values built, checked against the pickle budget.
-    built: u64,
-    budget: u64,
+    /// Bytes of names and metadata values built, against the pickle budget.
+    built: Meter,
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -338,8 +338,7 @@ impl<'a> Walker<'a> {
             names: HashSet::new(),
             metadata: Metadata::new(),
             visits: 0,
-            built: 0,
-            budget: crate::budget::PICKLE.bytes(),
+            built: Meter::new(crate::budget::PICKLE),
         }
     }
 
@@ -350,17 +349,8 @@ impl<'a> Walker<'a> {
     /// Counts `bytes` more of names and values against the pickle memory budget: shared
     /// references let a small pickle expand to a huge tree of names and scalars.
     fn charge(&mut self, bytes: u64) -> Result<()> {
-        self.built = self.built.saturating_add(bytes);
-        if self.built <= self.budget {
-            return Ok(());
-        }
-        Err(Error::OverBudget {
-            path: self.path.to_path_buf(),
-            what: "the names and values this checkpoint's object tree expands to (shared references multiply them)".into(),
-            needed: self.built,
-            budget: self.budget,
-            name: crate::budget::PICKLE.name,
-            env: crate::budget::PICKLE.env,
+        self.built.charge(bytes, self.path, || {
+            "the names and values this checkpoint's object tree expands to (shared references multiply them)".into()
         })
     }
 

@@ -155,10 +155,7 @@ pub fn write(
     progress: Progress<'_>,
 ) -> Result<Vec<PathBuf>> {
     let shards = split(path, tensors, shard_bytes)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = crate::atomic::parent_dir(path);
     let stem = path
         .file_name()
         .map(|n| {
