@@ -31,7 +31,7 @@ pub struct TransformArgs {
     /// Add this prefix to every tensor name (applied after --rename).
     #[arg(long, value_name = "PREFIX")]
     pub add_prefix: Option<String>,
-    /// Keep tensor names and layouts as they are: no llama.cpp names and Q/K layout when a known architecture (llama, mistral, qwen2, bert) goes to GGUF, no Hugging Face names out of such a GGUF.
+    /// Keep tensor names and layouts as they are: no llama.cpp names and Q/K layout when a known architecture (llama, mistral, qwen2, bert, distilbert, roberta, xlm-roberta) goes to GGUF, no Hugging Face names out of such a GGUF.
     #[arg(long)]
     pub keep_names: bool,
     /// Write out views that repeat their elements (a stride-0 `expand` saved by PyTorch) even when their full size is over the tensor memory budget (FERRY_MAX_TENSOR_BYTES, 4 GiB), streamed in bounded memory.

@@ -13,35 +13,68 @@ fn migrate_without_arguments_runs_the_embedded_model_end_to_end() {
     let out = ferry(&["migrate", "--quiet"], dir.path());
     let stdout = ok(&out);
     assert!(stdout.contains("migration verified"), "{stdout}");
+    // The per-language verdict is on the terminal: the languages furthest from the original.
+    assert!(
+        stdout.contains("47 of 47 languages within tolerance q4") && stdout.contains("same class"),
+        "{stdout}"
+    );
     let out_dir = dir.path().join("ferry-out");
-    assert!(out_dir.join("model.safetensors").is_file());
+    assert!(
+        out_dir.join("model.gguf").is_file(),
+        "a q4_k GGUF by default"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["ok"], true);
     let tensors = report["tensors"].as_array().unwrap();
-    assert!(!tensors.is_empty());
-    assert!(tensors.iter().all(|t| t["check"]["bit_exact"] == true));
+    assert_eq!(tensors.len(), 3);
+    assert!(tensors.iter().all(|t| t["check"]["ok"] == true));
     let stages: Vec<&str> = report["stages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(stages, ["resolve", "plan", "convert", "verify", "report"]);
-    assert_eq!(report["inputs"][0]["path"], "embedded:default-model.pth");
+    assert_eq!(
+        stages,
+        [
+            "resolve",
+            "plan",
+            "convert",
+            "verify",
+            "verify-outputs",
+            "task-eval",
+            "report"
+        ]
+    );
+    assert_eq!(report["inputs"][0]["path"], "embedded:langid-demo");
     assert_eq!(report["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+    let check = &report["outputs_check"]["report"]["result"];
+    assert_eq!(check["kind"], "classifier");
+    assert_eq!(check["languages"].as_array().unwrap().len(), 47);
+    let agreement = check["overall"]["classifier"]["agreement"]
+        .as_f64()
+        .unwrap();
+    assert!(agreement > 0.95 && agreement <= 1.0, "{agreement}");
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("Verification PASSED"), "{md}");
-    // The written model is a real safetensors file with the same tensors.
-    let diffed = ferry(
+    assert!(
+        md.contains("| same class |") && md.contains("| zh |"),
+        "{md}"
+    );
+    // The written folder is a model ferry runs: card, tokenizer and the q4_k weights.
+    let ran = json(&ferry(
         &[
-            "diff",
-            out_dir.join("model.safetensors").to_str().unwrap(),
-            out_dir.join("model.safetensors").to_str().unwrap(),
+            "run",
+            out_dir.to_str().unwrap(),
+            "--text",
+            "Guten Morgen, wie geht es Ihnen heute",
+            "--json",
         ],
         dir.path(),
-    );
-    assert!(ok(&diffed).contains("identical"));
+    ));
+    assert_eq!(ran["format"], "gguf");
+    assert_eq!(ran["top_k"][0][0]["token"], "de", "{ran}");
 }
 
 #[test]

@@ -171,3 +171,70 @@ fn migrate_optimizes_and_verifies_a_graph() {
         "{md}"
     );
 }
+
+#[test]
+fn verify_runs_an_onnx_export_against_its_original_per_language() {
+    let Some(minilm) = ferry_testkit::minilm() else {
+        return;
+    };
+    let model = minilm.join("model.onnx");
+    if !model.is_file() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = json(&ferry(
+        &[
+            "verify",
+            minilm.to_str().unwrap(),
+            model.to_str().unwrap(),
+            "--languages",
+            "en,de,zh,ar",
+            "--tolerance",
+            "exact",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let res = &r["result"];
+    assert_eq!(res["kind"], "encoder");
+    assert_eq!(res["ok"], true, "{res}");
+    assert_eq!(res["languages"].as_array().unwrap().len(), 4);
+    let max_abs = res["overall"]["encoder"]["max_abs"].as_f64().unwrap();
+    assert!(
+        max_abs > 0.0 && max_abs < 1e-4,
+        "torch's export, ferry's executor: {max_abs}"
+    );
+    // The graph has no per-layer taps: no attribution rather than a false "identical".
+    assert!(res["layers"].as_array().unwrap().is_empty(), "{res}");
+
+    // migrate optimizes the graph, then runs both on the probes (tokenizer.json travels).
+    let out = dir.path().join("opt");
+    let v = json(&ferry(
+        &[
+            "migrate",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--languages",
+            "en,ja,ru",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(v["ok"], true, "{v:#}");
+    let check = &v["outputs_check"]["report"]["result"];
+    assert_eq!(check["budget"]["name"], "exact");
+    assert_eq!(check["languages"].as_array().unwrap().len(), 3);
+    assert!(out.join("tokenizer.json").is_file() && out.join("config.json").is_file());
+}
+
+#[test]
+fn migrate_says_why_a_graph_without_token_ids_is_not_run_on_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = json(&ferry(
+        &["migrate", &fixture("encoder.onnx"), "--out", "o", "--json"],
+        dir.path(),
+    ));
+    let why = v["outputs_check"]["skipped"].as_str().unwrap();
+    assert!(why.contains("input_ids"), "{why}");
+}

@@ -153,8 +153,17 @@ fn train_eval_resume_and_migrate_a_language_identifier() {
     ]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["ok"], true);
-    let why = r["outputs_check"]["skipped"].as_str().unwrap();
-    assert!(why.contains("task-eval"), "{why}");
+    // verify-outputs runs the migrated folder as a classifier, on the embedded UDHR probes.
+    let check = &r["outputs_check"]["report"]["result"];
+    assert_eq!(check["kind"], "classifier", "{}", r["outputs_check"]);
+    assert_eq!(check["ok"], true);
+    assert_eq!(check["languages"].as_array().unwrap().len(), 47);
+    let all = &check["overall"]["classifier"];
+    assert!(all["agreement"].as_f64().unwrap() > 0.97, "{all}");
+    assert!(
+        all["labelled"].as_u64().unwrap() > 300,
+        "every probe's language is a class"
+    );
     let t = &r["task_eval"];
     assert_eq!(t["per_language"].as_object().unwrap().len(), 47);
     let (before, after) = (

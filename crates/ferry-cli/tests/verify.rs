@@ -146,9 +146,122 @@ fn migrate_to_gguf_verifies_outputs_in_every_language() {
 #[test]
 fn migrate_says_why_outputs_were_not_verified_for_other_models() {
     let dir = tempfile::tempdir().unwrap();
-    let r = json(&ferry(&["migrate", "--out", "o", "--json"], dir.path()));
+    let pth = ferry_testkit::fixture("default/model.pth");
+    let r = json(&ferry(
+        &["migrate", s(&pth), "--out", "o", "--json"],
+        dir.path(),
+    ));
     let why = r["outputs_check"]["skipped"].as_str().unwrap();
-    assert!(why.contains("not a runtime architecture"), "{why}");
+    assert!(
+        why.contains("the original cannot be run") && why.contains("config.json"),
+        "{why}"
+    );
+}
+
+#[test]
+fn verify_judges_a_classifier_trained_by_ferry_per_language_and_replays() {
+    let demo = ferry_testkit::fixture("langid-demo");
+    let dir = tempfile::tempdir().unwrap();
+    ok(&ferry(
+        &[
+            "migrate",
+            s(&demo),
+            "--to",
+            "gguf",
+            "--quant",
+            "q4_0",
+            "--out",
+            "q4",
+            "--no-verify-outputs",
+            "-q",
+        ],
+        dir.path(),
+    ));
+    let q4 = dir.path().join("q4");
+    let r = json(&ferry(
+        &[
+            "verify",
+            s(&demo),
+            s(&q4),
+            "--tolerance",
+            "q4",
+            "--out",
+            "rep",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let res = &r["result"];
+    assert_eq!(res["kind"], "classifier");
+    assert_eq!(res["ok"], true, "{res}");
+    let langs = res["languages"].as_array().unwrap();
+    assert_eq!(
+        langs.len(),
+        47,
+        "every probe text of every language by default"
+    );
+    for l in langs {
+        let c = &l["classifier"];
+        assert_eq!(c["texts"], 7, "{l}");
+        assert!(
+            c["kld_mean"].as_f64().unwrap() > 0.0,
+            "q4_0 changes something: {l}"
+        );
+        assert!(c["accuracy_original"].as_f64().is_some(), "{l}");
+    }
+    // The original's accuracy is the model's own on the test articles (cut to 64 tokens).
+    let acc = res["overall"]["classifier"]["accuracy_original"]
+        .as_f64()
+        .unwrap();
+    assert!(acc > 0.95, "{acc}");
+    let md = std::fs::read_to_string(dir.path().join("rep/report.md")).unwrap();
+    assert!(
+        md.contains("| same class |") && md.contains("| nb |"),
+        "{md}"
+    );
+    // A budget the migration cannot meet: exit 1, naming the worst language and the bound.
+    let strict = ferry(
+        &["verify", s(&demo), s(&q4), "--tolerance", "kld<=1e-7", "-q"],
+        dir.path(),
+    );
+    assert_eq!(strict.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(err.contains("worst:") && err.contains("mean KLD"), "{err}");
+    // Replay recomputes the same numbers from the same files.
+    let rep = ok(&ferry(
+        &["verify", "--replay", s(&dir.path().join("rep/report.json"))],
+        dir.path(),
+    ));
+    assert!(rep.contains("matches"), "{rep}");
+    // A folder whose weights are not the migrated model's fails to load as one: say so.
+    std::fs::remove_file(q4.join("model.gguf")).unwrap();
+    let gone = ferry(&["verify", s(&demo), s(&q4), "-q"], dir.path());
+    assert_eq!(gone.status.code(), Some(2));
+}
+
+#[test]
+fn run_names_the_classes_a_ferry_classifier_predicts() {
+    let demo = ferry_testkit::fixture("langid-demo");
+    let dir = tempfile::tempdir().unwrap();
+    let r = json(&ferry(
+        &[
+            "run",
+            s(&demo),
+            "--text",
+            "Bonjour tout le monde, comment allez-vous",
+            "--text",
+            "Guten Morgen, wie geht es Ihnen heute",
+            "--top-k",
+            "2",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(r["architecture"], "classifier trained by ferry");
+    let top = r["top_k"].as_array().unwrap();
+    assert_eq!(top[0][0]["token"], "fr", "{r}");
+    assert_eq!(top[1][0]["token"], "de", "{r}");
+    assert_eq!(top[0].as_array().unwrap().len(), 2);
 }
 
 #[test]

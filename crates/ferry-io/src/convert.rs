@@ -16,7 +16,7 @@ use crate::cast::{cast_bytes, decode_f32};
 use crate::checkpoint::{Checkpoint, Format};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::formats::gguf::names::Direction;
+use crate::formats::gguf::names::{Direction, Family};
 use crate::meta::Metadata;
 use crate::quant::{self, QuantError};
 use crate::rename::{RenameReport, Renamer};
@@ -617,6 +617,14 @@ pub fn output_metadata(ck: &Checkpoint, plan: &Plan) -> Result<Metadata> {
         .filter(|l| l.direction == Direction::ToGguf)
     {
         crate::formats::gguf::hf::as_llama_cpp_arch(&mut m, l.layout.family);
+        // The BERT family's keys convert_hf_to_gguf.py derives per model (DistilBERT's
+        // hyper-parameter names, RoBERTa's shortened context, the token-type count).
+        if let (Family::Bert, Some(cfg)) = (l.layout.family, config) {
+            let text = std::fs::read(cfg).map_err(|e| Error::io(cfg, e))?;
+            let v: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| Error::malformed(cfg, format!("not valid JSON: {e}")))?;
+            crate::arch::bert_gguf_metadata(&mut m, &l.layout, &v, ck);
+        }
     }
     if let Some(ft) = plan.main_dtype().and_then(quant::gguf_file_type) {
         m.insert("general.file_type".into(), MetaValue::U32(ft));

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use super::gemm::{matmul, threads, View};
 use super::{fast_path, host_slices};
 use crate::packed_gemm::{gemm_packed, PackedMatrix};
+use crate::qgemm::{qgemm, PackedQ8};
 use crate::Activation;
 
 /// Elements per parallel task of the element-wise loops.
@@ -159,6 +160,32 @@ pub fn linear_packed(
         };
         gemm_packed(m, s[0], weight, Some(s[1]), epilogue)
     })?;
+    Tensor::from_vec(out, out_dims, x.device())
+}
+
+/// `x W^T + bias` for a GGML-quantized `W` packed for the int8 kernel ([`PackedQ8`]): `x`
+/// `[..., k]` f32 on the CPU is quantized to 8 bits per block of 32 (llama.cpp's `q8_0`
+/// activations) and multiplied in int8; the result is `[..., n]` f32.
+pub fn linear_q8(
+    x: &Tensor,
+    weight: &PackedQ8,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (k, n) = (weight.k(), weight.n());
+    let dims = x.dims().to_vec();
+    if dims.last() != Some(&k) || bias.is_some_and(|b| b.elem_count() != n) || !fast_path(&[x]) {
+        candle_core::bail!(
+            "linear: x {dims:?} ({:?}), int8 weight [{n}, {k}], bias {:?} do not fit",
+            x.dtype(),
+            bias.map(Tensor::dims)
+        );
+    }
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    let mut out_dims = dims[..dims.len() - 1].to_vec();
+    out_dims.push(n);
+    let mut ts = vec![x];
+    ts.extend(bias);
+    let out = host_slices(&ts, |s| qgemm(m, s[0], weight, s.get(1).copied()))?;
     Tensor::from_vec(out, out_dims, x.device())
 }
 

@@ -21,12 +21,13 @@ mod inference;
 mod layer_norm;
 mod linear;
 mod packed_gemm;
+pub mod qgemm;
 
 pub use activation::Activation;
 pub use attention::{attention_inference, self_attention};
 pub use embedding::{embedding, embedding_with_positions};
 pub use encoder_layer::{encoder_layer, EncoderLayerParams, EncoderLayerSpec};
-pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed};
+pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed, linear_q8};
 pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::linear;
 pub use packed_gemm::{avx512_available, gemm_packed, PackedMatrix};

@@ -1,6 +1,8 @@
 //! Migration of a graph (an `.onnx` file): resolve -> optimize (every pass verified on seeded
 //! inputs) -> write ONNX -> verify end to end (the original graph against the written file,
-//! read back, at two input sizes) -> report.
+//! read back, at two input sizes) -> verify-outputs (a graph exported from a language model,
+//! with its `tokenizer.json` beside it: both graphs on the multilingual probes, per language)
+//! -> report.
 
 use std::path::Path;
 
@@ -19,6 +21,10 @@ const GRAPH_TOLERANCE: f64 = 1e-4;
 
 /// Input sizes of the end-to-end check: symbolic dimensions get these values in turn.
 const CHECK_SIZES: [&[usize]; 2] = [&[2, 16], &[3, 7]];
+
+/// Files beside a graph that travel with it: what the runtime needs to run it as the language
+/// model it was exported from.
+const COMPANIONS: [&str; 2] = ["tokenizer.json", "config.json"];
 
 /// Whether `path` is a graph ferry migrates as one (an `.onnx` file).
 pub fn is_graph(path: &Path) -> bool {
@@ -87,6 +93,13 @@ pub(crate) fn migrate(
             let data = write_model(&model, &model_path, &ExportOptions::default())?;
             let mut files = vec![model_path.clone()];
             files.extend(data);
+            // What the runtime needs to run the written graph as a language model.
+            for name in COMPANIONS {
+                let src = path.with_file_name(name);
+                if src.is_file() {
+                    files.push(crate::pipeline::copy_companion(&src, &opts.out_dir)?);
+                }
+            }
             let summary = format!(
                 "wrote {}",
                 files
@@ -125,10 +138,24 @@ pub(crate) fn migrate(
             Ok((checks, summary))
         })?;
     }
+    let outputs_check = match (&opts.outputs, end_to_end.is_empty()) {
+        (None, _) => Some(crate::OutputsRecord::skipped(
+            "--no-verify-outputs was given",
+        )),
+        (Some(_), true) => None,
+        (Some(check), false) => Some(stages.run("verify-outputs", |_| {
+            // Optimizing passes keep f32: the outputs must be the same up to rounding.
+            let exact: ferry_verify::Budget = "exact".parse()?;
+            let rec = crate::outputs::run(path, &model_path, exact, check)?;
+            let summary = crate::pipeline::outputs_summary(&rec);
+            Ok((rec, summary))
+        })?),
+    };
     let ok = !opts.dry_run
         && pipeline.failed.is_none()
         && !end_to_end.is_empty()
-        && end_to_end.iter().all(|c| c.ok);
+        && end_to_end.iter().all(|c| c.ok)
+        && outputs_check.as_ref().is_none_or(crate::OutputsRecord::ok);
     Ok(MigrationReport {
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
         options: opts.options_json.clone(),
@@ -142,7 +169,7 @@ pub(crate) fn migrate(
         missing: Vec::new(),
         parameters: parameters(&original),
         task_eval: None,
-        outputs_check: None,
+        outputs_check,
         graph: Some(GraphRecord {
             pipeline,
             end_to_end,

@@ -18,7 +18,7 @@ mod pipeline;
 mod report;
 mod task_eval;
 
-pub use embedded::{embedded_default, EMBEDDED_NAME};
+pub use embedded::{embedded_default, write_embedded, EMBEDDED_NAME};
 pub use graph::is_graph;
 pub use hash::sha256_file;
 pub use outputs::{implied_budget, OutputCheck, OutputsRecord};

@@ -19,8 +19,9 @@ pub struct OutputCheck {
     pub probes: Option<std::path::PathBuf>,
     /// Only these languages.
     pub languages: Vec<String>,
-    /// Probe texts per language.
-    pub limit: usize,
+    /// Probe texts per language (`None`: the model kind's default, see
+    /// [`ferry_verify::probes::default_limit`]).
+    pub limit: Option<usize>,
     /// Tokens per probe.
     pub max_tokens: usize,
     /// The tolerance (default: implied by the conversion's lossiest weight type).
@@ -34,7 +35,7 @@ impl Default for OutputCheck {
         OutputCheck {
             probes: None,
             languages: Vec::new(),
-            limit: 1,
+            limit: None,
             max_tokens: 64,
             tolerance: None,
             kernels: ferry_runtime::Kernels::F32,
@@ -54,7 +55,7 @@ pub struct OutputsRecord {
 }
 
 impl OutputsRecord {
-    fn skipped(why: impl Into<String>) -> OutputsRecord {
+    pub(crate) fn skipped(why: impl Into<String>) -> OutputsRecord {
         OutputsRecord {
             skipped: Some(why.into()),
             report: None,
@@ -84,17 +85,29 @@ pub fn implied_budget(plan: &Plan) -> Budget {
     Budget::for_dtype(lossiest.map_or("f32", DType::name))
 }
 
-/// Runs the stage: `original` (as given) against the written `migrated` model.
+/// Runs the stage: `original` (as given) against the written `migrated` model, judged by
+/// `check.tolerance`, else by `implied` (what the conversion implies).
 pub fn run(
     original: &Path,
     migrated: &Path,
-    plan: &Plan,
+    implied: Budget,
     check: &OutputCheck,
 ) -> Result<OutputsRecord> {
     // Only architectures the runtime knows can be run; say why others are skipped.
-    if let Err(e) = ferry_runtime::Model::probe(original) {
+    let arch = match ferry_runtime::Model::probe(original) {
+        Ok(a) => a,
+        Err(e) => {
+            return Ok(OutputsRecord::skipped(format!(
+                "the original cannot be run: {e}"
+            )))
+        }
+    };
+    if matches!(arch, ferry_runtime::ArchConfig::Graph(_))
+        && !original.with_file_name("tokenizer.json").is_file()
+    {
         return Ok(OutputsRecord::skipped(format!(
-            "the original cannot be run: {e}"
+            "no tokenizer.json beside {} to turn the probe texts into input_ids",
+            original.display()
         )));
     }
     if let Err(e) = ferry_runtime::Model::probe(migrated) {
@@ -104,7 +117,7 @@ pub fn run(
     }
     let popts = ProbeOptions {
         languages: check.languages.clone(),
-        limit: Some(check.limit),
+        limit: check.limit.or(probes::default_limit(&arch)),
     };
     let (probe_source, probes) = probes::load(check.probes.as_deref(), &popts)?;
     let job = Job {
@@ -115,15 +128,21 @@ pub fn run(
         probes,
         options: VerifyOptions {
             max_tokens: check.max_tokens,
-            budget: check
-                .tolerance
-                .clone()
-                .unwrap_or_else(|| implied_budget(plan)),
+            budget: check.tolerance.clone().unwrap_or(implied),
             attribution: true,
             kernels: check.kernels,
         },
     };
-    let report = ferry_verify::run_job(&job, |_, _| {})?;
+    let report = match ferry_verify::run_job(&job, |_, _| {}) {
+        Ok(r) => r,
+        // No tokenizer, no probe ids: say so rather than fail the migration.
+        Err(ferry_verify::Error::Runtime(e @ ferry_runtime::Error::Tokenizer { .. })) => {
+            return Ok(OutputsRecord::skipped(format!(
+                "no tokenizer to turn the probe texts into token ids: {e}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(OutputsRecord {
         skipped: None,
         report: Some(report),

@@ -122,7 +122,7 @@ fn input_files(ck: &Checkpoint) -> Vec<PathBuf> {
 }
 
 /// Copies `src` into `dir` atomically, keeping its file name.
-fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
     let name = src.file_name().unwrap_or_default();
     let dst = dir.join(name);
     let bytes = std::fs::read(src).map_err(|e| fs_err(src, e))?;
@@ -171,15 +171,16 @@ fn migrate_tensors(
     // Keeps the materialized embedded model alive until the end.
     let mut _scratch: Option<tempfile::TempDir> = None;
 
-    let (ck, shown) = stages.run("resolve", |_| {
+    let (ck, shown, input_path) = stages.run("resolve", |_| {
         let (path, shown) = match &opts.input {
             Input::Path(p) => (p.clone(), None),
             Input::Embedded => {
                 let dir = tempfile::tempdir().map_err(|e| fs_err(Path::new("tempdir"), e))?;
-                let p = dir.path().join(crate::EMBEDDED_NAME);
-                std::fs::write(&p, crate::embedded_default()).map_err(|e| fs_err(&p, e))?;
+                let p = dir.path().join("langid-demo");
+                std::fs::create_dir(&p).map_err(|e| fs_err(&p, e))?;
+                crate::write_embedded(&p).map_err(|e| fs_err(&p, e))?;
                 _scratch = Some(dir);
-                (p, Some(format!("embedded:{}", crate::EMBEDDED_NAME)))
+                (p, Some(crate::EMBEDDED_NAME.to_string()))
             }
         };
         let ck = Checkpoint::open_with(&path, opts.online)?;
@@ -192,7 +193,7 @@ fn migrate_tensors(
             ck.param_count(),
             ck.companions.len()
         );
-        Ok(((ck, shown), summary))
+        Ok(((ck, shown, path), summary))
     })?;
 
     let inputs = input_files(&ck)
@@ -224,10 +225,8 @@ fn migrate_tensors(
         Ok((plan, summary))
     })?;
 
-    let ferry_model: Option<PathBuf> = match &opts.input {
-        Input::Path(p) if ferry_train::checkpoint::is_model_dir(p) => Some(p.clone()),
-        _ => None,
-    };
+    let ferry_model: Option<PathBuf> =
+        ferry_train::checkpoint::is_model_dir(&input_path).then(|| input_path.clone());
     let model_path = opts
         .out_dir
         .join(format!("{}.{}", opts.file_stem, target.extension()));
@@ -320,54 +319,28 @@ fn migrate_tensors(
         tensors = t;
         missing = m;
 
-        if let (Some(check), Input::Path(original), None) =
-            (&opts.outputs, &opts.input, &ferry_model)
-        {
-            let rec = stages.run("verify-outputs", |_| {
-                let rec = crate::outputs::run(original, &model, &plan, check)?;
-                let summary = match (&rec.skipped, &rec.report) {
-                    (Some(why), _) => format!("skipped: {why}"),
-                    (_, Some(r)) => {
-                        let v = &r.result;
-                        let failing = v.languages.iter().filter(|l| !l.ok()).count();
-                        format!(
-                            "{} languages, tolerance {}: {}",
-                            v.languages.len(),
-                            v.budget,
-                            if failing == 0 {
-                                "all within".to_string()
-                            } else {
-                                format!(
-                                    "{failing} outside (worst: {})",
-                                    v.worst.clone().unwrap_or_default()
-                                )
-                            }
-                        )
-                    }
-                    _ => String::new(),
-                };
+        // A ferry model folder is run as one: the written folder holds the card and the
+        // tokenizer beside the weights.
+        let migrated = match &ferry_model {
+            Some(_) => classifier_folder(&opts.out_dir, &model_path),
+            None => Ok(model.clone()),
+        };
+        outputs_check = Some(match (&opts.outputs, migrated) {
+            (None, _) => crate::OutputsRecord::skipped("--no-verify-outputs was given"),
+            (Some(_), Err(why)) => crate::OutputsRecord::skipped(why),
+            (Some(check), Ok(migrated)) => stages.run("verify-outputs", |_| {
+                let implied = crate::outputs::implied_budget(&plan);
+                let rec = crate::outputs::run(&input_path, &migrated, implied, check)?;
+                let summary = outputs_summary(&rec);
                 Ok((rec, summary))
-            })?;
-            outputs_check = Some(rec);
-        } else {
-            let why = match (&opts.outputs, &ferry_model) {
-                (None, _) => "--no-verify-outputs was given",
-                (Some(_), Some(_)) => {
-                    "a classifier trained by ferry: the task-eval stage checks it per language"
-                }
-                (Some(_), None) => "the embedded demo model is not a runtime architecture",
-            };
-            outputs_check = Some(crate::OutputsRecord {
-                skipped: Some(why.into()),
-                report: None,
-            });
-        }
+            })?,
+        });
 
         if let Some(dir) = &ferry_model {
             task = stages.run("task-eval", |_| {
                 let t = crate::task_eval::run(dir, &model_path, opts.eval_data.as_deref())?;
                 let summary = match &t {
-                    None => "no evaluation data (pass --eval-data)".to_string(),
+                    None => "no evaluation data: the model card records none, or a file not on this machine (pass --eval-data)".to_string(),
                     Some(t) => format!(
                         "accuracy {:.2}% -> {:.2}% on {} ({} of {} languages changed)",
                         100.0 * t.accuracy_before,
@@ -429,6 +402,50 @@ fn write_reports(
         })?;
     }
     Ok(report)
+}
+
+/// The written folder of a migrated ferry classifier, when it is one that loads as the written
+/// model: its weights file must be the one just written (`--name` other than `model`, or an
+/// older `model.*` that takes precedence, would load something else).
+fn classifier_folder(out_dir: &Path, model_path: &Path) -> std::result::Result<PathBuf, String> {
+    match ferry_train::checkpoint::weights_file(out_dir) {
+        Some(w) if w == model_path => Ok(out_dir.to_path_buf()),
+        Some(w) => Err(format!(
+            "{} would load {} as the model's weights, not the file just written ({}); use --name model and an empty --out folder",
+            out_dir.display(),
+            w.display(),
+            model_path.display()
+        )),
+        None => Err(format!(
+            "{} is not a ferry model folder (its weights must be model.*); use --name model",
+            out_dir.display()
+        )),
+    }
+}
+
+/// One line on what verify-outputs found.
+pub(crate) fn outputs_summary(rec: &crate::OutputsRecord) -> String {
+    match (&rec.skipped, &rec.report) {
+        (Some(why), _) => format!("skipped: {why}"),
+        (_, Some(r)) => {
+            let v = &r.result;
+            let failing = v.languages.iter().filter(|l| !l.ok()).count();
+            format!(
+                "{} languages, tolerance {}: {}",
+                v.languages.len(),
+                v.budget,
+                if failing == 0 {
+                    "all within".to_string()
+                } else {
+                    format!(
+                        "{failing} outside (worst: {})",
+                        v.worst.clone().unwrap_or_default()
+                    )
+                }
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 fn count(plan: &Plan, action: convert::Action) -> usize {

@@ -82,13 +82,16 @@ fn delta(before: &Evaluation, after: &Evaluation, data: &Path) -> TaskEval {
 }
 
 /// The ferry model folder `input` (with its weights) and the same model with `migrated`
-/// weights, evaluated on `data` (default: the evaluation file recorded at training).
+/// weights, evaluated on `data` (default: the evaluation file recorded at training, when it is
+/// on this machine; `None` when there is none).
 pub fn run(input: &Path, migrated: &Path, data: Option<&Path>) -> Result<Option<TaskEval>> {
     let device = Device::Cpu;
     let original: LoadedModel = load_model(input, None, &device).map_err(train_err)?;
+    // The file recorded at training may be on another machine (the embedded demo's card
+    // records none): then there is nothing to evaluate on; a file given explicitly must exist.
     let Some(data) = data
         .map(Path::to_path_buf)
-        .or_else(|| original.card.eval_data.clone())
+        .or_else(|| original.card.eval_data.clone().filter(|p| p.is_file()))
     else {
         return Ok(None);
     };

@@ -10,8 +10,10 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// What the runtime runs, for error messages.
-pub const SUPPORTED: &str = "Llama-family decoders (llama, mistral, qwen2; GGUF llama, qwen2) \
-                             and BERT encoders (bert; GGUF bert)";
+pub const SUPPORTED: &str = "Llama-family decoders (llama, mistral, qwen2; GGUF llama, qwen2), \
+                             BERT-family encoders (bert, xlm-roberta, roberta, distilbert; \
+                             GGUF bert), classifiers trained by ferry \
+                             (a folder with ferry-model.json) and ONNX graphs taking input_ids";
 
 /// A Llama-family decoder's hyper-parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -45,8 +47,76 @@ pub struct DecoderConfig {
 pub enum ArchConfig {
     /// A causal decoder producing next-token logits.
     Decoder(DecoderConfig),
-    /// A BERT encoder producing hidden states, run by candle-transformers' `BertModel`.
-    Encoder(bert::Config),
+    /// A BERT-family encoder producing hidden states, its blocks run by candle-transformers'
+    /// `BertEncoder`.
+    Encoder(EncoderConfig),
+    /// A classifier trained by ferry (a ferry model folder), producing class logits.
+    Classifier(ClassifierConfig),
+    /// An ONNX graph taking token ids, run by ferry-graph's executor.
+    Graph(GraphConfig),
+}
+
+/// An ONNX graph exported from a language model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GraphConfig {
+    /// The output compared (the graph's first).
+    pub output: String,
+    /// Whether that output is next-token logits (else hidden states): from the `config.json`
+    /// beside the graph when there is one, else from the output's name (`logits`).
+    pub decoder: bool,
+}
+
+/// Which BERT-family encoder a checkpoint holds: the blocks compute the same (post-LN BERT
+/// layers); tensor names and position ids differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderFamily {
+    /// BERT (`bert`): positions `0..seq`, token-type embeddings, names `[bert.]embeddings.*`,
+    /// `encoder.layer.N.*`.
+    Bert,
+    /// RoBERTa and XLM-RoBERTa (`roberta`, `xlm-roberta`): BERT's names under `[roberta.]`;
+    /// positions count real tokens from `pad_token_id + 1` (padding gets `pad_token_id`).
+    Roberta,
+    /// DistilBERT (`distilbert`): positions `0..seq`, no token types, names
+    /// `[distilbert.]embeddings.*`, `transformer.layer.N.{attention.q_lin, ffn.lin1, ...}`.
+    DistilBert,
+}
+
+impl EncoderFamily {
+    /// The family's name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderFamily::Bert => "bert",
+            EncoderFamily::Roberta => "roberta",
+            EncoderFamily::DistilBert => "distilbert",
+        }
+    }
+}
+
+/// A BERT-family encoder's hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderConfig {
+    /// Which family (tensor names, position ids).
+    pub family: EncoderFamily,
+    /// The hyper-parameters in candle-transformers' form (DistilBERT's keys mapped to BERT's);
+    /// `pad_token_id` is RoBERTa's position `padding_idx`.
+    pub bert: bert::Config,
+}
+
+/// A ferry-trained classifier, as its model card describes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClassifierConfig {
+    /// The network (`bag`, `transformer`, `bert`).
+    pub arch: String,
+    /// The class names, in output order.
+    pub classes: Vec<String>,
+    /// Whether the classes are languages (language identification): a probe's language is then
+    /// its true class.
+    pub classes_are_languages: bool,
+    /// Whether the tokenizer's special tokens are added.
+    pub add_special_tokens: bool,
+    /// Inputs are truncated to this many tokens.
+    pub max_len: usize,
 }
 
 impl ArchConfig {
@@ -54,7 +124,14 @@ impl ArchConfig {
     pub fn name(&self) -> &'static str {
         match self {
             ArchConfig::Decoder(_) => "llama-family decoder",
-            ArchConfig::Encoder(_) => "bert encoder",
+            ArchConfig::Encoder(c) => match c.family {
+                EncoderFamily::Bert => "bert encoder",
+                EncoderFamily::Roberta => "roberta encoder",
+                EncoderFamily::DistilBert => "distilbert encoder",
+            },
+            ArchConfig::Classifier(_) => "classifier trained by ferry",
+            ArchConfig::Graph(g) if g.decoder => "onnx graph (decoder logits)",
+            ArchConfig::Graph(_) => "onnx graph (hidden states)",
         }
     }
 }
@@ -100,6 +177,17 @@ fn bert_config(n: [usize; 8], act: bert::HiddenAct, eps: f64) -> bert::Config {
         use_cache: false,
         classifier_dropout: None,
         model_type: Some("bert".into()),
+    }
+}
+
+/// An encoder's activation from `key` (`hidden_act`, DistilBERT's `activation`), default GELU:
+/// `gelu` is transformers' erf form, `gelu_new`/`gelu_pytorch_tanh` the tanh approximation.
+fn hidden_act(cfg: &Value, key: &str, path: &Path) -> Result<bert::HiddenAct> {
+    match cfg.get(key).and_then(Value::as_str).unwrap_or("gelu") {
+        "gelu" => Ok(bert::HiddenAct::Gelu),
+        "gelu_new" | "gelu_pytorch_tanh" => Ok(bert::HiddenAct::GeluApproximate),
+        "relu" => Ok(bert::HiddenAct::Relu),
+        other => Err(cfg_err(path, format!("{key} `{other}` is not supported"))),
     }
 }
 
@@ -186,36 +274,57 @@ pub fn from_json(cfg: &Value, path: &Path) -> Result<ArchConfig> {
                     || cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
             }))
         }
-        "bert" => {
-            let act = match cfg
-                .get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("gelu")
-            {
-                "gelu" => bert::HiddenAct::Gelu,
-                "gelu_new" | "gelu_pytorch_tanh" => bert::HiddenAct::GeluApproximate,
-                "relu" => bert::HiddenAct::Relu,
-                other => {
-                    return Err(cfg_err(
-                        path,
-                        format!("hidden_act `{other}` is not supported"),
-                    ))
-                }
+        "bert" | "xlm-roberta" | "roberta" => {
+            let (family, pad) = match model_type {
+                "bert" => (EncoderFamily::Bert, 0),
+                _ => (EncoderFamily::Roberta, 1),
             };
-            Ok(ArchConfig::Encoder(bert_config(
-                [
-                    u("vocab_size")?,
-                    u("hidden_size")?,
-                    u("num_hidden_layers")?,
-                    u("num_attention_heads")?,
-                    u("intermediate_size")?,
-                    u("max_position_embeddings")?,
-                    u("type_vocab_size").unwrap_or(2),
-                    u("pad_token_id").unwrap_or(0),
-                ],
-                act,
-                f("layer_norm_eps").unwrap_or(1e-12),
-            )))
+            let act = hidden_act(cfg, "hidden_act", path)?;
+            let pos = cfg.get("position_embedding_type").and_then(Value::as_str);
+            if let Some(other) = pos.filter(|p| *p != "absolute") {
+                return Err(cfg_err(
+                    path,
+                    format!("position_embedding_type `{other}`: only absolute is supported"),
+                ));
+            }
+            Ok(ArchConfig::Encoder(EncoderConfig {
+                family,
+                bert: bert_config(
+                    [
+                        u("vocab_size")?,
+                        u("hidden_size")?,
+                        u("num_hidden_layers")?,
+                        u("num_attention_heads")?,
+                        u("intermediate_size")?,
+                        u("max_position_embeddings")?,
+                        u("type_vocab_size").unwrap_or(2),
+                        u("pad_token_id").unwrap_or(pad),
+                    ],
+                    act,
+                    f("layer_norm_eps").unwrap_or(1e-12),
+                ),
+            }))
+        }
+        "distilbert" => {
+            // DistilBERT's LayerNorms are built with eps 1e-12 whatever the config says.
+            let act = hidden_act(cfg, "activation", path)?;
+            Ok(ArchConfig::Encoder(EncoderConfig {
+                family: EncoderFamily::DistilBert,
+                bert: bert_config(
+                    [
+                        u("vocab_size")?,
+                        u("dim")?,
+                        u("n_layers")?,
+                        u("n_heads")?,
+                        u("hidden_dim")?,
+                        u("max_position_embeddings")?,
+                        0,
+                        u("pad_token_id").unwrap_or(0),
+                    ],
+                    act,
+                    1e-12,
+                ),
+            }))
         }
         other => Err(unsupported(path, other, "model_type")),
     }
@@ -263,20 +372,27 @@ pub fn from_gguf(
                 qkv_bias: arch == "qwen2",
             }))
         }
-        "bert" => Ok(ArchConfig::Encoder(bert_config(
-            [
-                vocab,
-                u("embedding_length")?,
-                u("block_count")?,
-                u("attention.head_count")?,
-                u("feed_forward_length")?,
-                u("context_length")?,
-                2,
-                0,
-            ],
-            bert::HiddenAct::Gelu,
-            f("attention.layer_norm_epsilon").unwrap_or(1e-12),
-        ))),
+        // DistilBERT and (XLM-)RoBERTa GGUFs are `bert` too (llama.cpp's convert_hf_to_gguf.py):
+        // read back as BERT, with llama.cpp's token-type count (1 for both; a DistilBERT file
+        // has no table, and reading it back adds a zero one) and positions from 0 (RoBERTa's
+        // rows before `pad_token_id + 1` were cut off when written).
+        "bert" => Ok(ArchConfig::Encoder(EncoderConfig {
+            family: EncoderFamily::Bert,
+            bert: bert_config(
+                [
+                    vocab,
+                    u("embedding_length")?,
+                    u("block_count")?,
+                    u("attention.head_count")?,
+                    u("feed_forward_length")?,
+                    u("context_length")?,
+                    ferry_io::arch::token_type_count(meta),
+                    0,
+                ],
+                bert::HiddenAct::Gelu,
+                f("attention.layer_norm_epsilon").unwrap_or(1e-12),
+            ),
+        })),
         other => Err(unsupported(path, other, "general.architecture")),
     }
 }
@@ -318,6 +434,47 @@ mod tests {
         let yarn = smollm2(serde_json::json!({"rope_parameters": {"rope_type": "yarn"}}));
         let err = from_json(&yarn, p).unwrap_err().to_string();
         assert!(err.contains("yarn"), "{err}");
+    }
+
+    /// DistilBERT's own keys (`dim`, `n_layers`, `activation`, ...) become BERT's; RoBERTa's
+    /// padding index defaults to 1.
+    #[test]
+    fn encoder_families_map_their_keys() {
+        let p = Path::new("config.json");
+        let distil = serde_json::json!({
+            "model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12,
+            "hidden_dim": 3072, "activation": "gelu", "max_position_embeddings": 512,
+            "vocab_size": 30522
+        });
+        let ArchConfig::Encoder(c) = from_json(&distil, p).unwrap() else {
+            panic!("not an encoder")
+        };
+        assert_eq!(c.family, EncoderFamily::DistilBert);
+        let b = &c.bert;
+        assert_eq!(
+            (b.hidden_size, b.num_hidden_layers, b.num_attention_heads),
+            (768, 6, 12)
+        );
+        assert_eq!((b.intermediate_size, b.type_vocab_size), (3072, 0));
+        assert_eq!(
+            (b.hidden_act, b.layer_norm_eps),
+            (bert::HiddenAct::Gelu, 1e-12)
+        );
+        let xlmr = serde_json::json!({
+            "model_type": "xlm-roberta", "hidden_size": 768, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu",
+            "max_position_embeddings": 514, "vocab_size": 250002, "type_vocab_size": 1,
+            "layer_norm_eps": 1e-5
+        });
+        let ArchConfig::Encoder(c) = from_json(&xlmr, p).unwrap() else {
+            panic!("not an encoder")
+        };
+        assert_eq!(c.family, EncoderFamily::Roberta);
+        assert_eq!((c.bert.pad_token_id, c.bert.layer_norm_eps), (1, 1e-5));
+        let mut bad = distil.clone();
+        bad["activation"] = "swish".into();
+        let err = from_json(&bad, p).unwrap_err().to_string();
+        assert!(err.contains("activation `swish`"), "{err}");
     }
 
     #[test]

@@ -13,23 +13,30 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 use candle_transformers::utils::repeat_kv;
-use ferry_kernels::{linear_packed, PackedMatrix};
+use ferry_kernels::qgemm::PackedQ8;
+use ferry_kernels::{linear_packed, linear_q8, PackedMatrix};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::weights::Weights;
 
 /// One projection `x W^T (+ b)`: f32 weights packed once for ferry's AVX-512 GEMM on CPUs that
-/// have it (the bias is the product's starting value), candle's `QMatMul` otherwise (GGML
-/// types stay quantized, other devices).
+/// have it (the bias is the product's starting value); GGML weights kept quantized packed for
+/// ferry's int8 GEMM on CPUs with AVX-512 VNNI (activations in 8 bits per block of 32, as
+/// llama.cpp's CPU path); candle's `QMatMul` otherwise (types the int8 kernel does not read,
+/// other devices).
 enum Proj {
     Packed { w: PackedMatrix, bias: Tensor },
+    Int8 { w: PackedQ8, bias: Option<Tensor> },
     Candle { w: QMatMul, bias: Option<Tensor> },
 }
 
 impl Proj {
     /// The matrix `name` (`[out, in]`) with an optional bias `[out]`.
     fn load(w: &Weights, name: &str, out: usize, inp: usize, bias: Option<Tensor>) -> Result<Proj> {
+        if let Some(q) = w.packed_q8(name, &[out, inp])? {
+            return Ok(Proj::Int8 { w: q, bias });
+        }
         let m = w.matmul(name, &[out, inp])?;
         if let (QMatMul::Tensor(t), Device::Cpu) = (&m, w.device()) {
             let wt: Vec<f32> = t.t()?.contiguous()?.flatten_all()?.to_vec1()?;
@@ -47,6 +54,7 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Proj::Packed { w, bias } => linear_packed(&x.contiguous()?, w, bias, None)?,
+            Proj::Int8 { w, bias } => linear_q8(&x.contiguous()?, w, bias.as_ref())?,
             Proj::Candle { w, bias: None } => w.forward(x)?,
             Proj::Candle { w, bias: Some(b) } => w.forward(x)?.broadcast_add(b)?,
         })

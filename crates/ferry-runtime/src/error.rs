@@ -52,6 +52,9 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// Loading or running a classifier trained by ferry failed.
+    #[error(transparent)]
+    Train(#[from] Box<ferry_train::Error>),
     /// An error raised inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

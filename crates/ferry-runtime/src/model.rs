@@ -9,10 +9,12 @@ use ferry_io::arch::{relayout, LayoutReport};
 use ferry_io::formats::gguf::names::{ArchLayout, Direction};
 use ferry_io::{Checkpoint, Format, Metadata};
 
-use crate::config::{self, ArchConfig};
+use crate::classifier::{self, Classifier};
+use crate::config::{self, ArchConfig, ClassifierConfig, GraphConfig};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
+use crate::graph::{self, GraphInfo, GraphNet};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Kernels, Weights};
 
@@ -20,8 +22,12 @@ use crate::weights::{Kernels, Weights};
 pub enum Net {
     /// A causal decoder (next-token logits).
     Decoder(Decoder),
-    /// An encoder (hidden states); boxed, as candle-transformers' `BertModel` is large.
+    /// A BERT-family encoder (hidden states); boxed, as it holds one `BertEncoder` per block.
     Encoder(Box<Encoder>),
+    /// A classifier trained by ferry (class logits).
+    Classifier(Box<Classifier>),
+    /// An ONNX graph taking token ids.
+    Graph(Box<GraphNet>),
 }
 
 /// A model ready to run.
@@ -30,8 +36,8 @@ pub struct Model {
     pub path: PathBuf,
     /// Where it is on disk: `path` itself, or the cache folder a hub id resolved to.
     pub source: PathBuf,
-    /// Its container format.
-    pub format: Format,
+    /// Its container format (`safetensors`, `gguf`, `onnx`...).
+    pub format: &'static str,
     /// The architecture and its hyper-parameters.
     pub config: ArchConfig,
     /// How a GGUF's llama.cpp names and layouts were read back, if they were.
@@ -47,10 +53,11 @@ pub struct Model {
 /// What a forward pass returns.
 pub struct Output {
     /// Decoders: next-token logits `[batch, seq, vocab]`. Encoders: the last hidden state
-    /// `[batch, seq, hidden]`.
+    /// `[batch, seq, hidden]`. Classifiers: class logits `[batch, classes]`.
     pub values: Tensor,
-    /// Per-layer hidden states, when asked for and available (decoders): after the
-    /// embedding, after each block, after the final norm.
+    /// Per-layer hidden states, when asked for and available. Decoders: after the
+    /// embedding, after each block, after the final norm. Encoders: after the embedding and
+    /// after each block (the last is `values`).
     pub taps: Vec<Tensor>,
 }
 
@@ -58,13 +65,27 @@ impl Model {
     /// The architecture of the model at `path`, without loading its weights: what
     /// [`Model::load`] would run, or the error saying why it cannot.
     pub fn probe(path: &Path) -> Result<ArchConfig> {
+        if classifier::is_classifier(path) {
+            return Ok(ArchConfig::Classifier(Classifier::config(path)?));
+        }
+        if graph::is_onnx(path) {
+            let (_, info) = GraphInfo::read(path)?;
+            return Ok(ArchConfig::Graph(graph_config(path, &info)));
+        }
         Ok(resolve(path)?.config)
     }
 
     /// Opens `path` (a Hugging Face folder or hub id from the local cache, a checkpoint file
-    /// with a `config.json` beside it, or a GGUF) and loads it on `device`; GGML-quantized
-    /// matrices are multiplied with `kernels`.
+    /// with a `config.json` beside it, a GGUF, or a model folder written by `ferry train` or
+    /// `ferry migrate`) and loads it on `device`; GGML-quantized matrices are multiplied with
+    /// `kernels` (a ferry classifier's weights are always dequantized at load).
     pub fn load(path: &Path, device: &Device, kernels: Kernels) -> Result<Model> {
+        if classifier::is_classifier(path) {
+            return Model::load_classifier(path, device);
+        }
+        if graph::is_onnx(path) {
+            return Model::load_graph(path, device);
+        }
         let r = resolve(path)?;
         let source = if path.exists() {
             path.to_path_buf()
@@ -77,16 +98,62 @@ impl Model {
         let net = match &r.config {
             ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c)?),
             ArchConfig::Encoder(c) => Net::Encoder(Box::new(Encoder::load(&weights, c)?)),
+            other => {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    msg: format!("a {} is not loaded from a checkpoint", other.name()),
+                })
+            }
         };
         Ok(Model {
             path: path.to_path_buf(),
             source,
-            format: r.format,
+            format: r.format.name(),
             config: r.config,
             layout: r.layout,
             tokenizer: r.tokenizer,
             gguf_tokenizer: r.gguf_tokenizer,
             net,
+        })
+    }
+
+    /// A ferry model folder: its card, weights (any format `ferry migrate` writes) and
+    /// tokenizer.
+    fn load_classifier(dir: &Path, device: &Device) -> Result<Model> {
+        let config = Classifier::config(dir)?;
+        let weights = ferry_train::checkpoint::weights_file(dir).ok_or_else(|| Error::Config {
+            path: dir.to_path_buf(),
+            msg: "has no model.safetensors (or model.gguf/.npz/.pth)".into(),
+        })?;
+        let format = Checkpoint::open(&weights)?.format.name();
+        let net = Net::Classifier(Box::new(Classifier::load(dir, device)?));
+        let tokenizer = dir.join(ferry_train::checkpoint::TOKENIZER);
+        Ok(Model {
+            path: dir.to_path_buf(),
+            source: dir.to_path_buf(),
+            format,
+            config: ArchConfig::Classifier(config),
+            layout: None,
+            tokenizer: tokenizer.is_file().then_some(tokenizer),
+            gguf_tokenizer: None,
+            net,
+        })
+    }
+
+    /// An ONNX graph, with the `tokenizer.json` beside it.
+    fn load_graph(path: &Path, device: &Device) -> Result<Model> {
+        let net = GraphNet::load(path, device)?;
+        let config = graph_config(path, net.info());
+        let tokenizer = path.with_file_name("tokenizer.json");
+        Ok(Model {
+            path: path.to_path_buf(),
+            source: path.to_path_buf(),
+            format: "onnx",
+            config: ArchConfig::Graph(config),
+            layout: None,
+            tokenizer: tokenizer.is_file().then_some(tokenizer),
+            gguf_tokenizer: None,
+            net: Net::Graph(Box::new(net)),
         })
     }
 
@@ -100,7 +167,8 @@ impl Model {
     /// The model's tokenizer: its `tokenizer.json`, else the one its GGUF carries.
     pub fn load_tokenizer(&self) -> Result<Tokenizer> {
         match (&self.tokenizer, &self.gguf_tokenizer) {
-            (Some(p), _) => Tokenizer::from_file(p),
+            (Some(p), _) => Ok(Tokenizer::from_file(p)?
+                .with_special_tokens(self.classifier().is_none_or(|c| c.add_special_tokens))),
             (None, Some(meta)) => Tokenizer::from_gguf(meta, &self.path),
             (None, None) => Err(Error::Tokenizer {
                 path: self.path.clone(),
@@ -114,8 +182,30 @@ impl Model {
         matches!(self.net, Net::Decoder(_))
     }
 
+    /// What the model outputs: `decoder` (next-token logits), `encoder` (hidden states) or
+    /// `classifier` (class logits).
+    pub fn kind(&self) -> &'static str {
+        match self.net {
+            Net::Decoder(_) => "decoder",
+            Net::Encoder(_) => "encoder",
+            Net::Classifier(_) => "classifier",
+            Net::Graph(_) => match &self.config {
+                ArchConfig::Graph(g) if g.decoder => "decoder",
+                _ => "encoder",
+            },
+        }
+    }
+
+    /// The classes, when the model is a ferry classifier.
+    pub fn classifier(&self) -> Option<&ClassifierConfig> {
+        match &self.config {
+            ArchConfig::Classifier(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Runs `ids` (`[batch, seq]`, u32) with an optional `mask` (`[batch, seq]`, 1 for real
-    /// tokens, padding on the right).
+    /// tokens, padding on the right). Classifiers have no taps.
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>, taps: bool) -> Result<Output> {
         match &self.net {
             Net::Decoder(d) => {
@@ -125,11 +215,37 @@ impl Model {
                     taps: o.taps,
                 })
             }
-            Net::Encoder(e) => Ok(Output {
-                values: e.forward(ids, mask)?,
+            Net::Graph(g) => Ok(Output {
+                values: g.forward(ids, mask)?,
                 taps: Vec::new(),
             }),
+            Net::Classifier(c) => Ok(Output {
+                values: c.forward(ids, mask)?,
+                taps: Vec::new(),
+            }),
+            Net::Encoder(e) => {
+                let o = e.forward(ids, mask, taps)?;
+                Ok(Output {
+                    values: o.hidden,
+                    taps: o.taps,
+                })
+            }
         }
+    }
+}
+
+/// How a graph's output is judged: as the `config.json` beside it says (a decoder's logits or
+/// an encoder's hidden states), else by the output's name.
+fn graph_config(path: &Path, info: &GraphInfo) -> GraphConfig {
+    let beside = path.with_file_name("config.json");
+    let decoder = match config::from_config_json(&beside) {
+        Ok(ArchConfig::Decoder(_)) => true,
+        Ok(_) => false,
+        Err(_) => info.output.name == "logits",
+    };
+    GraphConfig {
+        output: info.output.name.clone(),
+        decoder,
     }
 }
 

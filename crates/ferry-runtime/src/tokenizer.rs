@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
+    /// Whether [`Tokenizer::encode`] adds the special tokens (on unless a model's card says
+    /// otherwise).
+    special: bool,
 }
 
 impl Tokenizer {
@@ -28,15 +31,24 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             path: path.to_path_buf(),
+            special: true,
         })
     }
 
+    /// The same tokenizer, adding its special tokens or not (a classifier trained by ferry
+    /// records which it was trained with).
+    pub fn with_special_tokens(mut self, special: bool) -> Tokenizer {
+        self.special = special;
+        self
+    }
+
     /// The ids of `text`, with the special tokens the tokenizer adds (`[CLS]`/`[SEP]` for
-    /// BERT), truncated to `max_tokens` when given.
+    /// BERT; unless turned off by [`Tokenizer::with_special_tokens`]), truncated to
+    /// `max_tokens` when given.
     pub fn encode(&self, text: &str, max_tokens: Option<usize>) -> Result<Vec<u32>> {
         let enc = self
             .inner
-            .encode(text, true)
+            .encode(text, self.special)
             .map_err(|e| Error::Tokenizer {
                 path: self.path.clone(),
                 msg: format!("cannot encode {:?}: {e}", short(text)),
@@ -200,6 +212,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             path: path.to_path_buf(),
+            special: true,
         })
     }
 }

@@ -11,8 +11,13 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use ferry_io::Checkpoint;
+use ferry_kernels::qgemm::PackedQ8;
 
 use crate::error::{Error, Result};
+
+/// Rewrites a name a model asks for into the name the checkpoint stores it under (for one
+/// architecture's tensors served under another's names).
+pub type Rename = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// How GGML-quantized matrices are multiplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -126,18 +131,60 @@ impl Weights {
         }
     }
 
+    /// The matrix `name` of `shape` (`[out, in]`) packed for ferry-kernels' int8 GEMM, when
+    /// it stays quantized ([`Kernels::Ggml`], on the CPU), its GGML type is one that kernel
+    /// reads exactly and the CPU has AVX-512 VNNI; `None` otherwise.
+    pub fn packed_q8(&self, name: &str, shape: &[usize]) -> Result<Option<PackedQ8>> {
+        let t = self.entry(name, shape)?;
+        let ggml = match t.dtype.to_ggml() {
+            Some(g) if self.kernels == Kernels::Ggml && matches!(self.device, Device::Cpu) => g,
+            _ => return Ok(None),
+        };
+        if !ferry_kernels::qgemm::vnni_available() || shape.len() != 2 {
+            return Ok(None);
+        }
+        Ok(PackedQ8::from_ggml(ggml, &t.data()?, shape[0], shape[1]))
+    }
+
     /// A `VarBuilder` over these weights (f32), for candle-transformers' models.
     pub fn var_builder(self: &Arc<Self>) -> VarBuilder<'static> {
+        self.backend(None)
+    }
+
+    /// A `VarBuilder` that serves each name a model asks for from the tensor `rename` maps it
+    /// to: one architecture's checkpoint loaded by another's code (DistilBERT's tensors under
+    /// BERT's names). Errors name the checkpoint's tensor, the one the file lacks.
+    pub fn var_builder_renamed(self: &Arc<Self>, rename: Rename) -> VarBuilder<'static> {
+        self.backend(Some(rename))
+    }
+
+    fn backend(self: &Arc<Self>, rename: Option<Rename>) -> VarBuilder<'static> {
         VarBuilder::from_backend(
-            Box::new(Backend(self.clone())),
+            Box::new(Backend {
+                weights: self.clone(),
+                rename,
+            }),
             DType::F32,
             self.device.clone(),
         )
     }
 }
 
-/// `SimpleBackend` over [`Weights`]: candle-transformers asks by name and shape.
-struct Backend(Arc<Weights>);
+/// `SimpleBackend` over [`Weights`]: candle-transformers asks by name and shape; names are
+/// rewritten first when there is a `rename`.
+struct Backend {
+    weights: Arc<Weights>,
+    rename: Option<Rename>,
+}
+
+impl Backend {
+    fn real<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.rename {
+            Some(r) => r(name).into(),
+            None => name.into(),
+        }
+    }
+}
 
 impl SimpleBackend for Backend {
     fn get(
@@ -149,19 +196,20 @@ impl SimpleBackend for Backend {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let t = self
-            .0
-            .tensor(name, s.dims())
+            .weights
+            .tensor(&self.real(name), s.dims())
             .map_err(candle_core::Error::wrap)?;
         t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let i = self
-            .0
+        let real = self.real(name);
+        let w = &self.weights;
+        let i = w
             .index
-            .get(name)
-            .ok_or_else(|| candle_core::Error::wrap(self.0.err(name, "missing")))?;
-        let shape = self.0.ck.tensors[*i].shape.clone();
+            .get(real.as_ref())
+            .ok_or_else(|| candle_core::Error::wrap(w.err(&real, "missing")))?;
+        let shape = w.ck.tensors[*i].shape.clone();
         self.get(
             Shape::from(shape),
             name,
@@ -172,6 +220,6 @@ impl SimpleBackend for Backend {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.has(name)
+        self.weights.has(&self.real(name))
     }
 }

@@ -222,9 +222,8 @@ pub fn is_model_dir(dir: &Path) -> bool {
     dir.join(CARD).is_file() && weights_file(dir).is_some()
 }
 
-/// Reads a model folder onto `device`. `weights` overrides the weights file (for a converted
-/// copy: f16 safetensors, q8_0 GGUF, ...); its tensors must carry the same names.
-pub fn load_model(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<LoadedModel> {
+/// Reads the card of model folder `dir` (without its weights), checking its format.
+pub fn read_card(dir: &Path) -> Result<ModelCard> {
     let card_path = dir.join(CARD);
     if !card_path.is_file() {
         return Err(Error::file(
@@ -241,6 +240,13 @@ pub fn load_model(dir: &Path, weights: Option<&Path>, device: &Device) -> Result
             format!("format {:?} is not {FORMAT}", card.format),
         ));
     }
+    Ok(card)
+}
+
+/// Reads a model folder onto `device`. `weights` overrides the weights file (for a converted
+/// copy: f16 safetensors, q8_0 GGUF, ...); its tensors must carry the same names.
+pub fn load_model(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<LoadedModel> {
+    let card = read_card(dir)?;
     let model = Model::new(&card.spec, 0, device)?;
     let wpath = match weights {
         Some(w) => w.to_path_buf(),

@@ -49,18 +49,29 @@ pub fn compare(recorded: &Verification, today: &Verification, rtol: f64) -> Vec<
             out.push(format!("{}: missing today", r.lang));
             continue;
         };
-        let pairs: Vec<(&str, f64, f64)> = match (&r.decoder, &t.decoder, &r.encoder, &t.encoder) {
-            (Some(a), Some(b), _, _) => vec![
-                ("mean KLD", a.kld_mean, b.kld_mean),
-                ("same top-1", a.same_top1, b.same_top1),
-                ("PPL", a.ppl_migrated, b.ppl_migrated),
-            ],
-            (_, _, Some(a), Some(b)) => vec![
-                ("mean cosine", a.cosine_mean, b.cosine_mean),
-                ("min cosine", a.cosine_min, b.cosine_min),
-            ],
-            _ => vec![],
-        };
+        let mut pairs: Vec<(&str, f64, f64)> =
+            match (&r.decoder, &t.decoder, &r.encoder, &t.encoder) {
+                (Some(a), Some(b), _, _) => vec![
+                    ("mean KLD", a.kld_mean, b.kld_mean),
+                    ("same top-1", a.same_top1, b.same_top1),
+                    ("PPL", a.ppl_migrated, b.ppl_migrated),
+                ],
+                (_, _, Some(a), Some(b)) => vec![
+                    ("mean cosine", a.cosine_mean, b.cosine_mean),
+                    ("min cosine", a.cosine_min, b.cosine_min),
+                ],
+                _ => vec![],
+            };
+        if let (Some(a), Some(b)) = (&r.classifier, &t.classifier) {
+            pairs.push(("mean KLD", a.kld_mean, b.kld_mean));
+            pairs.push(("same class", a.agreement, b.agreement));
+            let acc = |x: Option<f64>| x.unwrap_or(-1.0);
+            pairs.push((
+                "accuracy",
+                acc(a.accuracy_migrated),
+                acc(b.accuracy_migrated),
+            ));
+        }
         for (name, a, b) in pairs {
             if !close(a, b) {
                 out.push(format!("{}: {name} was {a:.6}, now {b:.6}", r.lang));

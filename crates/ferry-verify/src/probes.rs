@@ -34,6 +34,16 @@ pub struct ProbeOptions {
     pub limit: Option<usize>,
 }
 
+/// How many probe texts per language a verification takes unless told: one for decoders and
+/// encoders (64 tokens of each language is what the statistics need, and a forward pass of an
+/// LLM is the cost), every text for classifiers (one prediction per text, and cheap).
+pub fn default_limit(arch: &ferry_runtime::ArchConfig) -> Option<usize> {
+    match arch {
+        ferry_runtime::ArchConfig::Classifier(_) => None,
+        _ => Some(1),
+    }
+}
+
 /// The embedded probes.
 pub fn embedded(opts: &ProbeOptions) -> Result<Vec<Probe>> {
     let all = EMBEDDED

@@ -132,6 +132,26 @@ pub fn markdown(r: &VerifyReport) -> String {
                 );
             }
         }
+    } else if v.kind == "classifier" {
+        let _ = writeln!(s, "| language | texts | same class | mean KLD | KLD max | accuracy orig | accuracy new | verdict |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let acc = |a: Option<f64>| a.map_or("-".into(), pct);
+        for l in &rows {
+            if let Some(c) = &l.classifier {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.2e} | {:.2e} | {} | {} | {} |",
+                    l.lang,
+                    c.texts,
+                    pct(c.agreement),
+                    c.kld_mean,
+                    c.kld_max,
+                    acc(c.accuracy_original),
+                    acc(c.accuracy_migrated),
+                    verdict(l)
+                );
+            }
+        }
     } else {
         let _ = writeln!(s, "| language | texts | mean cosine | min cosine | max abs error | neighbour agreement | verdict |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
@@ -187,22 +207,26 @@ fn verdict(l: &crate::run::LanguageResult) -> String {
 }
 
 /// One bar pair per language: mean KLD (left axis, scaled to the largest) and same top-1
-/// (decoders), or 1 - min cosine and neighbour agreement (encoders).
+/// (decoders) or same class (classifiers), or 1 - min cosine and neighbour agreement
+/// (encoders).
 pub fn svg(v: &Verification) -> String {
     let n = v.languages.len().max(1);
     let (w, h, pad) = (24 * n + 80, 260usize, 40usize);
     let vals: Vec<(f64, f64)> = v
         .languages
         .iter()
-        .map(|l| match (&l.decoder, &l.encoder) {
-            (Some(d), _) => (d.kld_mean, d.same_top1),
-            (_, Some(e)) => (1.0 - e.cosine_min, e.neighbour_agreement.unwrap_or(1.0)),
+        .map(|l| match (&l.decoder, &l.encoder, &l.classifier) {
+            (Some(d), _, _) => (d.kld_mean, d.same_top1),
+            (_, Some(e), _) => (1.0 - e.cosine_min, e.neighbour_agreement.unwrap_or(1.0)),
+            (_, _, Some(c)) => (c.kld_mean, c.agreement),
             _ => (0.0, 0.0),
         })
         .collect();
     let max = vals.iter().map(|v| v.0).fold(1e-12, f64::max);
     let (a, b) = if v.kind == "decoder" {
         ("mean KLD", "same top-1")
+    } else if v.kind == "classifier" {
+        ("mean KLD", "same class")
     } else {
         ("1 - min cosine", "neighbour agreement")
     };

@@ -5,7 +5,9 @@
 //! original's over the full vocabulary, with its uncertainty and percentiles, same top-1,
 //! RMS of Δp (the change in the probability of the true next token), perplexity of each and
 //! the mean ln(PPL ratio). Encoders: cosine of pooled embeddings, max abs error of the last
-//! hidden state, nearest-neighbour agreement. Layers: SQNR.
+//! hidden state, nearest-neighbour agreement. Classifiers: agreement of the predicted class,
+//! KL divergence of the class distributions, accuracy before and after where the true class is
+//! known. Layers: SQNR.
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +105,69 @@ pub struct DecoderStats {
     pub ppl_migrated: f64,
     /// Mean ln(PPL_migrated / PPL_original) (the mean log-probability change of the truth).
     pub ln_ppl_ratio: f64,
+}
+
+/// What one text contributes (classifiers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassStat {
+    /// KL(P_original || P_migrated) over the classes, nats.
+    pub kld: f64,
+    /// Whether both models predict the same class.
+    pub same: bool,
+    /// For a text whose true class is known: whether (original, migrated) predict it.
+    pub correct: Option<(bool, bool)>,
+}
+
+/// The statistics of one text from both models' class logits and its true class, if known.
+pub fn class_stat(original: &[f32], migrated: &[f32], label: Option<usize>) -> ClassStat {
+    let t = token_stat(original, migrated, None);
+    let (a, b) = (argmax(original), argmax(migrated));
+    ClassStat {
+        kld: t.kld,
+        same: t.same_top1,
+        correct: label.map(|l| (a == l, b == l)),
+    }
+}
+
+/// A classifier's statistics over a set of texts (one language, or all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierStats {
+    /// Texts compared.
+    pub texts: usize,
+    /// Share of texts both models put in the same class, 0..1.
+    pub agreement: f64,
+    /// Mean KL divergence of the class distributions, nats.
+    pub kld_mean: f64,
+    /// Largest per-text KL divergence.
+    pub kld_max: f64,
+    /// Texts whose true class is known (for a language identifier, every probe in a language
+    /// it was trained on).
+    pub labelled: usize,
+    /// Accuracy of the original on the labelled texts.
+    pub accuracy_original: Option<f64>,
+    /// Accuracy of the migrated model on them.
+    pub accuracy_migrated: Option<f64>,
+}
+
+impl ClassifierStats {
+    /// Summarizes per-text statistics (NaN propagates into the mean and the maximum).
+    pub fn from_texts(stats: &[ClassStat]) -> ClassifierStats {
+        let n = stats.len().max(1) as f64;
+        let labelled: Vec<(bool, bool)> = stats.iter().filter_map(|s| s.correct).collect();
+        let acc = |f: fn(&(bool, bool)) -> bool| {
+            (!labelled.is_empty())
+                .then(|| labelled.iter().filter(|c| f(c)).count() as f64 / labelled.len() as f64)
+        };
+        ClassifierStats {
+            texts: stats.len(),
+            agreement: stats.iter().filter(|s| s.same).count() as f64 / n,
+            kld_mean: stats.iter().map(|s| s.kld).sum::<f64>() / n,
+            kld_max: -min_or_nan(stats.iter().map(|s| -s.kld), 0.0),
+            labelled: labelled.len(),
+            accuracy_original: acc(|c| c.0),
+            accuracy_migrated: acc(|c| c.1),
+        }
+    }
 }
 
 /// Linear-interpolated percentile of sorted values (numpy's default), `q` in 0..1.
@@ -276,5 +341,29 @@ mod tests {
         assert!((cosine(&x, &x) - 1.0).abs() < 1e-12);
         let nn = nearest_neighbours(&[vec![1.0, 0.0], vec![0.9, 0.1], vec![0.0, 1.0]]);
         assert_eq!(nn, vec![Some(1), Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn classifier_summary_counts_agreement_and_accuracy_by_hand() {
+        // Three texts over 3 classes: the first agrees and both are right; the second flips
+        // from right to wrong; the third has no known class.
+        let rows = [
+            ([3.0f32, 0.0, 0.0], [2.5f32, 0.0, 0.0], Some(0)),
+            ([0.0f32, 2.0, 1.9], [0.0f32, 1.9, 2.0], Some(1)),
+            ([1.0f32, 0.0, 0.0], [1.0f32, 0.0, 0.0], None),
+        ];
+        let stats: Vec<ClassStat> = rows.iter().map(|(a, b, l)| class_stat(a, b, *l)).collect();
+        assert_eq!(stats[1].correct, Some((true, false)));
+        let s = ClassifierStats::from_texts(&stats);
+        assert_eq!((s.texts, s.labelled), (3, 2));
+        assert!((s.agreement - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.accuracy_original, Some(1.0));
+        assert_eq!(s.accuracy_migrated, Some(0.5));
+        let want = (stats[0].kld + stats[1].kld) / 3.0;
+        assert!((s.kld_mean - want).abs() < 1e-12 && s.kld_max == stats[1].kld.max(stats[0].kld));
+        let none = ClassifierStats::from_texts(&[class_stat(&[1.0, 0.0], &[1.0, 0.0], None)]);
+        assert_eq!(none.accuracy_original, None);
+        let nan = ClassifierStats::from_texts(&[class_stat(&[f32::NAN, 0.0], &[1.0, 0.0], None)]);
+        assert!(nan.kld_mean.is_nan() && nan.kld_max.is_nan());
     }
 }

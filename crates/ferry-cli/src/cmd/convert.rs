@@ -95,6 +95,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if a.write.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
     for f in &files {
         println!("wrote {}", f.display());
     }

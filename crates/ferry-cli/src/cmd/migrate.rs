@@ -14,10 +14,10 @@ use crate::progress::bytes_bar;
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "With no INPUT, migrates ferry's built-in demo model (a small language-ID model trained with PyTorch).\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'\n  ferry migrate model.onnx --out model-opt            # optimize the graph, verify every pass and the result"
+    after_help = "With no INPUT, migrates ferry's built-in demo model (a language identifier over 47 languages, trained by ferry) to a q4_k GGUF and shows, language by language, how much the quantization changed its predictions.\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'\n  ferry migrate model.onnx --out model-opt            # optimize the graph, verify every pass and the result"
 )]
 pub struct Args {
-    /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model).
+    /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model, to a q4_k GGUF unless --to/--dtype/--quant say otherwise).
     pub input: Option<PathBuf>,
     /// Output folder for the model, its companion files and report.md/report.json.
     #[arg(long, short, default_value = "ferry-out")]
@@ -48,9 +48,9 @@ pub struct Args {
     /// verify-outputs: only these languages (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub languages: Vec<String>,
-    /// verify-outputs: probe texts per language.
-    #[arg(long, default_value_t = 1)]
-    pub limit: usize,
+    /// verify-outputs: probe texts per language (default: 1 for decoders and encoders, all for classifiers trained by ferry).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// verify-outputs: tokens per probe.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
@@ -65,7 +65,14 @@ pub struct Args {
 }
 
 /// Runs `ferry migrate`.
-pub fn run(a: Args) -> Result<ExitCode> {
+pub fn run(mut a: Args) -> Result<ExitCode> {
+    // The demo shows the whole promise: a multilingual model quantized, then judged per language.
+    let t = &a.transform;
+    let plain = t.dtype.is_none() && t.quant.is_none() && a.write.shard_size.is_none();
+    if a.input.is_none() && a.to.is_none() && plain {
+        a.to = Some("gguf".into());
+        a.transform.quant = Some("q4_k".into());
+    }
     let graph = a.input.as_deref().is_some_and(ferry_migrate::is_graph);
     let to =
         a.to.clone()
@@ -120,7 +127,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 b.finish_and_clear();
             }
             if chatty {
-                eprintln!("{:>8}  {:7.3}s  {}", rec.name, rec.seconds, rec.summary);
+                eprintln!("{:>14}  {:7.3}s  {}", rec.name, rec.seconds, rec.summary);
             }
         }
         _ => {}
@@ -147,6 +154,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         if let Some(p) = &g.pipeline.failed {
             println!("  ! pass `{p}` broke the tolerance; nothing was written (run `ferry optimize --verify` for details)");
         }
+        print_outputs(&report);
     } else {
         println!(
             "{}: {} of {} tensors verified ({} bit-exact); report in {}",
@@ -172,25 +180,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 t.per_language.len()
             );
         }
-        if let Some(o) = &report.outputs_check {
-            match (&o.skipped, &o.report) {
-                (Some(why), _) => println!("outputs not verified: {why}"),
-                (_, Some(r)) => {
-                    let v = &r.result;
-                    let failing: Vec<_> = v.languages.iter().filter(|l| !l.ok()).collect();
-                    println!(
-                        "outputs: {} of {} languages within tolerance {}",
-                        v.languages.len() - failing.len(),
-                        v.languages.len(),
-                        v.budget
-                    );
-                    for l in failing {
-                        println!("  ! {}: {}", l.lang, l.failed.join("; "));
-                    }
-                }
-                _ => {}
-            }
-        }
+        print_outputs(&report);
         for t in report.tensors.iter().filter(|t| !t.check.ok) {
             println!(
                 "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",
@@ -203,4 +193,38 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What verify-outputs found: the verdict, the languages outside tolerance, and the five
+/// furthest from the original.
+fn print_outputs(report: &ferry_migrate::MigrationReport) {
+    if let Some(o) = &report.outputs_check {
+        match (&o.skipped, &o.report) {
+            (Some(why), _) => println!("outputs not verified: {why}"),
+            (_, Some(r)) => {
+                let v = &r.result;
+                let failing: Vec<_> = v.languages.iter().filter(|l| !l.ok()).collect();
+                println!(
+                    "outputs: {} of {} languages within tolerance {}",
+                    v.languages.len() - failing.len(),
+                    v.languages.len(),
+                    v.budget
+                );
+                for l in failing.iter().chain(Some(&&v.overall).filter(|o| !o.ok())) {
+                    println!("  ! {}: {}", l.lang, l.failed.join("; "));
+                }
+                let mut worst: Vec<_> = v.languages.iter().collect();
+                worst.sort_by(|a, b| b.cmp_badness(a));
+                println!(
+                    "  furthest from the original (all {} in report.md):",
+                    v.languages.len()
+                );
+                for l in worst.iter().take(5) {
+                    println!("    {:<6} {}", l.lang, l.summary());
+                }
+                println!("    {:<6} {}", "all", v.overall.summary());
+            }
+            _ => {}
+        }
+    }
 }

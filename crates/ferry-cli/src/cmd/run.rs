@@ -18,7 +18,7 @@ use serde_json::json;
 /// Arguments of `ferry run`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry run target/models/SmolLM2-135M --text 'The capital of France is' --top-k 5\n  ferry run out/smollm2-q8/model.gguf --text 'Die Hauptstadt von Frankreich ist' --output logits.npz --taps\n  ferry run target/models/all-MiniLM-L6-v2 --input input_ids=ids.npy --output hidden.npz\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
+    after_help = "Examples:\n  ferry run target/models/SmolLM2-135M --text 'The capital of France is' --top-k 5\n  ferry run out/smollm2-q8/model.gguf --text 'Die Hauptstadt von Frankreich ist' --output logits.npz --taps\n  ferry run target/models/all-MiniLM-L6-v2 --input input_ids=ids.npy --output hidden.npz --taps\n  ferry run runs/langid-udhr/best --text 'Bonjour tout le monde' --text 'Dobar dan' --top-k 3   # a classifier trained by ferry\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
 )]
 pub struct Args {
     /// The model: ONNX file, Hugging Face folder or cached hub id, GGUF, or a checkpoint with its config.json beside it.
@@ -35,13 +35,13 @@ pub struct Args {
     /// Write every output to this .npz.
     #[arg(long)]
     pub(crate) output: Option<PathBuf>,
-    /// Decoders: print the N most likely next tokens after each text.
+    /// Decoders: print the N most likely next tokens after each text. Classifiers: the N most likely classes (default 1).
     #[arg(long, value_name = "N")]
     pub(crate) top_k: Option<usize>,
-    /// Decoders: also write every layer's hidden state (hidden.0 = embedding ... final norm) to --output.
+    /// Decoders and encoders: also write every layer's hidden state to --output (hidden.0 = embedding, then each block; decoders end with the final norm).
     #[arg(long)]
     pub(crate) taps: bool,
-    /// GGML-quantized matrices (GGUF): ggml (candle's quantized kernels, 8-bit activations, as llama.cpp's CPU path) or f32 (dequantized at load, as transformers).
+    /// GGML-quantized matrices (GGUF): ggml (kept quantized, activations in 8 bits as llama.cpp's CPU path: ferry's int8 GEMM on CPUs with AVX-512 VNNI, else candle's quantized kernels) or f32 (dequantized at load, as transformers).
     #[arg(long, default_value = "ggml", value_parser = ["ggml", "f32"])]
     pub(crate) kernels: String,
     /// Print nothing but errors (the --output file is still written).
@@ -69,7 +69,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         return super::run_model::run(a, &device);
     }
     if a.top_k.is_some() || a.taps {
-        bail!("--top-k and --taps apply to decoder models (Hugging Face folders, GGUF), not ONNX graphs");
+        bail!("--top-k and --taps apply to the models ferry-runtime runs (Hugging Face folders, GGUF, ferry model folders), not ONNX graphs");
     }
     let mut model = read_model(&a.model)?;
     if a.optimize {

@@ -1,5 +1,6 @@
 //! `ferry run` for the models ferry-runtime runs: Hugging Face folders, GGUF files and
-//! checkpoints with their config.json (Llama-family decoders, BERT encoders).
+//! checkpoints with their config.json (Llama-family decoders, BERT-family encoders), and model
+//! folders trained by ferry (classifiers).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -58,9 +59,17 @@ fn inputs(a: &Args, model: &Model) -> Result<(Tensor, Option<Tensor>, Option<Tok
 pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
     let kernels = a.kernels.parse().map_err(anyhow::Error::msg)?;
     let model = Model::load(&a.model, device, kernels)?;
-    if (a.top_k.is_some() || a.taps) && !model.is_decoder() {
+    let classifier = model.classifier().cloned();
+    if a.top_k.is_some() && model.kind() == "encoder" {
         bail!(
-            "--top-k and --taps apply to decoders; {} is a {}",
+            "--top-k applies to decoders (next tokens) and classifiers (classes); {} is a {}",
+            a.model.display(),
+            model.config.name()
+        );
+    }
+    if a.taps && classifier.is_some() {
+        bail!(
+            "--taps applies to decoders and encoders; {} is a {}",
             a.model.display(),
             model.config.name()
         );
@@ -73,10 +82,10 @@ pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
     let t0 = Instant::now();
     let out = model.forward(&ids, mask.as_ref(), a.taps)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    let name = if model.is_decoder() {
-        "logits"
-    } else {
+    let name = if model.kind() == "encoder" {
         "last_hidden_state"
+    } else {
+        "logits"
     };
     let mut arrays: IndexMap<String, Tensor> = IndexMap::new();
     arrays.insert(
@@ -90,9 +99,11 @@ pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
     if let Some(path) = &a.output {
         ferry_graph::feeds::write_npz(path, &arrays)?;
     }
-    let top = match (a.top_k, &tok) {
-        (Some(k), tok) => top_k(&out.values, mask.as_ref(), k, tok.as_ref())?,
-        _ => Vec::new(),
+    let top = match (&classifier, a.top_k) {
+        // A classifier always says what it predicts.
+        (Some(c), k) => top_classes(&out.values, k.unwrap_or(1), &c.classes)?,
+        (None, Some(k)) => top_k(&out.values, mask.as_ref(), k, tok.as_ref())?,
+        (None, None) => Vec::new(),
     };
     if a.json {
         let outs = arrays
@@ -139,6 +150,27 @@ pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
         println!("outputs in {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `k` most likely classes of each row, named.
+fn top_classes(logits: &Tensor, k: usize, classes: &[String]) -> Result<Vec<serde_json::Value>> {
+    let rows: Vec<Vec<f32>> = logits
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .to_vec2()?;
+    Ok(rows
+        .iter()
+        .map(|v| {
+            let lp = ferry_verify::stats::log_softmax(v);
+            let mut idx: Vec<usize> = (0..lp.len()).collect();
+            idx.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
+            json!(idx
+                .into_iter()
+                .take(k)
+                .map(|i| json!({"id": i, "p": lp[i].exp(), "token": classes.get(i)}))
+                .collect::<Vec<_>>())
+        })
+        .collect())
 }
 
 /// The `k` most likely next tokens after each row's last real position.

@@ -13,7 +13,7 @@ use crate::progress::count_bar;
 /// Arguments of `ferry verify`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Tolerance presets: exact, f16, bf16, q8, q4, or bounds such as 'kld<=0.02,top1>=0.97' (decoders) and 'cos>=0.999' (encoders), judged in every language.\n\nExamples:\n  ferry verify target/models/SmolLM2-135M out/smollm2-q8/model.gguf --tolerance q8\n  ferry verify target/models/all-MiniLM-L6-v2 out/minilm-q8/model.gguf --languages en,de,zh,ar\n  ferry verify orig/ migrated/ --probes corpora/udhr/dev.tsv --limit 3 --max-tokens 128 --out verify-out\n  ferry verify --replay verify-out/report.json"
+    after_help = "Tolerance presets: exact, f16, bf16, q8, q4, or bounds such as 'kld<=0.02,top1>=0.97' (decoders; for classifiers top1 bounds the share of texts given the same class) and 'cos>=0.999' (encoders), judged in every language.\n\nExamples:\n  ferry verify target/models/SmolLM2-135M out/smollm2-q8/model.gguf --tolerance q8\n  ferry verify target/models/all-MiniLM-L6-v2 out/minilm-q8/model.gguf --languages en,de,zh,ar\n  ferry verify orig/ migrated/ --probes corpora/udhr/dev.tsv --limit 3 --max-tokens 128 --out verify-out\n  ferry verify runs/langid-udhr/best langid-q4/ --tolerance q4   # a classifier trained by ferry: same class and accuracy per language\n  ferry verify --replay verify-out/report.json"
 )]
 pub struct Args {
     /// The original model (Hugging Face folder, checkpoint with its config.json, GGUF).
@@ -28,9 +28,9 @@ pub struct Args {
     /// Only these languages (comma-separated codes).
     #[arg(long, value_delimiter = ',')]
     languages: Vec<String>,
-    /// At most N probe texts per language.
-    #[arg(long, default_value_t = 1)]
-    limit: usize,
+    /// At most N probe texts per language (default: 1 for decoders and encoders, all for classifiers trained by ferry).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Cut each probe to its first N tokens.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
@@ -43,7 +43,7 @@ pub struct Args {
     /// Skip the per-layer SQNR (decoders).
     #[arg(long)]
     no_attribution: bool,
-    /// GGML-quantized matrices: f32 (dequantized at load, transformers' numerics, fast) or ggml (candle's quantized kernels with 8-bit activations, llama.cpp's CPU numerics, slow on long inputs).
+    /// GGML-quantized matrices: f32 (dequantized at load, transformers' numerics, fast) or ggml (kept quantized with 8-bit activations, llama.cpp's CPU numerics: ferry's int8 GEMM on CPUs with AVX-512 VNNI, else candle's quantized kernels).
     #[arg(long, default_value = "f32", value_parser = ["f32", "ggml"])]
     kernels: String,
     /// Write report.json, report.md and report.svg here.
@@ -103,7 +103,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let budget: Budget = a.tolerance.parse()?;
     let popts = ProbeOptions {
         languages: a.languages.clone(),
-        limit: Some(a.limit),
+        limit: match a.limit {
+            Some(n) => Some(n),
+            None => probes::default_limit(&ferry_runtime::Model::probe(&original)?),
+        },
     };
     let (probe_source, probes) = probes::load(a.probes.as_deref(), &popts)?;
     let job = Job {
@@ -145,6 +148,13 @@ pub(crate) fn verdict(r: &VerifyReport) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let failing: Vec<_> = v.languages.iter().filter(|l| !l.ok()).collect();
+    if failing.is_empty() {
+        eprintln!(
+            "error: every language within tolerance {} alone, but not all probes together: {}",
+            v.budget,
+            v.overall.failed.join("; ")
+        );
+    }
     let worst = v
         .worst
         .as_deref()

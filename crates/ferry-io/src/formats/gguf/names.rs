@@ -1,7 +1,9 @@
 //! llama.cpp's tensor names and layouts for the architectures whose GGUF files ferry writes and
 //! reads as a model (not only as tensors): the table of llama.cpp's `convert_hf_to_gguf.py` and
-//! gguf-py's `tensor_mapping.py`, the rotary Q/K row permutation (`LlamaModel.permute`), and
-//! the tensors llama.cpp leaves out (rotary `inv_freq`, `position_ids`, a tied output head).
+//! gguf-py's `tensor_mapping.py`, the rotary Q/K row permutation (`LlamaModel.permute`), the
+//! rows llama.cpp cuts off (RoBERTa's first `pad_token_id + 1` positions), and the tensors
+//! llama.cpp leaves out (rotary `inv_freq`, `position_ids`, a tied output head, pooler and
+//! pretraining heads).
 //!
 //! The same table read backwards turns such a GGUF into Hugging Face names and layouts, which
 //! is what transformers loads and what ferry's runtime runs.
@@ -19,7 +21,8 @@ pub enum Family {
     Llama,
     /// Qwen2 (GGUF `qwen2`): Llama's names plus Q/K/V biases, no permutation.
     Qwen2,
-    /// BERT-family encoders (GGUF `bert`).
+    /// BERT-family encoders (GGUF `bert`): BERT, and DistilBERT, RoBERTa and XLM-RoBERTa,
+    /// which llama.cpp writes as `bert` too (their Hugging Face names are a [`Variant`]).
     Bert,
 }
 
@@ -29,7 +32,7 @@ impl Family {
         match model_type {
             "llama" | "mistral" => Some(Family::Llama),
             "qwen2" => Some(Family::Qwen2),
-            "bert" => Some(Family::Bert),
+            "bert" | "distilbert" | "xlm-roberta" | "roberta" => Some(Family::Bert),
             _ => None,
         }
     }
@@ -54,6 +57,46 @@ impl Family {
     }
 }
 
+/// Which Hugging Face model's names a layout reads when a llama.cpp family takes several
+/// (`convert_hf_to_gguf.py`'s `DistilBertModel`, `RobertaModel` and `XLMRobertaModel` write
+/// `bert`). A GGUF read back gets the family's own names ([`Variant::Plain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// The family's own names.
+    #[default]
+    Plain,
+    /// DistilBERT: `[distilbert.]transformer.layer.N.{attention.q_lin, sa_layer_norm,
+    /// ffn.lin1, ...}` (gguf-py's `tensor_mapping.py` "distillbert" entries), no token types,
+    /// its masked-LM head (`vocab_*`) left out.
+    #[serde(rename = "distilbert")]
+    DistilBert,
+    /// RoBERTa and XLM-RoBERTa: BERT's names under `[roberta.]`; the first `position_offset`
+    /// rows of `position_embeddings` (`pad_token_id + 1`: transformers counts positions from
+    /// there) are cut off, so llama.cpp's positions start at 0 (`_position_offset`).
+    Roberta {
+        /// Leading position rows llama.cpp leaves out.
+        position_offset: usize,
+    },
+}
+
+impl Variant {
+    /// Whether this is the family's own naming (left out of reports).
+    pub fn is_plain(&self) -> bool {
+        *self == Variant::Plain
+    }
+
+    /// The prefix a task model's checkpoint stores the encoder under (BERT's `bert.` is
+    /// stripped for every variant, as `BertModel` does after its subclasses).
+    fn prefix(self) -> Option<&'static str> {
+        match self {
+            Variant::Plain => None,
+            Variant::DistilBert => Some("distilbert."),
+            Variant::Roberta { .. } => Some("roberta."),
+        }
+    }
+}
+
 /// A model's naming and layout facts: enough to rename and permute every tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ArchLayout {
@@ -65,13 +108,33 @@ pub struct ArchLayout {
     pub n_head_kv: usize,
     /// Whether the output head shares the token embedding (`tie_word_embeddings`).
     pub tied: bool,
+    /// Whose Hugging Face names (DistilBERT's, RoBERTa's) when not the family's own.
+    #[serde(skip_serializing_if = "Variant::is_plain")]
+    pub variant: Variant,
 }
 
 impl ArchLayout {
     /// From a Hugging Face `config.json`; `None` for a family ferry does not map.
     pub fn from_config(cfg: &Value) -> Option<ArchLayout> {
-        let family = Family::from_model_type(cfg.get("model_type")?.as_str()?)?;
-        let n_head = cfg.get("num_attention_heads")?.as_u64()? as usize;
+        let model_type = cfg.get("model_type")?.as_str()?;
+        let family = Family::from_model_type(model_type)?;
+        let variant = match model_type {
+            "distilbert" => Variant::DistilBert,
+            // transformers' RoBERTa configs default `pad_token_id` to 1.
+            "xlm-roberta" | "roberta" => Variant::Roberta {
+                position_offset: cfg
+                    .get("pad_token_id")
+                    .and_then(Value::as_u64)
+                    .map_or(1, |p| p as usize)
+                    .checked_add(1)?,
+            },
+            _ => Variant::Plain,
+        };
+        // DistilBERT spells it `n_heads`.
+        let n_head = cfg
+            .get("num_attention_heads")
+            .or_else(|| cfg.get("n_heads"))?
+            .as_u64()? as usize;
         let n_head_kv = cfg
             .get("num_key_value_heads")
             .and_then(Value::as_u64)
@@ -87,6 +150,7 @@ impl ArchLayout {
             n_head,
             n_head_kv,
             tied,
+            variant,
         })
     }
 
@@ -107,6 +171,7 @@ impl ArchLayout {
             n_head,
             n_head_kv,
             tied: !has_output || family == Family::Bert,
+            variant: Variant::Plain,
         })
     }
 }
@@ -189,6 +254,8 @@ pub enum Direction {
 pub enum Mapped {
     /// Renamed (possibly to the same name), with the row permutation to apply, if any.
     To(String, Option<RowPermutation>),
+    /// Renamed, with this many leading rows (of the first dimension) left out.
+    Trimmed(String, usize),
     /// Left out of the output, with the reason.
     Drop(String),
     /// Not in llama.cpp's table for this architecture: kept as it is.
@@ -246,6 +313,19 @@ fn block_table(family: Family) -> &'static [(&'static str, &'static str, Rope)] 
         ],
     }
 }
+
+/// DistilBERT's per-block tensors (after `transformer.layer.N.`), with BERT's llama.cpp stems
+/// (gguf-py's `tensor_mapping.py`, "distillbert").
+const DISTILBERT_BLOCK: [(&str, &str); 8] = [
+    ("attention.q_lin", "attn_q"),
+    ("attention.k_lin", "attn_k"),
+    ("attention.v_lin", "attn_v"),
+    ("attention.out_lin", "attn_output"),
+    ("sa_layer_norm", "attn_output_norm"),
+    ("ffn.lin1", "ffn_up"),
+    ("ffn.lin2", "ffn_down"),
+    ("output_layer_norm", "layer_output_norm"),
+];
 
 fn hf_block_prefix(family: Family) -> &'static str {
     match family {
@@ -305,8 +385,20 @@ impl ArchLayout {
                 "a buffer computed at load time; llama.cpp does not store it".into(),
             );
         }
+        // Checkpoints saved from a task model carry the encoder under `bert.` (`distilbert.`,
+        // `roberta.`): convert_hf_to_gguf.py strips the variant's prefix, then BERT's.
+        let bare = match self.family {
+            Family::Bert => {
+                let n = self
+                    .variant
+                    .prefix()
+                    .and_then(|p| name.strip_prefix(p))
+                    .unwrap_or(name);
+                n.strip_prefix("bert.").unwrap_or(n)
+            }
+            _ => name,
+        };
         if self.family == Family::Bert {
-            let bare = name.strip_prefix("bert.").unwrap_or(name);
             if bare.starts_with("pooler.") || bare.starts_with("cls.") {
                 // convert_hf_to_gguf.py: "we are only using BERT for embeddings"; llama.cpp
                 // refuses a file with tensors it does not expect.
@@ -314,12 +406,13 @@ impl ArchLayout {
                     "a pretraining or pooler head; llama.cpp's BERT is an embedding model".into(),
                 );
             }
+            if self.variant == Variant::DistilBert && bare.starts_with("vocab_") {
+                // DistilBertModel: "These layers act as MLM head, so we don't need them".
+                return Mapped::Drop(
+                    "DistilBERT's masked-LM head; llama.cpp's BERT is an embedding model".into(),
+                );
+            }
         }
-        // Checkpoints saved from a task model carry the encoder under `bert.`.
-        let bare = match self.family {
-            Family::Bert => name.strip_prefix("bert.").unwrap_or(name),
-            _ => name,
-        };
         let Some((stem, suffix)) = split_suffix(bare) else {
             return Mapped::Unknown;
         };
@@ -330,7 +423,27 @@ impl ArchLayout {
             );
         }
         if let Some((_, g)) = globals(self.family).iter().find(|(h, _)| *h == stem) {
-            return Mapped::To(format!("{g}{suffix}"), None);
+            let out = format!("{g}{suffix}");
+            return match self.variant {
+                Variant::Roberta { position_offset }
+                    if stem == "embeddings.position_embeddings" && position_offset > 0 =>
+                {
+                    Mapped::Trimmed(out, position_offset)
+                }
+                _ => Mapped::To(out, None),
+            };
+        }
+        if self.variant == Variant::DistilBert {
+            let Some((n, rest)) = stem
+                .strip_prefix("transformer.layer.")
+                .and_then(split_block)
+            else {
+                return Mapped::Unknown;
+            };
+            return match DISTILBERT_BLOCK.iter().find(|(h, _)| *h == rest) {
+                Some((_, g)) => Mapped::To(format!("blk.{n}.{g}{suffix}"), None),
+                None => Mapped::Unknown,
+            };
         }
         let Some((n, rest)) = stem
             .strip_prefix(hf_block_prefix(self.family))
@@ -377,6 +490,7 @@ mod tests {
             n_head: 9,
             n_head_kv: 3,
             tied: true,
+            variant: Variant::Plain,
         }
     }
 
@@ -451,6 +565,7 @@ mod tests {
             n_head: 12,
             n_head_kv: 12,
             tied: true,
+            variant: Variant::Plain,
         };
         let cases = [
             ("embeddings.word_embeddings.weight", "token_embd.weight"),
@@ -495,6 +610,122 @@ mod tests {
             b.map("cls.predictions.bias", Direction::ToGguf),
             Mapped::Drop(_)
         ));
+    }
+
+    /// DistilBERT and (XLM-)RoBERTa are written as llama.cpp's `bert`: DistilBERT's block
+    /// names through tensor_mapping.py's entries, its MLM head dropped; RoBERTa's position
+    /// rows before `pad_token_id + 1` cut off. Read back, they are BERT's names.
+    #[test]
+    fn distilbert_and_roberta_follow_llama_cpp() {
+        let distil = ArchLayout::from_config(&serde_json::json!({
+            "model_type": "distilbert", "n_heads": 4, "dim": 32
+        }))
+        .unwrap();
+        assert_eq!(
+            (distil.family, distil.variant, distil.n_head),
+            (Family::Bert, Variant::DistilBert, 4)
+        );
+        for (hf, gg) in [
+            ("embeddings.word_embeddings.weight", "token_embd.weight"),
+            (
+                "embeddings.position_embeddings.weight",
+                "position_embd.weight",
+            ),
+            ("embeddings.LayerNorm.bias", "token_embd_norm.bias"),
+            (
+                "transformer.layer.0.attention.q_lin.weight",
+                "blk.0.attn_q.weight",
+            ),
+            (
+                "transformer.layer.1.attention.k_lin.bias",
+                "blk.1.attn_k.bias",
+            ),
+            (
+                "transformer.layer.1.attention.v_lin.weight",
+                "blk.1.attn_v.weight",
+            ),
+            (
+                "transformer.layer.1.attention.out_lin.weight",
+                "blk.1.attn_output.weight",
+            ),
+            (
+                "transformer.layer.0.sa_layer_norm.weight",
+                "blk.0.attn_output_norm.weight",
+            ),
+            ("transformer.layer.5.ffn.lin1.weight", "blk.5.ffn_up.weight"),
+            ("transformer.layer.5.ffn.lin2.bias", "blk.5.ffn_down.bias"),
+            (
+                "distilbert.transformer.layer.2.output_layer_norm.bias",
+                "blk.2.layer_output_norm.bias",
+            ),
+        ] {
+            assert_eq!(
+                distil.map(hf, Direction::ToGguf),
+                Mapped::To(gg.into(), None),
+                "{hf}"
+            );
+        }
+        for dropped in [
+            "vocab_transform.weight",
+            "vocab_layer_norm.bias",
+            "distilbert.vocab_projector.bias",
+            "embeddings.position_ids",
+        ] {
+            assert!(
+                matches!(distil.map(dropped, Direction::ToGguf), Mapped::Drop(_)),
+                "{dropped}"
+            );
+        }
+        assert_eq!(
+            distil.map(
+                "transformer.layer.0.attention.extra.weight",
+                Direction::ToGguf
+            ),
+            Mapped::Unknown
+        );
+
+        let xlmr = ArchLayout::from_config(&serde_json::json!({
+            "model_type": "xlm-roberta", "num_attention_heads": 12, "pad_token_id": 1
+        }))
+        .unwrap();
+        assert_eq!(xlmr.variant, Variant::Roberta { position_offset: 2 });
+        assert_eq!(
+            xlmr.map("embeddings.position_embeddings.weight", Direction::ToGguf),
+            Mapped::Trimmed("position_embd.weight".into(), 2)
+        );
+        assert_eq!(
+            xlmr.map(
+                "roberta.encoder.layer.3.attention.self.query.weight",
+                Direction::ToGguf
+            ),
+            Mapped::To("blk.3.attn_q.weight".into(), None)
+        );
+        assert_eq!(
+            xlmr.map("embeddings.token_type_embeddings.weight", Direction::ToGguf),
+            Mapped::To("token_types.weight".into(), None)
+        );
+        assert!(matches!(
+            xlmr.map("roberta.pooler.dense.weight", Direction::ToGguf),
+            Mapped::Drop(_)
+        ));
+        let roberta = ArchLayout::from_config(&serde_json::json!({
+            "model_type": "roberta", "num_attention_heads": 12
+        }))
+        .unwrap();
+        assert_eq!(roberta.variant, Variant::Roberta { position_offset: 2 });
+        assert_eq!(Family::Bert.gguf_arch(), "bert");
+        // A GGUF read back gets BERT's names, whatever it was written from.
+        let back = ArchLayout {
+            variant: Variant::Plain,
+            ..xlmr
+        };
+        assert_eq!(
+            back.map("blk.0.attn_output_norm.weight", Direction::ToHf),
+            Mapped::To(
+                "encoder.layer.0.attention.output.LayerNorm.weight".into(),
+                None
+            )
+        );
     }
 
     /// The permutation is convert_hf_to_gguf.py's `reshape(h, 2, d/2).swapaxes(1, 2)`, and
