@@ -74,3 +74,15 @@ pub fn set_threads(threads: &str) {
         .num_threads(t)
         .build_global();
 }
+
+/// The best of `runs` timed calls of `f` in milliseconds, after one untimed warm-up call.
+pub fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}

@@ -6,24 +6,11 @@
 //!
 //! `cargo run --release -p ferry-benches --bin qgemm_bench -- [--threads 2] [--runs 10]`
 
-use std::time::Instant;
-
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use ferry_benches::{arg, set_threads};
+use ferry_benches::{arg, best_ms, set_threads};
 use ferry_kernels::qgemm::{qgemm, PackedQ8};
 use ferry_kernels::{gemm_packed, PackedMatrix};
-
-fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

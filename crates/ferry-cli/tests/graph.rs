@@ -113,13 +113,9 @@ fn run_reproduces_torch_outputs_from_npz_inputs() {
 
 #[test]
 fn run_on_text_with_minilm_tokenizer() {
-    let Some(minilm) = ferry_testkit::minilm() else {
+    let Some((minilm, model)) = minilm_onnx() else {
         return;
     };
-    let model = minilm.join("model.onnx");
-    if !model.is_file() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let tok = minilm.join("tokenizer.json");
     let v = json(&ferry(
@@ -174,13 +170,9 @@ fn migrate_optimizes_and_verifies_a_graph() {
 
 #[test]
 fn verify_runs_an_onnx_export_against_its_original_per_language() {
-    let Some(minilm) = ferry_testkit::minilm() else {
+    let Some((minilm, model)) = minilm_onnx() else {
         return;
     };
-    let model = minilm.join("model.onnx");
-    if !model.is_file() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let r = json(&ferry(
         &[
@@ -237,4 +229,12 @@ fn migrate_says_why_a_graph_without_token_ids_is_not_run_on_probes() {
     ));
     let why = v["outputs_check"]["skipped"].as_str().unwrap();
     assert!(why.contains("input_ids"), "{why}");
+}
+
+/// The real all-MiniLM-L6-v2 folder and its ONNX export (`scripts/make_graph_fixtures.py
+/// --minilm`), when present.
+fn minilm_onnx() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let minilm = ferry_testkit::minilm()?;
+    let model = minilm.join("model.onnx");
+    model.is_file().then_some((minilm, model))
 }

@@ -40,6 +40,9 @@ pub struct DecoderConfig {
     pub tied: bool,
     /// Whether Q/K/V projections must have biases (Qwen2); other biases are read when present.
     pub qkv_bias: bool,
+    /// Mistral's sliding window: a query sees itself and the `n - 1` keys before it (as
+    /// transformers' `sliding_window`); `None` is full causal attention (llama.cpp's `llama`).
+    pub sliding_window: Option<usize>,
 }
 
 /// What kind of model a checkpoint holds.
@@ -228,6 +231,45 @@ pub fn rope_theta(cfg: &Value, path: &Path) -> Result<f64> {
         .unwrap_or(10_000.0))
 }
 
+/// The sliding window of a decoder's `config.json`: Mistral's `sliding_window` (every layer;
+/// `null` in Mistral v0.2 and later). Qwen2's sliding-window layers (`use_sliding_window`: the
+/// `layer_types` marked `sliding_attention`, or the layers from `max_window_layers` on) are
+/// refused by name rather than run as full attention.
+fn sliding_window(cfg: &Value, model_type: &str, path: &Path) -> Result<Option<usize>> {
+    match model_type {
+        "mistral" => match cfg.get("sliding_window").filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => match v.as_u64().filter(|&n| n > 0) {
+                Some(n) => Ok(Some(n as usize)),
+                None => Err(cfg_err(
+                    path,
+                    format!("`sliding_window` {v} is not a positive whole number"),
+                )),
+            },
+        },
+        "qwen2" => {
+            let sliding = match cfg.get("layer_types").and_then(Value::as_array) {
+                Some(types) => types.iter().any(|t| t == "sliding_attention"),
+                None => {
+                    let layers = cfg.get("num_hidden_layers").and_then(Value::as_u64);
+                    let from = cfg.get("max_window_layers").and_then(Value::as_u64);
+                    cfg.get("use_sliding_window").and_then(Value::as_bool) == Some(true)
+                        && from.unwrap_or(0) < layers.unwrap_or(u64::MAX)
+                }
+            };
+            if sliding {
+                return Err(cfg_err(
+                    path,
+                    "Qwen2 sliding-window attention layers (`use_sliding_window`) are not \
+                     supported yet",
+                ));
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Normalizes a parsed `config.json`.
 pub fn from_json(cfg: &Value, path: &Path) -> Result<ArchConfig> {
     let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
@@ -272,6 +314,7 @@ pub fn from_json(cfg: &Value, path: &Path) -> Result<ArchConfig> {
                     .unwrap_or(false),
                 qkv_bias: model_type == "qwen2"
                     || cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
+                sliding_window: sliding_window(cfg, model_type, path)?,
             }))
         }
         "bert" | "xlm-roberta" | "roberta" => {
@@ -370,6 +413,7 @@ pub fn from_gguf(
                 vocab,
                 tied: !has_output,
                 qkv_bias: arch == "qwen2",
+                sliding_window: None,
             }))
         }
         // DistilBERT and (XLM-)RoBERTa GGUFs are `bert` too (llama.cpp's convert_hf_to_gguf.py):
@@ -434,6 +478,44 @@ mod tests {
         let yarn = smollm2(serde_json::json!({"rope_parameters": {"rope_type": "yarn"}}));
         let err = from_json(&yarn, p).unwrap_err().to_string();
         assert!(err.contains("yarn"), "{err}");
+    }
+
+    /// Mistral's `sliding_window` is kept (`null`: none); Qwen2 configs of either transformers
+    /// version without sliding-window layers load, with them they are refused by name.
+    #[test]
+    fn sliding_windows_are_read_or_refused() {
+        let p = Path::new("config.json");
+        let window = |extra: Value| {
+            let mut v = smollm2(extra);
+            v["num_hidden_layers"] = 24.into();
+            match from_json(&v, p) {
+                Ok(ArchConfig::Decoder(c)) => Ok(c.sliding_window),
+                Ok(_) => panic!("not a decoder"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let mistral = |w: Value| serde_json::json!({"model_type": "mistral", "sliding_window": w});
+        assert_eq!(window(mistral(4096.into())), Ok(Some(4096)));
+        assert_eq!(window(mistral(Value::Null)), Ok(None));
+        assert!(window(mistral(0.into())).is_err());
+        // transformers 4 (no layer_types): layers from max_window_layers on slide.
+        let v4 = |on: bool, from: u64| {
+            serde_json::json!({"model_type": "qwen2", "use_sliding_window": on,
+                               "sliding_window": 4096, "max_window_layers": from})
+        };
+        assert_eq!(window(v4(false, 0)), Ok(None));
+        assert_eq!(window(v4(true, 28)), Ok(None));
+        let err = window(v4(true, 12)).unwrap_err();
+        assert!(err.contains("sliding-window"), "{err}");
+        // transformers 5: layer_types says which.
+        let v5 = |t: &str| {
+            serde_json::json!({"model_type": "qwen2", "use_sliding_window": false,
+                               "sliding_window": null, "layer_types": ["full_attention", t]})
+        };
+        assert_eq!(window(v5("full_attention")), Ok(None));
+        assert!(window(v5("sliding_attention")).is_err());
+        let llama = serde_json::json!({"model_type": "llama", "sliding_window": 8});
+        assert_eq!(window(llama), Ok(None));
     }
 
     /// DistilBERT's own keys (`dim`, `n_layers`, `activation`, ...) become BERT's; RoBERTa's

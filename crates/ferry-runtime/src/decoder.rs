@@ -167,17 +167,19 @@ impl Decoder {
         ))
     }
 
-    /// Additive attention mask `[batch, 1, seq, seq]`: causal, and padded keys (mask 0) hidden.
+    /// Additive attention mask `[batch, 1, seq, seq]`: causal, keys at or beyond the sliding
+    /// window (Mistral's) and padded keys (mask 0) hidden.
     fn attention_mask(&self, b: usize, t: usize, mask: Option<&Tensor>) -> Result<Tensor> {
         let keep: Vec<u8> = match mask {
             Some(m) => m.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?,
             None => vec![1; b * t],
         };
+        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
         let mut out = vec![0f32; b * t * t];
         for bi in 0..b {
             for i in 0..t {
                 for j in 0..t {
-                    if j > i || keep[bi * t + j] == 0 {
+                    if j > i || i - j >= window || keep[bi * t + j] == 0 {
                         out[(bi * t + i) * t + j] = f32::NEG_INFINITY;
                     }
                 }

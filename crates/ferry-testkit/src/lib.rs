@@ -57,6 +57,25 @@ pub fn python_with(modules: &str) -> Option<PathBuf> {
     found
 }
 
+/// A Python with llama.cpp itself (`llama_cpp`, from `scripts/setup-llama-cpp.sh`) and numpy:
+/// `$FERRY_LLAMA_CPP_PYTHON`, else `target/llama-venv/bin/python`.
+pub fn llama_cpp_python() -> Option<PathBuf> {
+    let py = std::env::var_os("FERRY_LLAMA_CPP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/llama-venv/bin/python"));
+    let ok = Command::new(&py)
+        .args(["-c", "import llama_cpp, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(&format!(
+            "no llama.cpp at {} (run scripts/setup-llama-cpp.sh)",
+            py.display()
+        ));
+    }
+    ok.then_some(py)
+}
+
 /// The real all-MiniLM-L6-v2 folder (safetensors + config + tokenizer): `$FERRY_MINILM`, else
 /// `target/models/all-MiniLM-L6-v2` (where `scripts/fetch_minilm.py` puts it).
 pub fn minilm() -> Option<PathBuf> {
