@@ -100,7 +100,7 @@ def main():
             sides[f"ferry {q}, dequantized at load"] = lambda g=g: ferry_side(args.bench, g, ids_path, args)
         if args.ggml:
             for q, g in ggufs.items():
-                sides[f"ferry {q}, candle ggml kernels"] = lambda g=g: ferry_side(args.bench, g, ids_path, args, "ggml")
+                sides[f"ferry {q}, kept quantized (ferry int8 GEMM, 8-bit activations)"] = lambda g=g: ferry_side(args.bench, g, ids_path, args, "ggml")
     results = {k: [] for k in sides}
     for _ in range(args.repeat):
         for name, fn in sides.items():

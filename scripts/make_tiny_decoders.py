@@ -33,19 +33,17 @@ nearly the identity, which would hide a wrong mask, rotary base or head grouping
 ~ N(0, 0.15), the token embedding ~ N(0, 1), every bias ~ N(0, 0.5), RMS norm weights
 1 + N(0, 0.1).
 """
-import argparse
-import hashlib
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM)
 
-REPO = Path(__file__).resolve().parent.parent
+import tiny_models
+from tiny_models import (REPO, new_model, reference_arrays, right_padded_batch, save_and_reload,
+                         save_reference)
+
 SEQ, REAL1, PAD = 16, 9, 0
 WINDOW = 4
 # rope_theta is not 10000, so a runtime that misses it (or reads it from the wrong key) drifts.
@@ -94,38 +92,20 @@ def run(model, ids, mask):
 def make(out: Path):
     torch.set_num_threads(1)
     for i, (folder, cls, cfg) in enumerate(models()):
-        torch.manual_seed(3000 + i)
-        gen = torch.Generator().manual_seed(4000 + i)
-        cfg._attn_implementation = "eager"
-        model = cls(cfg).eval()
-        spread(model, gen)
+        model, gen = new_model(cls, cfg, 3000 + i, 4000 + i, spread)
         if cfg.tie_word_embeddings:
             assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
         # Real tokens avoid the special ids 0..2 (and so the pad id).
-        ids = torch.randint(3, cfg.vocab_size, (2, SEQ), generator=gen)
-        mask = torch.ones(2, SEQ, dtype=torch.long)
-        ids[1, REAL1:] = PAD
-        mask[1, REAL1:] = 0
+        ids, mask = right_padded_batch(gen, 3, cfg.vocab_size, SEQ, REAL1, PAD)
         logits, hs, last = run(model, ids, mask)
         n_layers = cfg.num_hidden_layers
         assert len(hs) == n_layers + 1, (folder, len(hs))
         assert torch.equal(hs[-1], model.model.norm(last)), folder
         d = out / folder
-        d.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(d, safe_serialization=True)
         # Loaded back: the saved folder gives the same outputs.
-        back = cls.from_pretrained(d, attn_implementation="eager").eval()
-        with torch.no_grad():
-            o2 = back(input_ids=ids, attention_mask=mask)
+        o2 = save_and_reload(model, cls, d, ids, mask)
         assert torch.equal(o2.logits, logits), folder
-        arrays = {
-            "input_ids": ids.numpy().astype(np.int64),
-            "attention_mask": mask.numpy().astype(np.int64),
-            "logits": logits.numpy().astype(np.float32),
-            "last_block_output": last.numpy().astype(np.float32),
-        }
-        for k, h in enumerate(hs):
-            arrays[f"hidden_states_{k}"] = h.numpy().astype(np.float32)
+        arrays = reference_arrays(ids, mask, {"logits": logits, "last_block_output": last}, hs)
         if folder == "mistral":
             assert cfg.sliding_window >= SEQ, "the folder's window must not matter at SEQ"
             model.config.sliding_window = WINDOW
@@ -134,35 +114,8 @@ def make(out: Path):
             model.config.sliding_window = cfg.sliding_window
             assert (w - logits).abs().max() > 1e-2, "the window made no difference"
             arrays[f"logits_sliding_window_{WINDOW}"] = w.numpy().astype(np.float32)
-        np.savez(d / "reference.npz", **arrays)
-        sizes = {f.name: f.stat().st_size for f in sorted(d.iterdir())}
-        print(f"{folder}: {sizes}")
-
-
-def digest(d: Path):
-    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(d.rglob("*")) if f.is_file() and f.name != "README.md"}
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", nargs="?", default=str(REPO / "fixtures" / "decoders"))
-    ap.add_argument("--check", action="store_true",
-                    help="rebuild in a temp dir and compare with OUT")
-    a = ap.parse_args()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"numpy {np.__version__}")
-    if not a.check:
-        make(Path(a.out))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        make(Path(tmp))
-        want, got = digest(Path(a.out)), digest(Path(tmp))
-        diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
-        if diff:
-            sys.exit(f"differs from {a.out}: {diff}")
-        print(f"{len(want)} files identical")
+        save_reference(d, folder, arrays)
 
 
 if __name__ == "__main__":
-    main()
+    tiny_models.main(__doc__, REPO / "fixtures" / "decoders", make)

@@ -24,22 +24,16 @@ larger spread than transformers' init (std 0.02 makes attention nearly uniform a
 nearly the identity, which would hide a wrong mask or wrong position ids): every matrix and
 embedding ~ N(0, 0.3), every bias ~ N(0, 0.1), LayerNorm weight 1 + N(0, 0.1).
 """
-import argparse
-import filecmp
-import hashlib
-import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-import transformers
 from transformers import (BertConfig, BertModel, DistilBertConfig, DistilBertModel,
                           XLMRobertaConfig, XLMRobertaModel)
 
-REPO = Path(__file__).resolve().parent.parent
+import tiny_models
+from tiny_models import (REPO, new_model, reference_arrays, right_padded_batch, save_and_reload,
+                         save_reference)
+
 SEQ, REAL1 = 12, 7
 COMMON = dict(vocab_size=512, max_position_embeddings=64)
 
@@ -72,17 +66,9 @@ def spread(model: torch.nn.Module, gen: torch.Generator):
 def make(out: Path):
     torch.set_num_threads(1)
     for i, (folder, cls, cfg) in enumerate(families()):
-        torch.manual_seed(1000 + i)
-        gen = torch.Generator().manual_seed(2000 + i)
-        cfg._attn_implementation = "eager"
-        model = cls(cfg).eval()
-        spread(model, gen)
-        pad = cfg.pad_token_id
+        model, gen = new_model(cls, cfg, 1000 + i, 2000 + i, spread)
         # Real tokens avoid the special ids 0..3 (and so the pad id).
-        ids = torch.randint(4, cfg.vocab_size, (2, SEQ), generator=gen)
-        mask = torch.ones(2, SEQ, dtype=torch.long)
-        ids[1, REAL1:] = pad
-        mask[1, REAL1:] = 0
+        ids, mask = right_padded_batch(gen, 4, cfg.vocab_size, SEQ, REAL1, cfg.pad_token_id)
         with torch.no_grad():
             o = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         hs = o.hidden_states
@@ -90,50 +76,12 @@ def make(out: Path):
         assert len(hs) == n_layers + 1, (folder, len(hs))
         assert torch.equal(hs[-1], o.last_hidden_state), folder
         d = out / folder
-        d.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(d, safe_serialization=True)
         # Loaded back: the saved file gives the same outputs.
-        back = cls.from_pretrained(d, attn_implementation="eager").eval()
-        with torch.no_grad():
-            o2 = back(input_ids=ids, attention_mask=mask)
+        o2 = save_and_reload(model, cls, d, ids, mask)
         assert torch.equal(o2.last_hidden_state, o.last_hidden_state), folder
-        arrays = {
-            "input_ids": ids.numpy().astype(np.int64),
-            "attention_mask": mask.numpy().astype(np.int64),
-            "last_hidden_state": o.last_hidden_state.numpy().astype(np.float32),
-        }
-        for k, h in enumerate(hs):
-            arrays[f"hidden_states_{k}"] = h.numpy().astype(np.float32)
-        np.savez(d / "reference.npz", **arrays)
-        sizes = {f.name: f.stat().st_size for f in sorted(d.iterdir())}
-        print(f"{folder}: {sizes}")
-
-
-def digest(d: Path):
-    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(d.rglob("*")) if f.is_file() and f.name != "README.md"}
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", nargs="?", default=str(REPO / "fixtures" / "encoders"))
-    ap.add_argument("--check", action="store_true",
-                    help="rebuild in a temp dir and compare with OUT")
-    a = ap.parse_args()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"numpy {np.__version__}")
-    if not a.check:
-        make(Path(a.out))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        make(Path(tmp))
-        want, got = digest(Path(a.out)), digest(Path(tmp))
-        # Compare what the tools compute, not only bytes: weights and references.
-        diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
-        if diff:
-            sys.exit(f"differs from {a.out}: {diff}")
-        print(f"{len(want)} files identical")
+        arrays = reference_arrays(ids, mask, {"last_hidden_state": o.last_hidden_state}, hs)
+        save_reference(d, folder, arrays)
 
 
 if __name__ == "__main__":
-    main()
+    tiny_models.main(__doc__, REPO / "fixtures" / "encoders", make)

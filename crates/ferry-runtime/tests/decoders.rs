@@ -7,15 +7,20 @@
 //! The gguf-py checks need a Python with `gguf` (found by `ferry_testkit::python_with`);
 //! without one they print `skipped` and pass, unless `FERRY_REQUIRE_PYTHON=1`.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType as CDType, Device, Tensor};
-use ferry_io::convert::{self, ConvertOptions, Plan, TargetFormat};
-use ferry_io::Checkpoint;
+use candle_core::{Device, Tensor};
 use ferry_runtime::config::DecoderConfig;
 use ferry_runtime::{ArchConfig, Kernels, Model};
 use serde_json::Value;
+use support::{
+    assert_llama_cpp_names, assert_read_back_exactly, copy_tensors, gguf_of, gguf_py_report,
+    gguf_read_back, load, max_err, python_json, read_json, reference, rel_err, right_padded_inputs,
+    second_row_alone,
+};
 
 /// Largest error allowed, relative to the largest magnitude of the reference (absolute where
 /// that is under 1).
@@ -25,56 +30,15 @@ const TOL: f32 = 1e-4;
 /// over 2 KV heads, head_dim 8 with hidden 32, attention biases, untied head).
 const MODELS: [&str; 3] = ["mistral", "qwen2", "llama-gqa"];
 
+/// The fixture folder `fixtures/decoders/<name>`, whose `reference.npz` holds `input_ids`,
+/// `attention_mask`, `logits`, `hidden_states_<i>`, `last_block_output` (and Mistral's
+/// `logits_sliding_window_4`).
 fn dir(name: &str) -> PathBuf {
     ferry_testkit::fixture(&format!("decoders/{name}"))
 }
 
-/// `reference.npz`: `input_ids`, `attention_mask`, `logits`, `hidden_states_<i>`,
-/// `last_block_output` (and Mistral's `logits_sliding_window_4`).
-fn reference(name: &str) -> HashMap<String, Tensor> {
-    Tensor::read_npz(dir(name).join("reference.npz"))
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
 fn config_json(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(dir(name).join("config.json")).unwrap()).unwrap()
-}
-
-/// The largest |a - b| over real tokens (`mask` 1), and the largest |b| there.
-fn max_err(a: &Tensor, b: &Tensor, mask: &Tensor) -> (f32, f32) {
-    assert_eq!(a.dims(), b.dims());
-    let (a, b) = (a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
-    let mask = mask.to_vec2::<u32>().unwrap();
-    let (mut worst, mut scale) = (0f32, 0f32);
-    for (r, row) in mask.iter().enumerate() {
-        for (j, _) in row.iter().enumerate().filter(|(_, &m)| m == 1) {
-            for (x, y) in a[r][j].iter().zip(&b[r][j]) {
-                worst = worst.max((x - y).abs());
-                scale = scale.max(y.abs());
-            }
-        }
-    }
-    (worst, scale)
-}
-
-/// The error of `a` against the reference `b` relative to `b`'s largest magnitude (absolute
-/// when that is under 1).
-fn rel_err(a: &Tensor, b: &Tensor, mask: &Tensor) -> f32 {
-    let (e, scale) = max_err(a, b, mask);
-    e / scale.max(1.0)
-}
-
-fn inputs(r: &HashMap<String, Tensor>) -> (Tensor, Tensor) {
-    let ids = r["input_ids"].to_dtype(CDType::U32).unwrap();
-    let mask = r["attention_mask"].to_dtype(CDType::U32).unwrap();
-    let m = mask.to_vec2::<u32>().unwrap();
-    assert!(
-        m[0].iter().all(|&x| x == 1) && m[1][0] == 1 && m[1].contains(&0),
-        "the batch is right-padded"
-    );
-    (ids, mask)
+    read_json(&dir(name).join("config.json"))
 }
 
 fn decoder_config(model: &Model) -> DecoderConfig {
@@ -105,10 +69,10 @@ fn expected_taps(r: &HashMap<String, Tensor>, layers: usize) -> Vec<(String, &Te
 /// Runs `model` on `name`'s reference batch and checks its logits and every tap against
 /// transformers; returns the largest relative errors (logits, taps).
 fn check(model: &Model, name: &str, what: &str) -> (f32, f32) {
-    let r = reference(name);
+    let r = reference(&dir(name));
     assert!(model.is_decoder(), "{what}");
     let cfg = decoder_config(model);
-    let (ids, mask) = inputs(&r);
+    let (ids, mask) = right_padded_inputs(&r);
     let out = model.forward(&ids, Some(&mask), true).unwrap();
     let layers = r.keys().filter(|k| k.starts_with("hidden_states_")).count() - 1;
     assert_eq!(cfg.layers, layers, "{what}");
@@ -128,12 +92,8 @@ fn check(model: &Model, name: &str, what: &str) -> (f32, f32) {
     // Without taps: the same logits, no taps.
     let plain = model.forward(&ids, Some(&mask), false).unwrap();
     assert!(plain.taps.is_empty());
-    assert_eq!(max_err(&plain.values, &out.values, &mask).0, 0.0, "{what}");
+    assert_eq!(max_err(&plain.values, &out.values, &mask), 0.0, "{what}");
     (logits, taps)
-}
-
-fn load(path: &Path) -> Model {
-    Model::load(path, &Device::Cpu, Kernels::F32).unwrap()
 }
 
 /// The folder computes what transformers does; its configuration is the one the fixture was
@@ -180,25 +140,15 @@ fn llama_gqa_matches_transformers_block_by_block() {
 #[test]
 fn right_padding_does_not_move_real_tokens() {
     for name in MODELS {
-        let r = reference(name);
+        let r = reference(&dir(name));
         let model = load(&dir(name));
-        let (ids, mask) = inputs(&r);
-        let n = mask.get(1).unwrap().to_vec1::<u32>().unwrap();
-        let n = n.iter().filter(|&&m| m == 1).count();
-        let alone = ids.get(1).unwrap().narrow(0, 0, n).unwrap();
-        let alone = model
-            .forward(&alone.unsqueeze(0).unwrap(), None, false)
-            .unwrap()
-            .values;
-        let batch = model.forward(&ids, Some(&mask), false).unwrap().values;
+        let (ids, mask) = right_padded_inputs(&r);
+        let (_, batch, e) = second_row_alone(&model, &ids, &mask);
         let all: Vec<f32> = batch.flatten_all().unwrap().to_vec1().unwrap();
         assert!(
             all.iter().all(|x| x.is_finite()),
             "{name}: non-finite logits"
         );
-        let padded = batch.get(1).unwrap().narrow(0, 0, n).unwrap();
-        let ones = Tensor::ones((1, n), CDType::U32, &Device::Cpu).unwrap();
-        let (e, _) = max_err(&alone, &padded.unsqueeze(0).unwrap(), &ones);
         assert!(e <= 1e-5, "{name}: padding moved the real tokens by {e:e}");
     }
 }
@@ -209,13 +159,7 @@ fn copy_with(name: &str, out: &Path, edit: impl Fn(&mut Value), drop: impl Fn(&s
     let mut cfg = config_json(name);
     edit(&mut cfg);
     std::fs::write(out.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir(name).join("model.safetensors"), &Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .filter(|(k, _)| !drop(k))
-            .collect();
-    candle_core::safetensors::save(&tensors, out.join("model.safetensors")).unwrap();
+    copy_tensors(&dir(name), out, |k| (!drop(k)).then(|| k.to_string()));
 }
 
 /// The fixtures are sensitive to the rotary base: the same weights run with transformers'
@@ -224,7 +168,7 @@ fn copy_with(name: &str, out: &Path, edit: impl Fn(&mut Value), drop: impl Fn(&s
 #[test]
 fn a_wrong_rope_theta_is_clearly_off() {
     for name in MODELS {
-        let r = reference(name);
+        let r = reference(&dir(name));
         let tmp = tempfile::tempdir().unwrap();
         copy_with(
             name,
@@ -234,7 +178,7 @@ fn a_wrong_rope_theta_is_clearly_off() {
         );
         let model = load(tmp.path());
         assert_eq!(decoder_config(&model).rope_theta, 10000.0);
-        let (ids, mask) = inputs(&r);
+        let (ids, mask) = right_padded_inputs(&r);
         let out = model.forward(&ids, Some(&mask), false).unwrap();
         let e = rel_err(&out.values, &r["logits"], &mask);
         eprintln!("{name}: rope_theta 10000 instead of 50000 moves the logits by {e:e} (relative)");
@@ -263,7 +207,7 @@ fn a_missing_qwen2_bias_fails_loudly() {
         );
     }
     // The biases matter: the same weights labelled as a Llama without them are far off.
-    let r = reference("qwen2");
+    let r = reference(&dir("qwen2"));
     let tmp = tempfile::tempdir().unwrap();
     copy_with(
         "qwen2",
@@ -273,7 +217,7 @@ fn a_missing_qwen2_bias_fails_loudly() {
     );
     let model = load(tmp.path());
     assert!(!decoder_config(&model).qkv_bias);
-    let (ids, mask) = inputs(&r);
+    let (ids, mask) = right_padded_inputs(&r);
     let out = model.forward(&ids, Some(&mask), false).unwrap();
     let e = rel_err(&out.values, &r["logits"], &mask);
     assert!(e > 1e-2, "qwen2: the biases made no difference ({e:e})");
@@ -304,7 +248,7 @@ fn a_wrong_kv_head_count_fails_loudly() {
 /// The fixture's own window (4096) is longer than its batch, so it changes nothing there.
 #[test]
 fn mistral_sliding_window_is_transformers() {
-    let r = reference("mistral");
+    let r = reference(&dir("mistral"));
     let tmp = tempfile::tempdir().unwrap();
     copy_with(
         "mistral",
@@ -313,7 +257,7 @@ fn mistral_sliding_window_is_transformers() {
         |_| false,
     );
     let model = load(tmp.path());
-    let (ids, mask) = inputs(&r);
+    let (ids, mask) = right_padded_inputs(&r);
     let out = model.forward(&ids, Some(&mask), false).unwrap();
     let e = rel_err(&out.values, &r["logits_sliding_window_4"], &mask);
     assert!(
@@ -349,41 +293,11 @@ fn qwen2_sliding_window_layers_are_refused() {
 
 // ---- GGUF -------------------------------------------------------------------------------
 
-/// Writes `src` (a model folder or a GGUF) as `target` into `out` the way `ferry migrate`
-/// does: names and layouts of the other side, the metadata derived from the folder, and the
-/// `config.json` a GGUF read back needs. Returns the model file.
-fn write(src: &Path, out: &Path, target: TargetFormat) -> PathBuf {
-    let ck = Checkpoint::open(src).unwrap();
-    let (ck, layout) = convert::prepare(ck, target, false).unwrap();
-    let mut plan = Plan::new(&ck, target, &ConvertOptions::default()).unwrap();
-    plan.layout = layout;
-    let meta = convert::output_metadata(&ck, &plan).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    let path = out.join(format!("model.{}", target.extension()));
-    convert::write(&plan, &ck, &path, &meta, None, &mut |_, _| {}).unwrap();
-    convert::write_hf_config(&ck, &plan, out).unwrap();
-    path
-}
-
-fn gguf_of(name: &str, out: &Path) -> PathBuf {
-    write(&dir(name), out, TargetFormat::Gguf)
-}
-
 /// What llama.cpp's converter makes of the folder (`convert_hf_to_gguf.py`: `LlamaModel` for
 /// Llama and Mistral, permuting Q/K weights and biases with `LlamaModel.permute`; `Qwen2Model`
-/// for Qwen2, no permutation; names from gguf-py's `TensorNameMap`), and what gguf-py's
-/// `GGUFReader` reads from the GGUF: names on both sides, every tensor's largest difference
-/// from the expected values, and the metadata.
-const PY_CHECK: &str = r#"
-import sys, json
-import numpy as np
-import gguf
-from gguf import GGUFReader
-from safetensors.numpy import load_file
-
-folder, path = sys.argv[1], sys.argv[2]
-cfg = json.load(open(folder + "/config.json"))
-mt = cfg["model_type"]
+/// for Qwen2, no permutation; names from gguf-py's `TensorNameMap`): the `arch` and `expected`
+/// of [`support::gguf_py_report`].
+const PY_EXPECTED: &str = r#"
 # convert_hf_to_gguf.py: MistralForCausalLM and LlamaForCausalLM are LlamaModel (`llama`),
 # Qwen2ForCausalLM is Qwen2Model (`qwen2`, no undo_permute).
 arch = gguf.MODEL_ARCH.QWEN2 if mt == "qwen2" else gguf.MODEL_ARCH.LLAMA
@@ -409,28 +323,6 @@ for name, arr in load_file(folder + "/model.safetensors").items():
     if new is None:
         raise SystemExit(f"gguf-py has no {arch.name} name for {name}")
     expected[new] = arr
-
-r = GGUFReader(path)
-errors = {}
-types = {}
-for t in r.tensors:
-    want = expected.get(t.name)
-    if want is None:
-        continue
-    got = np.asarray(t.data, dtype=np.float32).reshape(want.shape)
-    errors[t.name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
-    types[t.name] = t.tensor_type.name
-meta = {}
-for f in r.fields.values():
-    if f.name.startswith("GGUF."):
-        continue
-    meta[f.name] = f.contents()
-print(json.dumps({
-    "arch": gguf.MODEL_ARCH_NAMES[arch],
-    "expected": sorted(expected), "got": sorted(t.name for t in r.tensors),
-    "errors": errors, "types": types, "meta": meta,
-    "arch_tensors": sorted(gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[arch]),
-}))
 "#;
 
 /// Every tensor ferry writes has the name llama.cpp's converter gives it, with its values
@@ -442,35 +334,10 @@ fn gguf_names_and_tensors_are_llama_cpps() {
     };
     for name in MODELS {
         let tmp = tempfile::tempdir().unwrap();
-        let path = gguf_of(name, tmp.path());
-        let d = dir(name);
-        let v: Value =
-            serde_json::from_str(&ferry_testkit::run_python(&py, PY_CHECK, &[&d, &path])).unwrap();
-        assert_eq!(v["got"], v["expected"], "{name}: tensor names");
-        let stems: Vec<&str> = v["arch_tensors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap())
-            .collect();
-        for t in v["got"].as_array().unwrap() {
-            let t = t.as_str().unwrap();
-            let stem = t.trim_end_matches(".weight").trim_end_matches(".bias");
-            let generic = stem
-                .strip_prefix("blk.")
-                .and_then(|r| r.split_once('.'))
-                .map_or(stem.to_string(), |(_, s)| format!("blk.{{bid}}.{s}"));
-            assert!(
-                stems.contains(&generic.as_str()),
-                "{name}: {t} is not a {} tensor",
-                v["arch"]
-            );
-        }
-        let errors = v["errors"].as_object().unwrap();
-        assert_eq!(errors.len(), v["expected"].as_array().unwrap().len());
-        for (t, e) in errors {
-            assert_eq!(e.as_f64(), Some(0.0), "{name}: {t} read back off by {e}");
-        }
+        let path = gguf_of(&dir(name), tmp.path(), None);
+        let v = gguf_py_report(&py, PY_EXPECTED, &dir(name), &path);
+        assert_llama_cpp_names(&v, name, &v["arch"].to_string());
+        let tensors = assert_read_back_exactly(&v, name);
         for (t, ty) in v["types"].as_object().unwrap() {
             assert_eq!(ty, "F32", "{name}: {t}");
         }
@@ -519,10 +386,7 @@ fn gguf_names_and_tensors_are_llama_cpps() {
         assert_eq!(theta, 50000.0, "{name}: rope.freq_base");
         let eps = key("attention.layer_norm_rms_epsilon").as_f64().unwrap();
         assert!((eps - 1e-6).abs() < 1e-12, "{name}: eps {eps}");
-        eprintln!(
-            "{name}: {} tensors, llama.cpp's `{arch}` names",
-            errors.len()
-        );
+        eprintln!("{name}: {tensors} tensors, llama.cpp's `{arch}` names");
     }
 }
 
@@ -533,8 +397,7 @@ fn the_gguf_computes_what_transformers_does() {
     for name in MODELS {
         let folder = load(&dir(name));
         let tmp = tempfile::tempdir().unwrap();
-        let path = gguf_of(name, tmp.path());
-        let model = load(&path);
+        let model = load(&gguf_of(&dir(name), tmp.path(), None));
         assert_eq!(model.format, "gguf", "{name}");
         let (a, b) = (decoder_config(&folder), decoder_config(&model));
         assert_eq!(
@@ -594,11 +457,8 @@ fn the_gguf_computes_what_transformers_does() {
 fn the_gguf_read_back_to_a_folder_computes_the_same() {
     for name in MODELS {
         let tmp = tempfile::tempdir().unwrap();
-        let gguf = gguf_of(name, &tmp.path().join("gguf"));
-        let back = tmp.path().join("back");
-        write(&gguf, &back, TargetFormat::Safetensors);
-        let cfg: Value =
-            serde_json::from_slice(&std::fs::read(back.join("config.json")).unwrap()).unwrap();
+        let back = gguf_read_back(&dir(name), tmp.path());
+        let cfg = read_json(&back.join("config.json"));
         let want = if name == "qwen2" { "qwen2" } else { "llama" };
         assert_eq!(cfg["model_type"], want, "{name}");
         assert_eq!(cfg["rope_theta"], 50000.0, "{name}");
@@ -645,10 +505,8 @@ print(json.dumps({"class": type(model).__name__, "err": err,
         let src = tmp.path().join(format!("tiny-{name}"));
         std::fs::create_dir_all(&src).unwrap();
         copy_with(name, &src, |_| {}, |_| false);
-        let path = write(&src, &tmp.path().join("gguf"), TargetFormat::Gguf);
-        let reference = dir(name).join("reference.npz");
-        let out = ferry_testkit::run_python(&py, PY, &[&path, &reference]);
-        let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let path = gguf_of(&src, &tmp.path().join("gguf"), None);
+        let v = python_json(&py, PY, &[&path, &dir(name).join("reference.npz")]);
         assert_eq!(v["class"], class, "{name}");
         assert_eq!(v["rope_theta"], 50000.0, "{name}");
         let e = v["err"].as_f64().unwrap();

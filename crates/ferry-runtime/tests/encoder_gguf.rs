@@ -12,59 +12,36 @@
 //! The gguf-py checks need a Python with `gguf` (found by `ferry_testkit::python_with`);
 //! without one they print `skipped` and pass, unless `FERRY_REQUIRE_PYTHON=1`.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType as CDType, Device, Tensor};
-use ferry_io::convert::{self, ConvertOptions, Plan, TargetFormat};
+use candle_core::Tensor;
 use ferry_io::{Checkpoint, DType};
-use ferry_runtime::{Kernels, Model};
+use ferry_runtime::Model;
 use serde_json::Value;
+use support::{
+    all_real, assert_llama_cpp_names, assert_read_back_exactly, gguf_of, gguf_py_report,
+    gguf_read_back, inputs, load, max_err, python_json, read_json, reference, right_padded_inputs,
+    second_row_alone,
+};
 
 /// The fixtures, with the `model_type` each is.
 const FIXTURES: [&str; 3] = ["distilbert", "xlm-roberta", "bert"];
 
-/// Writes `src` (a model folder or a GGUF) as `target` into `out` the way `ferry migrate`
-/// does: names and layouts of the other side, the metadata derived from the folder, and the
-/// `config.json` a GGUF read back needs. Returns the model file.
-fn write(src: &Path, out: &Path, target: TargetFormat, quant: Option<DType>) -> PathBuf {
-    let ck = Checkpoint::open(src).unwrap();
-    let (ck, layout) = convert::prepare(ck, target, false).unwrap();
-    let opts = ConvertOptions {
-        quant,
-        ..ConvertOptions::default()
-    };
-    let mut plan = Plan::new(&ck, target, &opts).unwrap();
-    plan.layout = layout;
-    let meta = convert::output_metadata(&ck, &plan).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    let path = out.join(format!("model.{}", target.extension()));
-    convert::write(&plan, &ck, &path, &meta, None, &mut |_, _| {}).unwrap();
-    convert::write_hf_config(&ck, &plan, out).unwrap();
-    path
-}
-
-fn gguf_of(name: &str, out: &Path, quant: Option<DType>) -> PathBuf {
-    let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
-    write(&dir, out, TargetFormat::Gguf, quant)
+/// The fixture folder `fixtures/encoders/<name>`.
+fn dir(name: &str) -> PathBuf {
+    ferry_testkit::fixture(&format!("encoders/{name}"))
 }
 
 /// What llama.cpp's converter makes of the folder (its filters and gguf-py's
-/// `TensorNameMap` for `MODEL_ARCH.BERT`), and what gguf-py's `GGUFReader` reads from the
-/// GGUF: names on both sides, every tensor's largest difference from the expected values,
-/// and the metadata.
-const PY_CHECK: &str = r#"
-import sys, json
-import numpy as np
-import gguf
-from gguf import GGUFReader
-from safetensors.numpy import load_file
-
-folder, path = sys.argv[1], sys.argv[2]
-cfg = json.load(open(folder + "/config.json"))
-mt = cfg["model_type"]
+/// `TensorNameMap` for `MODEL_ARCH.BERT`): the `arch` and `expected` of
+/// [`support::gguf_py_report`].
+const PY_EXPECTED: &str = r#"
+arch = gguf.MODEL_ARCH.BERT
 blocks = cfg.get("num_hidden_layers", cfg.get("n_layers"))
-tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, blocks)
+tmap = gguf.get_tensor_name_map(arch, blocks)
 offset = cfg.get("pad_token_id", 1) + 1 if mt in ("xlm-roberta", "roberta") else 0
 expected = {}
 for name, arr in load_file(folder + "/model.safetensors").items():
@@ -88,43 +65,12 @@ for name, arr in load_file(folder + "/model.safetensors").items():
     if n == "embeddings.position_embeddings.weight" and offset:
         arr = arr[offset:]
     expected[new] = arr
-
-r = GGUFReader(path)
-errors = {}
-types = {}
-for t in r.tensors:
-    want = expected.get(t.name)
-    if want is None:
-        continue
-    if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-        got = np.asarray(t.data, dtype=np.float32)
-    else:
-        got = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
-        # What gguf-py's own quantization of the expected values gives.
-        want = gguf.quants.dequantize(gguf.quants.quantize(want, t.tensor_type), t.tensor_type)
-    got = got.reshape(want.shape)
-    errors[t.name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
-    types[t.name] = t.tensor_type.name
-meta = {}
-for f in r.fields.values():
-    if f.name.startswith("GGUF.") or f.name in ("tokenizer.ggml.tokens",):
-        continue
-    meta[f.name] = f.contents()
-print(json.dumps({
-    "expected": sorted(expected), "got": sorted(t.name for t in r.tensors),
-    "errors": errors, "types": types, "meta": meta,
-    "bert_tensors": sorted(gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[gguf.MODEL_ARCH.BERT]),
-}))
 "#;
 
+/// gguf-py's report ([`support::gguf_py_report`] with [`PY_EXPECTED`]) on `gguf`, written from
+/// the fixture `name`.
 fn py_check(py: &Path, name: &str, gguf: &Path) -> Value {
-    let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
-    serde_json::from_str(&ferry_testkit::run_python(py, PY_CHECK, &[&dir, gguf])).unwrap()
-}
-
-fn config(name: &str) -> Value {
-    let p = ferry_testkit::fixture(&format!("encoders/{name}/config.json"));
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    gguf_py_report(py, PY_EXPECTED, &dir(name), gguf)
 }
 
 /// Every tensor ferry writes has the name llama.cpp's converter gives it, gguf-py reads every
@@ -136,35 +82,13 @@ fn gguf_names_and_tensors_are_llama_cpps() {
     };
     for name in FIXTURES {
         let tmp = tempfile::tempdir().unwrap();
-        let path = gguf_of(name, tmp.path(), None);
+        let path = gguf_of(&dir(name), tmp.path(), None);
         let v = py_check(&py, name, &path);
-        assert_eq!(v["got"], v["expected"], "{name}: tensor names");
-        let stems: Vec<&str> = v["bert_tensors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap())
-            .collect();
-        for t in v["got"].as_array().unwrap() {
-            let t = t.as_str().unwrap();
-            let stem = t.trim_end_matches(".weight").trim_end_matches(".bias");
-            let generic = stem
-                .strip_prefix("blk.")
-                .and_then(|r| r.split_once('.'))
-                .map_or(stem.to_string(), |(_, s)| format!("blk.{{bid}}.{s}"));
-            assert!(
-                stems.contains(&generic.as_str()),
-                "{name}: {t} is not a MODEL_ARCH.BERT tensor"
-            );
-        }
-        let errors = v["errors"].as_object().unwrap();
-        assert_eq!(errors.len(), v["expected"].as_array().unwrap().len());
-        for (t, e) in errors {
-            assert_eq!(e.as_f64(), Some(0.0), "{name}: {t} read back off by {e}");
-        }
+        assert_llama_cpp_names(&v, name, "MODEL_ARCH.BERT");
+        let tensors = assert_read_back_exactly(&v, name);
 
         let meta = &v["meta"];
-        let cfg = config(name);
+        let cfg = read_json(&dir(name).join("config.json"));
         let get = |k: &str| cfg.get(k).and_then(Value::as_u64);
         let (hidden, layers, heads, ff) = match name {
             "distilbert" => (
@@ -203,7 +127,7 @@ fn gguf_names_and_tensors_are_llama_cpps() {
             .unwrap()
             .contains(&"token_types.weight".into());
         assert_eq!(has_types, name != "distilbert", "{name}: token_types");
-        eprintln!("{name}: {} tensors, llama.cpp's names", errors.len());
+        eprintln!("{name}: {tensors} tensors, llama.cpp's names");
     }
 }
 
@@ -216,7 +140,7 @@ fn gguf_py_reads_the_q8_0_files() {
     };
     for name in ["distilbert", "xlm-roberta"] {
         let tmp = tempfile::tempdir().unwrap();
-        let path = gguf_of(name, tmp.path(), Some(DType::Q8_0));
+        let path = gguf_of(&dir(name), tmp.path(), Some(DType::Q8_0));
         let v = py_check(&py, name, &path);
         assert_eq!(v["got"], v["expected"], "{name}: tensor names");
         let types = v["types"].as_object().unwrap();
@@ -232,42 +156,11 @@ fn gguf_py_reads_the_q8_0_files() {
     }
 }
 
-/// `reference.npz`: `input_ids`, `attention_mask`, `last_hidden_state`, `hidden_states_<i>`.
-fn reference(name: &str) -> HashMap<String, Tensor> {
-    let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
-    Tensor::read_npz(dir.join("reference.npz"))
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-/// The largest |a - b| over real tokens (`mask` 1).
-fn max_err(a: &Tensor, b: &Tensor, mask: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let (a, b) = (a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
-    let mask = mask.to_vec2::<u32>().unwrap();
-    let mut worst = 0f32;
-    for (r, row) in mask.iter().enumerate() {
-        for (j, _) in row.iter().enumerate().filter(|(_, &m)| m == 1) {
-            for (x, y) in a[r][j].iter().zip(&b[r][j]) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-    }
-    worst
-}
-
 /// Runs `model` on the reference batch (right-padded: its second row ends in padding);
 /// returns the largest error against transformers' last hidden state over real tokens, and
 /// over every hidden state (taps).
 fn errors(model: &Model, r: &HashMap<String, Tensor>) -> (f32, f32) {
-    let ids = r["input_ids"].to_dtype(CDType::U32).unwrap();
-    let mask = r["attention_mask"].to_dtype(CDType::U32).unwrap();
-    let m = mask.to_vec2::<u32>().unwrap();
-    assert!(
-        m[1].contains(&0) && m[1][0] == 1,
-        "the batch is right-padded"
-    );
+    let (ids, mask) = right_padded_inputs(r);
     let out = model.forward(&ids, Some(&mask), true).unwrap();
     let last = max_err(&out.values, &r["last_hidden_state"], &mask);
     let mut taps = last;
@@ -285,14 +178,12 @@ fn errors(model: &Model, r: &HashMap<String, Tensor>) -> (f32, f32) {
 #[test]
 fn the_gguf_computes_what_the_folder_does() {
     for name in FIXTURES {
-        let r = reference(name);
-        let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
-        let folder = Model::load(&dir, &Device::Cpu, Kernels::F32).unwrap();
-        let (base, _) = errors(&folder, &r);
+        let dir = dir(name);
+        let r = reference(&dir);
+        let (base, _) = errors(&load(&dir), &r);
 
         let tmp = tempfile::tempdir().unwrap();
-        let f32_path = gguf_of(name, &tmp.path().join("f32"), None);
-        let model = Model::load(&f32_path, &Device::Cpu, Kernels::F32).unwrap();
+        let model = load(&gguf_of(&dir, &tmp.path().join("f32"), None));
         assert_eq!(model.config.name(), "bert encoder", "{name}");
         let (last, taps) = errors(&model, &r);
         assert!(last <= 1e-4, "{name}: f32 GGUF off by {last:e}");
@@ -301,8 +192,7 @@ fn the_gguf_computes_what_the_folder_does() {
             "{name}: f32 GGUF hidden states off by {taps:e}"
         );
 
-        let q8_path = gguf_of(name, &tmp.path().join("q8"), Some(DType::Q8_0));
-        let q8 = Model::load(&q8_path, &Device::Cpu, Kernels::F32).unwrap();
+        let q8 = load(&gguf_of(&dir, &tmp.path().join("q8"), Some(DType::Q8_0)));
         let (q8_last, _) = errors(&q8, &r);
         // The fixtures' weights reach ~1, so q8_0's rounding moves these hidden states by
         // several 1e-2 (see `q8_0_gguf_computes_what_transformers_does_with_q8_0_weights` for
@@ -320,30 +210,19 @@ fn the_gguf_computes_what_the_folder_does() {
 #[test]
 fn right_padding_does_not_move_real_tokens() {
     for name in ["xlm-roberta", "distilbert"] {
-        let r = reference(name);
+        let r = reference(&dir(name));
         let tmp = tempfile::tempdir().unwrap();
-        let path = gguf_of(name, tmp.path(), None);
-        let model = Model::load(&path, &Device::Cpu, Kernels::F32).unwrap();
-        let ids = r["input_ids"].to_dtype(CDType::U32).unwrap();
-        let mask = r["attention_mask"].to_dtype(CDType::U32).unwrap();
-        let n = mask.get(1).unwrap().to_vec1::<u32>().unwrap();
-        let n = n.iter().filter(|&&m| m == 1).count();
-        let alone = ids.get(1).unwrap().narrow(0, 0, n).unwrap();
-        let alone = model
-            .forward(&alone.unsqueeze(0).unwrap(), None, false)
-            .unwrap()
-            .values;
-        let batch = model.forward(&ids, Some(&mask), false).unwrap().values;
-        let padded = batch.get(1).unwrap().narrow(0, 0, n).unwrap();
-        let ones = Tensor::ones((1, n), CDType::U32, &Device::Cpu).unwrap();
-        let e = max_err(&alone, &padded.unsqueeze(0).unwrap(), &ones);
+        let model = load(&gguf_of(&dir(name), tmp.path(), None));
+        let (ids, mask) = inputs(&r);
+        let (alone, _, e) = second_row_alone(&model, &ids, &mask);
         assert!(e <= 1e-5, "{name}: padding moved the real tokens by {e:e}");
+        let n = alone.dim(1).unwrap();
         let want = r["last_hidden_state"]
             .get(1)
             .unwrap()
             .narrow(0, 0, n)
             .unwrap();
-        let e = max_err(&alone, &want.unsqueeze(0).unwrap(), &ones);
+        let e = max_err(&alone, &want.unsqueeze(0).unwrap(), &all_real(n));
         assert!(e <= 1e-4, "{name}: the unpadded row off by {e:e}");
     }
 }
@@ -353,13 +232,10 @@ fn right_padding_does_not_move_real_tokens() {
 #[test]
 fn the_gguf_read_back_to_a_folder_computes_the_same() {
     for name in ["distilbert", "xlm-roberta"] {
-        let r = reference(name);
+        let r = reference(&dir(name));
         let tmp = tempfile::tempdir().unwrap();
-        let gguf = gguf_of(name, &tmp.path().join("gguf"), None);
-        let back = tmp.path().join("back");
-        write(&gguf, &back, TargetFormat::Safetensors, None);
-        let cfg: Value =
-            serde_json::from_slice(&std::fs::read(back.join("config.json")).unwrap()).unwrap();
+        let back = gguf_read_back(&dir(name), tmp.path());
+        let cfg = read_json(&back.join("config.json"));
         assert_eq!(cfg["model_type"], "bert", "{name}");
         assert_eq!(cfg["type_vocab_size"], 1, "{name}");
         let ck = Checkpoint::open(back.join("model.safetensors")).unwrap();
@@ -370,8 +246,7 @@ fn the_gguf_read_back_to_a_folder_computes_the_same() {
             Some(pos.shape[0] as u64),
             cfg["max_position_embeddings"].as_u64()
         );
-        let model = Model::load(&back, &Device::Cpu, Kernels::F32).unwrap();
-        let (last, taps) = errors(&model, &r);
+        let (last, taps) = errors(&load(&back), &r);
         assert!(
             last <= 1e-4 && taps <= 1e-4,
             "{name}: read back off by {taps:e}"
@@ -405,12 +280,8 @@ print(json.dumps({"class": type(model).__name__, "err": err,
 "#;
     for name in ["distilbert", "xlm-roberta"] {
         let tmp = tempfile::tempdir().unwrap();
-        let gguf = gguf_of(name, &tmp.path().join("gguf"), None);
-        let back = tmp.path().join("back");
-        write(&gguf, &back, TargetFormat::Safetensors, None);
-        let reference = ferry_testkit::fixture(&format!("encoders/{name}/reference.npz"));
-        let out = ferry_testkit::run_python(&py, PY, &[&back, &reference]);
-        let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let back = gguf_read_back(&dir(name), tmp.path());
+        let v = python_json(&py, PY, &[&back, &dir(name).join("reference.npz")]);
         assert_eq!(v["class"], "BertModel", "{name}");
         assert_eq!(v["missing"], serde_json::json!([]), "{name}");
         assert_eq!(v["unexpected"], serde_json::json!([]), "{name}");
@@ -448,17 +319,15 @@ with torch.no_grad():
 np.save(out, h.numpy().astype(np.float32))
 "#;
     for name in FIXTURES {
-        let r = reference(name);
-        let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
+        let dir = dir(name);
+        let r = reference(&dir);
         let tmp = tempfile::tempdir().unwrap();
         let want = tmp.path().join("q8.npy");
         let npz = dir.join("reference.npz");
         ferry_testkit::run_python(&py, PY, &[&dir, &npz, &want]);
         let want = Tensor::read_npy(&want).unwrap();
-        let path = gguf_of(name, &tmp.path().join("q8"), Some(DType::Q8_0));
-        let model = Model::load(&path, &Device::Cpu, Kernels::F32).unwrap();
-        let ids = r["input_ids"].to_dtype(CDType::U32).unwrap();
-        let mask = r["attention_mask"].to_dtype(CDType::U32).unwrap();
+        let model = load(&gguf_of(&dir, &tmp.path().join("q8"), Some(DType::Q8_0)));
+        let (ids, mask) = inputs(&r);
         let got = model.forward(&ids, Some(&mask), false).unwrap().values;
         let e = max_err(&got, &want, &mask);
         assert!(

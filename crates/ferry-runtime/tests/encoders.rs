@@ -2,50 +2,26 @@
 //! `fixtures/encoders/` (made by `scripts/make_tiny_encoders.py`), their last hidden state and
 //! every layer's hidden state, at real-token positions of a right-padded batch.
 
-use std::collections::HashMap;
-use std::path::Path;
+mod support;
 
-use candle_core::{DType, Device, Tensor};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
 use ferry_runtime::{Kernels, Model};
+use support::{all_real, copy_tensors, inputs, load, max_err, reference};
 
 const TOL: f32 = 1e-4;
 
-/// `reference.npz`: `input_ids`, `attention_mask`, `last_hidden_state`, `hidden_states_<i>`.
-fn reference(dir: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_npz(dir.join("reference.npz"))
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-/// The largest |a - b| over real tokens (`mask` 1); padded positions are not compared.
-fn max_err(a: &Tensor, b: &Tensor, mask: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let (a, b) = (a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
-    let mask = mask.to_vec2::<u32>().unwrap();
-    let mut worst = 0f32;
-    for (r, row) in mask.iter().enumerate() {
-        for (j, _) in row.iter().enumerate().filter(|(_, &m)| m == 1) {
-            for (x, y) in a[r][j].iter().zip(&b[r][j]) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-    }
-    worst
-}
-
-fn inputs(r: &HashMap<String, Tensor>) -> (Tensor, Tensor) {
-    (
-        r["input_ids"].to_dtype(DType::U32).unwrap(),
-        r["attention_mask"].to_dtype(DType::U32).unwrap(),
-    )
+/// The fixture folder `fixtures/encoders/<name>`.
+fn dir(name: &str) -> PathBuf {
+    ferry_testkit::fixture(&format!("encoders/{name}"))
 }
 
 /// Loads `dir` and checks its last hidden state and every tap against the reference in
 /// `fixture`; returns the largest error seen.
 fn check(dir: &Path, fixture: &Path, arch: &str) -> f32 {
     let r = reference(fixture);
-    let model = Model::load(dir, &Device::Cpu, Kernels::F32).unwrap();
+    let model = load(dir);
     assert_eq!(model.config.name(), arch);
     assert!(!model.is_decoder());
     let (ids, mask) = inputs(&r);
@@ -71,7 +47,7 @@ fn check(dir: &Path, fixture: &Path, arch: &str) -> f32 {
 }
 
 fn family(name: &str, arch: &str) {
-    let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
+    let dir = dir(name);
     let worst = check(&dir, &dir, arch);
     eprintln!("{name}: max abs error {worst:e} over the last hidden state and every tap");
 }
@@ -94,15 +70,9 @@ fn distilbert_matches_transformers_layer_by_layer() {
 /// A copy of the fixture folder `name` in `out`, its tensors renamed by `rename` (dropped when
 /// it returns `None`).
 fn rewrite(name: &str, out: &Path, rename: impl Fn(&str) -> Option<String>) {
-    let dir = ferry_testkit::fixture(&format!("encoders/{name}"));
+    let dir = dir(name);
     std::fs::copy(dir.join("config.json"), out.join("config.json")).unwrap();
-    let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(k, v)| Some((rename(&k)?, v)))
-            .collect();
-    candle_core::safetensors::save(&tensors, out.join("model.safetensors")).unwrap();
+    copy_tensors(&dir, out, rename);
 }
 
 /// A task model's checkpoint stores the encoder under `bert.` / `roberta.` / `distilbert.`:
@@ -116,8 +86,7 @@ fn prefixed_checkpoints_compute_the_same() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         rewrite(name, tmp.path(), |k| Some(format!("{prefix}{k}")));
-        let fixture = ferry_testkit::fixture(&format!("encoders/{name}"));
-        check(tmp.path(), &fixture, arch);
+        check(tmp.path(), &dir(name), arch);
     }
 }
 
@@ -151,9 +120,9 @@ fn a_missing_distilbert_tensor_is_named_as_distilbert_names_it() {
 /// hidden states as the unpadded row (BERT's `0..seq` positions would shift them).
 #[test]
 fn roberta_positions_skip_padding() {
-    let dir = ferry_testkit::fixture("encoders/xlm-roberta");
+    let dir = dir("xlm-roberta");
     let r = reference(&dir);
-    let model = Model::load(&dir, &Device::Cpu, Kernels::F32).unwrap();
+    let model = load(&dir);
     let (ids, _) = inputs(&r);
     let row: Vec<u32> = ids.get(0).unwrap().to_vec1().unwrap();
     let n = row.len();
@@ -179,7 +148,6 @@ fn roberta_positions_skip_padding() {
     let x = model.forward(&a, None, false).unwrap().values;
     let y = model.forward(&b, Some(&m), false).unwrap().values;
     let y = y.narrow(1, 3, n).unwrap();
-    let ones = Tensor::ones((1, n), DType::U32, &Device::Cpu).unwrap();
-    let e = max_err(&x, &y, &ones);
+    let e = max_err(&x, &y, &all_real(n));
     assert!(e <= TOL, "left padding moved the real tokens by {e:e}");
 }
