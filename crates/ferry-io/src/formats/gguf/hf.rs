@@ -116,6 +116,14 @@ fn add_architecture(m: &mut Metadata, cfg: &Value, path: &Path) -> Result<()> {
             m.insert(format!("{arch}.{key}"), MetaValue::U32(v));
         }
     }
+    // llama.cpp's LlamaModel (Llama, Mistral) writes the config's vocabulary size; the
+    // tokenizer's token count stays the fallback (`as_llama_cpp_arch`), so a folder without a
+    // tokenizer still tells transformers' GGUF loader the size (it assumes 32000 otherwise).
+    if matches!(arch, "llama" | "mistral") {
+        if let Some(v) = first_u64(cfg, &["vocab_size"]).and_then(|v| u32::try_from(v).ok()) {
+            m.insert(format!("{arch}.vocab_size"), MetaValue::U32(v));
+        }
+    }
     let f32s: [(&str, &[&str]); 3] = [
         (
             "attention.layer_norm_epsilon",
@@ -619,6 +627,21 @@ mod tests {
             "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                 "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "hello": 5, "##lo": 7}}
         })
+    }
+
+    #[test]
+    fn llama_family_vocab_size_comes_from_the_config() {
+        let cfg =
+            serde_json::json!({"model_type": "mistral", "vocab_size": 512, "hidden_size": 32});
+        let mut m = Metadata::new();
+        add_architecture(&mut m, &cfg, Path::new("config.json")).unwrap();
+        as_llama_cpp_arch(&mut m, crate::formats::gguf::names::Family::Llama);
+        assert_eq!(m["llama.vocab_size"], MetaValue::U32(512));
+        // llama.cpp's Qwen2 converter writes none.
+        let cfg = serde_json::json!({"model_type": "qwen2", "vocab_size": 512});
+        let mut m = Metadata::new();
+        add_architecture(&mut m, &cfg, Path::new("config.json")).unwrap();
+        assert!(!m.contains_key("qwen2.vocab_size"));
     }
 
     #[test]
