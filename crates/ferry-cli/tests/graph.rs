@@ -238,3 +238,23 @@ fn minilm_onnx() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let model = minilm.join("model.onnx");
     model.is_file().then_some((minilm, model))
 }
+
+#[test]
+fn inspect_describes_a_graph_and_the_ops_ferry_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = json(&ferry(
+        &["inspect", &fixture("encoder.onnx"), "--json"],
+        dir.path(),
+    ));
+    assert_eq!(v["format"], "onnx");
+    assert_eq!(v["nodes"], 286);
+    assert_eq!(v["ops"]["MatMul"].as_u64().map(|n| n > 0), Some(true));
+    assert!(v["unsupported_ops"].as_object().unwrap().is_empty(), "{v}");
+    assert!(v["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["name"].is_string()));
+    let text = ferry(&["inspect", &fixture("encoder.onnx")], dir.path());
+    assert!(ok(&text).contains("ferry runs every op"));
+}

@@ -1,4 +1,4 @@
-//! `ferry inspect`: what is in a checkpoint.
+//! `ferry inspect`: what is in a checkpoint (an ONNX graph: `inspect_graph`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,10 +12,10 @@ use crate::units::human_bytes;
 /// Arguments of `ferry inspect`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache"
+    after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache\n  ferry inspect model.onnx          # inputs, outputs, ops, and any op ferry cannot run yet"
 )]
 pub struct Args {
-    /// A checkpoint file, a model folder, or a hub id in the local cache.
+    /// A checkpoint file, a model folder, a hub id in the local cache, or an ONNX graph.
     pub path: PathBuf,
     /// Download a hub model missing from the local Hugging Face cache (off by default: ferry is offline unless asked).
     #[arg(long)]
@@ -39,6 +39,9 @@ fn layout_name(l: &Layout) -> String {
 
 /// Runs `ferry inspect`.
 pub fn run(a: Args) -> Result<ExitCode> {
+    if ferry_migrate::is_graph(&a.path) {
+        return super::inspect_graph::run(&a.path, a.json);
+    }
     let ck = Checkpoint::open_with(&a.path, a.online)?;
     let tied = ck.tied_groups();
     if a.json {

@@ -5,6 +5,7 @@ pub mod data;
 pub mod diff;
 pub mod eval;
 pub mod inspect;
+pub mod inspect_graph;
 pub mod migrate;
 pub mod optimize;
 pub mod run;
