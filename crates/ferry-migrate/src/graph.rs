@@ -28,9 +28,7 @@ const COMPANIONS: [&str; 2] = ["tokenizer.json", "config.json"];
 
 /// Whether `path` is a graph ferry migrates as one (an `.onnx` file).
 pub fn is_graph(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-        && path.is_file()
+    ferry_runtime::graph::is_onnx(path)
 }
 
 pub(crate) fn migrate(
@@ -52,7 +50,7 @@ pub(crate) fn migrate(
             m.opset(),
             m.graph.nodes.len(),
             m.graph.initializers.len(),
-            parameters(&m)
+            m.parameters()
         );
         Ok((m, summary))
     })?;
@@ -167,7 +165,7 @@ pub(crate) fn migrate(
         rename: Default::default(),
         tied_groups: Vec::new(),
         missing: Vec::new(),
-        parameters: parameters(&original),
+        parameters: original.parameters(),
         task_eval: None,
         outputs_check,
         graph: Some(GraphRecord {
@@ -176,13 +174,4 @@ pub(crate) fn migrate(
         }),
         ok,
     })
-}
-
-fn parameters(m: &ferry_graph::Model) -> u64 {
-    m.graph
-        .initializers
-        .values()
-        .filter(|e| e.dtype.is_float())
-        .map(|e| e.numel())
-        .sum()
 }

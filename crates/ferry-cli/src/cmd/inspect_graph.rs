@@ -39,12 +39,7 @@ pub fn run(path: &Path, json_out: bool) -> Result<ExitCode> {
             *unsupported.entry(n.qualified_op()).or_default() += 1;
         }
     }
-    let params: u64 = g
-        .initializers
-        .values()
-        .filter(|e| e.dtype.is_float())
-        .map(|e| e.numel())
-        .sum();
+    let params = m.parameters();
     if json_out {
         let out = json!({
             "path": path.display().to_string(), "format": "onnx",

@@ -152,6 +152,14 @@ pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `k` most likely entries of one row of logits, with their probabilities, most likely first.
+fn ranked(logits: &[f32], k: usize) -> impl Iterator<Item = (usize, f64)> {
+    let lp = ferry_verify::stats::log_softmax(logits);
+    let mut idx: Vec<usize> = (0..lp.len()).collect();
+    idx.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
+    idx.into_iter().take(k).map(move |i| (i, lp[i].exp()))
+}
+
 /// The `k` most likely classes of each row, named.
 fn top_classes(logits: &Tensor, k: usize, classes: &[String]) -> Result<Vec<serde_json::Value>> {
     let rows: Vec<Vec<f32>> = logits
@@ -161,13 +169,8 @@ fn top_classes(logits: &Tensor, k: usize, classes: &[String]) -> Result<Vec<serd
     Ok(rows
         .iter()
         .map(|v| {
-            let lp = ferry_verify::stats::log_softmax(v);
-            let mut idx: Vec<usize> = (0..lp.len()).collect();
-            idx.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
-            json!(idx
-                .into_iter()
-                .take(k)
-                .map(|i| json!({"id": i, "p": lp[i].exp(), "token": classes.get(i)}))
+            json!(ranked(v, k)
+                .map(|(i, p)| json!({"id": i, "p": p, "token": classes.get(i)}))
                 .collect::<Vec<_>>())
         })
         .collect())
@@ -197,16 +200,8 @@ fn top_k(
             .get(last)?
             .to_dtype(DType::F32)?
             .to_vec1()?;
-        let lp = ferry_verify::stats::log_softmax(&v);
-        let mut idx: Vec<usize> = (0..lp.len()).collect();
-        idx.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
-        let cands: Vec<serde_json::Value> = idx
-            .into_iter()
-            .take(k)
-            .map(|i| {
-                json!({"id": i, "p": lp[i].exp(),
-                       "token": tok.map(|t| t.token(i as u32))})
-            })
+        let cands: Vec<serde_json::Value> = ranked(&v, k)
+            .map(|(i, p)| json!({"id": i, "p": p, "token": tok.map(|t| t.token(i as u32))}))
             .collect();
         out.push(json!(cands));
     }

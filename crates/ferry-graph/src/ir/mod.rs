@@ -196,6 +196,16 @@ pub struct Model {
 }
 
 impl Model {
+    /// Parameters: the elements of the floating-point initializers.
+    pub fn parameters(&self) -> u64 {
+        self.graph
+            .initializers
+            .values()
+            .filter(|e| e.dtype.is_float())
+            .map(|e| e.numel())
+            .sum()
+    }
+
     /// The standard ONNX opset the model declares (0 when none).
     pub fn opset(&self) -> i64 {
         self.opsets
