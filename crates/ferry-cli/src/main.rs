@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 sharded), GGUF, NumPy (.npy/.npz) and Hugging Face model folders; converts dtypes, quantizes, renames; \
 writes safetensors, GGUF, .npz and .pth; and verifies every tensor against its source. It never executes \
 code from a checkpoint.",
-    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry run model.onnx --input x=x.npy --output y.npz"
+    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry devices\n  ferry place target/models/SmolLM2-135M --dtype bf16"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,7 +47,7 @@ enum Command {
     /// Compare two checkpoints tensor by tensor.
     Diff(cmd::diff::Args),
     /// Run the migration pipeline: resolve -> convert -> verify -> report.
-    Migrate(cmd::migrate::Args),
+    Migrate(Box<cmd::migrate::Args>),
     /// Multilingual corpora: stats, language sampling, tokenizers, vocabularies, batches.
     Data(cmd::data::Args),
     /// Train a classifier from a TOML config, with checkpoints, exact resume and a per-language report.
@@ -60,6 +60,10 @@ enum Command {
     Run(cmd::run::Args),
     /// Run the original and the migrated model on multilingual probes and report, per language, how much the migration changed them.
     Verify(cmd::verify::Args),
+    /// List this machine's devices (CPU and RAM, CUDA and Metal devices) and what this build can use.
+    Devices(cmd::devices::Args),
+    /// Plan where a model's units go on the devices (weights, KV cache, activations), load it there and verify it against the f32 CPU run per language.
+    Place(cmd::place::Args),
 }
 
 /// Says which temporary files of killed ferry runs the writes of this run removed.
@@ -99,13 +103,15 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Diff(a) => cmd::diff::run(a),
-        Command::Migrate(a) => cmd::migrate::run(a),
+        Command::Migrate(a) => cmd::migrate::run(*a),
         Command::Data(a) => cmd::data::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Optimize(a) => cmd::optimize::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Verify(a) => cmd::verify::run(a),
+        Command::Devices(a) => cmd::devices::run(a),
+        Command::Place(a) => cmd::place::run(a),
     };
     report_stale_temporaries();
     match result {

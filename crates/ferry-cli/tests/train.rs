@@ -364,3 +364,44 @@ fn a_udhr_style_corpus_trains_on_every_label_and_says_what_it_dropped() {
         "{md}"
     );
 }
+
+/// `[train] device`: a name that is not a device is a config error naming the file; a CUDA
+/// device on a build without CUDA names the feature and the build command; the CPU trains.
+#[test]
+fn the_training_device_is_checked_and_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_device = |d: &str| {
+        let text = std::fs::read_to_string(config(tmp.path()))
+            .unwrap()
+            .replacen("[train]\n", &format!("[train]\ndevice = \"{d}\"\n"), 1);
+        let p = tmp.path().join(format!("{}.toml", d.replace(':', "-")));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let p = with_device("tpu:0");
+    let o = ferry(&["train", "--config", p.to_str().unwrap(), "--dry-run"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tpu-0.toml") && err.contains("[train] device `tpu:0`"),
+        "{err}"
+    );
+    let p = with_device("cpu");
+    ok(&["train", "--config", p.to_str().unwrap(), "--dry-run"]);
+    if !cfg!(feature = "cuda") {
+        let p = with_device("cuda:0");
+        let out = tmp.path().join("never");
+        let o = ferry(&[
+            "train",
+            "--config",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("--features cuda"), "{err}");
+        assert!(!out.exists(), "nothing is written before the device opens");
+    }
+}

@@ -28,6 +28,8 @@ pub struct OutputCheck {
     pub tolerance: Option<Budget>,
     /// How GGML-quantized matrices are multiplied.
     pub kernels: ferry_runtime::Kernels,
+    /// Where the written model runs (planned for it on this machine); `None`: the CPU in f32.
+    pub placement: Option<ferry_device::PlanOptions>,
 }
 
 impl Default for OutputCheck {
@@ -39,6 +41,7 @@ impl Default for OutputCheck {
             max_tokens: 64,
             tolerance: None,
             kernels: ferry_runtime::Kernels::F32,
+            placement: None,
         }
     }
 }
@@ -120,6 +123,28 @@ pub fn run(
         limit: check.limit.or(probes::default_limit(&arch)),
     };
     let (probe_source, probes) = probes::load(check.probes.as_deref(), &popts)?;
+    let plan = match &check.placement {
+        Some(opts) => {
+            let inventory = ferry_device::Inventory::detect();
+            let run = ferry_verify::Error::from;
+            // The original runs on the CPU in f32 beside the placed model.
+            let opts = ferry_device::PlanOptions {
+                held_on_cpu: ferry_runtime::placement::reference_bytes(original, check.kernels)
+                    .map_err(run)?,
+                ..opts.clone()
+            };
+            let (_, plan) =
+                ferry_runtime::placement::plan(migrated, check.kernels, &inventory, &opts)
+                    .map_err(run)?;
+            Some(plan)
+        }
+        None => None,
+    };
+    // The placement's compute adds its own error to the conversion's.
+    let implied = match plan.as_ref().and_then(Budget::for_placement) {
+        Some(b) => implied.looser(b),
+        None => implied,
+    };
     let job = Job {
         original: original.to_path_buf(),
         migrated: migrated.to_path_buf(),
@@ -132,6 +157,7 @@ pub fn run(
             attribution: true,
             kernels: check.kernels,
         },
+        placement: plan,
     };
     let report = match ferry_verify::run_job(&job, |_, _| {}) {
         Ok(r) => r,

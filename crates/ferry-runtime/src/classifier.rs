@@ -23,13 +23,17 @@ fn train_err(e: ferry_train::Error) -> Error {
 /// A loaded classifier.
 pub struct Classifier {
     loaded: LoadedModel,
+    device: Device,
 }
 
 impl Classifier {
     /// Loads the model folder `dir` on `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Classifier> {
         let loaded = checkpoint::load_model(dir, None, device).map_err(train_err)?;
-        Ok(Classifier { loaded })
+        Ok(Classifier {
+            loaded,
+            device: device.clone(),
+        })
     }
 
     /// The configuration its card describes, read without loading the weights.
@@ -47,6 +51,8 @@ impl Classifier {
     /// Class logits `[batch, classes]` for `ids` (`[batch, seq]`, u32) with an optional `mask`
     /// (1 for real tokens).
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        Ok(self.loaded.model.forward(ids, mask)?)
+        let ids = ids.to_device(&self.device)?;
+        let mask = mask.map(|m| m.to_device(&self.device)).transpose()?;
+        Ok(self.loaded.model.forward(&ids, mask.as_ref())?)
     }
 }

@@ -18,6 +18,7 @@ use ferry_kernels::{linear_packed, linear_q8, PackedMatrix};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
+use crate::placement::Placement;
 use crate::weights::Weights;
 
 /// One projection `x W^T (+ b)`: f32 weights packed once for ferry's AVX-512 GEMM on CPUs that
@@ -32,18 +33,27 @@ enum Proj {
 }
 
 impl Proj {
-    /// The matrix `name` (`[out, in]`) with an optional bias `[out]`.
-    fn load(w: &Weights, name: &str, out: usize, inp: usize, bias: Option<Tensor>) -> Result<Proj> {
-        if let Some(q) = w.packed_q8(name, &[out, inp])? {
-            return Ok(Proj::Int8 { w: q, bias });
+    /// The matrix `name` (`[out, in]`) with an optional bias `[out]`, on `device` in `dtype`.
+    fn load(
+        w: &Weights,
+        name: &str,
+        (out, inp): (usize, usize),
+        bias: Option<Tensor>,
+        (device, dtype): (&Device, DType),
+    ) -> Result<Proj> {
+        if let Some(q) = w.packed_q8(name, &[out, inp], device)? {
+            return Ok(Proj::Int8 {
+                w: q,
+                bias: bias.map(|b| b.to_dtype(DType::F32)).transpose()?,
+            });
         }
-        let m = w.matmul(name, &[out, inp])?;
-        if let (QMatMul::Tensor(t), Device::Cpu) = (&m, w.device()) {
+        let m = w.matmul_on(name, &[out, inp], device, dtype)?;
+        if let (QMatMul::Tensor(t), true, DType::F32) = (&m, device.is_cpu(), dtype) {
             let wt: Vec<f32> = t.t()?.contiguous()?.flatten_all()?.to_vec1()?;
             if let Some(packed) = PackedMatrix::pack(&wt, inp, out) {
                 let bias = match bias {
                     Some(b) => b,
-                    None => Tensor::zeros(out, DType::F32, w.device())?,
+                    None => Tensor::zeros(out, DType::F32, device)?,
                 };
                 return Ok(Proj::Packed { w: packed, bias });
             }
@@ -51,18 +61,32 @@ impl Proj {
         Ok(Proj::Candle { w: m, bias })
     }
 
+    /// `x W^T (+ b)` in `x`'s dtype (quantized weights take f32 inputs: the product is cast
+    /// back).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        let f32 = || x.to_dtype(DType::F32)?.contiguous();
         Ok(match self {
             Proj::Packed { w, bias } => linear_packed(&x.contiguous()?, w, bias, None)?,
-            Proj::Int8 { w, bias } => linear_q8(&x.contiguous()?, w, bias.as_ref())?,
-            Proj::Candle { w, bias: None } => w.forward(x)?,
-            Proj::Candle { w, bias: Some(b) } => w.forward(x)?.broadcast_add(b)?,
+            Proj::Int8 { w, bias } => linear_q8(&f32()?, w, bias.as_ref())?.to_dtype(dt)?,
+            Proj::Candle { w, bias } => {
+                let y = match w {
+                    QMatMul::Tensor(t) if t.dtype() == dt => w.forward(x)?,
+                    _ => w.forward(&f32()?)?.to_dtype(dt)?,
+                };
+                match bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
         })
     }
 }
 
-/// One transformer block.
+/// One transformer block, on its device in its dtype.
 struct Block {
+    device: Device,
+    dtype: DType,
     attn_norm: Tensor,
     q: Proj,
     k: Proj,
@@ -74,14 +98,17 @@ struct Block {
     down: Proj,
 }
 
-/// A loaded decoder.
+/// A loaded decoder: the embedding, each block and the head on the device and in the dtype
+/// its [`Placement`] gives (`embed`, `layers.N`, `head`); the hidden state moves between
+/// devices where consecutive units differ.
 pub struct Decoder {
     cfg: DecoderConfig,
     embed: Tensor,
     blocks: Vec<Block>,
     norm: Tensor,
     head: Proj,
-    device: Device,
+    /// The head's device and dtype.
+    head_at: (Device, DType),
 }
 
 /// What a forward pass returns.
@@ -94,13 +121,15 @@ pub struct DecoderOutput {
 }
 
 impl Decoder {
-    /// Loads the decoder described by `cfg` from `w` (Hugging Face names).
-    pub fn load(w: &Weights, cfg: &DecoderConfig) -> Result<Decoder> {
+    /// Loads the decoder described by `cfg` from `w` (Hugging Face names), each unit where
+    /// `place` says.
+    pub fn load(w: &Weights, cfg: &DecoderConfig, place: &Placement) -> Result<Decoder> {
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let (q_out, kv_out) = (cfg.heads * hd, cfg.kv_heads * hd);
         // Not preallocated: the layer count comes from the file.
         let mut blocks = Vec::new();
         for i in 0..cfg.layers {
+            let at = place.of(&format!("layers.{i}"));
             // `{stem}.weight` `[out, inp]` and its bias when present; Q/K/V biases are
             // required where the architecture has them (Qwen2), any other is read if there
             // (Llama's `attention_bias`, which covers `o_proj` too).
@@ -108,13 +137,17 @@ impl Decoder {
                 let stem = format!("model.layers.{i}.{stem}");
                 let b = format!("{stem}.bias");
                 let bias = (required || w.has(&b))
-                    .then(|| w.tensor(&b, &[out]))
+                    .then(|| w.tensor_on(&b, &[out], at.0, at.1))
                     .transpose()?;
-                Proj::load(w, &format!("{stem}.weight"), out, inp, bias)
+                Proj::load(w, &format!("{stem}.weight"), (out, inp), bias, at)
             };
-            let norm = |name: &str| w.tensor(&format!("model.layers.{i}.{name}.weight"), &[h]);
+            let norm = |name: &str| {
+                w.tensor_on(&format!("model.layers.{i}.{name}.weight"), &[h], at.0, at.1)
+            };
             let (ff, qkv) = (cfg.intermediate, cfg.qkv_bias);
             blocks.push(Block {
+                device: at.0.clone(),
+                dtype: at.1,
                 attn_norm: norm("input_layernorm")?,
                 q: proj("self_attn.q_proj", q_out, h, qkv)?,
                 k: proj("self_attn.k_proj", kv_out, h, qkv)?,
@@ -134,18 +167,20 @@ impl Decoder {
         } else {
             "lm_head.weight"
         };
+        let (ed, et) = place.of("embed");
+        let head_at = place.of("head");
         Ok(Decoder {
             cfg: cfg.clone(),
-            embed: w.tensor(embed_name, &[cfg.vocab, h])?,
+            embed: w.tensor_on(embed_name, &[cfg.vocab, h], ed, et)?,
             blocks,
-            norm: w.tensor("model.norm.weight", &[h])?,
-            head: Proj::load(w, head_name, cfg.vocab, h, None)?,
-            device: w.device().clone(),
+            norm: w.tensor_on("model.norm.weight", &[h], head_at.0, head_at.1)?,
+            head: Proj::load(w, head_name, (cfg.vocab, h), None, head_at)?,
+            head_at: (head_at.0.clone(), head_at.1),
         })
     }
 
-    /// Rotary cos/sin tables `[seq, head_dim / 2]`, computed in f32 the way transformers'
-    /// `LlamaRotaryEmbedding` does.
+    /// Rotary cos/sin tables `[seq, head_dim / 2]`, computed in f32 on the CPU the way
+    /// transformers' `LlamaRotaryEmbedding` does.
     fn rotary(&self, seq: usize) -> Result<(Tensor, Tensor)> {
         let hd = self.cfg.head_dim;
         let theta = self.cfg.rope_theta as f32;
@@ -162,13 +197,13 @@ impl Decoder {
             }
         }
         Ok((
-            Tensor::from_vec(cos, (seq, hd / 2), &self.device)?,
-            Tensor::from_vec(sin, (seq, hd / 2), &self.device)?,
+            Tensor::from_vec(cos, (seq, hd / 2), &Device::Cpu)?,
+            Tensor::from_vec(sin, (seq, hd / 2), &Device::Cpu)?,
         ))
     }
 
-    /// Additive attention mask `[batch, 1, seq, seq]`: causal, keys at or beyond the sliding
-    /// window (Mistral's) and padded keys (mask 0) hidden.
+    /// Additive attention mask `[batch, 1, seq, seq]` (f32, on the CPU): causal, keys at or
+    /// beyond the sliding window (Mistral's) and padded keys (mask 0) hidden.
     fn attention_mask(&self, b: usize, t: usize, mask: Option<&Tensor>) -> Result<Tensor> {
         let keep: Vec<u8> = match mask {
             Some(m) => m.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?,
@@ -185,7 +220,7 @@ impl Decoder {
                 }
             }
         }
-        Ok(Tensor::from_vec(out, (b, 1, t, t), &self.device)?)
+        Ok(Tensor::from_vec(out, (b, 1, t, t), &Device::Cpu)?)
     }
 
     /// Runs `ids` (`[batch, seq]`, u32) with an optional `mask` (`[batch, seq]`, 1 for real
@@ -202,40 +237,60 @@ impl Decoder {
         let eps = c.rms_eps as f32;
         let (cos, sin) = self.rotary(t)?;
         let bias = self.attention_mask(b, t, mask)?;
+        // The rotary tables on each block's device in its dtype (the mask in f32, with the
+        // scores), made once per placement change.
+        let mut tables: Option<(Device, DType, [Tensor; 3])> = None;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = self
             .embed
-            .embedding(&ids.flatten_all()?)?
+            .embedding(&ids.flatten_all()?.to_device(self.embed.device())?)?
             .reshape((b, t, c.hidden))?;
         let mut kept = Vec::new();
         if taps {
-            kept.push(x.clone());
+            kept.push(x.to_dtype(DType::F32)?);
         }
         for blk in &self.blocks {
+            x = x.to_device(&blk.device)?.to_dtype(blk.dtype)?;
+            let stale = tables
+                .as_ref()
+                .is_none_or(|(d, t, _)| !d.same_device(&blk.device) || *t != blk.dtype);
+            if stale {
+                let on = |t: &Tensor| t.to_device(&blk.device)?.to_dtype(blk.dtype);
+                let mask = bias.to_device(&blk.device)?;
+                tables = Some((blk.device.clone(), blk.dtype, [on(&cos)?, on(&sin)?, mask]));
+            }
+            let [cos, sin, bias] = &tables.as_ref().expect("set above").2;
             let h = rms_norm(&x, &blk.attn_norm, eps)?;
             let (q, k, v) = (blk.q.forward(&h)?, blk.k.forward(&h)?, blk.v.forward(&h)?);
             let heads = |x: Tensor, n: usize| -> Result<Tensor> {
                 Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
             };
-            let q = rope(&heads(q, nh)?, &cos, &sin)?;
-            let k = repeat_kv(rope(&heads(k, nkv)?, &cos, &sin)?, nh / nkv)?.contiguous()?;
-            let v = repeat_kv(heads(v, nkv)?, nh / nkv)?.contiguous()?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            // Q, K and V in the block's dtype; the attention itself (scores, softmax, their
+            // product with V) in f32, as PyTorch's fused attention accumulates in any dtype.
+            let f32 = |x: Tensor| x.to_dtype(DType::F32);
+            let q = f32(rope(&heads(q, nh)?, cos, sin)?)?;
+            let k = f32(repeat_kv(rope(&heads(k, nkv)?, cos, sin)?, nh / nkv)?)?.contiguous()?;
+            let v = f32(repeat_kv(heads(v, nkv)?, nh / nkv)?)?.contiguous()?;
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
             let y = softmax_last_dim(&att)?.matmul(&v)?;
-            let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            let y = y
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?
+                .to_dtype(blk.dtype)?;
             x = (x + blk.o.forward(&y)?)?;
             let h = rms_norm(&x, &blk.ffn_norm, eps)?;
             let ff = (candle_nn::ops::silu(&blk.gate.forward(&h)?)? * blk.up.forward(&h)?)?;
             x = (x + blk.down.forward(&ff)?)?;
             if taps {
-                kept.push(x.clone());
+                kept.push(x.to_dtype(DType::F32)?);
             }
         }
+        let x = x.to_device(&self.head_at.0)?.to_dtype(self.head_at.1)?;
         let x = rms_norm(&x, &self.norm, eps)?;
         if taps {
-            kept.push(x.clone());
+            kept.push(x.to_dtype(DType::F32)?);
         }
-        let logits = self.head.forward(&x)?;
+        let logits = self.head.forward(&x)?.to_dtype(DType::F32)?;
         debug_assert_eq!(logits.dim(D::Minus1)?, c.vocab);
         Ok(DecoderOutput { logits, taps: kept })
     }

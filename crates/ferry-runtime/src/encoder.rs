@@ -13,12 +13,13 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, Module};
 use candle_transformers::models::bert::BertEncoder;
 
 use crate::config::{EncoderConfig, EncoderFamily};
 use crate::error::Result;
+use crate::placement::Placement;
 use crate::weights::Weights;
 
 /// A loaded encoder.
@@ -34,6 +35,9 @@ pub struct Encoder {
     layers: Vec<BertEncoder>,
     max_positions: usize,
     pad_id: u32,
+    /// Where it runs and in what dtype (the whole encoder on one device).
+    device: Device,
+    dtype: DType,
 }
 
 /// What [`Encoder::forward`] returns.
@@ -82,11 +86,13 @@ fn distilbert_name(prefix: &str, name: &str) -> String {
 
 impl Encoder {
     /// Loads the encoder described by `cfg` from `w` (Hugging Face names of its family, with or
-    /// without the task model's `bert.` / `roberta.` / `distilbert.` prefix).
-    pub fn load(w: &Arc<Weights>, cfg: &EncoderConfig) -> Result<Encoder> {
+    /// without the task model's `bert.` / `roberta.` / `distilbert.` prefix) on the device
+    /// and in the dtype `place` gives its `embeddings` (an encoder is not split).
+    pub fn load(w: &Arc<Weights>, cfg: &EncoderConfig, place: &Placement) -> Result<Encoder> {
         let c = &cfg.bert;
         let pre = prefix(w, cfg.family);
-        let vb = w.var_builder();
+        let (device, dtype) = place.of("embeddings");
+        let vb = w.var_builder_on(device, dtype);
         let emb = vb.pp(format!("{pre}embeddings"));
         let word = embedding(c.vocab_size, c.hidden_size, emb.pp("word_embeddings"))?;
         let position = embedding(
@@ -110,7 +116,11 @@ impl Encoder {
                 BertEncoder::load(vb.pp(format!("{pre}encoder")), c)?
             }
             EncoderFamily::DistilBert => {
-                let vb = w.var_builder_renamed(Arc::new(move |n| distilbert_name(&pre, n)));
+                let vb = w.var_builder_renamed(
+                    Arc::new(move |n| distilbert_name(&pre, n)),
+                    device,
+                    dtype,
+                );
                 BertEncoder::load(vb.pp("encoder"), c)?
             }
         };
@@ -134,6 +144,8 @@ impl Encoder {
             layers,
             max_positions: c.max_position_embeddings,
             pad_id: c.pad_token_id as u32,
+            device: device.clone(),
+            dtype,
         })
     }
 
@@ -196,43 +208,50 @@ impl Encoder {
     }
 
     /// Runs `ids` (`[batch, seq]`, u32) with an optional `mask` (`[batch, seq]`, 1 for real
-    /// tokens): the last hidden state and, when `taps`, every layer's hidden state.
+    /// tokens): the last hidden state and, when `taps`, every layer's hidden state (f32).
     pub fn forward(
         &self,
         ids: &Tensor,
         mask: Option<&Tensor>,
         taps: bool,
     ) -> Result<EncoderOutput> {
-        let mut h = self.embed(ids, mask)?;
-        let ext = extended_mask(ids, mask)?;
+        let ids = ids.to_device(&self.device)?;
+        let mask = mask.map(|m| m.to_device(&self.device)).transpose()?;
+        let mut h = self.embed(&ids, mask.as_ref())?;
+        let ext = extended_mask(&ids, mask.as_ref(), self.dtype)?;
         let mut out = Vec::with_capacity(if taps { self.layers.len() + 1 } else { 0 });
         for layer in &self.layers {
             if taps {
-                out.push(h.clone());
+                out.push(h.to_dtype(DType::F32)?);
             }
             h = layer.forward(&h, &ext)?;
         }
+        let hidden = h.to_dtype(DType::F32)?;
         if taps {
-            out.push(h.clone());
+            out.push(hidden.clone());
         }
-        Ok(EncoderOutput {
-            hidden: h,
-            taps: out,
-        })
+        Ok(EncoderOutput { hidden, taps: out })
     }
 }
 
-/// The additive attention mask `[batch, 1, 1, seq]` `BertEncoder` takes: 0 where `mask` is 1,
-/// the lowest f32 where it is 0 (candle-transformers' `get_extended_attention_mask`, which is
-/// private); all zeros without a mask.
-fn extended_mask(ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// The additive attention mask `[batch, 1, 1, seq]` in `dtype` that `BertEncoder` takes: 0
+/// where `mask` is 1, the lowest finite value of `dtype` where it is 0 (candle-transformers'
+/// `get_extended_attention_mask`, which is private, as transformers does); all zeros without
+/// a mask.
+fn extended_mask(ids: &Tensor, mask: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
     let (b, s) = ids.dims2()?;
+    // f32's lowest rounds to -inf in bf16 and f16; a fully masked row would then be NaN.
+    let lowest = match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.389_531_4e38,
+        _ => f32::MIN as f64,
+    };
     Ok(match mask {
         Some(m) => {
             let m = m.to_dtype(DType::F32)?.reshape((b, 1, 1, s))?;
-            (m.ones_like()? - m)?.affine(f32::MIN as f64, 0.0)?
+            (m.ones_like()? - m)?.affine(lowest, 0.0)?.to_dtype(dtype)?
         }
-        None => Tensor::zeros((b, 1, 1, s), DType::F32, ids.device())?,
+        None => Tensor::zeros((b, 1, 1, s), dtype, ids.device())?,
     })
 }
 

@@ -58,6 +58,9 @@ pub enum Error {
     /// An error raised inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A device that cannot be opened or a placement that cannot be made.
+    #[error(transparent)]
+    Device(#[from] ferry_device::Error),
 }
 
 /// The runtime's result type.

@@ -11,6 +11,8 @@
 //! - Classifiers trained by ferry ([`classifier`]: a `ferry train` or `ferry migrate` model
 //!   folder) and ONNX graphs taking token ids ([`graph`], ferry-graph's executor) run behind
 //!   the same [`Model`], so verification has one shape for every model.
+//! - [`placement`]: each unit (embedding, block, head) on the device and in the dtype a
+//!   ferry-device plan gives it, and the units' costs read before loading.
 //! - [`weights::Weights`] serves any ferry checkpoint to candle, including as a
 //!   `candle_nn::VarBuilder`, with errors that name the missing or misshapen tensor.
 #![warn(missing_docs)]
@@ -22,11 +24,13 @@ pub mod encoder;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod placement;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::ArchConfig;
 pub use error::{Error, Result};
 pub use model::{Model, Output};
+pub use placement::Placement;
 pub use tokenizer::Tokenizer;
 pub use weights::Kernels;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use ferry_io::arch::{relayout, LayoutReport};
 use ferry_io::formats::gguf::names::{ArchLayout, Direction};
 use ferry_io::{Checkpoint, Format, Metadata};
@@ -15,6 +15,7 @@ use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::graph::{self, GraphInfo, GraphNet};
+use crate::placement::Placement;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Kernels, Weights};
 
@@ -77,14 +78,26 @@ impl Model {
 
     /// Opens `path` (a Hugging Face folder or hub id from the local cache, a checkpoint file
     /// with a `config.json` beside it, a GGUF, or a model folder written by `ferry train` or
-    /// `ferry migrate`) and loads it on `device`; GGML-quantized matrices are multiplied with
-    /// `kernels` (a ferry classifier's weights are always dequantized at load).
+    /// `ferry migrate`) and loads it on `device` in f32; GGML-quantized matrices are
+    /// multiplied with `kernels` (a ferry classifier's weights are always dequantized at load).
     pub fn load(path: &Path, device: &Device, kernels: Kernels) -> Result<Model> {
+        Model::load_placed(
+            path,
+            &Placement::single(device.clone(), DType::F32),
+            kernels,
+        )
+    }
+
+    /// As [`Model::load`], each unit on the device and in the dtype `place` gives it (see
+    /// [`crate::placement`]): a decoder split by blocks across devices, an encoder or a
+    /// classifier on one device (classifiers compute in f32), a graph's nodes on their units'
+    /// devices.
+    pub fn load_placed(path: &Path, place: &Placement, kernels: Kernels) -> Result<Model> {
         if classifier::is_classifier(path) {
-            return Model::load_classifier(path, device);
+            return Model::load_classifier(path, place.input_device());
         }
         if graph::is_onnx(path) {
-            return Model::load_graph(path, device);
+            return Model::load_graph(path, place);
         }
         let r = resolve(path)?;
         let source = if path.exists() {
@@ -94,10 +107,10 @@ impl Model {
                 .parent()
                 .map_or_else(|| path.to_path_buf(), Path::to_path_buf)
         };
-        let weights = Arc::new(Weights::new(r.ck, device.clone(), kernels));
+        let weights = Arc::new(Weights::new(r.ck, place.input_device().clone(), kernels));
         let net = match &r.config {
-            ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c)?),
-            ArchConfig::Encoder(c) => Net::Encoder(Box::new(Encoder::load(&weights, c)?)),
+            ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c, place)?),
+            ArchConfig::Encoder(c) => Net::Encoder(Box::new(Encoder::load(&weights, c, place)?)),
             other => {
                 return Err(Error::Config {
                     path: path.to_path_buf(),
@@ -141,8 +154,8 @@ impl Model {
     }
 
     /// An ONNX graph, with the `tokenizer.json` beside it.
-    fn load_graph(path: &Path, device: &Device) -> Result<Model> {
-        let net = GraphNet::load(path, device)?;
+    fn load_graph(path: &Path, place: &Placement) -> Result<Model> {
+        let net = GraphNet::load(path, place)?;
         let config = graph_config(path, net.info());
         let tokenizer = path.with_file_name("tokenizer.json");
         Ok(Model {
@@ -250,10 +263,10 @@ fn graph_config(path: &Path, info: &GraphInfo) -> GraphConfig {
 }
 
 /// A model opened, its weights not read yet.
-struct Resolved {
-    ck: Checkpoint,
+pub(crate) struct Resolved {
+    pub(crate) ck: Checkpoint,
     format: Format,
-    config: ArchConfig,
+    pub(crate) config: ArchConfig,
     layout: Option<LayoutReport>,
     tokenizer: Option<PathBuf>,
     gguf_tokenizer: Option<Metadata>,
@@ -261,7 +274,7 @@ struct Resolved {
 
 /// Opens the checkpoint, detects the architecture, and reads a GGUF back to Hugging Face
 /// names and layouts.
-fn resolve(path: &Path) -> Result<Resolved> {
+pub(crate) fn resolve(path: &Path) -> Result<Resolved> {
     let ck = Checkpoint::open(path)?;
     let format = ck.format;
     let tokenizer = find_beside(&ck, "tokenizer.json");

@@ -107,37 +107,62 @@ impl Weights {
         Ok(t)
     }
 
-    /// The tensor `name` of `shape`, as f32 (quantized tensors are dequantized).
-    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    /// The tensor `name` of `shape` on `device` in `dtype` (quantized tensors are dequantized).
+    pub fn tensor_on(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
         let t = self.entry(name, shape)?;
-        let x = t.to_candle(&self.device)?;
-        Ok(x.to_dtype(DType::F32)?)
+        // Read on the CPU, cast there, then moved: a device holds only the cast copy.
+        let x = t.to_candle(&Device::Cpu)?.to_dtype(dtype)?;
+        Ok(x.to_device(device)?)
     }
 
-    /// The matrix `name` of `shape` (`[out, in]`) as a `QMatMul`: GGML-quantized weights stay
-    /// quantized with [`Kernels::Ggml`] (candle's quantized kernels), float ones (and every one
-    /// with [`Kernels::F32`]) become f32.
-    pub fn matmul(&self, name: &str, shape: &[usize]) -> Result<QMatMul> {
+    /// Whether `name` stays quantized for a matrix product on `device`: a GGML type with
+    /// [`Kernels::Ggml`].
+    pub fn stays_quantized(&self, name: &str) -> bool {
+        self.index.get(name).is_some_and(|&i| {
+            self.ck.tensors[i].dtype.is_quantized() && self.kernels == Kernels::Ggml
+        })
+    }
+
+    /// The matrix `name` of `shape` (`[out, in]`) as a `QMatMul` on `device`: GGML-quantized
+    /// weights stay quantized with [`Kernels::Ggml`] (candle's quantized kernels; they take
+    /// f32 inputs), float ones (and every one with [`Kernels::F32`]) are held in `dtype`.
+    pub fn matmul_on(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<QMatMul> {
         let t = self.entry(name, shape)?;
-        let keep_quantized = t.dtype.is_quantized() && self.kernels == Kernels::Ggml;
-        match t.dtype.to_ggml().filter(|_| keep_quantized) {
+        match t.dtype.to_ggml().filter(|_| self.stays_quantized(name)) {
             Some(ggml) => {
                 let data = t.data()?;
-                let q = qtensor_from_ggml(ggml, &data, t.shape.clone(), &self.device)
+                let q = qtensor_from_ggml(ggml, &data, t.shape.clone(), device)
                     .map_err(|e| self.err(name, e.to_string()))?;
                 Ok(QMatMul::from_qtensor(q)?)
             }
-            None => Ok(QMatMul::Tensor(self.tensor(name, shape)?)),
+            None => Ok(QMatMul::Tensor(self.tensor_on(name, shape, device, dtype)?)),
         }
     }
 
     /// The matrix `name` of `shape` (`[out, in]`) packed for ferry-kernels' int8 GEMM, when
-    /// it stays quantized ([`Kernels::Ggml`], on the CPU), its GGML type is one that kernel
-    /// reads exactly and the CPU has AVX-512 VNNI; `None` otherwise.
-    pub fn packed_q8(&self, name: &str, shape: &[usize]) -> Result<Option<PackedQ8>> {
+    /// it stays quantized ([`Kernels::Ggml`]) on `device`, the CPU, its GGML type is one that
+    /// kernel reads exactly and the CPU has AVX-512 VNNI; `None` otherwise.
+    pub fn packed_q8(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Option<PackedQ8>> {
         let t = self.entry(name, shape)?;
         let ggml = match t.dtype.to_ggml() {
-            Some(g) if self.kernels == Kernels::Ggml && matches!(self.device, Device::Cpu) => g,
+            Some(g) if self.kernels == Kernels::Ggml && device.is_cpu() => g,
             _ => return Ok(None),
         };
         if !ferry_kernels::qgemm::vnni_available() || shape.len() != 2 {
@@ -146,26 +171,37 @@ impl Weights {
         Ok(PackedQ8::from_ggml(ggml, &t.data()?, shape[0], shape[1]))
     }
 
-    /// A `VarBuilder` over these weights (f32), for candle-transformers' models.
-    pub fn var_builder(self: &Arc<Self>) -> VarBuilder<'static> {
-        self.backend(None)
+    /// A `VarBuilder` over these weights serving tensors on `device` in `dtype`, for
+    /// candle-transformers' models.
+    pub fn var_builder_on(self: &Arc<Self>, device: &Device, dtype: DType) -> VarBuilder<'static> {
+        self.backend(None, device, dtype)
     }
 
     /// A `VarBuilder` that serves each name a model asks for from the tensor `rename` maps it
     /// to: one architecture's checkpoint loaded by another's code (DistilBERT's tensors under
     /// BERT's names). Errors name the checkpoint's tensor, the one the file lacks.
-    pub fn var_builder_renamed(self: &Arc<Self>, rename: Rename) -> VarBuilder<'static> {
-        self.backend(Some(rename))
+    pub fn var_builder_renamed(
+        self: &Arc<Self>,
+        rename: Rename,
+        device: &Device,
+        dtype: DType,
+    ) -> VarBuilder<'static> {
+        self.backend(Some(rename), device, dtype)
     }
 
-    fn backend(self: &Arc<Self>, rename: Option<Rename>) -> VarBuilder<'static> {
+    fn backend(
+        self: &Arc<Self>,
+        rename: Option<Rename>,
+        device: &Device,
+        dtype: DType,
+    ) -> VarBuilder<'static> {
         VarBuilder::from_backend(
             Box::new(Backend {
                 weights: self.clone(),
                 rename,
             }),
-            DType::F32,
-            self.device.clone(),
+            dtype,
+            device.clone(),
         )
     }
 }
@@ -195,11 +231,9 @@ impl SimpleBackend for Backend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self
-            .weights
-            .tensor(&self.real(name), s.dims())
-            .map_err(candle_core::Error::wrap)?;
-        t.to_dtype(dtype)?.to_device(dev)
+        self.weights
+            .tensor_on(&self.real(name), s.dims(), dev, dtype)
+            .map_err(candle_core::Error::wrap)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

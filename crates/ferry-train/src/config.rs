@@ -164,6 +164,22 @@ pub struct LoopConfig {
     /// gradients are summed (see docs/training.md).
     #[serde(default = "one")]
     pub workers: usize,
+    /// The device training runs on: `cpu` (default), `cuda:N` or `metal:N` (ferry built with
+    /// that feature). Data-parallel `workers` split micro-batches on the CPU only.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl LoopConfig {
+    /// The device named by `device` (the CPU when unset).
+    pub fn device_spec(&self) -> std::result::Result<ferry_device::DeviceSpec, String> {
+        match &self.device {
+            None => Ok(ferry_device::DeviceSpec::CPU),
+            Some(d) => d
+                .parse()
+                .map_err(|e: ferry_device::Error| format!("[train] {e}")),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -261,6 +277,14 @@ impl TrainConfig {
             return Err(format!(
                 "[train] workers = {} is more than batch_size = {}",
                 t.workers, t.batch_size
+            ));
+        }
+        let device = t.device_spec()?;
+        if device.is_accelerator() && t.workers > 1 {
+            return Err(format!(
+                "[train] workers = {} splits micro-batches across CPU threads; on {device} use \
+                 workers = 1",
+                t.workers
             ));
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {

@@ -113,6 +113,9 @@ pub struct Job {
     pub probes: Vec<Probe>,
     /// How.
     pub options: VerifyOptions,
+    /// Where the migrated model runs: a ferry-device plan for it (`None`: the CPU in f32).
+    /// The original always runs on the CPU in f32, the reference.
+    pub placement: Option<ferry_device::Plan>,
 }
 
 /// Loads both models on the CPU, runs [`verify`] and records the inputs by SHA-256.
@@ -120,7 +123,17 @@ pub fn run_job(job: &Job, progress: impl FnMut(usize, usize)) -> Result<VerifyRe
     let device = candle_core::Device::Cpu;
     let kernels = job.options.kernels;
     let original = ferry_runtime::Model::load(&job.original, &device, kernels)?;
-    let migrated = ferry_runtime::Model::load(&job.migrated, &device, kernels)?;
+    let (migrated, plan) = match &job.placement {
+        None => (
+            ferry_runtime::Model::load(&job.migrated, &device, kernels)?,
+            None,
+        ),
+        Some(plan) => {
+            let place = ferry_runtime::Placement::from_plan(plan)?;
+            let m = ferry_runtime::Model::load_placed(&job.migrated, &place, kernels)?;
+            (m, Some(plan))
+        }
+    };
     // The tokenizer given, else the original's (its tokenizer.json, or the one its GGUF
     // carries), else the migrated model's.
     let (tokenizer, tok_path) = match &job.tokenizer {
@@ -146,6 +159,10 @@ pub fn run_job(job: &Job, progress: impl FnMut(usize, usize)) -> Result<VerifyRe
         tokenizer: report::Input::of(&tok_path)?,
         probe_source: job.probe_source.clone(),
         probes: job.probes.clone(),
+        placement: plan
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::Options(format!("placement: {e}")))?,
         result,
     })
 }
@@ -154,6 +171,13 @@ pub fn run_job(job: &Job, progress: impl FnMut(usize, usize)) -> Result<VerifyRe
 /// SHA-256; same probes, tolerance and token count) and compares the outcomes.
 pub fn replay(path: &std::path::Path, progress: impl FnMut(usize, usize)) -> Result<Replay> {
     let recorded = report::read(path)?;
+    if recorded.placement.is_some() {
+        return Err(Error::Options(format!(
+            "{} verified a model placed on devices; a replay runs on the CPU: re-run it with \
+             `ferry verify ORIGINAL MIGRATED --devices ...` (or `ferry place`) instead",
+            path.display()
+        )));
+    }
     check_inputs(&recorded)?;
     let r = &recorded.result;
     let job = Job {
@@ -170,6 +194,7 @@ pub fn replay(path: &std::path::Path, progress: impl FnMut(usize, usize)) -> Res
             attribution: !r.layers.is_empty(),
             kernels: r.kernels,
         },
+        placement: None,
     };
     let today = run_job(&job, progress)?;
     let differences = compare(&recorded.result, &today.result, 1e-3);

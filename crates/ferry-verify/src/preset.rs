@@ -61,6 +61,32 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// The preset a placement's compute adds to a migration's own error: that of its
+    /// lowest-precision device dtype (bf16, f16), `f16` for f32 on an accelerator (another
+    /// summation order), none for f32 on the CPU (the reference itself).
+    pub fn for_placement(plan: &ferry_device::Plan) -> Option<Budget> {
+        plan.used()
+            .filter_map(|d| match d.dtype {
+                candle_core::DType::F32 | candle_core::DType::F64 if !d.device.is_accelerator() => {
+                    None
+                }
+                candle_core::DType::F32 | candle_core::DType::F64 => Some(Budget::for_dtype("f16")),
+                other => Some(Budget::for_dtype(other.as_str())),
+            })
+            .reduce(Budget::looser)
+    }
+
+    /// The looser of two budgets (the one allowing the larger KL divergence).
+    pub fn looser(self, other: Budget) -> Budget {
+        if other.kld.unwrap_or(0.0) > self.kld.unwrap_or(0.0) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl FromStr for Budget {
     type Err = Error;
 

@@ -35,6 +35,9 @@ pub struct VerifyReport {
     pub probe_source: String,
     /// The probes themselves (so a replay needs no corpus).
     pub probes: Vec<Probe>,
+    /// Where the migrated model ran, when it was placed on devices (ferry-device's plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<serde_json::Value>,
     /// The outcome.
     pub result: Verification,
 }

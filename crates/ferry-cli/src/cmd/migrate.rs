@@ -42,26 +42,38 @@ pub struct Args {
     /// Skip running both models on the probes after writing (verify-outputs).
     #[arg(long)]
     pub no_verify_outputs: bool,
-    /// verify-outputs: probe corpus, any layout ferry data reads (default: the embedded UDHR test articles, 47 languages).
-    #[arg(long, value_name = "FILE|DIR")]
-    pub probes: Option<PathBuf>,
-    /// verify-outputs: only these languages (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub languages: Vec<String>,
-    /// verify-outputs: probe texts per language (default: 1 for decoders and encoders, all for classifiers trained by ferry).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// verify-outputs: tokens per probe.
-    #[arg(long, default_value_t = 64)]
-    pub max_tokens: usize,
+    /// verify-outputs: the probes.
+    #[command(flatten, next_help_heading = "Verify outputs")]
+    pub probe: super::probe_args::ProbeArgs,
     /// verify-outputs: GGML-quantized matrices dequantized to f32 (transformers' numerics) or run on candle's ggml kernels (llama.cpp's CPU numerics).
     #[arg(long, default_value = "f32", value_parser = ["f32", "ggml"])]
     pub kernels: String,
     /// verify-outputs: tolerance preset (exact, f16, bf16, q8, q4) or bounds ('kld<=0.02,top1>=0.97'); default: implied by the conversion.
     #[arg(long)]
     pub tolerance: Option<String>,
+    /// verify-outputs: where the written model runs (the original runs on the CPU in f32, the reference); see `ferry place --help`.
     #[command(flatten)]
+    pub place: super::placing::PlaceArgs,
+    /// verify-outputs: the written model's compute dtype: auto (per device: f32 on CPU, bf16 on CUDA 8.0+, f16 on older CUDA and Metal), f32, f16, bf16.
+    #[arg(long, value_name = "DTYPE")]
+    pub compute_dtype: Option<String>,
+    #[command(flatten, next_help_heading = "Output")]
     pub write: WriteArgs,
+}
+
+/// The planner's options for the written model when `--devices`, `--map`, `--max-memory` or
+/// `--compute-dtype` ask for a placement (sized for one probe: batch 1, `--max-tokens`).
+fn placement(a: &Args) -> Result<Option<ferry_device::PlanOptions>> {
+    let dtype = a.compute_dtype.as_deref();
+    if !a.place.requested(dtype) {
+        return Ok(None);
+    }
+    let workload = ferry_device::Workload {
+        batch: 1,
+        context: a.probe.max_tokens.max(1),
+    };
+    let inventory = ferry_device::Inventory::detect();
+    Ok(Some(a.place.options(&inventory, "cpu", dtype, workload)?))
 }
 
 /// Runs `ferry migrate`.
@@ -95,12 +107,13 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
         outputs: (!a.no_verify_outputs)
             .then(|| -> Result<ferry_migrate::OutputCheck> {
                 Ok(ferry_migrate::OutputCheck {
-                    probes: a.probes.clone(),
-                    languages: a.languages.clone(),
-                    limit: a.limit,
-                    max_tokens: a.max_tokens,
+                    probes: a.probe.probes.clone(),
+                    languages: a.probe.languages.clone(),
+                    limit: a.probe.limit,
+                    max_tokens: a.probe.max_tokens,
                     tolerance: a.tolerance.as_deref().map(str::parse).transpose()?,
                     kernels: a.kernels.parse().map_err(anyhow::Error::msg)?,
+                    placement: placement(&a)?,
                 })
             })
             .transpose()?,
@@ -108,8 +121,9 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
             "eval_data": a.eval_data.as_ref().map(|p| p.display().to_string()),
             "input": a.input.as_ref().map(|p| p.display().to_string()), "out": a.out.display().to_string(),
             "to": to, "passes": a.passes, "transform": a.transform.to_json(), "shard_size": a.write.shard_size, "name": a.name, "online": a.online,
-            "verify_outputs": !a.no_verify_outputs, "probes": a.probes.as_ref().map(|p| p.display().to_string()),
-            "languages": a.languages, "limit": a.limit, "max_tokens": a.max_tokens, "tolerance": a.tolerance, "kernels": a.kernels,
+            "verify_outputs": !a.no_verify_outputs, "probes": a.probe.probes.as_ref().map(|p| p.display().to_string()),
+            "languages": a.probe.languages, "limit": a.probe.limit, "max_tokens": a.probe.max_tokens, "tolerance": a.tolerance, "kernels": a.kernels,
+            "devices": a.place.devices, "max_memory": a.place.max_memory, "map": a.place.map, "reserve": a.place.reserve, "compute_dtype": a.compute_dtype,
         }),
     };
     let chatty = !a.write.quiet && !a.write.json;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use ferry_graph::exec::{parse_device, Executor};
+use ferry_graph::exec::Executor;
 use ferry_graph::onnx::read_model;
 use ferry_graph::passes::{self, PassManager};
 use indexmap::IndexMap;
@@ -50,9 +50,11 @@ pub struct Args {
     /// Run ferry's optimization passes before running.
     #[arg(long)]
     optimize: bool,
-    /// Device: cpu, cuda:N or metal:N.
-    #[arg(long, default_value = "cpu")]
-    pub(crate) device: String,
+    #[command(flatten)]
+    pub(crate) place: super::placing::PlaceArgs,
+    /// Compute dtype (Hugging Face folders, GGUF): auto (f32 on CPU, bf16 on CUDA 8.0+, f16 on older CUDA and Metal), f32, f16 or bf16 (default f32 on the CPU).
+    #[arg(long)]
+    pub(crate) dtype: Option<String>,
     /// Print outputs (shapes, statistics, first values) as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -60,13 +62,21 @@ pub struct Args {
 
 /// Runs `ferry run`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let device = parse_device(&a.device)?;
     let is_onnx = a
         .model
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    // Sized for the texts given: their count, and at most one token per byte.
+    let workload = ferry_device::Workload {
+        batch: a.text.len().max(1),
+        context: a.text.iter().map(String::len).max().unwrap_or(512).max(16) + 2,
+    };
+    if is_onnx && a.dtype.is_some() {
+        bail!("--dtype applies to the models ferry-runtime runs; an ONNX graph runs in its own dtypes (convert it first)");
+    }
+    let placement = super::run_model::placement(&a, workload)?;
     if !is_onnx {
-        return super::run_model::run(a, &device);
+        return super::run_model::run(a, placement);
     }
     if a.top_k.is_some() || a.taps {
         bail!("--top-k and --taps apply to the models ferry-runtime runs (Hugging Face folders, GGUF, ferry model folders), not ONNX graphs");
@@ -87,8 +97,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else if a.tokenizer.is_some() {
         bail!("--tokenizer is only used with --text");
     }
-    let exec =
-        Executor::new(&model, &device).with_context(|| format!("loading {}", a.model.display()))?;
+    ferry_runtime::graph::assign_devices(&mut model, &placement.0);
+    let exec = Executor::new(&model, placement.0.input_device())
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let t0 = Instant::now();
     let outputs = exec
         .run(&inputs)

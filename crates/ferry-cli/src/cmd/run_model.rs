@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
-use ferry_runtime::{Model, Tokenizer};
+use ferry_runtime::{Model, Placement, Tokenizer};
 use indexmap::IndexMap;
 use serde_json::json;
 
@@ -55,10 +55,41 @@ fn inputs(a: &Args, model: &Model) -> Result<(Tensor, Option<Tensor>, Option<Tok
     Ok((ids.to_dtype(DType::U32)?, mask, None))
 }
 
-/// Runs a runtime model.
-pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
+/// Where `ferry run` puts the model: the CPU in f32 unless `--devices`, `--map`,
+/// `--max-memory` or `--dtype` ask otherwise (then planned by ferry-device for `workload`),
+/// with the plan when there is one.
+pub fn placement(
+    a: &Args,
+    workload: ferry_device::Workload,
+) -> Result<(Placement, Option<ferry_device::Plan>)> {
+    if !a.place.requested(a.dtype.as_deref()) {
+        return Ok((Placement::single(Device::Cpu, DType::F32), None));
+    }
     let kernels = a.kernels.parse().map_err(anyhow::Error::msg)?;
-    let model = Model::load(&a.model, device, kernels)?;
+    let inventory = ferry_device::Inventory::detect();
+    let opts = a
+        .place
+        .options(&inventory, "cpu", a.dtype.as_deref(), workload)?;
+    let (_, plan) = ferry_runtime::placement::plan(&a.model, kernels, &inventory, &opts)
+        .with_context(|| format!("placing {}", a.model.display()))?;
+    Ok((Placement::from_plan(&plan)?, Some(plan)))
+}
+
+/// Runs a runtime model where `placement` puts it.
+pub fn run(a: Args, placement: (Placement, Option<ferry_device::Plan>)) -> Result<ExitCode> {
+    let kernels = a.kernels.parse().map_err(anyhow::Error::msg)?;
+    let (place, plan) = placement;
+    let model = Model::load_placed(&a.model, &place, kernels)?;
+    if let (Some(plan), false) = (&plan, a.quiet || a.json) {
+        for d in plan.used() {
+            eprintln!(
+                "placed on {} ({}): {}",
+                d.device,
+                d.dtype.as_str(),
+                super::placing::compact_units(&d.units)
+            );
+        }
+    }
     let classifier = model.classifier().cloned();
     if a.top_k.is_some() && model.kind() == "encoder" {
         bail!(
@@ -75,6 +106,7 @@ pub fn run(a: Args, device: &Device) -> Result<ExitCode> {
         );
     }
     let (ids, mask, tok) = inputs(&a, &model)?;
+    let device = place.input_device();
     let (ids, mask) = (
         ids.to_device(device)?,
         mask.map(|m| m.to_device(device)).transpose()?,

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use ferry_train::config::TrainConfig;
 use ferry_train::run::{self, Event, RunOptions};
 
@@ -92,7 +91,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     set_threads(cfg.train.threads);
-    let device = Device::Cpu;
+    let spec = cfg
+        .train
+        .device_spec()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    let device = ferry_device::open(spec)?;
     let bar = crate::progress::steps_bar(cfg.train.steps, a.quiet || a.json);
     let json = a.json;
     let mut on_event = |e: Event<'_>| match e {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use ferry_verify::probes::{self, ProbeOptions};
 use ferry_verify::{report, Budget, Job, VerifyOptions, VerifyReport};
 
 use crate::progress::count_bar;
@@ -13,7 +12,7 @@ use crate::progress::count_bar;
 /// Arguments of `ferry verify`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Tolerance presets: exact, f16, bf16, q8, q4, or bounds such as 'kld<=0.02,top1>=0.97' (decoders; for classifiers top1 bounds the share of texts given the same class) and 'cos>=0.999' (encoders), judged in every language.\n\nExamples:\n  ferry verify target/models/SmolLM2-135M out/smollm2-q8/model.gguf --tolerance q8\n  ferry verify target/models/all-MiniLM-L6-v2 out/minilm-q8/model.gguf --languages en,de,zh,ar\n  ferry verify orig/ migrated/ --probes corpora/udhr/dev.tsv --limit 3 --max-tokens 128 --out verify-out\n  ferry verify runs/langid-udhr/best langid-q4/ --tolerance q4   # a classifier trained by ferry: same class and accuracy per language\n  ferry verify --replay verify-out/report.json"
+    after_help = "Tolerance presets: exact, f16, bf16, q8, q4, or bounds such as 'kld<=0.02,top1>=0.97' (decoders; for classifiers top1 bounds the share of texts given the same class) and 'cos>=0.999' (encoders), judged in every language.\n\nExamples:\n  ferry verify target/models/SmolLM2-135M out/smollm2-q8/model.gguf --tolerance q8\n  ferry verify target/models/all-MiniLM-L6-v2 out/minilm-q8/model.gguf --languages en,de,zh,ar\n  ferry verify orig/ migrated/ --probes corpora/udhr/dev.tsv --limit 3 --max-tokens 128 --out verify-out\n  ferry verify runs/langid-udhr/best langid-q4/ --tolerance q4   # a classifier trained by ferry: same class and accuracy per language\n  ferry verify --replay verify-out/report.json\n  ferry verify target/models/SmolLM2-135M target/models/SmolLM2-135M --dtype bf16 --tolerance bf16   # bf16 compute against the f32 run\n  ferry verify orig/ out/model.gguf --devices cuda:0   # the migrated model on a GPU, the original on the CPU"
 )]
 pub struct Args {
     /// The original model (Hugging Face folder, checkpoint with its config.json, GGUF).
@@ -22,18 +21,8 @@ pub struct Args {
     /// The migrated model.
     #[arg(required_unless_present = "replay")]
     migrated: Option<PathBuf>,
-    /// Probe texts: any corpus ferry data reads (default: the embedded UDHR test articles, 47 languages).
-    #[arg(long, value_name = "FILE|DIR")]
-    probes: Option<PathBuf>,
-    /// Only these languages (comma-separated codes).
-    #[arg(long, value_delimiter = ',')]
-    languages: Vec<String>,
-    /// At most N probe texts per language (default: 1 for decoders and encoders, all for classifiers trained by ferry).
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Cut each probe to its first N tokens.
-    #[arg(long, default_value_t = 64)]
-    max_tokens: usize,
+    #[command(flatten)]
+    probe: super::probe_args::ProbeArgs,
     /// Tolerance: a preset or bounds (see below).
     #[arg(long, default_value = "q8")]
     tolerance: String,
@@ -46,6 +35,11 @@ pub struct Args {
     /// GGML-quantized matrices: f32 (dequantized at load, transformers' numerics, fast) or ggml (kept quantized with 8-bit activations, llama.cpp's CPU numerics: ferry's int8 GEMM on CPUs with AVX-512 VNNI, else candle's quantized kernels).
     #[arg(long, default_value = "f32", value_parser = ["f32", "ggml"])]
     kernels: String,
+    #[command(flatten)]
+    place: super::placing::PlaceArgs,
+    /// The migrated model's compute dtype: auto (per device: f32 on CPU, bf16 on CUDA 8.0+, f16 on older CUDA and Metal), f32, f16, bf16. The original runs on the CPU in f32, the reference.
+    #[arg(long)]
+    dtype: Option<String>,
     /// Write report.json, report.md and report.svg here.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -100,15 +94,26 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (Some(original), Some(migrated)) = (a.original.clone(), a.migrated.clone()) else {
         bail!("give ORIGINAL and MIGRATED, or --replay REPORT");
     };
-    let budget: Budget = a.tolerance.parse()?;
-    let popts = ProbeOptions {
-        languages: a.languages.clone(),
-        limit: match a.limit {
-            Some(n) => Some(n),
-            None => probes::default_limit(&ferry_runtime::Model::probe(&original)?),
-        },
+    let kernels = a.kernels.parse().map_err(anyhow::Error::msg)?;
+    let plan = if a.place.requested(a.dtype.as_deref()) {
+        let inventory = ferry_device::Inventory::detect();
+        let workload = ferry_device::Workload {
+            batch: 1,
+            context: a.probe.max_tokens.max(1),
+        };
+        let mut opts = a
+            .place
+            .options(&inventory, "cpu", a.dtype.as_deref(), workload)?;
+        // The original runs on the CPU in f32 beside the placed model.
+        opts.held_on_cpu = ferry_runtime::placement::reference_bytes(&original, kernels)?;
+        let (_, plan) = ferry_runtime::placement::plan(&migrated, kernels, &inventory, &opts)
+            .with_context(|| format!("placing {}", migrated.display()))?;
+        Some(plan)
+    } else {
+        None
     };
-    let (probe_source, probes) = probes::load(a.probes.as_deref(), &popts)?;
+    let budget: Budget = a.tolerance.parse()?;
+    let (probe_source, probes) = a.probe.load(&original)?;
     let job = Job {
         original,
         migrated,
@@ -116,21 +121,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
         probe_source,
         probes,
         options: VerifyOptions {
-            max_tokens: a.max_tokens,
+            max_tokens: a.probe.max_tokens,
             budget,
             attribution: !a.no_attribution,
-            kernels: a.kernels.parse().map_err(anyhow::Error::msg)?,
+            kernels,
         },
+        placement: plan,
     };
     let r = ferry_verify::run_job(&job, &mut progress)?;
     bar.finish_and_clear();
     if let Some(dir) = &a.out {
-        let files = report::write(dir, &r).with_context(|| format!("writing {}", dir.display()))?;
-        if !a.quiet && !a.json {
-            for f in files {
-                eprintln!("wrote {}", f.display());
-            }
-        }
+        write_report(dir, &r, a.quiet || a.json)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -138,6 +139,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
         print!("{}", report::markdown(&r));
     }
     Ok(verdict(&r))
+}
+
+/// Writes `r` as report.json, report.md and report.svg into `dir`, naming them unless `quiet`.
+pub(crate) fn write_report(dir: &std::path::Path, r: &VerifyReport, quiet: bool) -> Result<()> {
+    let files = report::write(dir, r).with_context(|| format!("writing {}", dir.display()))?;
+    if !quiet {
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    Ok(())
 }
 
 /// Exit 0 when every language is within tolerance; else 1, naming the worst language and

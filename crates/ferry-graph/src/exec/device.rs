@@ -1,22 +1,10 @@
-//! Device names (`cpu`, `cuda:0`, `metal:0`) to candle devices.
+//! Device names (`cpu`, `cuda:0`, `metal:0`) to candle devices, through ferry-device.
 
 use candle_core::Device;
 
-/// The candle device a name describes. CUDA and Metal need ferry built with that feature.
+/// The candle device a name describes. CUDA and Metal need ferry built with that feature:
+/// the error says how.
 pub fn parse_device(spec: &str) -> candle_core::Result<Device> {
-    let (kind, index) = match spec.split_once(':') {
-        Some((k, i)) => (
-            k,
-            i.parse::<usize>().map_err(|_| {
-                candle_core::Error::Msg(format!("device `{spec}`: `{i}` is not a device index"))
-            })?,
-        ),
-        None => (spec, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(index),
-        "metal" => Device::new_metal(index),
-        _ => candle_core::bail!("unknown device `{spec}` (cpu, cuda:N, metal:N)"),
-    }
+    let open = |s: &str| ferry_device::open(s.parse()?);
+    open(spec).map_err(|e: ferry_device::Error| candle_core::Error::Msg(e.to_string()))
 }

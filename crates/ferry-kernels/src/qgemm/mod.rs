@@ -42,6 +42,18 @@ const BLOCK_BYTES: usize = NR * 32 + 3 * NR * 4;
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
+/// The bytes [`PackedQ8::from_ggml`] holds for an `n x k` matrix of GGML `dtype` (32-feature
+/// panels of 32-element int8 blocks with their f32 scales, offsets and i32 corrections), or
+/// `None` when it would not pack it (a type the kernel does not read, `k` not a multiple of
+/// the type's block). Whether this CPU has VNNI is not checked.
+pub fn packed_bytes(dtype: GgmlDType, n: usize, k: usize) -> Option<usize> {
+    let (_, block_elems) = blocks::layout(dtype)?;
+    if n == 0 || k == 0 || !k.is_multiple_of(block_elems) {
+        return None;
+    }
+    Some(n.div_ceil(NR) * (k / 32) * BLOCK_BYTES)
+}
+
 /// An `n x k` GGML-quantized weight packed for [`qgemm`].
 #[derive(Clone)]
 pub struct PackedQ8 {

@@ -55,10 +55,18 @@ fn blocks_read_back_exactly_what_ggml_dequantizes_to() {
         let (bytes, want) = quantized(dtype, n, k, 7);
         let p = PackedQ8::pack(dtype, &bytes, n, k).expect("a supported type");
         assert_eq!(p.dequantize(), want, "{dtype:?}");
+        // What the memory model predicts is what it holds (40 features pad to 2 panels).
+        assert_eq!(
+            packed_bytes(dtype, n, k),
+            Some(p.lines.len() * 64),
+            "{dtype:?}"
+        );
     }
     // Types with two scales per 32 elements, and malformed inputs, are refused.
     let (bytes, _) = quantized(GgmlDType::Q6K, 4, 256, 1);
     assert!(PackedQ8::pack(GgmlDType::Q6K, &bytes, 4, 256).is_none());
+    assert_eq!(packed_bytes(GgmlDType::Q6K, 4, 256), None);
+    assert_eq!(packed_bytes(GgmlDType::Q4K, 4, 96), None);
     let (bytes, _) = quantized(GgmlDType::Q8_0, 4, 64, 1);
     assert!(PackedQ8::pack(GgmlDType::Q8_0, &bytes[1..], 4, 64).is_none());
     assert!(PackedQ8::pack(GgmlDType::Q8_0, &bytes, 4, 96).is_none());

@@ -30,6 +30,7 @@ pub fn read_json(path: &Path) -> Value {
 }
 
 /// `path` (a folder or a model file) loaded on the CPU with f32 kernels.
+#[allow(dead_code)] // each test binary includes this module; not every one loads this way
 pub fn load(path: &Path) -> Model {
     Model::load(path, &Device::Cpu, Kernels::F32).unwrap()
 }
