@@ -91,6 +91,32 @@ pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<
     })
 }
 
+/// Reads one serialized ONNX `TensorProto` file, such as the `test_data_set_N/input_K.pb` and
+/// `output_K.pb` files of ONNX's backend tests, with the checks an initializer gets: a known
+/// element type, a byte count that matches the shape, raw or typed data. Load it with
+/// [`crate::ir::entry_to_candle`]. External data and segments are refused.
+pub fn read_tensor(path: &Path) -> Result<TensorEntry> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, e.to_string()))?;
+    let t = proto::TensorProto::decode(bytes.as_slice()).map_err(|e| {
+        Error::file(
+            path,
+            format!("not an ONNX TensorProto (protobuf decoding failed: {e})"),
+        )
+    })?;
+    if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
+        return Err(Error::file(
+            path,
+            "a TensorProto with external data: only inline tensors are read here",
+        ));
+    }
+    Importer {
+        path: path.to_path_buf(),
+        map: None,
+        external: HashMap::new(),
+    }
+    .tensor(t, "tensor")
+}
+
 struct Importer {
     path: PathBuf,
     map: Option<Arc<Mmap>>,
@@ -419,5 +445,92 @@ fn value_info(v: &proto::ValueInfoProto) -> ValueInfo {
                 })
                 .collect()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, t: proto::TensorProto) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, t.encode_to_vec()).unwrap();
+        p
+    }
+
+    /// ONNX test data: raw and typed values decode; a short buffer or a string tensor is an
+    /// error naming the file, not a panic.
+    #[test]
+    fn read_tensor_takes_raw_and_typed_data_and_refuses_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = write(
+            dir.path(),
+            "raw.pb",
+            proto::TensorProto {
+                dims: vec![2],
+                data_type: Some(1),
+                raw_data: Some(Bytes::from([1.5f32, -2.0].map(f32::to_le_bytes).concat())),
+                ..Default::default()
+            },
+        );
+        let t = read_tensor(&raw).unwrap();
+        let t = crate::ir::entry_to_candle(&t, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(t.to_vec1::<f32>().unwrap(), [1.5, -2.0]);
+
+        // float16 values sit in int32_data as bit patterns.
+        let typed = write(
+            dir.path(),
+            "typed.pb",
+            proto::TensorProto {
+                dims: vec![1, 2],
+                data_type: Some(10),
+                int32_data: vec![0x3C00, 0xC000],
+                ..Default::default()
+            },
+        );
+        let t = read_tensor(&typed).unwrap();
+        let t = crate::ir::entry_to_candle(&t, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(
+            t.to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap(),
+            [[1.0, -2.0]]
+        );
+
+        let short = write(
+            dir.path(),
+            "short.pb",
+            proto::TensorProto {
+                dims: vec![3],
+                data_type: Some(1),
+                raw_data: Some(Bytes::from_static(&[0; 8])),
+                ..Default::default()
+            },
+        );
+        let e = read_tensor(&short).unwrap_err().to_string();
+        assert!(
+            e.contains("short.pb") && e.contains("raw_data holds 8 bytes"),
+            "{e}"
+        );
+
+        let string = write(
+            dir.path(),
+            "string.pb",
+            proto::TensorProto {
+                dims: vec![1],
+                data_type: Some(8),
+                string_data: vec![Bytes::from_static(b"a")],
+                ..Default::default()
+            },
+        );
+        let e = read_tensor(&string).unwrap_err().to_string();
+        assert!(e.contains("STRING"), "{e}");
+
+        std::fs::write(dir.path().join("junk.pb"), [0xff; 7]).unwrap();
+        let e = read_tensor(&dir.path().join("junk.pb"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an ONNX TensorProto"), "{e}");
     }
 }

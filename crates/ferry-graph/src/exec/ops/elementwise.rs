@@ -1,5 +1,6 @@
 //! Element-wise ops with NumPy broadcasting: arithmetic, comparisons, logic, activations,
-//! Cast, Where, Clip, Identity and Dropout (inference: identity).
+//! Cast, CastLike, Where, Clip, Identity and Dropout (identity at inference; in training mode
+//! NumPy's legacy Mersenne Twister draws the mask, as ONNX's reference does).
 
 use candle_core::{DType, Tensor};
 
@@ -18,9 +19,11 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
         | "Reciprocal" | "Floor" | "Ceil" | "Round" | "Sin" | "Cos" | "Sign" | "Not"
         | "Softplus" | "LeakyRelu" | "HardSigmoid" => unary,
         "Cast" => cast,
+        "CastLike" => cast_like,
         "Where" => where_op,
         "Clip" => clip,
-        "Identity" | "Dropout" => identity,
+        "Identity" => identity,
+        "Dropout" => dropout,
         _ => return None,
     })
 }
@@ -174,11 +177,34 @@ fn cast(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let out = if to == 9 {
         x.ne(0f64)?
     } else {
-        let dt = candle_dtype(to)?;
+        let dt = match to {
+            17 => DType::F8E4M3,
+            _ => candle_dtype(to)?,
+        };
         cx.fits("its output", x.dims(), dt)?;
-        x.to_dtype(dt)?
+        convert(node, x, dt)?
     };
     Ok(vec![out])
+}
+
+/// `x` as `dt`. To float8 e4m3fn with the `saturate` attribute 0, values past its range
+/// (above 464 in magnitude, infinities included) become NaN instead of ±448.
+fn convert(node: &Node, x: &Tensor, dt: DType) -> R<Tensor> {
+    if dt != DType::F8E4M3 || node.attr_int("saturate", 1) != 0 || !x.dtype().is_float() {
+        return Ok(x.to_dtype(dt)?);
+    }
+    let x = x.to_dtype(DType::F32)?;
+    let over = x.abs()?.gt(464f64)?;
+    let nan = Tensor::full(f32::NAN, x.shape(), x.device())?;
+    Ok(over.where_cond(&nan, &x)?.to_dtype(dt)?)
+}
+
+/// Cast to the dtype of input 1 (a u8 target casts as uint8: bool and uint8 share it).
+fn cast_like(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let dt = arg(&args, 1)?.dtype();
+    cx.fits("its output", x.dims(), dt)?;
+    Ok(vec![convert(node, x, dt)?])
 }
 
 fn where_op(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
@@ -222,11 +248,95 @@ fn clip(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     Ok(vec![out])
 }
 
-fn identity(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+fn identity(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    Ok(vec![arg(&args, 0)?.clone()])
+}
+
+/// Dropout: the input (and an all-true mask) unless opset 12+ inputs ask for training mode
+/// with a ratio above 0; then each element is kept when a uniform draw in `[0, 1)` is at
+/// least the ratio and scaled by `1 / (1 - ratio)`. Draws come from NumPy's legacy
+/// `RandomState(seed)` (`seed` attribute, default 0) in row-major order.
+fn dropout(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?.clone();
-    if node.op_type == "Dropout" && node.outputs.len() > 1 {
-        let mask = Tensor::ones(x.dims(), DType::U8, x.device())?;
-        return Ok(vec![x, mask]);
+    let training = cx.opset >= 12 && opt(&args, 2).map(scalar_f64).transpose()? == Some(1.0);
+    let ratio = match opt(&args, 1) {
+        Some(r) if cx.opset >= 12 => scalar_f64(r)? as f32,
+        _ => node.attr_float("ratio", 0.5),
+    };
+    let with_mask = node.outputs.len() > 1 && !node.outputs[1].is_empty();
+    if !training || ratio == 0.0 {
+        let mut out = vec![x.clone()];
+        if with_mask {
+            out.push(Tensor::ones(x.dims(), DType::U8, x.device())?);
+        }
+        return Ok(out);
     }
-    Ok(vec![x])
+    if !(0.0..1.0).contains(&ratio) || !x.dtype().is_float() {
+        bail!("training Dropout needs a float input and a ratio in [0, 1), not {ratio}");
+    }
+    cx.fits("its mask as f64", x.dims(), DType::F64)?;
+    let Ok(seed) = u32::try_from(node.attr_int("seed", 0)) else {
+        bail!("seed {} is outside 0..2^32", node.attr_int("seed", 0));
+    };
+    let mut rng = Mt19937::new(seed);
+    let keep: Vec<u8> = (0..x.elem_count())
+        .map(|_| u8::from(rng.next_f64() >= f64::from(ratio)))
+        .collect();
+    let mask = Tensor::from_vec(keep, x.dims(), x.device())?;
+    let scale = 1.0 / (1.0 - ratio);
+    let y = x
+        .mul(&mask.to_dtype(x.dtype())?)?
+        .affine(f64::from(scale), 0.0)?;
+    let mut out = vec![y];
+    if with_mask {
+        out.push(mask);
+    }
+    Ok(out)
+}
+
+/// MT19937 seeded as NumPy's legacy `RandomState(seed)`, drawing doubles as its
+/// `random_sample` does (53 bits from two 32-bit outputs).
+struct Mt19937 {
+    state: [u32; 624],
+    pos: usize,
+}
+
+impl Mt19937 {
+    fn new(seed: u32) -> Self {
+        let mut state = [0u32; 624];
+        state[0] = seed;
+        for i in 1..624 {
+            let p = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(p ^ (p >> 30))
+                .wrapping_add(i as u32);
+        }
+        Mt19937 { state, pos: 624 }
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        if self.pos >= 624 {
+            for i in 0..624 {
+                let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
+                let mut v = self.state[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 != 0 {
+                    v ^= 0x9908_b0df;
+                }
+                self.state[i] = v;
+            }
+            self.pos = 0;
+        }
+        let mut y = self.state[self.pos];
+        self.pos += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    fn next_f64(&mut self) -> f64 {
+        let a = f64::from(self.next_u32() >> 5);
+        let b = f64::from(self.next_u32() >> 6);
+        (a * 67_108_864.0 + b) / 9_007_199_254_740_992.0
+    }
 }

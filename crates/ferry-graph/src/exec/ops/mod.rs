@@ -1,9 +1,15 @@
 //! The op registry: which ops run and how. One module per family.
 
+mod attention;
 mod elementwise;
 mod fused;
+mod indexing;
 mod linalg;
+mod loss;
+mod math;
 mod nn;
+mod norm;
+mod quant;
 mod reduce;
 mod shape;
 
@@ -59,6 +65,12 @@ fn standard(op: &str) -> Option<OpFn> {
         .or_else(|| reduce::lookup(op))
         .or_else(|| linalg::lookup(op))
         .or_else(|| nn::lookup(op))
+        .or_else(|| math::lookup(op))
+        .or_else(|| indexing::lookup(op))
+        .or_else(|| norm::lookup(op))
+        .or_else(|| quant::lookup(op))
+        .or_else(|| loss::lookup(op))
+        .or_else(|| attention::lookup(op))
         .or_else(|| fused::lookup_standard(op))
 }
 

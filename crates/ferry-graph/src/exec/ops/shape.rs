@@ -1,6 +1,6 @@
 //! Ops that move, select or create data without arithmetic: Reshape, Flatten, Squeeze,
-//! Unsqueeze, Transpose, Concat, Split, Slice, Gather, Expand, Tile, Shape, Size, Constant,
-//! ConstantOfShape, Range.
+//! Unsqueeze, Transpose, Concat, Split, Slice, Gather, GatherND, Expand, Tile, Pad, CenterCropPad,
+//! SpaceToDepth, DepthToSpace, Shape, Size, Constant, ConstantOfShape, Range.
 
 use candle_core::{DType, Tensor};
 
@@ -23,6 +23,9 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
         "GatherND" => gather_nd,
         "Expand" => expand,
         "Tile" => tile,
+        "Pad" => pad,
+        "CenterCropPad" => center_crop_pad,
+        "SpaceToDepth" | "DepthToSpace" => space_depth,
         "Shape" => shape,
         "Size" => size,
         "Constant" => constant,
@@ -288,7 +291,7 @@ fn slice(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         } else {
             let idx: Vec<i64> = (0..n).map(|k| (s + k * step) as i64).collect();
             let idx = Tensor::from_vec(idx, n as usize, out.device())?;
-            out = out.index_select(&idx, axis)?;
+            out = out.contiguous()?.index_select(&idx, axis)?;
         }
     }
     Ok(vec![out])
@@ -404,6 +407,212 @@ fn tile(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
         .collect();
     let y = x.reshape(pairs)?.broadcast_as(spread)?.contiguous()?;
     Ok(vec![y.reshape(out)?])
+}
+
+/// Pad (opset 2+ `pads`/`value` attributes, 11+ inputs, 18+ `axes`): `constant`, `reflect`,
+/// `edge` or `wrap`; negative pads crop.
+fn pad(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let rank = x.rank();
+    let (pads, value) = if cx.opset >= 11 {
+        (ints_of(arg(&args, 1)?)?, opt(&args, 2).cloned())
+    } else {
+        let pads = node
+            .attr_ints("pads")
+            .or_else(|| node.attr_ints("paddings"));
+        let v = f64::from(node.attr_float("value", 0.0));
+        (
+            pads.unwrap_or_default().to_vec(),
+            Some(Tensor::new(v, x.device())?),
+        )
+    };
+    let ax: Vec<usize> = match opt(&args, 3) {
+        Some(a) => ints_of(a)?
+            .iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<R<_>>()?,
+        None => (0..rank).collect(),
+    };
+    if pads.len() != 2 * ax.len() {
+        bail!("{} pads for {} axes", pads.len(), ax.len());
+    }
+    let mut begin = vec![0i64; rank];
+    let mut end = vec![0i64; rank];
+    for (i, &a) in ax.iter().enumerate() {
+        begin[a] = pads[i];
+        end[a] = pads[ax.len() + i];
+    }
+    pad_by(
+        cx,
+        x,
+        &begin,
+        &end,
+        node.attr_str("mode").unwrap_or("constant"),
+        value,
+    )
+}
+
+/// CenterCropPad: each of `axes` (default all) cropped or zero-padded to the size in input 1,
+/// centred (an odd difference leaves the extra element at the end).
+fn center_crop_pad(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let rank = x.rank();
+    let sizes = dims_of(arg(&args, 1)?, "the shape")?;
+    let ax: Vec<usize> = match node.attr_ints("axes") {
+        Some(a) => a.iter().map(|&a| norm_axis(a, rank)).collect::<R<_>>()?,
+        None => (0..rank).collect(),
+    };
+    if sizes.len() != ax.len() {
+        bail!("{} sizes for {} axes", sizes.len(), ax.len());
+    }
+    let mut begin = vec![0i64; rank];
+    let mut end = vec![0i64; rank];
+    for (&a, &want) in ax.iter().zip(&sizes) {
+        let (dim, want) = (x.dims()[a] as i64, want as i64);
+        let diff = want - dim;
+        begin[a] = diff / 2;
+        end[a] = diff - diff / 2;
+    }
+    pad_by(cx, x, &begin, &end, "constant", None)
+}
+
+/// `x` padded by `begin[d]` and `end[d]` elements on each axis `d` (negative: cropped) in
+/// `mode`, the constant (default 0) from `value`'s first element.
+fn pad_by(
+    cx: &OpCx,
+    x: &Tensor,
+    begin: &[i64],
+    end: &[i64],
+    mode: &str,
+    value: Option<Tensor>,
+) -> R<Vec<Tensor>> {
+    let rank = x.rank();
+    let mut shape = Vec::with_capacity(rank);
+    for d in 0..rank {
+        let n = x.dims()[d] as i128 + i128::from(begin[d]) + i128::from(end[d]);
+        let Ok(n) = usize::try_from(n) else {
+            bail!(
+                "pads {begin:?}, {end:?} leave a negative size for {:?}",
+                x.dims()
+            );
+        };
+        shape.push(n);
+    }
+    cx.fits("its output", &shape, x.dtype())?;
+    cx.fits("its positions as i64", &shape, DType::I64)?;
+    // Per axis, the input coordinate each output coordinate reads (`None`: the constant).
+    let mut src: Vec<Vec<Option<usize>>> = Vec::with_capacity(rank);
+    for d in 0..rank {
+        let n = x.dims()[d] as i64;
+        let mut line = Vec::with_capacity(shape[d]);
+        for o in 0..shape[d] as i64 {
+            let c = o - begin[d];
+            let c = if (0..n).contains(&c) {
+                Some(c)
+            } else if n == 0 || mode == "constant" {
+                if mode != "constant" {
+                    bail!("{mode} padding of an empty axis {d}");
+                }
+                None
+            } else {
+                Some(match mode {
+                    "edge" => c.clamp(0, n - 1),
+                    "wrap" => c.rem_euclid(n),
+                    "reflect" if n == 1 => 0,
+                    "reflect" => {
+                        let p = c.rem_euclid(2 * (n - 1));
+                        if p < n {
+                            p
+                        } else {
+                            2 * (n - 1) - p
+                        }
+                    }
+                    other => bail!("unknown pad mode `{other}`"),
+                })
+            };
+            line.push(c.map(|c| c as usize));
+        }
+        src.push(line);
+    }
+    let total = x.elem_count();
+    let mut st = vec![1usize; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        st[i] = st[i + 1] * x.dims()[i + 1];
+    }
+    let count: usize = shape.iter().product();
+    let mut map = Vec::with_capacity(count);
+    let mut at = vec![0usize; rank];
+    for _ in 0..count {
+        let mut off = Some(0);
+        for d in 0..rank {
+            off = off.zip(src[d][at[d]]).map(|(o, c)| o + c * st[d]);
+        }
+        map.push(off.unwrap_or(total) as i64);
+        for d in (0..rank).rev() {
+            at[d] += 1;
+            if at[d] < shape[d] {
+                break;
+            }
+            at[d] = 0;
+        }
+    }
+    let value = match value {
+        Some(v) if v.elem_count() > 0 => v.flatten_all()?.narrow(0, 0, 1)?.to_dtype(x.dtype())?,
+        _ => Tensor::zeros(1, x.dtype(), x.device())?,
+    };
+    let all = Tensor::cat(&[&x.flatten_all()?, &value], 0)?;
+    let n = map.len();
+    let ids = Tensor::from_vec(map, n, x.device())?;
+    Ok(vec![all.index_select(&ids, 0)?.reshape(shape)?])
+}
+
+/// SpaceToDepth and DepthToSpace on `[N, C, H, W]` with `blocksize` and (DepthToSpace) `mode`
+/// `DCR` (default) or `CRD`.
+fn space_depth(node: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let &[b, c, h, w] = x.dims() else {
+        bail!("{} needs a 4-D input, not {:?}", node.op_type, x.dims());
+    };
+    let bs = node.attr_int("blocksize", 0);
+    let Ok(bs) = usize::try_from(bs) else {
+        bail!("blocksize {bs} is negative");
+    };
+    let crd = match node.attr_str("mode").unwrap_or("DCR") {
+        "DCR" => false,
+        "CRD" => true,
+        m => bail!("unknown mode `{m}`"),
+    };
+    if bs == 0 {
+        bail!("blocksize must be positive");
+    }
+    let y = if node.op_type == "SpaceToDepth" {
+        if h % bs != 0 || w % bs != 0 {
+            bail!("blocksize {bs} does not divide {h}x{w}");
+        }
+        let t = x.reshape(vec![b, c, h / bs, bs, w / bs, bs])?;
+        let perm = if crd {
+            [0, 1, 3, 5, 2, 4]
+        } else {
+            [0, 3, 5, 1, 2, 4]
+        };
+        t.permute(perm.to_vec())?
+            .contiguous()?
+            .reshape((b, c * bs * bs, h / bs, w / bs))?
+    } else {
+        if c % (bs * bs) != 0 {
+            bail!("blocksize {bs} squared does not divide {c} channels");
+        }
+        let c2 = c / (bs * bs);
+        let (t, perm) = if crd {
+            (x.reshape(vec![b, c2, bs, bs, h, w])?, [0, 1, 4, 2, 5, 3])
+        } else {
+            (x.reshape(vec![b, bs, bs, c2, h, w])?, [0, 3, 4, 1, 5, 2])
+        };
+        t.permute(perm.to_vec())?
+            .contiguous()?
+            .reshape((b, c2, h * bs, w * bs))?
+    };
+    Ok(vec![y])
 }
 
 fn shape(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
