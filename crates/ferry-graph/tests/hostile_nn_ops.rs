@@ -3,46 +3,14 @@
 //! and outputs sized by input values or attributes are checked against the memory budget
 //! before they are made.
 
-use candle_core::{Device, Tensor};
-use ferry_graph::exec::{run_node, MemoryBudget};
-use ferry_graph::{Attr, Error, Node};
+mod support;
 
-fn node(op: &str, inputs: usize, attrs: &[(&str, Attr)]) -> Node {
-    let mut n = Node::new(
-        "n",
-        op,
-        (0..inputs).map(|i| format!("x{i}")).collect(),
-        vec!["y".into(), "z".into(), "w".into(), "v".into()],
-    );
-    for (k, v) in attrs {
-        n.attrs.insert((*k).to_string(), v.clone());
-    }
-    n
-}
-
-fn f32s(v: &[f32], dims: &[usize]) -> Option<Tensor> {
-    Some(Tensor::from_slice(v, dims, &Device::Cpu).unwrap())
-}
-
-fn i64s(v: &[i64], dims: &[usize]) -> Option<Tensor> {
-    Some(Tensor::from_slice(v, dims, &Device::Cpu).unwrap())
-}
-
-fn zeros(dims: &[usize]) -> Option<Tensor> {
-    f32s(&vec![0.; dims.iter().product()], dims)
-}
-
-fn run(n: &Node, inputs: Vec<Option<Tensor>>) -> ferry_graph::Result<Vec<Tensor>> {
-    run_node(n, 23, MemoryBudget::new(1 << 20), inputs)
-}
-
-fn ints(v: &[i64]) -> Attr {
-    Attr::Ints(v.to_vec())
-}
+use ferry_graph::Attr;
+use support::{assert_op_errors, assert_over_budget, f32s, i64s, ints, node, zeros, Case};
 
 #[test]
 fn bad_attributes_shapes_and_values_are_errors() {
-    let cases: Vec<(&str, Node, Vec<Option<Tensor>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "Attention with heads that do not group",
             node("Attention", 3, &[]),
@@ -108,7 +76,14 @@ fn bad_attributes_shapes_and_values_are_errors() {
             "blocked DequantizeLinear with the wrong block count",
             node("DequantizeLinear", 2, &[("block_size", Attr::Int(2))]),
             vec![
-                Some(Tensor::zeros((2, 4), candle_core::DType::U8, &Device::Cpu).unwrap()),
+                Some(
+                    candle_core::Tensor::zeros(
+                        (2, 4),
+                        candle_core::DType::U8,
+                        &candle_core::Device::Cpu,
+                    )
+                    .unwrap(),
+                ),
                 f32s(&[1.; 6], &[2, 3]),
             ],
         ),
@@ -185,17 +160,12 @@ fn bad_attributes_shapes_and_values_are_errors() {
             vec![zeros(&[1, 1, 2]), zeros(&[1, 1, 0])],
         ),
     ];
-    for (what, n, inputs) in cases {
-        match run(&n, inputs) {
-            Err(Error::Node { .. }) => {}
-            other => panic!("{what}: expected an op error, got {other:?}"),
-        }
-    }
+    assert_op_errors(23, cases);
 }
 
 #[test]
 fn outputs_sized_by_values_are_checked_against_the_budget() {
-    let cases: Vec<(&str, Node, Vec<Option<Tensor>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "Resize to a huge size",
             node("Resize", 4, &[]),
@@ -235,10 +205,5 @@ fn outputs_sized_by_values_are_checked_against_the_budget() {
             ],
         ),
     ];
-    for (what, n, inputs) in cases {
-        match run(&n, inputs) {
-            Err(Error::NodeOverBudget { .. }) => {}
-            other => panic!("{what}: expected an over-budget error, got {other:?}"),
-        }
-    }
+    assert_over_budget(23, cases);
 }

@@ -2,39 +2,15 @@
 //! panic), and outputs sized by input values or attributes are checked against the memory
 //! budget before they are made.
 
-use candle_core::{Device, Tensor};
-use ferry_graph::exec::{run_node, MemoryBudget};
-use ferry_graph::{Attr, Error, Node};
+mod support;
 
-fn node(op: &str, inputs: usize, attrs: &[(&str, Attr)]) -> Node {
-    let mut n = Node::new(
-        "n",
-        op,
-        (0..inputs).map(|i| format!("x{i}")).collect(),
-        vec!["y".into(), "z".into(), "w".into(), "v".into()],
-    );
-    for (k, v) in attrs {
-        n.attrs.insert((*k).to_string(), v.clone());
-    }
-    n
-}
-
-fn f32s(v: &[f32], dims: &[usize]) -> Option<Tensor> {
-    Some(Tensor::from_slice(v, dims, &Device::Cpu).unwrap())
-}
-
-fn i64s(v: &[i64], dims: &[usize]) -> Option<Tensor> {
-    Some(Tensor::from_slice(v, dims, &Device::Cpu).unwrap())
-}
-
-fn run(n: &Node, inputs: Vec<Option<Tensor>>) -> ferry_graph::Result<Vec<Tensor>> {
-    run_node(n, 21, MemoryBudget::new(1 << 20), inputs)
-}
+use ferry_graph::Attr;
+use support::{assert_op_errors, assert_over_budget, f32s, i64s, node, Case};
 
 #[test]
 fn bad_indices_and_attributes_are_errors() {
     let m = f32s(&[1., 2., 3., 4.], &[2, 2]);
-    let cases: Vec<(&str, Node, Vec<Option<Tensor>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "GatherElements index past the end",
             node("GatherElements", 2, &[]),
@@ -159,17 +135,12 @@ fn bad_indices_and_attributes_are_errors() {
             vec![m.clone()],
         ),
     ];
-    for (what, n, inputs) in cases {
-        match run(&n, inputs) {
-            Err(Error::Node { .. }) => {}
-            other => panic!("{what}: expected an op error, got {other:?}"),
-        }
-    }
+    assert_op_errors(21, cases);
 }
 
 #[test]
 fn outputs_sized_by_values_are_checked_against_the_budget() {
-    let cases: Vec<(&str, Node, Vec<Option<Tensor>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "OneHot with a huge depth",
             node("OneHot", 3, &[]),
@@ -200,10 +171,5 @@ fn outputs_sized_by_values_are_checked_against_the_budget() {
             vec![f32s(&[0.; 2], &[1, 2]), i64s(&[1 << 40], &[])],
         ),
     ];
-    for (what, n, inputs) in cases {
-        match run(&n, inputs) {
-            Err(Error::NodeOverBudget { .. }) => {}
-            other => panic!("{what}: expected an over-budget error, got {other:?}"),
-        }
-    }
+    assert_over_budget(21, cases);
 }

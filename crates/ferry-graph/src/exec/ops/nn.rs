@@ -13,6 +13,14 @@ use super::{OpCx, OpFn};
 use crate::exec::util::{arg, bail, broadcast_shape, norm_axis, opt, R};
 use crate::ir::{Attr, Node};
 
+/// The row-major multi-index of `flat` in `dims`, written to `out` (same length).
+fn unravel(mut flat: usize, dims: &[usize], out: &mut [usize]) {
+    for (o, &d) in out.iter_mut().zip(dims).rev() {
+        *o = flat % d;
+        flat /= d;
+    }
+}
+
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
     Some(match op {
         "Conv" => conv,
@@ -342,17 +350,9 @@ fn conv_transpose(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Te
             let g = ci / cg;
             for iflat in 0..in_size {
                 let v = xs[(ni * c + ci) * in_size + iflat];
-                let mut rest = iflat;
-                for d in (0..n).rev() {
-                    at[d] = rest % input[d];
-                    rest /= input[d];
-                }
+                unravel(iflat, input, &mut at);
                 'kernel: for kflat in 0..k_size {
-                    let mut rest = kflat;
-                    for d in (0..n).rev() {
-                        kat[d] = rest % kernel[d];
-                        rest /= kernel[d];
-                    }
+                    unravel(kflat, kernel, &mut kat);
                     let mut o = 0usize;
                     for d in 0..n {
                         let pos = (at[d] * strides[d] + kat[d] * dil[d]) as i64 - begin[d];
@@ -658,19 +658,11 @@ fn host_pool(
     for plane in 0..batch * channels {
         let base = plane * in_size;
         for flat in 0..out_size {
-            let mut rest = flat;
-            for i in (0..n).rev() {
-                o[i] = rest % out[i];
-                rest /= out[i];
-            }
+            unravel(flat, &out, &mut o);
             let (mut best, mut best_at) = (f64::NEG_INFINITY, None);
             let (mut sum, mut count) = (0f64, 0usize);
             for kflat in 0..window {
-                let mut rest = kflat;
-                for i in (0..n).rev() {
-                    k[i] = rest % kernel[i];
-                    rest /= kernel[i];
-                }
+                unravel(kflat, kernel, &mut k);
                 // Position in the padded input; past its end (ceil_mode) counts for nothing.
                 let mut real = true;
                 let mut at = 0usize;
@@ -1367,11 +1359,7 @@ fn affine_grid(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tenso
     for b in 0..batch {
         let t = &th[b * n * (n + 1)..][..n * (n + 1)];
         for p in 0..points {
-            let mut rest = p;
-            for i in (0..n).rev() {
-                at[i] = rest % dims[i];
-                rest /= dims[i];
-            }
+            unravel(p, &dims, &mut at);
             // Homogeneous point: x (last dim) first, then y, (z,) 1.
             let mut h: Vec<f64> = (0..n).rev().map(|i| coord(at[i], dims[i])).collect();
             h.push(1.0);
@@ -1435,17 +1423,9 @@ fn col2im(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     for b in 0..batch {
         for ci in 0..c {
             for k in 0..k_size {
-                let mut rest = k;
-                for i in (0..n).rev() {
-                    kat[i] = rest % block[i];
-                    rest /= block[i];
-                }
+                unravel(k, &block, &mut kat);
                 'col: for col in 0..l {
-                    let mut rest = col;
-                    for i in (0..n).rev() {
-                        cat[i] = rest % cols[i];
-                        rest /= cols[i];
-                    }
+                    unravel(col, &cols, &mut cat);
                     let mut at = 0usize;
                     for i in 0..n {
                         let pos = (cat[i] * strides[i] + kat[i] * dil[i]) as i64 - p[i];
