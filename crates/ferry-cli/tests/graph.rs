@@ -258,3 +258,75 @@ fn inspect_describes_a_graph_and_the_ops_ferry_runs() {
     let text = ferry(&["inspect", &fixture("encoder.onnx")], dir.path());
     assert!(ok(&text).contains("ferry runs every op"));
 }
+
+/// ONNX's own backend test cases (scripts/make_onnx_node_tests.py; CI makes them), or `None`
+/// (skipped; with FERRY_REQUIRE_PYTHON=1 a failure).
+fn onnx_node_tests() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("FERRY_ONNX_NODE_TESTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ferry_testkit::repo_root().join("target/onnx-node-tests"));
+    if dir.join("MANIFEST.json").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("FERRY_REQUIRE_PYTHON").is_none_or(|v| v != "1"),
+        "FERRY_REQUIRE_PYTHON=1 but the ONNX node tests are not at {} (run scripts/make_onnx_node_tests.py)",
+        dir.display()
+    );
+    None
+}
+
+/// `--input NAME=FILE.pb` feeds ONNX TensorProtos: bf16 and int4, which NumPy files cannot
+/// hold, run as ONNX's own test data says they should.
+#[test]
+fn run_takes_tensorproto_inputs_of_any_element_type() {
+    let Some(suite) = onnx_node_tests() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (case, inputs) in [
+        ("test_cast_BFLOAT16_to_FLOAT", &["input"][..]),
+        (
+            "test_dequantizelinear_int4",
+            &["x", "x_scale", "x_zero_point"][..],
+        ),
+    ] {
+        let case_dir = suite.join(case);
+        let data = case_dir.join("test_data_set_0");
+        let model = case_dir.join("model.onnx");
+        let out = dir.path().join(format!("{case}.npz"));
+        let mut args: Vec<String> = vec!["run".into(), model.display().to_string()];
+        for (i, name) in inputs.iter().enumerate() {
+            args.push("--input".into());
+            args.push(format!(
+                "{name}={}",
+                data.join(format!("input_{i}.pb")).display()
+            ));
+        }
+        args.extend([
+            "--output".into(),
+            out.display().to_string(),
+            "--quiet".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&ferry(&args, dir.path()));
+        let got = ferry_graph::feeds::read_arrays(&out, &candle_core::Device::Cpu).unwrap();
+        let want =
+            ferry_graph::feeds::read_arrays(&data.join("output_0.pb"), &candle_core::Device::Cpu)
+                .unwrap();
+        let (g, w) = (got.values().next().unwrap(), want.values().next().unwrap());
+        let as_f32 = |t: &candle_core::Tensor| {
+            t.to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (g, w) = (as_f32(g), as_f32(w));
+        assert_eq!(g.len(), w.len(), "{case}");
+        for (a, b) in g.iter().zip(&w) {
+            assert!(a == b || a.is_nan() && b.is_nan(), "{case}: {g:?} vs {w:?}");
+        }
+    }
+}

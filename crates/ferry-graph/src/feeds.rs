@@ -1,5 +1,6 @@
-//! Graph inputs and outputs as files: `.npy` / `.npz` in, `.npz` out (NumPy's formats, read
-//! and written by ferry-io).
+//! Graph inputs and outputs as files: `.npy` / `.npz` (NumPy's formats, read and written by
+//! ferry-io) or serialized ONNX `TensorProto`s (`.pb`, as ONNX's own test data stores them:
+//! the way to feed bf16 and the other types NumPy files cannot hold) in, `.npz` out.
 
 use std::path::Path;
 
@@ -10,14 +11,29 @@ use indexmap::IndexMap;
 use crate::error::{Error, Result};
 use crate::ir::entry_from_candle;
 
-/// Every array of an `.npz` (by member name) or the one array of an `.npy` (named after the
-/// file stem), on `device`.
+/// Every array of an `.npz` (by member name), the one array of an `.npy` (named after the
+/// file stem), or the one tensor of a `.pb` `TensorProto` (named by its `name`, else the file
+/// stem), on `device`.
 pub fn read_arrays(path: &Path, device: &Device) -> Result<IndexMap<String, Tensor>> {
+    if path.extension().is_some_and(|e| e == "pb") {
+        let e = crate::onnx::read_tensor(path)?;
+        let name = if e.name.is_empty() {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            e.name.clone()
+        };
+        return Ok([(name, e.to_candle(device)?)].into_iter().collect());
+    }
     let ck = Checkpoint::open(path)?;
     if !matches!(ck.format, ferry_io::Format::Npy | ferry_io::Format::Npz) {
         return Err(Error::file(
             path,
-            format!("expected a .npy or .npz file, found {}", ck.format.name()),
+            format!(
+                "expected a .npy, .npz or .pb (ONNX TensorProto) file, found {}",
+                ck.format.name()
+            ),
         ));
     }
     ck.tensors

@@ -173,3 +173,29 @@ fn outputs_sized_by_values_are_checked_against_the_budget() {
     ];
     assert_over_budget(21, cases);
 }
+
+/// If, Loop and Scan run their subgraphs in an `Executor` (see `tests/control_flow.rs` for
+/// hostile graphs); run alone, as constant folding runs nodes, they are an op error, not a
+/// panic or an endless loop, with or without a subgraph.
+#[test]
+fn control_flow_alone_is_an_error() {
+    let body = Attr::Graph(Box::default());
+    let cases: Vec<Case> = vec![
+        (
+            "Loop with an endless trip count",
+            node("Loop", 3, &[("body", body.clone())]),
+            vec![i64s(&[i64::MAX], &[]), None, f32s(&[1.], &[1])],
+        ),
+        (
+            "If with a three-element condition",
+            node("If", 1, &[]),
+            vec![i64s(&[1, 0, 1], &[3])],
+        ),
+        (
+            "Scan without a body",
+            node("Scan", 2, &[("num_scan_inputs", Attr::Int(1))]),
+            vec![f32s(&[0.], &[1]), f32s(&[1., 2.], &[2, 1])],
+        ),
+    ];
+    assert_op_errors(17, cases);
+}

@@ -135,7 +135,13 @@ fn error_reason(e: &Error, model: &Model) -> String {
         Error::NodeOverBudget { op, exceeded, .. } => format!("{op}: {exceeded}"),
         Error::Unsupported(_) => {
             let mut ops: Vec<String> = Vec::new();
-            for n in model.graph.nodes.iter().filter(|n| !is_supported(n)) {
+            // Inside If/Loop/Scan bodies too.
+            for n in model
+                .graph
+                .all_nodes()
+                .into_iter()
+                .filter(|n| !is_supported(n))
+            {
                 let op = n.qualified_op();
                 if !ops.contains(&op) {
                     ops.push(op);

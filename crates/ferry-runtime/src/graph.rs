@@ -221,14 +221,16 @@ pub fn cost(path: &Path) -> Result<ModelCost> {
     let mut tensors: Vec<Vec<TensorCost>> = vec![Vec::new(); names.len()];
     let mut seen = std::collections::HashSet::new();
     for (node, &u) in g.nodes.iter().zip(&of_node) {
-        for inp in &node.inputs {
+        // Outer values an If/Loop/Scan body reads count for the node that holds the body.
+        let reads = node.inputs.iter().map(String::as_str);
+        for inp in reads.chain(node.captured_inputs()) {
             let Some(e) = g.initializers.get(inp) else {
                 continue;
             };
-            if seen.insert(inp.as_str()) {
+            if seen.insert(inp) {
                 let bytes = e.nbytes();
                 tensors[u].push(TensorCost {
-                    name: inp.clone(),
+                    name: inp.to_string(),
                     numel: e.numel(),
                     keep: Keep::Fixed {
                         cpu_bytes: bytes,

@@ -18,12 +18,13 @@ use serde_json::json;
 /// Arguments of `ferry run`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry run target/models/SmolLM2-135M --text 'The capital of France is' --top-k 5\n  ferry run out/smollm2-q8/model.gguf --text 'Die Hauptstadt von Frankreich ist' --output logits.npz --taps\n  ferry run target/models/all-MiniLM-L6-v2 --input input_ids=ids.npy --output hidden.npz --taps\n  ferry run runs/langid-udhr/best --text 'Bonjour tout le monde' --text 'Dobar dan' --top-k 3   # a classifier trained by ferry\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
+    after_help = "Examples:\n  ferry run target/models/SmolLM2-135M --text 'The capital of France is' --top-k 5\n  ferry run out/smollm2-q8/model.gguf --text 'Die Hauptstadt von Frankreich ist' --output logits.npz --taps\n  ferry run target/models/all-MiniLM-L6-v2 --input input_ids=ids.npy --output hidden.npz --taps\n  ferry run runs/langid-udhr/best --text 'Bonjour tout le monde' --text 'Dobar dan' --top-k 3   # a classifier trained by ferry\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry run model.onnx --input inputs.npz --json\n  ferry run model.onnx --input x=test_data_set_0/input_0.pb   # ONNX test data, any element type\n  ferry run all-MiniLM-L6-v2/model.onnx --tokenizer all-MiniLM-L6-v2/tokenizer.json --text 'Hello world' --text 'Hallo Welt' --output hidden.npz\n  ferry run model.onnx --input x=x.npy --optimize      # run ferry's passes first"
 )]
 pub struct Args {
     /// The model: ONNX file, Hugging Face folder or cached hub id, GGUF, or a checkpoint with its config.json beside it.
     pub(crate) model: PathBuf,
-    /// An input: NAME=FILE.npy (repeatable), or an .npz holding several (keys NAME or input.NAME).
+    /// An input: NAME=FILE.npy or NAME=FILE.pb (an ONNX TensorProto: bf16 and the other types
+    /// NumPy cannot hold) (repeatable), or an .npz holding several (keys NAME or input.NAME).
     #[arg(long, value_name = "NAME=FILE")]
     pub(crate) input: Vec<String>,
     /// A text to feed a text model (repeatable; one batch row each).

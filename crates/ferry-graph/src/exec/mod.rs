@@ -6,10 +6,15 @@
 //! inputs are moved when they live elsewhere (counted in [`RunStats::transfers`]). Values are
 //! dropped after their last use. No op makes a tensor over the [`MemoryBudget`] from what the
 //! graph asks for: it is an [`Error::NodeOverBudget`] instead.
+//!
+//! If, Loop and Scan run their subgraphs here (see `control`): each subgraph is an executor
+//! of its own, prepared with the enclosing one, and reads the enclosing values it captures.
 
 mod budget;
+mod control;
 mod device;
 mod ops;
+mod types;
 mod util;
 
 use std::collections::{HashMap, HashSet};
@@ -18,10 +23,12 @@ use candle_core::{Device, Tensor};
 use indexmap::IndexMap;
 
 pub use budget::MemoryBudget;
+pub use control::MAX_ITERATIONS;
 pub use device::parse_device;
 pub use ops::is_supported;
 pub use ops::reshape_dims;
 use ops::OpCx;
+pub(crate) use types::{elem_types, input_types};
 use util::OpError;
 
 use crate::error::{Error, Result};
@@ -48,30 +55,30 @@ pub struct Executor {
     packed: HashMap<String, ferry_kernels::PackedMatrix>,
     /// For each node, the values whose last reader it is.
     frees: Vec<Vec<String>>,
+    /// For each node, the declared ONNX element types of its inputs ([`types`]).
+    in_types: Vec<Vec<Option<i32>>>,
+    /// For each node, its subgraphs prepared to run (If, Loop, Scan).
+    bodies: Vec<Option<control::Bodies>>,
     budget: MemoryBudget,
+    max_iterations: u64,
 }
 
 impl Executor {
     /// Prepares `model` to run on `device` (nodes with their own device run there), under the
-    /// memory budget of [`MemoryBudget::from_env`].
+    /// memory budget of [`MemoryBudget::from_env`] and at most [`MAX_ITERATIONS`] Loop and
+    /// Scan body iterations per run. Every unsupported op, in subgraphs too, is listed at once.
     pub fn new(model: &Model, device: &Device) -> Result<Self> {
-        let graph = model.graph.clone();
         let opset = model.opset();
-        let unsupported: Vec<String> = graph
-            .nodes
-            .iter()
-            .filter(|n| !is_supported(n))
-            .map(|n| {
-                format!(
-                    "  op `{}` at node `{}` (opset {opset})",
-                    n.qualified_op(),
-                    n.name
-                )
-            })
-            .collect();
+        let mut unsupported = Vec::new();
+        list_unsupported(&model.graph, opset, "", &mut unsupported);
         if !unsupported.is_empty() {
             return Err(Error::Unsupported(unsupported));
         }
+        Self::prepare(model.graph.clone(), opset, device)
+    }
+
+    /// Prepares `graph` (whose ops are supported) to run, a subgraph's with it.
+    fn prepare(graph: Graph, opset: i64, device: &Device) -> Result<Self> {
         let mut devices: HashMap<String, Device> = HashMap::new();
         let node_devices = graph
             .nodes
@@ -91,12 +98,12 @@ impl Executor {
         // Initializers go where their first reader runs.
         let mut consts = HashMap::new();
         for (i, n) in graph.nodes.iter().enumerate() {
-            for inp in &n.inputs {
+            for inp in n.reads() {
                 if consts.contains_key(inp) {
                     continue;
                 }
                 if let Some(e) = graph.initializers.get(inp) {
-                    consts.insert(inp.clone(), entry_to_candle(e, &node_devices[i])?);
+                    consts.insert(inp.to_string(), entry_to_candle(e, &node_devices[i])?);
                 }
             }
         }
@@ -107,6 +114,14 @@ impl Executor {
         }
         let packed = pack_weights(&graph, &node_devices, &mut consts)?;
         let frees = last_uses(&graph);
+        let codes = elem_types(&graph);
+        let in_types = graph.nodes.iter().map(|n| input_types(n, &codes)).collect();
+        let bodies = graph
+            .nodes
+            .iter()
+            .zip(&node_devices)
+            .map(|(n, dev)| control::prepare(n, opset, dev))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Executor {
             graph,
             opset,
@@ -115,8 +130,18 @@ impl Executor {
             consts,
             packed,
             frees,
+            in_types,
+            bodies,
             budget: MemoryBudget::from_env(),
+            max_iterations: MAX_ITERATIONS,
         })
+    }
+
+    /// Lets one run take `n` Loop and Scan body iterations (nested ones counted together)
+    /// instead of [`MAX_ITERATIONS`].
+    pub fn with_max_iterations(mut self, n: u64) -> Self {
+        self.max_iterations = n;
+        self
     }
 
     /// Runs under `budget` instead.
@@ -182,6 +207,19 @@ impl Executor {
             check_input(vi, t)?;
             values.insert(vi.name.clone(), t.to_device(&self.device)?);
         }
+        let limits = control::Limits::new(self.budget, self.max_iterations);
+        self.run_values(values, keep, profile, &limits)
+    }
+
+    /// Runs the nodes from `values` (the graph's inputs; a subgraph's captured values too)
+    /// under `limits`; returns every value left, the outputs included.
+    fn run_values(
+        &self,
+        mut values: HashMap<String, Tensor>,
+        keep: &dyn Fn(&str) -> bool,
+        profile: bool,
+        limits: &control::Limits,
+    ) -> Result<(HashMap<String, Tensor>, RunStats)> {
         let outputs: HashSet<&str> = self.graph.outputs.iter().map(|o| o.name.as_str()).collect();
         let mut stats = RunStats::default();
         for (i, node) in self.graph.nodes.iter().enumerate() {
@@ -215,10 +253,23 @@ impl Executor {
                 packed: (ops::packs_weight(node) && dev.is_cpu())
                     .then(|| node.inputs.get(1).and_then(|w| self.packed.get(w)))
                     .flatten(),
-                budget: self.budget,
+                budget: limits.budget,
+                in_types: &self.in_types[i],
             };
             let start = profile.then(std::time::Instant::now);
-            let outs = ops::run(node, &cx, args).map_err(|e| op_error(node, e))?;
+            let outs = match &self.bodies[i] {
+                Some(bodies) => {
+                    let outer =
+                        |name: &str| values.get(name).or_else(|| self.consts.get(name)).cloned();
+                    let scope = control::Scope {
+                        outer: &outer,
+                        limits,
+                        stats: &mut stats,
+                    };
+                    control::run(node, bodies, &cx, args, scope)?
+                }
+                None => ops::run(node, &cx, args).map_err(|e| op_error(node, e))?,
+            };
             if let Some(t) = start {
                 let e = stats.profile.entry(node.qualified_op()).or_insert((0, 0.0));
                 e.0 += 1;
@@ -256,6 +307,26 @@ impl Executor {
     }
 }
 
+/// Lists, into `out`, every node of `graph` and of the subgraphs of its supported nodes whose
+/// op is not supported; `within` says where `graph` sits (empty for the main graph).
+fn list_unsupported(graph: &Graph, opset: i64, within: &str, out: &mut Vec<String>) {
+    for n in &graph.nodes {
+        if !is_supported(n) {
+            out.push(format!(
+                "  op `{}` at node `{}`{within} (opset {opset})",
+                n.qualified_op(),
+                n.name
+            ));
+            continue;
+        }
+        for (attr, g) in n.subgraphs() {
+            let within = format!(" in `{attr}` of node `{}`{within}", n.name);
+            list_unsupported(g, opset, &within, out);
+        }
+    }
+}
+
+/// Checks a tensor against the shape `vi` declares (fixed dimensions and rank).
 fn check_input(vi: &crate::ir::ValueInfo, t: &Tensor) -> Result<()> {
     let Some(shape) = &vi.shape else {
         return Ok(());
@@ -307,12 +378,12 @@ fn pack_weights(
     for name in packed.keys() {
         // Any reader that does not take it packed: another input slot, another op, or a
         // fused node on another device (it runs the unpacked path).
-        let other_reader = graph.nodes.iter().zip(node_devices).any(|(n, dev)| {
-            n.inputs
-                .iter()
-                .enumerate()
-                .any(|(i, inp)| inp == name && !(i == 1 && ops::packs_weight(n) && dev.is_cpu()))
-        });
+        let other_reader =
+            graph.nodes.iter().zip(node_devices).any(|(n, dev)| {
+                n.inputs.iter().enumerate().any(|(i, inp)| {
+                    inp == name && !(i == 1 && ops::packs_weight(n) && dev.is_cpu())
+                }) || n.captured_inputs().contains(&name.as_str())
+            });
         if !other_reader && !outputs.contains(name.as_str()) {
             consts.remove(name);
         }
@@ -320,11 +391,12 @@ fn pack_weights(
     Ok(packed)
 }
 
-/// For each node, the non-initializer values it is the last reader of.
+/// For each node, the non-initializer values it is the last reader of (values its subgraphs
+/// capture are read by the node).
 fn last_uses(g: &Graph) -> Vec<Vec<String>> {
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
-        for inp in n.inputs.iter().filter(|s| !s.is_empty()) {
+        for inp in n.reads() {
             last.insert(inp, i);
         }
     }
@@ -337,12 +409,13 @@ fn last_uses(g: &Graph) -> Vec<Vec<String>> {
     frees
 }
 
-/// Runs one node on its own under `budget`: inputs as given, outputs returned (used by
-/// constant folding).
+/// Runs one node on its own under `budget`: inputs as given, with their declared ONNX
+/// element types where known, outputs returned (used by constant folding).
 pub fn run_node(
     node: &Node,
     opset: i64,
     budget: MemoryBudget,
+    in_types: &[Option<i32>],
     inputs: Vec<Option<Tensor>>,
 ) -> Result<Vec<Tensor>> {
     let cx = OpCx {
@@ -350,6 +423,7 @@ pub fn run_node(
         device: &Device::Cpu,
         packed: None,
         budget,
+        in_types,
     };
     ops::run(node, &cx, inputs).map_err(|e| op_error(node, e))
 }

@@ -96,10 +96,12 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     Ok(out)
 }
 
-/// candle dtype for an ONNX element type code (bool as u8, narrow ints widened).
+/// candle dtype for an ONNX element type code (bool as u8, narrow ints widened, the
+/// [`crate::ir::Narrow`] types as the dtype that holds them).
 pub(crate) fn candle_dtype(code: i64) -> R<DType> {
     use ferry_io::DType as F;
     let d = crate::onnx::dtype_from_onnx(code as i32)
+        .or(crate::ir::Narrow::from_onnx(code as i32).map(crate::ir::Narrow::held))
         .ok_or_else(|| candle_core::Error::Msg(format!("element type {code} is not supported")))?;
     Ok(match d {
         F::Bool | F::U8 => DType::U8,
@@ -112,4 +114,14 @@ pub(crate) fn candle_dtype(code: i64) -> R<DType> {
         F::F64 => DType::F64,
         _ => DType::F32,
     })
+}
+
+/// Reshapes a per-channel vector to broadcast over `[N, C, ...]` (`rank` at least 2).
+pub(crate) fn per_channel(v: &Tensor, rank: usize) -> R<Tensor> {
+    if rank < 2 {
+        bail!("an input of rank {rank} has no channel dimension");
+    }
+    let mut shape = vec![1; rank];
+    shape[1] = v.elem_count();
+    Ok(v.reshape(shape)?)
 }

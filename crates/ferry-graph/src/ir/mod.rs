@@ -4,6 +4,7 @@
 
 mod attr;
 mod consts;
+mod narrow;
 mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +15,7 @@ use indexmap::IndexMap;
 
 pub use attr::Attr;
 pub use consts::{entry_from_candle, entry_to_candle};
+pub use narrow::{round_e4m3fn, Narrow};
 
 /// One dimension of a value's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,9 +163,56 @@ impl Node {
             _ => None,
         }
     }
+
+    /// A subgraph attribute (`then_branch`, `body`).
+    pub fn attr_graph(&self, name: &str) -> Option<&Graph> {
+        match self.attrs.get(name) {
+            Some(Attr::Graph(g)) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The node's subgraphs with their attribute names, in attribute order.
+    pub fn subgraphs(&self) -> impl Iterator<Item = (&str, &Graph)> {
+        self.attrs.iter().filter_map(|(k, v)| match v {
+            Attr::Graph(g) => Some((k.as_str(), &**g)),
+            _ => None,
+        })
+    }
+
+    /// Whether the node carries a subgraph (If, Loop, Scan).
+    pub fn has_subgraphs(&self) -> bool {
+        self.subgraphs().next().is_some()
+    }
+
+    /// The values of enclosing scopes the node's subgraphs read, recursively, in order of
+    /// first use: names their nodes read or their outputs list that nothing inside them
+    /// defines. They are inputs of the node as much as [`Node::inputs`] are (empty for a node
+    /// without subgraphs).
+    pub fn captured_inputs(&self) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        self.subgraphs()
+            .flat_map(|(_, g)| g.outer_reads())
+            .filter(|name| seen.insert(*name))
+            .collect()
+    }
+
+    /// Every value the node reads: its present inputs, then its [captured
+    /// inputs](Node::captured_inputs).
+    pub fn reads(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .inputs
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .collect();
+        v.extend(self.captured_inputs());
+        v
+    }
 }
 
-/// A computation graph: inputs, outputs, nodes in topological order, initializers.
+/// A computation graph: inputs, outputs, nodes in topological order, initializers. A
+/// subgraph (an [`Attr::Graph`]) may read values of its enclosing graphs by name.
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
     /// Graph name.
@@ -178,6 +227,28 @@ pub struct Graph {
     pub initializers: IndexMap<String, TensorEntry>,
     /// Known types of intermediate values.
     pub value_info: IndexMap<String, ValueInfo>,
+    /// Values (inputs, outputs, initializers, intermediates) whose declared ONNX element
+    /// type ferry holds wider ([`Narrow`]): their [`ValueInfo::dtype`] and initializer
+    /// entries are the held dtype, and this keeps what the file says, for the ops whose result
+    /// depends on it and for writing the file back.
+    pub narrow: IndexMap<String, Narrow>,
+}
+
+impl PartialEq for Graph {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.inputs == other.inputs
+            && self.outputs == other.outputs
+            && self.nodes == other.nodes
+            && self.value_info == other.value_info
+            && self.narrow == other.narrow
+            && self.initializers.len() == other.initializers.len()
+            && self
+                .initializers
+                .iter()
+                .zip(&other.initializers)
+                .all(|((ka, a), (kb, b))| ka == kb && attr::same_tensor(a, b))
+    }
 }
 
 /// A model: a graph plus the opsets and producer it declares.
@@ -228,15 +299,54 @@ impl Graph {
         m
     }
 
-    /// Which nodes read each value: name -> node indices (graph outputs are not counted).
+    /// Which nodes read each value: name -> node indices (graph outputs are not counted). A
+    /// node reads its inputs and the values its subgraphs capture
+    /// ([`Node::captured_inputs`]); a reader is listed once per read (twice for `Mul(x, x)`).
     pub fn consumers(&self) -> HashMap<&str, Vec<usize>> {
         let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            for inp in n.inputs.iter().filter(|s| !s.is_empty()) {
-                m.entry(inp.as_str()).or_default().push(i);
+            for inp in n.reads() {
+                m.entry(inp).or_default().push(i);
             }
         }
         m
+    }
+
+    /// The names this graph reads from enclosing scopes, in order of first use: read by its
+    /// nodes (or, recursively, their subgraphs) or listed as its outputs, and defined by none
+    /// of its inputs, initializers and nodes. Empty for a self-contained graph.
+    pub fn outer_reads(&self) -> Vec<&str> {
+        let defined: HashSet<&str> = self
+            .inputs
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(self.initializers.keys().map(String::as_str))
+            .chain(
+                self.nodes
+                    .iter()
+                    .flat_map(|n| n.outputs.iter().map(String::as_str)),
+            )
+            .collect();
+        let mut seen = HashSet::new();
+        self.nodes
+            .iter()
+            .flat_map(Node::reads)
+            .chain(self.outputs.iter().map(|o| o.name.as_str()))
+            .filter(|name| !name.is_empty() && !defined.contains(name) && seen.insert(*name))
+            .collect()
+    }
+
+    /// Every node of the graph and, recursively, of its nodes' subgraphs (each node before
+    /// the nodes of its subgraphs).
+    pub fn all_nodes(&self) -> Vec<&Node> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            out.push(n);
+            for (_, g) in n.subgraphs() {
+                out.extend(g.all_nodes());
+            }
+        }
+        out
     }
 
     /// Whether `name` is a graph output.
@@ -253,17 +363,11 @@ impl Graph {
         h
     }
 
-    /// A node name not used yet, starting from `base`.
+    /// A node name not used yet, starting from `base` (nor inside any subgraph: ONNX names
+    /// are unique across nested scopes).
     pub fn fresh_name(&self, base: &str) -> String {
-        let taken: HashSet<&str> = self
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                std::iter::once(n.name.as_str()).chain(n.outputs.iter().map(|s| s.as_str()))
-            })
-            .chain(self.initializers.keys().map(String::as_str))
-            .chain(self.inputs.iter().map(|v| v.name.as_str()))
-            .collect();
+        let mut taken: HashSet<&str> = HashSet::new();
+        self.names_into(&mut taken);
         if !taken.contains(base) {
             return base.to_string();
         }
@@ -271,5 +375,19 @@ impl Graph {
             .map(|i| format!("{base}_{i}"))
             .find(|c| !taken.contains(c.as_str()))
             .expect("an unused name exists")
+    }
+
+    /// Adds the names of the graph's nodes, their outputs, its initializers and inputs, and
+    /// the same of its subgraphs, to `taken`.
+    fn names_into<'a>(&'a self, taken: &mut HashSet<&'a str>) {
+        for n in &self.nodes {
+            taken.insert(&n.name);
+            taken.extend(n.outputs.iter().map(String::as_str));
+            for (_, g) in n.subgraphs() {
+                g.names_into(taken);
+            }
+        }
+        taken.extend(self.initializers.keys().map(String::as_str));
+        taken.extend(self.inputs.iter().map(|v| v.name.as_str()));
     }
 }

@@ -3,7 +3,7 @@
 use ferry_io::DType;
 
 /// The ferry dtype of an ONNX element type code, `None` for types ferry cannot hold
-/// (strings, complex, 4-bit and float8 variants other than e4m3fn).
+/// (strings, complex) and for those it holds wider ([`crate::ir::Narrow`]).
 pub fn dtype_from_onnx(code: i32) -> Option<DType> {
     Some(match code {
         1 => DType::F32,
@@ -45,15 +45,13 @@ pub fn dtype_to_onnx(d: DType) -> Option<i32> {
     })
 }
 
-/// The name of an ONNX element type code, for error messages.
+/// The name of an ONNX element type code that ferry cannot hold, for error messages.
 pub fn onnx_type_name(code: i32) -> &'static str {
     match code {
         0 => "UNDEFINED",
         8 => "STRING",
         14 => "COMPLEX64",
         15 => "COMPLEX128",
-        18..=20 => "FLOAT8 (not e4m3fn)",
-        21 | 22 => "INT4/UINT4",
         _ => "an unknown type",
     }
 }

@@ -12,7 +12,7 @@ use prost::Message;
 use super::dtype::dtype_to_onnx;
 use super::proto;
 use crate::error::{Error, Result};
-use crate::ir::{Attr, Dim, Model, Node, ValueInfo};
+use crate::ir::{Attr, Dim, Graph, Model, Narrow, Node, ValueInfo};
 
 /// Where initializer bytes go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,7 +81,9 @@ pub fn write_model(
     let mut external_list: Vec<&TensorEntry> = Vec::new();
     let mut offset = 0u64;
     for e in model.graph.initializers.values() {
-        if external && e.nbytes() >= EXTERNAL_MIN_BYTES {
+        if let Some(&n) = model.graph.narrow.get(&e.name) {
+            initializers.push(narrow_tensor_proto(e, n, path)?);
+        } else if external && e.nbytes() >= EXTERNAL_MIN_BYTES {
             offset = offset.div_ceil(EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
             let mut t = tensor_header(e, path)?;
             t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
@@ -150,6 +152,27 @@ fn tensor_proto(e: &TensorEntry, path: &Path) -> Result<proto::TensorProto> {
     Ok(t)
 }
 
+/// An initializer of a narrow type, packed back into the file's bytes (always inline: such
+/// tensors are small, and their bytes differ from what ferry holds).
+fn narrow_tensor_proto(e: &TensorEntry, n: Narrow, path: &Path) -> Result<proto::TensorProto> {
+    let terr = |msg: String| Error::Io(ferry_io::Error::tensor(path, &e.name, msg));
+    if e.dtype != n.held() {
+        return Err(terr(format!(
+            "declared {} but holds {} (a pass changed it?)",
+            n.name(),
+            e.dtype
+        )));
+    }
+    let packed = n.encode(&e.data()?).map_err(terr)?;
+    Ok(proto::TensorProto {
+        name: Some(e.name.clone()),
+        data_type: Some(n.onnx()),
+        dims: e.shape.iter().map(|&d| d as i64).collect(),
+        raw_data: Some(Bytes::from(packed)),
+        ..Default::default()
+    })
+}
+
 fn model_proto(
     model: &Model,
     initializer: Vec<proto::TensorProto>,
@@ -157,17 +180,12 @@ fn model_proto(
 ) -> Result<proto::ModelProto> {
     let g = &model.graph;
     let mut opsets = model.opsets.clone();
-    for n in &g.nodes {
+    for n in g.all_nodes() {
         if !n.domain.is_empty() && !opsets.contains_key(&n.domain) {
             opsets.insert(n.domain.clone(), 1);
         }
     }
     let functions = super::functions::for_model(model, &opsets);
-    let nodes = g
-        .nodes
-        .iter()
-        .map(|n| node_proto(n, path))
-        .collect::<Result<Vec<_>>>()?;
     Ok(proto::ModelProto {
         // IR 8 introduced model-local functions; keep newer versions as read.
         ir_version: Some(model.ir_version.max(8)),
@@ -180,27 +198,44 @@ fn model_proto(
             .collect(),
         producer_name: Some("ferry".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        graph: Some(proto::GraphProto {
-            name: Some(if g.name.is_empty() {
-                "main".into()
-            } else {
-                g.name.clone()
-            }),
-            node: nodes,
-            initializer,
-            input: g.inputs.iter().map(value_info_proto).collect(),
-            output: g.outputs.iter().map(value_info_proto).collect(),
-            // Only values that still exist (passes remove some).
-            value_info: g
-                .value_info
-                .values()
-                .filter(|v| g.nodes.iter().any(|n| n.outputs.contains(&v.name)))
-                .map(value_info_proto)
-                .collect(),
-            ..Default::default()
-        }),
+        graph: Some(graph_proto(g, "main", initializer, path)?),
         metadata_props: model.metadata.iter().map(|(k, v)| kv(k, v)).collect(),
         functions,
+        ..Default::default()
+    })
+}
+
+/// A graph with the given initializer protos (the main graph's may point into the
+/// external-data file); its nodes' subgraphs are written with theirs inline. `default_name`
+/// names a graph without a name.
+fn graph_proto(
+    g: &Graph,
+    default_name: &str,
+    initializer: Vec<proto::TensorProto>,
+    path: &Path,
+) -> Result<proto::GraphProto> {
+    let node = g
+        .nodes
+        .iter()
+        .map(|n| node_proto(n, path))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(proto::GraphProto {
+        name: Some(if g.name.is_empty() {
+            default_name.into()
+        } else {
+            g.name.clone()
+        }),
+        node,
+        initializer,
+        input: g.inputs.iter().map(|v| value_info_proto(v, g)).collect(),
+        output: g.outputs.iter().map(|v| value_info_proto(v, g)).collect(),
+        // Only values that still exist (passes remove some).
+        value_info: g
+            .value_info
+            .values()
+            .filter(|v| g.nodes.iter().any(|n| n.outputs.contains(&v.name)))
+            .map(|v| value_info_proto(v, g))
+            .collect(),
         ..Default::default()
     })
 }
@@ -260,12 +295,26 @@ pub(super) fn attr_proto(name: &str, v: &Attr, path: &Path) -> Result<proto::Att
                 .collect();
             T::Strings
         }
+        Attr::Graph(g) => {
+            let inits = g
+                .initializers
+                .values()
+                .map(|e| match g.narrow.get(&e.name) {
+                    Some(&n) => narrow_tensor_proto(e, n, path),
+                    None => tensor_proto(e, path),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            a.g = Some(graph_proto(g, name, inits, path)?);
+            T::Graph
+        }
     };
     a.r#type = Some(ty as i32);
     Ok(a)
 }
 
-fn value_info_proto(v: &ValueInfo) -> proto::ValueInfoProto {
+/// `v` as a `ValueInfoProto`, with the element type `g` declares for it where ferry holds it
+/// wider.
+fn value_info_proto(v: &ValueInfo, g: &Graph) -> proto::ValueInfoProto {
     use proto::tensor_shape_proto::{dimension::Value as D, Dimension};
     use proto::type_proto::{Tensor, Value as T};
     let shape = v.shape.as_ref().map(|s| proto::TensorShapeProto {
@@ -283,9 +332,11 @@ fn value_info_proto(v: &ValueInfo) -> proto::ValueInfoProto {
     });
     proto::ValueInfoProto {
         name: Some(v.name.clone()),
-        r#type: v
-            .dtype
-            .and_then(dtype_to_onnx)
+        r#type: g
+            .narrow
+            .get(&v.name)
+            .map(|n| n.onnx())
+            .or_else(|| v.dtype.and_then(dtype_to_onnx))
             .map(|code| proto::TypeProto {
                 value: Some(T::TensorType(Tensor {
                     elem_type: Some(code),

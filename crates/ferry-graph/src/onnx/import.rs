@@ -16,7 +16,7 @@ use prost::Message;
 use super::dtype::{dtype_from_onnx, onnx_type_name};
 use super::proto;
 use crate::error::{Error, Result};
-use crate::ir::{Attr, Dim, Graph, Model, Node, ValueInfo};
+use crate::ir::{Attr, Dim, Graph, Model, Narrow, Node, ValueInfo};
 
 /// Owner of a mapped file for `Bytes::from_owner`.
 struct MapOwner(Arc<Mmap>);
@@ -74,7 +74,10 @@ pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<
             )
         })
         .collect();
-    let graph = ctx.graph(g)?;
+    let graph = ctx.graph(g, None)?;
+    graph
+        .validate()
+        .map_err(|e| Error::file(&path, e.to_string()))?;
     Ok(Model {
         graph,
         opsets,
@@ -128,11 +131,25 @@ impl Importer {
         Error::file(&self.path, msg)
     }
 
-    fn graph(&mut self, g: proto::GraphProto) -> Result<Graph> {
+    /// Reads a graph and, recursively, its subgraphs. `scope` is `None` for the main graph,
+    /// and for a subgraph the path of its node and attribute (`Loop_3/body`), which prefixes
+    /// the names it generates for nameless nodes. Nodes are put in topological order; the
+    /// caller validates the whole tree (a subgraph may read values of enclosing graphs).
+    fn graph(&mut self, g: proto::GraphProto, scope: Option<&str>) -> Result<Graph> {
         let mut initializers = IndexMap::new();
+        let mut narrow = IndexMap::new();
         for t in g.initializer {
+            let declared = t.data_type.and_then(Narrow::from_onnx);
             let e = self.tensor(t, "initializer")?;
+            if let Some(n) = declared {
+                narrow.insert(e.name.clone(), n);
+            }
             initializers.insert(e.name.clone(), e);
+        }
+        for v in g.input.iter().chain(&g.output).chain(&g.value_info) {
+            if let Some(n) = declared_narrow(v) {
+                narrow.insert(v.name.clone().unwrap_or_default(), n);
+            }
         }
         if let Some(s) = g.sparse_initializer.first() {
             let name = s
@@ -163,11 +180,14 @@ impl Importer {
         let mut nodes = Vec::with_capacity(g.node.len());
         for (i, n) in g.node.into_iter().enumerate() {
             let op_type = n.op_type.clone().unwrap_or_default();
-            let mut name = n
-                .name
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| format!("{op_type}_{i}"));
+            let mut name =
+                n.name
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| match scope {
+                        Some(s) => format!("{s}/{op_type}_{i}"),
+                        None => format!("{op_type}_{i}"),
+                    });
             // Unique even when a file's own names collide with generated ones.
             while names.contains_key(&name) {
                 let seen = names.get_mut(&name).expect("present");
@@ -178,7 +198,7 @@ impl Importer {
             let mut attrs = IndexMap::new();
             for a in n.attribute {
                 let key = a.name.clone().unwrap_or_default();
-                let v = self.attr(a).map_err(|e| {
+                let v = self.attr(a, &name).map_err(|e| {
                     self.err(format!("node `{name}` ({op_type}), attribute `{key}`: {e}"))
                 })?;
                 attrs.insert(key, v);
@@ -205,13 +225,14 @@ impl Importer {
             nodes,
             initializers,
             value_info,
+            narrow,
         };
         graph.sort().map_err(|e| self.err(e.to_string()))?;
-        graph.validate().map_err(|e| self.err(e.to_string()))?;
         Ok(graph)
     }
 
-    fn attr(&mut self, a: proto::AttributeProto) -> std::result::Result<Attr, String> {
+    /// One attribute of node `node`.
+    fn attr(&mut self, a: proto::AttributeProto, node: &str) -> std::result::Result<Attr, String> {
         use proto::attribute_proto::AttributeType as T;
         // Files from before IR 3 leave `type` unset: infer it from the field that holds a value.
         let inferred = if a.f.is_some() {
@@ -222,6 +243,8 @@ impl Importer {
             T::String
         } else if a.t.is_some() {
             T::Tensor
+        } else if a.g.is_some() {
+            T::Graph
         } else if !a.floats.is_empty() {
             T::Floats
         } else if !a.ints.is_empty() {
@@ -248,8 +271,20 @@ impl Importer {
             T::Floats => Attr::Floats(a.floats),
             T::Ints => Attr::Ints(a.ints),
             T::Strings => Attr::Strings(a.strings.iter().map(text).collect()),
-            T::Graph | T::Graphs => {
-                return Err("subgraph attributes (If, Loop, Scan) are not supported".into())
+            T::Graph => {
+                let g = a.g.ok_or("graph attribute without a graph")?;
+                let scope = format!("{node}/{}", a.name.as_deref().unwrap_or_default());
+                let g = self.graph(g, Some(&scope)).map_err(|e| match e {
+                    Error::File { msg, .. } => msg,
+                    e => e.to_string(),
+                })?;
+                Attr::Graph(Box::new(g))
+            }
+            T::Graphs => {
+                return Err(
+                    "lists of subgraphs (attribute type GRAPHS) are not supported; no standard op takes one"
+                        .into(),
+                )
             }
             other => return Err(format!("attribute type {other:?} is not supported")),
         })
@@ -260,26 +295,44 @@ impl Importer {
         let path = self.path.clone();
         let terr = |msg: String| Error::Io(ferry_io::Error::tensor(&path, &name, msg));
         let code = t.data_type.unwrap_or(0);
-        let dtype = dtype_from_onnx(code).ok_or_else(|| {
-            terr(format!(
-                "{what} of element type {code} ({}), which ferry cannot hold",
-                onnx_type_name(code)
-            ))
-        })?;
+        let narrow = Narrow::from_onnx(code);
+        let dtype = dtype_from_onnx(code)
+            .or(narrow.map(Narrow::held))
+            .ok_or_else(|| {
+                terr(format!(
+                    "{what} of element type {code} ({}), which ferry cannot hold",
+                    onnx_type_name(code)
+                ))
+            })?;
         let mut shape = Vec::with_capacity(t.dims.len());
         for &d in &t.dims {
             shape.push(usize::try_from(d).map_err(|_| terr(format!("negative dimension {d}")))?);
         }
         let numel = ferry_io::tensor::numel(&shape)
             .ok_or_else(|| terr(format!("shape {shape:?} overflows")))?;
-        let nbytes = dtype
-            .storage_bytes(numel)
-            .ok_or_else(|| terr(format!("shape {shape:?} overflows")))?;
+        let nbytes = match narrow {
+            Some(n) => n.file_bytes(numel),
+            None => dtype.storage_bytes(numel),
+        }
+        .ok_or_else(|| terr(format!("shape {shape:?} overflows")))?;
         if t.segment.is_some() {
             return Err(terr("segmented tensors are not supported".into()));
         }
         let external = t.data_location == Some(proto::tensor_proto::DataLocation::External as i32);
-        let (storage, file): (Storage, Arc<Path>) = if external {
+        let (storage, file): (Storage, Arc<Path>) = if let Some(n) = narrow {
+            let packed = if external {
+                let (storage, _) = self.external_storage(&t, nbytes).map_err(terr)?;
+                let bytes = storage.bytes().map_err(|e| terr(e.to_string()))?;
+                bytes.to_vec()
+            } else if let Some(raw) = &t.raw_data {
+                raw.to_vec()
+            } else {
+                // One element (float8) or one packed byte (4- and 2-bit) per int32_data entry.
+                t.int32_data.iter().map(|&v| v as u8).collect()
+            };
+            let held = n.decode(&packed, numel as usize).map_err(terr)?;
+            (Storage::owned(held), Arc::from(self.path.as_path()))
+        } else if external {
             self.external_storage(&t, nbytes).map_err(terr)?
         } else if let Some(raw) = &t.raw_data {
             if raw.len() as u64 != nbytes {
@@ -425,6 +478,15 @@ fn typed_data(t: &proto::TensorProto, dtype: DType) -> std::result::Result<Vec<u
     })
 }
 
+/// The narrow element type a value info declares, if any.
+fn declared_narrow(v: &proto::ValueInfoProto) -> Option<Narrow> {
+    use proto::type_proto::Value as T;
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(T::TensorType(tt)) => tt.elem_type.and_then(Narrow::from_onnx),
+        _ => None,
+    }
+}
+
 fn value_info(v: &proto::ValueInfoProto) -> ValueInfo {
     use proto::tensor_shape_proto::dimension::Value as D;
     use proto::type_proto::Value as T;
@@ -434,7 +496,9 @@ fn value_info(v: &proto::ValueInfoProto) -> ValueInfo {
     };
     ValueInfo {
         name,
-        dtype: tt.elem_type.and_then(dtype_from_onnx),
+        dtype: tt
+            .elem_type
+            .and_then(|c| dtype_from_onnx(c).or(Narrow::from_onnx(c).map(Narrow::held))),
         shape: tt.shape.as_ref().map(|s| {
             s.dim
                 .iter()

@@ -8,8 +8,8 @@ use ferry_io::{DType, TensorEntry};
 
 use super::{types, Pass, PassReport};
 use crate::error::{Error, Result};
-use crate::exec::{is_supported, run_node, MemoryBudget};
-use crate::ir::{entry_from_candle, Graph, Model, Node};
+use crate::exec::{elem_types, input_types, is_supported, run_node, MemoryBudget};
+use crate::ir::{entry_from_candle, Graph, Model, Narrow, Node};
 
 /// Outputs larger than this stay computed (folding would bloat the file): 64 MiB, 2^24 f32
 /// values. Nodes are run under this budget, so a larger output is never made.
@@ -31,11 +31,14 @@ impl Pass for ConstFold {
         let mut report = PassReport::new(self, model);
         let opset = model.opset();
         let onnx_types = types::infer(&model.graph);
+        let codes = elem_types(&model.graph);
         let g = &mut model.graph;
         let mut folded: BTreeMap<String, usize> = BTreeMap::new();
         let mut keep = Vec::with_capacity(g.nodes.len());
         for node in std::mem::take(&mut g.nodes) {
+            // A node with subgraphs (If, Loop, Scan) runs them in the executor, not alone.
             let foldable = node.domain.is_empty()
+                && !node.has_subgraphs()
                 && is_supported(&node)
                 && !node.op_type.starts_with("Random")
                 && node
@@ -46,7 +49,7 @@ impl Pass for ConstFold {
                 keep.push(node);
                 continue;
             }
-            match fold(&node, g, opset, &onnx_types) {
+            match fold(&node, g, opset, &onnx_types, &codes) {
                 Ok(entries) => {
                     for e in entries {
                         g.initializers.insert(e.name.clone(), e);
@@ -80,7 +83,18 @@ fn fold(
     g: &Graph,
     opset: i64,
     onnx_types: &HashMap<String, DType>,
+    codes: &HashMap<String, i32>,
 ) -> std::result::Result<Vec<TensorEntry>, String> {
+    if let Some(n) = node
+        .outputs
+        .iter()
+        .find_map(|o| codes.get(o).and_then(|&c| Narrow::from_onnx(c)))
+    {
+        return Err(format!(
+            "it computes {} values, which ferry holds wider",
+            n.name()
+        ));
+    }
     let args = node
         .inputs
         .iter()
@@ -93,17 +107,18 @@ fn fold(
         .map_err(|e| format!("reading its constant inputs failed: {e}"))?;
     let budget = MemoryBudget::from_env();
     let folding = budget.min(MemoryBudget::new(MAX_FOLDED_BYTES));
-    let outs = run_node(node, opset, folding, args).map_err(|e| match e {
-        Error::NodeOverBudget { exceeded: x, .. } if x.budget < budget.bytes() => format!(
-            "{} {:?} {} would take {}, too large to store (const-fold stores up to {})",
-            x.what,
-            x.shape,
-            x.dtype.as_str(),
-            x.size(),
-            ferry_io::budget::human(MAX_FOLDED_BYTES)
-        ),
-        e => format!("running it on its constants failed: {e}"),
-    })?;
+    let outs =
+        run_node(node, opset, folding, &input_types(node, codes), args).map_err(|e| match e {
+            Error::NodeOverBudget { exceeded: x, .. } if x.budget < budget.bytes() => format!(
+                "{} {:?} {} would take {}, too large to store (const-fold stores up to {})",
+                x.what,
+                x.shape,
+                x.dtype.as_str(),
+                x.size(),
+                ferry_io::budget::human(MAX_FOLDED_BYTES)
+            ),
+            e => format!("running it on its constants failed: {e}"),
+        })?;
     let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
     if let Some(big) = outs.iter().find(|t| bytes(t) > MAX_FOLDED_BYTES) {
         return Err(format!("its output {:?} is too large to store", big.dims()));

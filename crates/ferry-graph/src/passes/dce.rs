@@ -1,5 +1,6 @@
 //! Dead-node elimination: nodes none of whose outputs reach a graph output, and initializers
-//! no node reads.
+//! no node reads. A node reads the values its subgraphs capture too; subgraphs themselves are
+//! left as they are.
 
 use std::collections::HashSet;
 
@@ -27,7 +28,7 @@ impl Pass for DeadNodeElimination {
         for (i, n) in g.nodes.iter().enumerate().rev() {
             if n.outputs.iter().any(|o| live.contains(o)) {
                 keep[i] = true;
-                live.extend(n.inputs.iter().filter(|s| !s.is_empty()).cloned());
+                live.extend(n.reads().into_iter().map(String::from));
             }
         }
         let removed = keep.iter().filter(|k| !**k).count();
@@ -43,12 +44,13 @@ impl Pass for DeadNodeElimination {
     }
 }
 
-/// Drops initializers that no node reads and no output names; returns how many.
+/// Drops initializers that no node reads (inputs and values its subgraphs capture) and no
+/// output names; returns how many.
 pub(crate) fn remove_unused_initializers(g: &mut Graph) -> usize {
     let used: HashSet<&str> = g
         .nodes
         .iter()
-        .flat_map(|n| n.inputs.iter().map(String::as_str))
+        .flat_map(|n| n.reads())
         .chain(g.outputs.iter().map(|o| o.name.as_str()))
         .collect();
     let before = g.initializers.len();
@@ -81,5 +83,69 @@ mod tests {
         let r = DeadNodeElimination.run(&mut dead).unwrap();
         assert_eq!(r.nodes, (3, 2));
         assert_same_outputs(&model, &dead, 0.0);
+    }
+
+    /// A value and an initializer only a Loop's body reads stay; a Loop nothing reads goes.
+    #[test]
+    fn keeps_what_subgraphs_capture() {
+        use crate::ir::{Attr, ValueInfo};
+        let body = Graph {
+            name: "body".into(),
+            inputs: vec![
+                ValueInfo::untyped("i"),
+                ValueInfo::untyped("c"),
+                ValueInfo::untyped("acc"),
+            ],
+            outputs: vec![ValueInfo::untyped("c"), ValueInfo::untyped("acc2")],
+            nodes: vec![
+                Node::new(
+                    "add",
+                    "Add",
+                    vec!["acc".into(), "e".into()],
+                    vec!["acc1".into()],
+                ),
+                Node::new(
+                    "mul",
+                    "Mul",
+                    vec!["acc1".into(), "w".into()],
+                    vec!["acc2".into()],
+                ),
+            ],
+            ..Graph::default()
+        };
+        let mut model = crate::passes::testing::chain_model(&["Relu"]);
+        let g = &mut model.graph;
+        let x = g.inputs[0].name.clone();
+        let y = g.outputs[0].name.clone();
+        let w = candle_core::Tensor::new(&[2f32], &candle_core::Device::Cpu).unwrap();
+        g.initializers
+            .insert("w".into(), crate::ir::entry_from_candle("w", &w).unwrap());
+        g.nodes
+            .push(Node::new("exp", "Exp", vec![x.clone()], vec!["e".into()]));
+        g.nodes.push(
+            Node::new(
+                "loop",
+                "Loop",
+                vec!["".into(), "".into(), y.clone()],
+                vec!["z".into()],
+            )
+            .with_attr("body", Attr::Graph(Box::new(body))),
+        );
+        g.nodes
+            .push(Node::new("dead", "Neg", vec![x], vec!["unused".into()]));
+        g.outputs = vec![ValueInfo::untyped("z")];
+        let mut opt = model.clone();
+        DeadNodeElimination.run(&mut opt).unwrap();
+        let names: Vec<&str> = opt.graph.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert!(
+            !names.contains(&"dead") && names.contains(&"exp"),
+            "{names:?}"
+        );
+        assert!(opt.graph.initializers.contains_key("w"));
+
+        opt.graph.outputs = vec![ValueInfo::untyped(y)];
+        DeadNodeElimination.run(&mut opt).unwrap();
+        assert_eq!(opt.graph.nodes.len(), 1);
+        assert!(opt.graph.initializers.is_empty());
     }
 }

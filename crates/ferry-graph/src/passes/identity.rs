@@ -35,6 +35,24 @@ impl Pass for IdentityRemoval {
             let (src, dst) = (n.inputs[0].clone(), n.outputs[0].clone());
             let name = n.name.clone();
             let op = n.op_type.clone();
+            // The readers of the value that goes are rewired; subgraphs are left as they are,
+            // so a value one of them reads stays.
+            let renamed = if g.is_output(&dst) { &src } else { &dst };
+            if let Some(reader) = g
+                .nodes
+                .iter()
+                .find(|m| m.captured_inputs().contains(&renamed.as_str()))
+            {
+                report.skip(
+                    &name,
+                    format!(
+                        "`{renamed}` is read inside a subgraph of {} `{}`",
+                        reader.op_type, reader.name
+                    ),
+                );
+                i += 1;
+                continue;
+            }
             if g.is_output(&dst) {
                 let src_is_fixed = g.inputs.iter().any(|v| v.name == src)
                     || g.initializers.contains_key(&src)

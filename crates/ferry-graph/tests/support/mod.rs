@@ -45,7 +45,7 @@ pub fn ints(v: &[i64]) -> Attr {
 }
 
 fn run(opset: i64, n: &Node, inputs: Vec<Option<Tensor>>) -> ferry_graph::Result<Vec<Tensor>> {
-    run_node(n, opset, MemoryBudget::new(1 << 20), inputs)
+    run_node(n, opset, MemoryBudget::new(1 << 20), &[], inputs)
 }
 
 /// Every case, run at `opset` under a 1 MiB budget, is an op error (not a panic, not a result).

@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 use super::{OpCx, OpFn};
 use crate::exec::scalar_f64;
 use crate::exec::util::{arg, bail, broadcast_shape, candle_dtype, opt, R};
-use crate::ir::Node;
+use crate::ir::{Narrow, Node};
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
     Some(match op {
@@ -173,18 +173,35 @@ fn unary(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
 
 fn cast(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let x = arg(&args, 0)?;
-    let to = node.attr_int("to", 1);
-    let out = if to == 9 {
-        x.ne(0f64)?
-    } else {
-        let dt = match to {
-            17 => DType::F8E4M3,
-            _ => candle_dtype(to)?,
-        };
-        cx.fits("its output", x.dims(), dt)?;
-        convert(node, x, dt)?
+    Ok(vec![cast_to(node, cx, x, node.attr_int("to", 1) as i32)?])
+}
+
+/// Cast to the type the graph declares for input 1; where it does not say, to the dtype that
+/// holds input 1 (a u8 target then casts as uint8: bool and uint8 share it).
+fn cast_like(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    if let Some(code) = cx.in_type(1) {
+        return Ok(vec![cast_to(node, cx, x, code)?]);
+    }
+    let dt = arg(&args, 1)?.dtype();
+    cx.fits("its output", x.dims(), dt)?;
+    Ok(vec![convert(node, x, dt)?])
+}
+
+/// `x` cast to the ONNX element type `to`.
+fn cast_to(node: &Node, cx: &OpCx, x: &Tensor, to: i32) -> R<Tensor> {
+    if to == 9 {
+        return Ok(x.ne(0f64)?);
+    }
+    if let Some(n) = Narrow::from_onnx(to) {
+        return to_narrow(node, cx, x, n);
+    }
+    let dt = match to {
+        17 => DType::F8E4M3,
+        _ => candle_dtype(to.into())?,
     };
-    Ok(vec![out])
+    cx.fits("its output", x.dims(), dt)?;
+    convert(node, x, dt)
 }
 
 /// `x` as `dt`. To float8 e4m3fn with the `saturate` attribute 0, values past its range
@@ -199,12 +216,26 @@ fn convert(node: &Node, x: &Tensor, dt: DType) -> R<Tensor> {
     Ok(over.where_cond(&nan, &x)?.to_dtype(dt)?)
 }
 
-/// Cast to the dtype of input 1 (a u8 target casts as uint8: bool and uint8 share it).
-fn cast_like(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let x = arg(&args, 0)?;
-    let dt = arg(&args, 1)?.dtype();
-    cx.fits("its output", x.dims(), dt)?;
-    Ok(vec![convert(node, x, dt)?])
+/// `x` cast to a type ferry holds wider, each value rounded and saturated as
+/// [`Narrow::cast`] says (attributes `saturate`, default 1, and `round_mode`, default `up`).
+fn to_narrow(node: &Node, cx: &OpCx, x: &Tensor, n: Narrow) -> R<Tensor> {
+    let held = candle_dtype(n.onnx().into())?;
+    cx.fits("its output", x.dims(), DType::F64)?;
+    let saturate = node.attr_int("saturate", 1) != 0;
+    let mode = node.attr_str("round_mode").unwrap_or("up");
+    // (candle's f8e4m3 to f64 conversion does not return; f32 holds every f8e4m3 exactly.)
+    let x = match x.dtype() {
+        DType::F8E4M3 => x.to_dtype(DType::F32)?,
+        _ => x.clone(),
+    };
+    let values: Vec<f64> = x
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|v| n.cast(v, saturate, mode))
+        .collect();
+    Ok(Tensor::from_vec(values, x.dims(), x.device())?.to_dtype(held)?)
 }
 
 fn where_op(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {

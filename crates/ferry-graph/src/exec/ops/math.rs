@@ -2,16 +2,15 @@
 //! input's dtype: Mod, BitShift, BitwiseAnd/Or/Xor/Not, IsNaN, IsInf, Acos, Asin, Atan, Tan,
 //! Sinh, Cosh, Asinh, Acosh, Atanh, the activations Elu, Selu, Celu, HardSwish, Mish,
 //! Softsign, ThresholdedRelu, Shrink, Swish, SwiGLU and PRelu, the running CumSum and CumProd,
-//! Einsum, Det, DFT, STFT, MelWeightMatrix, BitCast, and the windows HannWindow,
-//! HammingWindow and BlackmanWindow.
+//! Einsum, Det and BitCast.
 //! Also [`Vals`], the host values the other host-side ops share.
 
 use candle_core::{DType, Device, Tensor};
 
 use super::indexing::{each_index, strides, take};
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, bail, broadcast_shape, ints_of, norm_axis, opt, R};
-use crate::ir::Node;
+use crate::exec::util::{arg, bail, broadcast_shape, ints_of, norm_axis, R};
+use crate::ir::{Narrow, Node};
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
     Some(match op {
@@ -25,11 +24,7 @@ pub(super) fn lookup(op: &str) -> Option<OpFn> {
         "SwiGLU" => swiglu,
         "Einsum" => einsum,
         "Det" => det,
-        "DFT" => dft,
-        "STFT" => stft,
-        "MelWeightMatrix" => mel_weight_matrix,
         "BitCast" => bit_cast,
-        "HannWindow" | "HammingWindow" | "BlackmanWindow" => window,
         _ => return None,
     })
 }
@@ -83,15 +78,38 @@ fn broadcast_vals(cx: &OpCx, a: &Tensor, b: &Tensor) -> R<(Vec<usize>, Vals, Val
     Ok((shape, va, vb))
 }
 
-/// Bits in a value of `dt` and whether it is signed (uint16 is held as i32 and uint64 as i64:
-/// those count as their holders).
-fn int_width(dt: DType) -> (u32, bool) {
-    match dt {
-        DType::U8 => (8, false),
-        DType::I16 => (16, true),
-        DType::I32 => (32, true),
-        DType::U32 => (32, false),
+/// Bits in a value and whether it is signed: from the element type the graph declares, else
+/// from the dtype that holds it (uint16 is held as i32 and uint64 as i64: undeclared, those
+/// count as their holders).
+fn int_width(dt: DType, declared: Option<i32>) -> (u32, bool) {
+    if let Some((lo, hi)) = declared
+        .and_then(Narrow::from_onnx)
+        .and_then(Narrow::int_range)
+    {
+        return ((hi - lo + 1).ilog2(), lo < 0);
+    }
+    match (declared, dt) {
+        (Some(2), _) | (None, DType::U8) => (8, false),
+        (Some(3), _) => (8, true),
+        (Some(4), _) => (16, false),
+        (Some(5), _) | (None, DType::I16) => (16, true),
+        (Some(6), _) | (None, DType::I32) => (32, true),
+        (Some(12), _) | (None, DType::U32) => (32, false),
+        (Some(13), _) => (64, false),
         _ => (64, true),
+    }
+}
+
+/// `v` wrapped to `width` bits, signed or not.
+fn wrap(v: i64, width: u32, signed: bool) -> i64 {
+    if width >= 64 {
+        return v;
+    }
+    let bits = (v as u64) & ((1u64 << width) - 1);
+    if signed && bits >> (width - 1) & 1 == 1 {
+        (bits | !((1u64 << width) - 1)) as i64
+    } else {
+        bits as i64
     }
 }
 
@@ -108,12 +126,7 @@ fn shift(a: i64, b: i64, left: bool, width: u32, signed: bool) -> i64 {
     }
     let bits = (a as u64) & mask;
     if left {
-        let v = (bits << b) & mask;
-        if signed && width < 64 && v >> (width - 1) & 1 == 1 {
-            (v | !mask) as i64
-        } else {
-            v as i64
-        }
+        wrap((bits << b) as i64, width, signed)
     } else if signed {
         a >> b
     } else {
@@ -154,7 +167,7 @@ fn binary(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
             Vals::F(x.iter().zip(&y).map(|(&a, &b)| f(a, b)).collect())
         }
         (Vals::I(x), Vals::I(y)) => {
-            let (width, signed) = int_width(a.dtype());
+            let (width, signed) = int_width(a.dtype(), cx.in_type(0));
             let mut out = Vec::with_capacity(x.len());
             for (&p, &q) in x.iter().zip(&y) {
                 out.push(match op {
@@ -199,7 +212,8 @@ fn bitwise_not(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     let Vals::I(v) = Vals::of(x)? else {
         bail!("BitwiseNot needs an integer input, not {:?}", x.dtype());
     };
-    let v = Vals::I(v.into_iter().map(|a| !a).collect());
+    let (width, signed) = int_width(x.dtype(), cx.in_type(0));
+    let v = Vals::I(v.into_iter().map(|a| wrap(!a, width, signed)).collect());
     Ok(vec![v.tensor(x.dims(), x.dtype(), cx.device)?])
 }
 
@@ -731,282 +745,4 @@ fn bit_cast(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
         }
     };
     Ok(vec![out])
-}
-
-/// HannWindow, HammingWindow and BlackmanWindow of the length in input 0, `periodic`
-/// (default 1) or symmetric, in `output_datatype` (default float).
-fn window(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let size = ints_of(arg(&args, 0)?)?;
-    let [size] = size.as_slice() else {
-        bail!("size must hold one value");
-    };
-    let Ok(n) = usize::try_from(*size) else {
-        bail!("negative window size {size}");
-    };
-    let dt = crate::exec::util::candle_dtype(node.attr_int("output_datatype", 1))?;
-    cx.fits("its output", &[n], DType::F64)?;
-    cx.fits("its output", &[n], dt)?;
-    let periodic = node.attr_int("periodic", 1) != 0;
-    let big_n = if periodic { n as f64 } else { n as f64 - 1.0 };
-    let pi = std::f64::consts::PI;
-    let op = node.op_type.as_str();
-    let v: Vec<f64> = (0..n)
-        .map(|i| {
-            let i = i as f64;
-            match op {
-                "HannWindow" => (pi * i / big_n).sin().powi(2),
-                "HammingWindow" => {
-                    let alpha = 25.0 / 46.0;
-                    alpha - (1.0 - alpha) * (2.0 * pi * i / big_n).cos()
-                }
-                _ => {
-                    0.42 - 0.5 * (2.0 * pi * i / big_n).cos() + 0.08 * (4.0 * pi * i / big_n).cos()
-                }
-            }
-        })
-        .collect();
-    Ok(vec![Tensor::from_vec(v, n, cx.device)?.to_dtype(dt)?])
-}
-
-/// DFT along an axis of `[..., 1 | 2]` (real or complex) signals, forward or `inverse`,
-/// `onesided` (the first half of a forward transform; an inverse from one half to a real
-/// signal), zero-padded or cut to `dft_length`. Opset 20 takes the axis as input 2 (default
-/// -2), earlier opsets as an attribute (default 1). Computed directly in f64.
-fn dft(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let x = arg(&args, 0)?;
-    let r = x.rank();
-    let c = x.dims().last().copied().unwrap_or(0);
-    if r < 2 || !(c == 1 || c == 2) || !x.dtype().is_float() {
-        bail!(
-            "DFT needs float [..., 1 | 2] signals, not {:?} {:?}",
-            x.dtype(),
-            x.dims()
-        );
-    }
-    let axis = if cx.opset >= 20 {
-        match opt(&args, 2) {
-            Some(t) => match ints_of(t)?.as_slice() {
-                [a] => *a,
-                other => bail!("axis must hold one value, not {other:?}"),
-            },
-            None => -2,
-        }
-    } else {
-        node.attr_int("axis", 1)
-    };
-    let axis = norm_axis(axis, r)?;
-    if axis == r - 1 {
-        bail!("DFT axis {axis} is the complex dimension");
-    }
-    let inverse = node.attr_int("inverse", 0) != 0;
-    let onesided = node.attr_int("onesided", 0) != 0;
-    let len = x.dims()[axis];
-    let n = match opt(&args, 1) {
-        Some(t) => match ints_of(t)?.as_slice() {
-            [l] if *l >= 1 => *l as usize,
-            other => bail!("dft_length must be one positive value, not {other:?}"),
-        },
-        None if inverse && onesided => 2 * len.saturating_sub(1),
-        None => len,
-    };
-    if n == 0 {
-        bail!("DFT of length 0");
-    }
-    let (out_len, out_c) = match (inverse, onesided) {
-        (false, true) => (n / 2 + 1, 2),
-        (true, true) => (n, 1),
-        _ => (n, 2),
-    };
-    let mut shape = x.dims().to_vec();
-    shape[axis] = out_len;
-    shape[r - 1] = out_c;
-    cx.fits("its output as f64", &shape, DType::F64)?;
-    cx.fits("its input as f64", x.dims(), DType::F64)?;
-    let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-    let outer: usize = x.dims()[..axis].iter().product();
-    let inner: usize = x.dims()[axis + 1..r - 1].iter().product();
-    let at = |o: usize, j: usize, i: usize| -> (f64, f64) {
-        if j >= len {
-            return (0.0, 0.0);
-        }
-        let p = ((o * len + j) * inner + i) * c;
-        (v[p], if c == 2 { v[p + 1] } else { 0.0 })
-    };
-    let tau = 2.0 * std::f64::consts::PI;
-    let mut out = vec![0f64; shape.iter().product()];
-    for o in 0..outer {
-        for i in 0..inner {
-            for k in 0..out_len {
-                let (mut re, mut im) = (0.0, 0.0);
-                if inverse && onesided {
-                    // A real signal from the first n/2 + 1 bins of a Hermitian spectrum.
-                    let half = n / 2;
-                    for f in 0..=half {
-                        let (a, b) = at(o, f, i);
-                        let t = tau * (f * k % n) as f64 / n as f64;
-                        if f == 0 || (n % 2 == 0 && f == half) {
-                            re += a * t.cos();
-                        } else {
-                            re += 2.0 * (a * t.cos() - b * t.sin());
-                        }
-                    }
-                    re /= n as f64;
-                } else {
-                    let sign = if inverse { 1.0 } else { -1.0 };
-                    for j in 0..n.min(len) {
-                        let (a, b) = at(o, j, i);
-                        let t = sign * tau * (j * k % n) as f64 / n as f64;
-                        re += a * t.cos() - b * t.sin();
-                        im += a * t.sin() + b * t.cos();
-                    }
-                    if inverse {
-                        re /= n as f64;
-                        im /= n as f64;
-                    }
-                }
-                let p = ((o * out_len + k) * inner + i) * out_c;
-                out[p] = re;
-                if out_c == 2 {
-                    out[p + 1] = im;
-                }
-            }
-        }
-    }
-    Ok(vec![Vals::F(out).tensor(&shape, x.dtype(), cx.device)?])
-}
-
-/// STFT of `[batch, length, 1 | 2]` signals: frames `frame_step` apart, each `frame_length`
-/// long (default: the window's length, else the whole signal), weighted by `window` (default
-/// ones) and transformed, the first half only when `onesided` (default 1). Output
-/// `[batch, frames, bins, 2]`, computed directly in f64.
-fn stft(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let x = arg(&args, 0)?;
-    let &[batch, len, c] = x.dims() else {
-        bail!(
-            "STFT needs [batch, length, 1 | 2] signals, not {:?}",
-            x.dims()
-        );
-    };
-    if !(c == 1 || c == 2) || !x.dtype().is_float() {
-        bail!(
-            "STFT needs float real or complex signals, not {:?} {:?}",
-            x.dtype(),
-            x.dims()
-        );
-    }
-    let one = |t: &Tensor, what: &str| -> R<i64> {
-        match ints_of(t)?.as_slice() {
-            [v] => Ok(*v),
-            other => bail!("{what} must hold one value, not {other:?}"),
-        }
-    };
-    let step = one(arg(&args, 1)?, "frame_step")?;
-    let window: Option<Vec<f64>> = opt(&args, 2)
-        .map(|w| w.to_dtype(DType::F64)?.flatten_all()?.to_vec1())
-        .transpose()?;
-    let n = match (opt(&args, 3), &window) {
-        (Some(t), _) => one(t, "frame_length")?,
-        (None, Some(w)) => w.len() as i64,
-        (None, None) => len as i64,
-    };
-    let (Ok(step), Ok(n)) = (usize::try_from(step), usize::try_from(n)) else {
-        bail!("negative frame_step {step} or frame_length {n}");
-    };
-    if step == 0 || n == 0 || n > len || window.as_ref().is_some_and(|w| w.len() != n) {
-        bail!("frame_step {step}, frame_length {n} and the window do not fit length {len}");
-    }
-    let frames = 1 + (len - n) / step;
-    let bins = if node.attr_int("onesided", 1) != 0 {
-        n / 2 + 1
-    } else {
-        n
-    };
-    let shape = [batch, frames, bins, 2];
-    cx.fits("its output as f64", &shape, DType::F64)?;
-    cx.fits("its input as f64", x.dims(), DType::F64)?;
-    let v: Vec<f64> = x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-    let tau = 2.0 * std::f64::consts::PI;
-    let mut out = Vec::with_capacity(shape.iter().product());
-    for b in 0..batch {
-        for f in 0..frames {
-            for k in 0..bins {
-                let (mut re, mut im) = (0.0, 0.0);
-                for j in 0..n {
-                    let p = (b * len + f * step + j) * c;
-                    let w = window.as_ref().map_or(1.0, |w| w[j]);
-                    let (a, bb) = (v[p] * w, if c == 2 { v[p + 1] * w } else { 0.0 });
-                    let t = -tau * (j * k % n) as f64 / n as f64;
-                    re += a * t.cos() - bb * t.sin();
-                    im += a * t.sin() + bb * t.cos();
-                }
-                out.push(re);
-                out.push(im);
-            }
-        }
-    }
-    Ok(vec![Vals::F(out).tensor(&shape, x.dtype(), cx.device)?])
-}
-
-/// MelWeightMatrix: `[dft_length / 2 + 1, num_mel_bins]` triangular filters spaced evenly on
-/// the mel scale between the edge frequencies, as ONNX's reference computes them (mel edges
-/// in f32, bins in f64), in `output_datatype` (default float).
-fn mel_weight_matrix(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
-    let int = |i: usize| -> R<i64> {
-        match ints_of(arg(&args, i)?)?.as_slice() {
-            [v] => Ok(*v),
-            other => bail!("input {i} must hold one value, not {other:?}"),
-        }
-    };
-    let float = |i: usize| -> R<f32> {
-        let t = arg(&args, i)?;
-        if t.elem_count() != 1 {
-            bail!("input {i} must hold one value");
-        }
-        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0])
-    };
-    let (mels, dft_length, rate) = (int(0)?, int(1)?, int(2)?);
-    let (lo, hi) = (float(3)?, float(4)?);
-    let (Ok(mels), Ok(dft)) = (usize::try_from(mels), usize::try_from(dft_length)) else {
-        bail!("negative num_mel_bins {mels} or dft_length {dft_length}");
-    };
-    if rate <= 0 {
-        bail!("sample_rate {rate} is not positive");
-    }
-    let bins = dft / 2 + 1;
-    let dt = crate::exec::util::candle_dtype(node.attr_int("output_datatype", 1))?;
-    cx.fits("its output as f64", &[bins, mels], DType::F64)?;
-    cx.fits("its output", &[bins, mels], dt)?;
-    let ln10 = std::f32::consts::LN_10;
-    let lo_mel = 2595.0 * (lo / 700.0).ln_1p() / ln10;
-    let hi_mel = 2595.0 * (hi / 700.0).ln_1p() / ln10;
-    let step = (hi_mel - lo_mel) / (mels + 2) as f32;
-    let edges: Vec<i64> = (0..mels + 2)
-        .map(|i| {
-            let mel = i as f64 * f64::from(step) + f64::from(lo_mel);
-            let hz = 700.0 * (mel / 2595.0 * std::f64::consts::LN_10).exp_m1();
-            (((dft as f64 + 1.0) * hz) / rate as f64).floor() as i64
-        })
-        .collect();
-    if edges.iter().any(|&e| e < 0 || e as usize >= bins) {
-        bail!("mel edges {edges:?} fall outside {bins} spectrogram bins");
-    }
-    let mut out = vec![0f64; bins * mels];
-    for i in 0..mels {
-        let (l, c, h) = (edges[i], edges[i + 1], edges[i + 2]);
-        if c == l {
-            out[c as usize * mels + i] = 1.0;
-        } else {
-            for j in l..=c {
-                out[j as usize * mels + i] = (j - l) as f64 / (c - l) as f64;
-            }
-        }
-        if h > c {
-            for j in c..h {
-                out[j as usize * mels + i] = (h - j) as f64 / (h - c) as f64;
-            }
-        }
-    }
-    Ok(vec![
-        Tensor::from_vec(out, (bins, mels), cx.device)?.to_dtype(dt)?
-    ])
 }

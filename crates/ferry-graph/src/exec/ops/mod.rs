@@ -12,6 +12,7 @@ mod norm;
 mod quant;
 mod reduce;
 mod shape;
+mod signal;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -32,6 +33,9 @@ pub(crate) struct OpCx<'a> {
     pub packed: Option<&'a ferry_kernels::PackedMatrix>,
     /// The most bytes one tensor the op makes may take.
     pub budget: MemoryBudget,
+    /// The declared ONNX element type code of each input, where the graph says (see
+    /// `exec::types`): what tells int8 from int16 (both held as i16) or int4 from int8.
+    pub in_types: &'a [Option<i32>],
 }
 
 impl OpCx<'_> {
@@ -40,6 +44,11 @@ impl OpCx<'_> {
     /// ("its output").
     pub fn fits(&self, what: &'static str, shape: &[usize], dtype: DType) -> R<()> {
         Ok(self.budget.check(what, shape, dtype)?)
+    }
+
+    /// The declared element type code of input `i`, if known.
+    pub fn in_type(&self, i: usize) -> Option<i32> {
+        self.in_types.get(i).copied().flatten()
     }
 }
 
@@ -66,6 +75,7 @@ fn standard(op: &str) -> Option<OpFn> {
         .or_else(|| linalg::lookup(op))
         .or_else(|| nn::lookup(op))
         .or_else(|| math::lookup(op))
+        .or_else(|| signal::lookup(op))
         .or_else(|| indexing::lookup(op))
         .or_else(|| norm::lookup(op))
         .or_else(|| quant::lookup(op))
@@ -74,14 +84,21 @@ fn standard(op: &str) -> Option<OpFn> {
         .or_else(|| fused::lookup_standard(op))
 }
 
-/// Whether the executor implements `node`'s op.
+/// Whether the executor implements `node`'s op (If, Loop and Scan included: the executor
+/// runs their subgraphs, whose own ops [`crate::Executor::new`] checks).
 pub fn is_supported(node: &Node) -> bool {
-    lookup(node).is_some()
+    lookup(node).is_some() || super::control::is_control(node)
 }
 
 /// Runs one node.
 pub(crate) fn run(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let Some(f) = lookup(node) else {
+        if super::control::is_control(node) {
+            super::util::bail!(
+                "op `{}` runs subgraphs, which only an Executor of its graph can do",
+                node.op_type
+            );
+        }
         super::util::bail!("op `{}` is not supported", node.qualified_op());
     };
     f(node, cx, args)

@@ -1,16 +1,19 @@
-//! Normalization ops beyond LayerNormalization and BatchNormalization (in `nn`):
-//! RMSNormalization, InstanceNormalization, GroupNormalization, MeanVarianceNormalization,
-//! LpNormalization and LRN, computed in f32 (f64 for f64 inputs) and returned in the input
-//! type.
+//! Normalization ops: BatchNormalization (inference and training mode) and
+//! LayerNormalization (with its Mean and InvStdDev outputs; ferry-kernels' kernel for f32 on
+//! the CPU), and RMSNormalization, InstanceNormalization, GroupNormalization,
+//! MeanVarianceNormalization, LpNormalization and LRN, computed in f32 (f64 for f64 inputs)
+//! and returned in the input type.
 
 use candle_core::{DType, Tensor};
 
 use super::{OpCx, OpFn};
-use crate::exec::util::{arg, bail, broadcast_shape, norm_axis, R};
+use crate::exec::util::{arg, bail, broadcast_shape, norm_axis, opt, per_channel, R};
 use crate::ir::Node;
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
     Some(match op {
+        "BatchNormalization" => batch_norm,
+        "LayerNormalization" => layer_norm_op,
         "RMSNormalization" => rms_norm,
         "InstanceNormalization" => instance_norm,
         "LpNormalization" => lp_norm,
@@ -193,4 +196,110 @@ fn lrn(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
     let sum = Tensor::cat(&sums, 1)?;
     let den = ((sum * (alpha as f64 / size as f64))? + bias as f64)?.powf(beta as f64)?;
     Ok(vec![(xf / den)?.to_dtype(x.dtype())?])
+}
+
+fn batch_norm(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let r = x.rank();
+    let eps = node.attr_float("epsilon", 1e-5) as f64;
+    let scale = per_channel(arg(&args, 1)?, r)?;
+    let bias = per_channel(arg(&args, 2)?, r)?;
+    let mut mean = per_channel(arg(&args, 3)?, r)?;
+    let mut var = per_channel(arg(&args, 4)?, r)?;
+    let mut out = x.dims().to_vec();
+    for v in [&scale, &bias, &mean, &var] {
+        out = broadcast_shape(&out, v.dims())?;
+    }
+    cx.fits("its output", &out, x.dtype())?;
+    let training = node.attr_int("training_mode", 0) != 0;
+    let mut running = Vec::new();
+    if training {
+        // Normalize by the batch statistics; the running ones move towards them.
+        let momentum = node.attr_float("momentum", 0.9) as f64;
+        let dims: Vec<usize> = (0..r).filter(|&d| d != 1).collect();
+        let batch_mean = x.mean_keepdim(dims.as_slice())?;
+        let batch_var = x
+            .broadcast_sub(&batch_mean)?
+            .sqr()?
+            .mean_keepdim(dims.as_slice())?;
+        let c = x.dims()[1];
+        for (run, batch) in [(&mean, &batch_mean), (&var, &batch_var)] {
+            let moved = ((run * momentum)?.broadcast_add(&(batch * (1.0 - momentum))?))?;
+            running.push(moved.reshape(c)?);
+        }
+        mean = batch_mean;
+        var = batch_var;
+    }
+    let inv = (var + eps)?.sqrt()?.recip()?;
+    let y = x
+        .broadcast_sub(&mean)?
+        .broadcast_mul(&(inv.broadcast_mul(&scale))?)?
+        .broadcast_add(&bias)?;
+    let mut outs = vec![y];
+    outs.extend(running);
+    Ok(outs)
+}
+
+/// Layer normalization over the dims from `axis` on: `(x - mean) / sqrt(var + eps) * scale + bias`.
+fn layer_norm(
+    x: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+    axis: usize,
+    eps: f32,
+) -> R<Tensor> {
+    let last = axis + 1 == x.rank();
+    if last && x.dtype() == DType::F32 && x.device().is_cpu() {
+        let d = x.dims()[axis];
+        let beta = match bias {
+            Some(b) => b.clone(),
+            None => Tensor::zeros(d, DType::F32, x.device())?,
+        };
+        return Ok(ferry_kernels::layer_norm(
+            x,
+            &scale.flatten_all()?,
+            &beta.flatten_all()?,
+            eps as f64,
+        )?);
+    }
+    let dims: Vec<usize> = (axis..x.rank()).collect();
+    let xf = x.to_dtype(DType::F32)?;
+    let mean = xf.mean_keepdim(dims.as_slice())?;
+    let c = xf.broadcast_sub(&mean)?;
+    let var = c.sqr()?.mean_keepdim(dims.as_slice())?;
+    let y = c
+        .broadcast_div(&(var + eps as f64)?.sqrt()?)?
+        .to_dtype(x.dtype())?;
+    let y = y.broadcast_mul(scale)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+fn layer_norm_op(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
+    let x = arg(&args, 0)?;
+    let axis = norm_axis(node.attr_int("axis", -1), x.rank())?;
+    let (scale, bias) = (arg(&args, 1)?, opt(&args, 2));
+    let mut out = broadcast_shape(x.dims(), scale.dims())?;
+    if let Some(b) = bias {
+        out = broadcast_shape(&out, b.dims())?;
+    }
+    cx.fits("its output", &out, x.dtype())?;
+    let eps = node.attr_float("epsilon", 1e-5);
+    let y = layer_norm(x, scale, bias, axis, eps)?;
+    if node.outputs.iter().skip(1).all(String::is_empty) {
+        return Ok(vec![y]);
+    }
+    // Mean and InvStdDev: per row over the normalized dims, kept as size-1 dims, in the
+    // input type (as the reference implementation returns them).
+    let dims: Vec<usize> = (axis..x.rank()).collect();
+    let xf = x.to_dtype(DType::F32)?;
+    let mean = xf.mean_keepdim(dims.as_slice())?;
+    let var = xf
+        .broadcast_sub(&mean)?
+        .sqr()?
+        .mean_keepdim(dims.as_slice())?;
+    let inv = (var + eps as f64)?.sqrt()?.recip()?;
+    Ok(vec![y, mean.to_dtype(x.dtype())?, inv.to_dtype(x.dtype())?])
 }

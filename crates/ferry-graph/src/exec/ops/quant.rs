@@ -3,14 +3,16 @@
 //! DynamicQuantizeLinear, MatMulInteger and QLinearMatMul, computed on the host as ONNX's
 //! reference implementation does.
 //!
-//! ferry holds int8 and int16 both as i16 (and uint16 as i32), so a QuantizeLinear whose
-//! zero point is i16 needs `output_dtype` to tell int8 from int16.
+//! ferry holds int8 and int16 both as i16 (and uint16 as i32): QuantizeLinear reads which one
+//! the graph declares for its zero point (`OpCx::in_types`), and the narrow types (int4, int2,
+//! float8 e5m2, float4 e2m1...) the same way ([`Narrow`]).
 
 use candle_core::{DType, Tensor};
 
 use super::{OpCx, OpFn};
+use crate::exec::util::candle_dtype;
 use crate::exec::util::{arg, bail, norm_axis, opt, R};
-use crate::ir::Node;
+use crate::ir::{round_e4m3fn, Narrow, Node};
 
 pub(super) fn lookup(op: &str) -> Option<OpFn> {
     Some(match op {
@@ -71,25 +73,44 @@ fn axis_block(node: &Node) -> R<(i64, usize)> {
     Ok((node.attr_int("axis", 1), block as usize))
 }
 
-/// The range and ferry dtype of a quantized ONNX element type code (8- and 16-bit ints).
-fn quant_type(code: i64) -> R<(f64, f64, DType)> {
+/// What QuantizeLinear makes: integers saturated to a range, or floats rounded to a small
+/// float type, held as a candle dtype.
+enum Target {
+    Int(f64, f64, DType),
+    Float(Narrow),
+    E4M3Fn,
+}
+
+/// The target of a quantized ONNX element type code.
+fn quant_type(code: i32) -> R<Target> {
     Ok(match code {
-        2 => (0.0, 255.0, DType::U8),
-        3 => (-128.0, 127.0, DType::I16),
-        4 => (0.0, 65535.0, DType::I32),
-        5 => (-32768.0, 32767.0, DType::I16),
-        _ => bail!("quantizing to element type {code} is not supported"),
+        2 => Target::Int(0.0, 255.0, DType::U8),
+        3 => Target::Int(-128.0, 127.0, DType::I16),
+        4 => Target::Int(0.0, 65535.0, DType::I32),
+        5 => Target::Int(-32768.0, 32767.0, DType::I16),
+        17 => Target::E4M3Fn,
+        _ => match Narrow::from_onnx(code) {
+            Some(n) => match n.int_range() {
+                Some((lo, hi)) => Target::Int(lo as f64, hi as f64, candle_dtype(code.into())?),
+                None if n != Narrow::F8E8M0 => Target::Float(n),
+                None => bail!("quantizing to {} is not supported", n.name()),
+            },
+            None => bail!("quantizing to element type {code} is not supported"),
+        },
     })
 }
 
-/// The saturating range of a quantized tensor held as `dtype`; `int8` decides i16.
-fn range_of(dtype: DType, int8: bool) -> R<(f64, f64)> {
-    Ok(match dtype {
-        DType::U8 => (0.0, 255.0),
-        DType::I16 if int8 => (-128.0, 127.0),
-        DType::I16 => (-32768.0, 32767.0),
-        DType::I32 => (0.0, 65535.0),
-        d => bail!("a quantized {d:?} tensor is not supported"),
+/// The element type code of a zero point the graph does not declare, from how it is held.
+fn held_code(z: &Tensor) -> R<i32> {
+    Ok(match z.dtype() {
+        DType::U8 => 2,
+        DType::I32 => 4,
+        DType::F8E4M3 => 17,
+        DType::I16 => bail!(
+            "the zero point is int8 or int16 (ferry holds both as i16) and the graph does not \
+             say which; set output_dtype"
+        ),
+        d => bail!("a {d:?} zero point is not supported"),
     })
 }
 
@@ -98,23 +119,23 @@ fn quantize(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
     let scale = arg(&args, 1)?;
     let zp = opt(&args, 2);
     let (axis, block) = axis_block(node)?;
-    let code = node.attr_int("output_dtype", 0);
-    let (lo, hi, dtype) = match (zp, code) {
-        (_, c) if c != 0 => quant_type(c)?,
-        (Some(z), _) if z.dtype() == DType::I16 => {
-            bail!("an int8 or int16 zero point needs output_dtype to say which")
-        }
-        (Some(z), _) => {
-            let (lo, hi) = range_of(z.dtype(), false)?;
-            (lo, hi, z.dtype())
-        }
-        (None, _) => quant_type(2)?,
+    let attr = node.attr_int("output_dtype", 0) as i32;
+    let zp_code = match zp {
+        Some(z) => Some(match cx.in_type(2) {
+            Some(c) => c,
+            None => held_code(z)?,
+        }),
+        None => None,
     };
-    if let Some(z) = zp {
-        if z.dtype() != dtype {
-            bail!("zero point {:?} does not match output {dtype:?}", z.dtype());
+    let code = match (attr, zp_code) {
+        (0, Some(z)) => z,
+        (0, None) => 2,
+        (a, Some(z)) if a != z => {
+            bail!("output_dtype {a} does not match the zero point's element type {z}")
         }
-    }
+        (a, _) => a,
+    };
+    let target = quant_type(code)?;
     let dims = x.dims();
     cx.fits("its broadcast parameters", dims, DType::F64)?;
     let s = per_element(scale, dims, axis, block)?;
@@ -123,15 +144,37 @@ fn quantize(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>>
         None => vec![0.0; s.len()],
     };
     let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let q: Vec<f64> = xs
-        .iter()
-        .zip(s.iter().zip(&z))
-        .map(|(&v, (&s, &z))| {
-            let r = f64::from((v / s as f32).round_ties_even());
-            (r + z).clamp(lo, hi)
-        })
-        .collect();
-    Ok(vec![Tensor::from_vec(q, dims, x.device())?.to_dtype(dtype)?])
+    let saturate = node.attr_int("saturate", 1) != 0;
+    let scaled = xs.iter().zip(s.iter().zip(&z));
+    let out = match target {
+        Target::Int(lo, hi, dtype) => {
+            let q: Vec<f64> = scaled
+                .map(|(&v, (&s, &z))| {
+                    let r = f64::from((v / s as f32).round_ties_even());
+                    (r + z).clamp(lo, hi)
+                })
+                .collect();
+            Tensor::from_vec(q, dims, x.device())?.to_dtype(dtype)?
+        }
+        // float8 ignores the zero point (it must be 0); float4 adds it.
+        Target::Float(n) => {
+            let q: Vec<f32> = scaled
+                .map(|(&v, (&s, &z))| {
+                    let y = f64::from(v / s as f32);
+                    let y = if n == Narrow::F4E2M1 { y + z } else { y };
+                    n.quantize(y, saturate) as f32
+                })
+                .collect();
+            Tensor::from_vec(q, dims, x.device())?
+        }
+        Target::E4M3Fn => {
+            let q: Vec<f32> = scaled
+                .map(|(&v, (&s, _))| round_e4m3fn(f64::from(v / s as f32), saturate) as f32)
+                .collect();
+            Tensor::from_vec(q, dims, x.device())?.to_dtype(DType::F8E4M3)?
+        }
+    };
+    Ok(vec![out])
 }
 
 fn dequantize(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
@@ -140,10 +183,14 @@ fn dequantize(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor
     if !scale.dtype().is_float() {
         bail!("the scale must be a float, not {:?}", scale.dtype());
     }
-    if !matches!(
+    // The narrow float types (float8 e5m2, float4 e2m1...) are held as f32.
+    let held_narrow =
+        x.dtype() == DType::F32 && cx.in_type(0).and_then(Narrow::from_onnx).is_some();
+    let quantized = matches!(
         x.dtype(),
         DType::U8 | DType::I16 | DType::I32 | DType::F8E4M3
-    ) {
+    );
+    if !quantized && !held_narrow {
         bail!("dequantizing {:?} is not supported", x.dtype());
     }
     let (axis, block) = axis_block(node)?;
@@ -189,19 +236,28 @@ fn dynamic_quantize(_: &Node, _: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tens
     ])
 }
 
-/// `t - zero_point` as f64; a 1-D zero point of a matrix's first operand is per row.
-fn centered(t: &Tensor, zp: Option<&Tensor>, per_row: bool) -> R<Tensor> {
+/// `t - zero_point` in f64 (exact for the 8- and 16-bit integers it is used on). The zero point
+/// is one value, or 1-D with one value per index of `axis` (when given), or (without `axis`)
+/// of any shape that broadcasts against `t`.
+pub(super) fn centered(t: &Tensor, zp: Option<&Tensor>, axis: Option<usize>) -> R<Tensor> {
     let t = t.to_dtype(DType::F64)?;
     let Some(z) = zp else {
         return Ok(t);
     };
     let z = z.to_dtype(DType::F64)?;
-    let z = if z.elem_count() == 1 {
-        z.reshape(())?
-    } else if per_row && z.rank() == 1 {
-        z.reshape((z.elem_count(), 1))?
-    } else {
-        z
+    let z = match axis {
+        _ if z.elem_count() == 1 => z.reshape(())?,
+        Some(axis) if z.rank() == 1 && axis < t.rank() && z.elem_count() == t.dims()[axis] => {
+            let mut shape = vec![1; t.rank()];
+            shape[axis] = z.elem_count();
+            z.reshape(shape)?
+        }
+        Some(axis) => bail!(
+            "zero point {:?} is neither one value nor one per index of axis {axis} of {:?}",
+            z.dims(),
+            t.dims()
+        ),
+        None => z,
     };
     Ok(t.broadcast_sub(&z)?)
 }
@@ -230,8 +286,9 @@ fn int_matmul(
     let mut out = batch;
     out.extend([m, n]);
     cx.fits("its output", &out, DType::F64)?;
-    let a = centered(a, az, true)?;
-    let b = centered(b, bz, false)?;
+    // A 1-D zero point of the first operand is one per row.
+    let a = centered(a, az, Some(a.rank().saturating_sub(2)))?;
+    let b = centered(b, bz, None)?;
     Ok(a.broadcast_matmul(&b)?)
 }
 
@@ -256,7 +313,15 @@ fn qlinear_matmul(_: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tenso
         .broadcast_mul(b_scale)?
         .broadcast_div(y_scale)?
         .to_dtype(DType::F64)?;
-    let (lo, hi) = range_of(y_zp.dtype(), true)?;
+    // Its quantized types are 8-bit: an undeclared i16 zero point is int8.
+    let code = match (cx.in_type(7), y_zp.dtype()) {
+        (Some(c), _) => c,
+        (None, DType::I16) => 3,
+        (None, _) => held_code(y_zp)?,
+    };
+    let Target::Int(lo, hi, _) = quant_type(code)? else {
+        bail!("an output of element type {code} is not supported");
+    };
     let d = c
         .broadcast_mul(&factor)?
         .broadcast_add(&y_zp.to_dtype(DType::F64)?)?;
