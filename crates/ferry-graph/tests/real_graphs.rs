@@ -618,3 +618,48 @@ for path, io_path in zip(args[0::2], args[1::2]):
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// What the optimizer fuses in the exported decoders: GPT-2's attention becomes one
+/// `com.ferry.PackedAttention` per layer from both exporters (the TorchScript export's no-op
+/// Cast after the Softmax goes, the dynamo export's `allowzero` views get constant targets and
+/// its heads merge to `[batch x seq, width]`); Llama's stays composed, and the pass says it is
+/// because of the rotary embedding applied after the head split.
+#[test]
+fn decoder_exports_fuse_attention_or_say_why_not() {
+    for (name, info) in exports() {
+        let path = exports_dir().join(&name);
+        let mut opt = read_model(&path).unwrap();
+        let report = PassManager::new(all())
+            .verify(VerifyOptions::default())
+            .run(&mut opt, |_| {})
+            .unwrap();
+        let fused = opt
+            .graph
+            .op_histogram()
+            .get("com.ferry.PackedAttention")
+            .copied();
+        let attention = report
+            .passes
+            .iter()
+            .find(|p| p.pass == "attention")
+            .unwrap();
+        if name.starts_with("gpt2_") {
+            assert_eq!(
+                fused,
+                Some(2),
+                "{name} ({}): {attention:#?}",
+                info["exporter"]
+            );
+        } else if name.starts_with("llama_") {
+            assert_eq!(fused, None, "{name}");
+            assert_eq!(attention.skipped.len(), 2, "{name}: {attention:#?}");
+            assert!(
+                attention
+                    .skipped
+                    .iter()
+                    .all(|s| s.reason.contains("rotary")),
+                "{name}: {attention:#?}"
+            );
+        }
+    }
+}

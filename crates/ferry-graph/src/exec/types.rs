@@ -16,6 +16,7 @@ const BOOL: i32 = 9;
 const INT64: i32 = 7;
 const UINT8: i32 = 2;
 const FLOAT: i32 = 1;
+const INT32: i32 = 6;
 
 /// The element type code of every value whose type is declared or follows from the graph.
 pub(crate) fn elem_types(g: &Graph) -> HashMap<String, i32> {
@@ -91,6 +92,29 @@ fn output_type(n: &Node, k: usize, ins: &[Option<i32>]) -> Option<i32> {
             0 => nth(1),
             code => Some(code as i32),
         },
+        ("MatMulInteger" | "ConvInteger", 0) => Some(INT32),
+        ("QLinearMatMul" | "QLinearConv", 0) => nth(7),
+        ("OneHot", 0) => nth(2),
+        ("NonMaxSuppression", 0) => Some(INT64),
+        ("BitCast", 0) => Some(n.attr_int("to", 1) as i32),
+        (
+            "EyeLike" | "RandomUniformLike" | "RandomNormalLike" | "Bernoulli" | "Multinomial"
+            | "RandomUniform" | "RandomNormal",
+            0,
+        ) => match n.attrs.get("dtype") {
+            Some(Attr::Int(code)) => Some(*code as i32),
+            _ if n.op_type == "Multinomial" => Some(6),
+            _ if n.op_type.ends_with("Like")
+                || n.op_type == "Bernoulli"
+                || n.op_type == "EyeLike" =>
+            {
+                first
+            }
+            _ => Some(FLOAT),
+        },
+        ("HannWindow" | "HammingWindow" | "BlackmanWindow" | "MelWeightMatrix", 0) => {
+            Some(n.attr_int("output_datatype", 1) as i32)
+        }
         ("DynamicQuantizeLinear", 0 | 2) => Some(UINT8),
         ("DynamicQuantizeLinear", 1) => Some(FLOAT),
         ("Where", 0) => nth(1),

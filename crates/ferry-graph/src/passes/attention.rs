@@ -27,6 +27,9 @@ struct Matched {
     heads: i64,
     scale: f32,
     out: String,
+    /// The heads are merged to `[batch x seq, width]` (the dynamo exporter's form before its
+    /// `addmm`), not `[batch, seq, width]`: the fused op's output is reshaped to that.
+    flat: bool,
 }
 
 impl Pass for AttentionFusion {
@@ -104,13 +107,33 @@ impl Pass for AttentionFusion {
                             vec![m.q.clone(), m.k.clone(), m.v.clone(), bias],
                         ),
                     };
-                    let mut node = Node::new(name.clone(), op, inputs, vec![m.out.clone()])
+                    let out = if m.flat {
+                        g.fresh_name(&format!("{}_3d", m.out))
+                    } else {
+                        m.out.clone()
+                    };
+                    let mut node = Node::new(name.clone(), op, inputs, vec![out.clone()])
                         .with_attr("num_heads", Attr::Int(m.heads))
                         .with_attr("scale", Attr::Float(m.scale));
                     node.domain = FERRY_DOMAIN.into();
                     let last = *m.nodes.iter().max().expect("matched nodes");
                     rw.remove(m.nodes.iter().copied());
                     rw.add(last, node);
+                    if m.flat {
+                        let width = flat_width(g, &idx, &m)?;
+                        let target = rw.constant(
+                            g,
+                            &format!("{name}_flat_shape"),
+                            &candle_core::Tensor::new(&[-1i64, width], &candle_core::Device::Cpu)?,
+                        )?;
+                        let flat = Node::new(
+                            g.fresh_name(&format!("{name}_flat")),
+                            "Reshape",
+                            vec![out, target],
+                            vec![m.out.clone()],
+                        );
+                        rw.add(last, flat);
+                    }
                     report.matched.push(format!(
                         "com.ferry.{op} `{name}`: {} heads, scale {}, {} nodes",
                         m.heads,
@@ -128,6 +151,18 @@ impl Pass for AttentionFusion {
 
 type Dims = HashMap<String, Vec<usize>>;
 
+/// The width of the flat `[batch x seq, width]` merge target of `m`.
+fn flat_width(g: &Graph, idx: &Index, m: &Matched) -> Result<i64> {
+    let (_, merge) = idx
+        .producer
+        .get(&m.out)
+        .map(|&i| (i, &g.nodes[i]))
+        .ok_or_else(|| crate::Error::Invalid(format!("`{}` has no producer", m.out)))?;
+    const_ints(g, idx, &merge.inputs[1])
+        .and_then(|t| t.get(1).copied())
+        .ok_or_else(|| crate::Error::Invalid(format!("`{}`'s merge shape is not constant", m.out)))
+}
+
 /// When Q, K and V are the three equal outputs of one Split along the last axis (what
 /// `qkv-merge` makes), that Split and its packed input: the kernel then reads the packed
 /// projection directly instead of concatenating Q, K and V again.
@@ -141,9 +176,13 @@ fn packed_split(g: &Graph, idx: &Index, m: &Matched) -> Option<(usize, String)> 
         return None;
     }
     let axis = split.attr_int("axis", 0);
-    let sizes = match split.input(1) {
-        Some(s) => const_ints(g, idx, s)?,
-        None => split.attr_ints("split")?.to_vec(),
+    // Sizes from input 1, the `split` attribute, or (opset 18 on) `num_outputs` equal parts
+    // (Q, K and V were checked to be equal tensors).
+    let sizes = match (split.input(1), split.attr_ints("split")) {
+        (Some(s), _) => const_ints(g, idx, s)?,
+        (None, Some(v)) => v.to_vec(),
+        (None, None) if split.attr_int("num_outputs", 0) == 3 => vec![1, 1, 1],
+        (None, None) => return None,
     };
     let last = axis == -1 || axis == 2;
     let only_here = [&m.q, &m.k, &m.v]
@@ -240,8 +279,21 @@ fn match_attention(
         .producer_op(g, &scores, "MatMul")
         .ok_or("the scores are not a MatMul of queries and keys")?;
     nodes.push(qki);
-    let (q, qs, qn) = head_split(g, idx, &qk.inputs[0], &[&[0, 2, 1, 3]])
-        .ok_or("the queries are not split into heads by Reshape + Transpose [0,2,1,3]")?;
+    let (q, qs, qn) = head_split(g, idx, &qk.inputs[0], &[&[0, 2, 1, 3]]).ok_or_else(|| {
+        match idx
+            .producer
+            .get(&qk.inputs[0])
+            .map(|&i| g.nodes[i].op_type.as_str())
+        {
+            // Llama-family exports rotate Q and K (Mul by cos, Mul by a rotated half by sin,
+            // Add) after splitting the heads.
+            Some("Add") => "the queries are rotated (rotary embedding) after the head split: \
+                            the fused op takes [batch, seq, width] inputs, so rotated heads stay \
+                            composed"
+                .to_string(),
+            _ => "the queries are not split into heads by Reshape + Transpose [0,2,1,3]".into(),
+        }
+    })?;
     let (k, ks, kn) = head_split(g, idx, &qk.inputs[1], &[&[0, 2, 3, 1]])
         .ok_or("the keys are not split into heads and transposed")?;
     let (pvi, pv) = idx
@@ -290,13 +342,15 @@ fn match_attention(
             "the split shape {qs:?} does not keep batch and sequence"
         ));
     }
-    if !(merge.len() == 3
-        && merge[0] == 0
-        && merge[1] == 0
-        && (merge[2] == -1 || merge[2] == width))
+    let flat = merge == [-1, width];
+    if !flat
+        && !(merge.len() == 3
+            && merge[0] == 0
+            && merge[1] == 0
+            && (merge[2] == -1 || merge[2] == width))
     {
         return Err(format!(
-            "the heads are merged to {merge:?}, not [batch, seq, width]"
+            "the heads are merged to {merge:?}, not [batch, seq, width] or [batch x seq, width]"
         ));
     }
     nodes.extend(qn);
@@ -318,6 +372,7 @@ fn match_attention(
         heads,
         scale: scale as f32,
         out: mr.outputs[0].clone(),
+        flat,
     })
 }
 

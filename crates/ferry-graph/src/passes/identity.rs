@@ -1,11 +1,30 @@
-//! Identity and Dropout removal: readers of the output read the input instead.
+//! Identity, Dropout and no-op Cast removal: readers of the output read the input instead.
+//! A Cast is a no-op when its input already has the type it casts to (exporters write them
+//! after a Softmax computed in f32 anyway); the input's type must follow from the graph
+//! (`exec::elem_types`), else the Cast stays.
 
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::Model;
+use crate::exec::elem_types;
+use crate::ir::{Model, Node};
 
-/// Removes Identity nodes and inference-time Dropout.
+/// Removes Identity nodes, inference-time Dropout and Casts to the type their input has.
 pub struct IdentityRemoval;
+
+/// Whether `n` passes its input through unchanged, given the graph's element types.
+fn passes_through(n: &Node, types: &std::collections::HashMap<String, i32>) -> bool {
+    if !n.domain.is_empty() {
+        return false;
+    }
+    match n.op_type.as_str() {
+        "Identity" | "Dropout" => true,
+        "Cast" => n
+            .input(0)
+            .and_then(|i| types.get(i))
+            .is_some_and(|&t| i64::from(t) == n.attr_int("to", 0)),
+        _ => false,
+    }
+}
 
 impl Pass for IdentityRemoval {
     fn name(&self) -> &'static str {
@@ -13,16 +32,17 @@ impl Pass for IdentityRemoval {
     }
 
     fn description(&self) -> &'static str {
-        "remove Identity and Dropout (inference) nodes"
+        "remove Identity, Dropout (inference) and Casts to the type their input has"
     }
 
     fn run(&self, model: &mut Model) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
+        let types = elem_types(&model.graph);
         let g = &mut model.graph;
         let mut i = 0;
         while i < g.nodes.len() {
             let n = &g.nodes[i];
-            if !(n.op_type == "Identity" || n.op_type == "Dropout") || !n.domain.is_empty() {
+            if !passes_through(n, &types) {
                 i += 1;
                 continue;
             }
@@ -104,6 +124,24 @@ mod tests {
             opt.graph.op_histogram().keys().cloned().collect::<Vec<_>>(),
             ["Neg", "Relu"]
         );
+        assert_same_outputs(&model, &opt, 0.0);
+    }
+
+    /// A Cast to f32 of an f32 value goes; a Cast to f16 stays (the model's output type
+    /// changes with it).
+    #[test]
+    fn removes_casts_to_the_type_their_input_has() {
+        let mut model = chain_model(&["Relu", "Cast", "Neg", "Cast"]);
+        model.graph.nodes[1]
+            .attrs
+            .insert("to".into(), crate::ir::Attr::Int(1));
+        model.graph.nodes[3]
+            .attrs
+            .insert("to".into(), crate::ir::Attr::Int(10));
+        let mut opt = model.clone();
+        let r = IdentityRemoval.run(&mut opt).unwrap();
+        assert_eq!(r.matched, ["removed Cast `n1`"], "{r:?}");
+        assert_eq!(opt.graph.nodes.len(), 3);
         assert_same_outputs(&model, &opt, 0.0);
     }
 }

@@ -95,6 +95,9 @@ pub fn all() -> Vec<Box<dyn Pass>> {
         Box::new(const_fold::ConstFold),
         Box::new(shape_simplify::ShapeSimplify),
         Box::new(const_fold::ConstFold),
+        // The shape computations a constant target left dead go before the fusions count
+        // readers.
+        Box::new(dce::DeadNodeElimination),
         Box::new(bn_fold::BatchNormFold),
         Box::new(matmul_add::MatMulAddToGemm),
         Box::new(layer_norm::LayerNormFusion),

@@ -119,7 +119,9 @@ fn constant_target(
         let copies = i < da.len() && i < db.len() && sa[i] == da[i] as i64 && sb[i] == db[i] as i64;
         if sa[i] == sb[i] && !(sa[i] == 0 && allowzero) {
             spec.push(sa[i]);
-        } else if copies && !allowzero {
+        } else if copies {
+            // The new node copies with `0` and has no `allowzero`: a dimension that is 0 at
+            // run time is copied as 0, as the computed target would have said.
             spec.push(0);
         } else if infer.is_none() && !sa.contains(&-1) {
             infer = Some(i);
@@ -199,5 +201,21 @@ mod tests {
         assert!(
             constant_target(&[7, 2, 64], &[11, 3, 64], &[2, 7, 64], &[3, 11, 64], false).is_err()
         );
+        // The dynamo exporter's `allowzero=1` views copy too (the new node drops allowzero),
+        // but a literal 0 under allowzero cannot be written as a copy.
+        assert_eq!(
+            constant_target(
+                &[2, 7, 4, 16],
+                &[3, 11, 4, 16],
+                &[2, 7, 64],
+                &[3, 11, 64],
+                true
+            )
+            .unwrap(),
+            [0, 0, 4, 16]
+        );
+        assert!(constant_target(&[0, 7], &[0, 11], &[5, 7], &[5, 11], true)
+            .unwrap()
+            .starts_with(&[-1]));
     }
 }
