@@ -13,6 +13,7 @@
 
 mod activation;
 mod attention;
+mod causal_attention;
 mod embedding;
 mod encoder_layer;
 mod fast_exp;
@@ -25,6 +26,7 @@ pub mod qgemm;
 
 pub use activation::Activation;
 pub use attention::{attention_inference, self_attention};
+pub use causal_attention::{causal_attention, CausalMask};
 pub use embedding::{embedding, embedding_with_positions};
 pub use encoder_layer::{encoder_layer, EncoderLayerParams, EncoderLayerSpec};
 pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed, linear_q8};
