@@ -44,26 +44,22 @@ The corpus bench-data/udhr-x<S>.tsv is corpora/udhr/train.tsv's header followed 
 repeated --scale times (S=40: 79,920 records, ~19.4 MB); it is written once and reused.
 """
 import argparse
-import datetime
 import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ferry_scripts import (die, ferry_env, fmt_rate, machine, machine_line, report_header,
+                           run_json)
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "corpora" / "udhr" / "train.tsv"
 DEFAULT_TOKENIZER = "target/models/all-MiniLM-L6-v2/tokenizer.json"
 FERRY_FIELDS = ("seconds", "records", "tokens", "batches", "padded_tokens")
 COMPARED = ("records", "tokens", "batches", "padded_tokens")
-
-
-def die(msg):
-    print(f"bench_data_peer: error: {msg}", file=sys.stderr)
-    sys.exit(2)
 
 
 def make_corpus(work, scale):
@@ -158,33 +154,8 @@ def check_batches(batches, stats, max_tokens, pad_id):
 def run_ferry(ferry, corpus, tokenizer, max_tokens, threads, env):
     cmd = [str(ferry), "data", "batch", str(corpus), "--tokenizer", str(tokenizer),
            "--max-tokens", str(max_tokens), "--threads", str(threads), "--json"]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    except OSError as e:
-        die(f"cannot run {shlex.join(cmd)}: {e}")
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        die(f"`{shlex.join(cmd)}` exited with status {proc.returncode}"
-            + (f":\n{tail}" if tail else " and printed nothing")
-            + "\n(is this a ferry release binary with the `data batch` command? "
-              "build it with `cargo build --release -p ferry-cli`)")
-    out = proc.stdout.strip()
-    try:
-        result = json.loads(out)
-    except json.JSONDecodeError:
-        # Tolerate log lines before the JSON: take the last line that parses as an object.
-        result = None
-        for line in reversed(out.splitlines()):
-            try:
-                result = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
-    if not isinstance(result, dict):
-        die(f"`{shlex.join(cmd)}` did not print a JSON object on stdout; it printed:\n"
-            + (out[-2000:] or "(nothing)"))
+    result, wall = run_json(cmd, env, hint="\n(is this a ferry release binary with the `data "
+                            "batch` command? build it with `cargo build --release -p ferry-cli`)")
     missing = [k for k in FERRY_FIELDS if k not in result]
     if missing:
         die(f"ferry's JSON lacks the field(s) {', '.join(missing)} "
@@ -204,20 +175,6 @@ def os_threads():
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return None
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def fmt_rate(x):
-    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k"
 
 
 def main():
@@ -255,7 +212,7 @@ def main():
             "or give --tokenizer)")
 
     # Must be set before tokenizers is imported: its rayon pool reads them at first use.
-    ferry_env = {k: v for k, v in os.environ.items() if not k.startswith("RAYON")}
+    env = ferry_env()  # no RAYON_* variables: ferry is given --threads
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # what rayon-core actually reads
     os.environ["RAYON_RS_NUM_THREADS"] = str(args.threads)  # asked for; ignored by rayon
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
@@ -290,7 +247,7 @@ def main():
         line = f"run {rep + 1}/{args.repeat}:"
         if not args.python_only:  # ferry first: a broken binary fails before the slow part
             result, wall, ferry_cmd = run_ferry(args.ferry, corpus, args.tokenizer,
-                                                args.max_tokens, args.threads, ferry_env)
+                                                args.max_tokens, args.threads, env)
             ferry_times.append(float(result["seconds"]))
             ferry_walls.append(wall)
             ferry_stats = {k: int(result[k]) for k in COMPARED}
@@ -323,14 +280,8 @@ def main():
     rows.append((f"Python tokenizers {tokenizers.__version__} `encode_batch` + numpy", py_best,
                  py_stats, "1.00x"))
 
-    cmdline = shlex.join([".venv/bin/python", "scripts/bench_data_peer.py"] + sys.argv[1:])
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmdline, now = report_header("bench_data_peer.py")
     k = args.repeat
-    print()
-    print("```sh")
-    print(cmdline)
-    print("```")
-    print()
     print(f"Corpus `{corpus}`: {corpus_bytes / 1e6:.1f} MB, {py_stats['records']} records "
           f"(corpora/udhr/train.tsv x{args.scale}); tokenizer `{args.tokenizer}` "
           f"({tok.model.__class__.__name__}, special tokens added, truncation "
@@ -357,17 +308,15 @@ def main():
           + ("; ferry " + ", ".join(f"{t:.3f}" for t in ferry_times)
              + " (process wall " + ", ".join(f"{t:.3f}" for t in ferry_walls) + ")"
              if ferry_times else ""))
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-          f"Python {platform.python_version()}, tokenizers {tokenizers.__version__}, "
-          f"numpy {np.__version__}. Date: {now}.")
+    print(f"{machine_line()}; Python {platform.python_version()}, "
+          f"tokenizers {tokenizers.__version__}, numpy {np.__version__}. Date: {now}.")
     if mismatches:
         print(f"**Counts differ** between ferry and Python: {', '.join(mismatches)}.")
 
     if args.json_out:
         args.json_out.write_text(json.dumps({
-            "command": cmdline, "date": now, "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "tokenizers": tokenizers.__version__, "numpy": np.__version__,
+            "command": cmdline, "date": now, **machine(), "tokenizers": tokenizers.__version__,
+            "numpy": np.__version__,
             "corpus": str(corpus), "corpus_bytes": corpus_bytes, "threads": args.threads,
             "max_tokens": args.max_tokens, "tokenizer": str(args.tokenizer),
             "truncation": truncation, "rayon_workers": workers, "file_truncation": file_truncation,

@@ -34,43 +34,21 @@ Options: --model PATH  --batch 8  --seq 128  --threads 2  --runs 20  --warmup 3 
     --seed 0  --ferry-args "..."  --json-out FILE
 """
 import argparse
-import datetime
 import json
 import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from ferry_scripts import (die, ferry_env, load_average, load_text, machine, machine_line,
+                           report_header, require_positive, run_json, time_ms)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FERRY = "target/release/graph_bench"
 DEFAULT_MODEL = REPO / "target" / "models" / "all-MiniLM-L6-v2" / "model.onnx"
 FERRY_FIELDS = ("ms_best", "ms_median")
-
-
-def die(msg):
-    print(f"bench_graph_peer: error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average():
-    try:
-        return os.getloadavg()
-    except OSError:
-        return None
 
 
 # ----------------------------------------------------------------------------- onnxruntime
@@ -107,14 +85,7 @@ def make_feed(session, model, batch, seq, seed):
 
 def run_ort(session, feed, runs, warmup):
     """Returns the timed runs in ms."""
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(1e3 * (time.perf_counter() - t0))
-    return times
+    return time_ms(lambda: session.run(None, feed), runs, warmup)
 
 
 # ----------------------------------------------------------------------------- ferry
@@ -130,37 +101,8 @@ def ferry_command(ferry, model, batch, seq, threads, runs, warmup, unoptimized, 
 
 
 def run_ferry(cmd, env):
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    except OSError as e:
-        die(f"cannot run {shlex.join(cmd)}: {e}")
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        die(f"`{shlex.join(cmd)}` exited with status {proc.returncode}"
-            + (f":\n{tail}" if tail else " and printed nothing"))
-    out = proc.stdout.strip()
-    result = None
-    try:
-        result = json.loads(out)
-    except json.JSONDecodeError:
-        for line in reversed(out.splitlines()):  # tolerate log lines before the JSON
-            try:
-                result = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
-    if not isinstance(result, dict):
-        die(f"`{shlex.join(cmd)}` did not print a JSON object on stdout; it printed:\n"
-            + (out[-2000:] or "(nothing)"))
-    missing = [k for k in FERRY_FIELDS if k not in result]
-    if missing:
-        die(f"ferry's JSON lacks {', '.join(missing)} (got {', '.join(sorted(result))})")
-    for k in FERRY_FIELDS:
-        v = result[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            die(f"ferry's JSON field {k!r} is {v!r}, expected a positive number")
+    result, wall = run_json(cmd, env)
+    require_positive(result, FERRY_FIELDS)
     if result["ms_best"] > result["ms_median"]:
         die(f"ferry's ms_best {result['ms_best']} > ms_median {result['ms_median']}")
     return result, wall
@@ -206,8 +148,7 @@ def main():
     elif do_ferry and not os.access(args.ferry, os.X_OK):
         die(f"{args.ferry} is not executable")
 
-    ferry_env = {k: v for k, v in os.environ.items() if not k.startswith("RAYON")}
-    ferry_env["RAYON_NUM_THREADS"] = str(args.threads)
+    env = ferry_env(args.threads)
     extra = shlex.split(args.ferry_args)
     cmds = {}
     if do_ferry:
@@ -230,7 +171,7 @@ def main():
     for rep in range(args.repeat):
         line = f"round {rep + 1}/{args.repeat}:"
         for side, cmd in cmds.items():  # ferry first: a broken binary fails before the slow part
-            r, wall = run_ferry(cmd, ferry_env)
+            r, wall = run_ferry(cmd, env)
             res[side]["best"].append(float(r["ms_best"]))
             res[side]["median"].append(float(r["ms_median"]))
             res[side]["wall"].append(wall)
@@ -255,14 +196,8 @@ def main():
     if do_ort:
         summary["onnxruntime"]["runs_ms"] = res["onnxruntime"]["runs"]
 
-    cmdline = shlex.join([".venv/bin/python", "scripts/bench_graph_peer.py"] + sys.argv[1:])
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmdline, now = report_header("bench_graph_peer.py")
     tokens = args.batch * args.seq
-    print()
-    print("```sh")
-    print(cmdline)
-    print("```")
-    print()
     print(f"all-MiniLM-L6-v2 (`{os.path.relpath(model, Path.cwd())}`), one forward pass of "
           f"batch {args.batch} x seq {args.seq} (full attention mask), {args.threads} threads. "
           f"onnxruntime {ort_version or '-'}: CPUExecutionProvider, intra-op {args.threads}, "
@@ -298,18 +233,15 @@ def main():
     for s in sides:
         print(f"All rounds, {s} (ms best/median): "
               + "; ".join(f"{b:.2f}/{m:.2f}" for b, m in zip(res[s]["best"], res[s]["median"])))
-    load = (f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
-            if load_before and load_after else "load average unknown")
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-          f"{args.threads} threads; {load}. Python {platform.python_version()}"
+    load = load_text(load_before, load_after)
+    print(f"{machine_line()}; {args.threads} threads; {load}. Python {platform.python_version()}"
           + (f", onnxruntime {ort_version}" if ort_version else "") + f". Date: {now}.")
 
     if args.json_out:
         args.json_out.write_text(json.dumps({
-            "command": cmdline, "date": now, "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "onnxruntime": ort_version, "model": str(model), "batch": args.batch,
-            "seq": args.seq, "threads": args.threads, "runs": args.runs,
+            "command": cmdline, "date": now, **machine(), "onnxruntime": ort_version,
+            "model": str(model), "batch": args.batch, "seq": args.seq, "threads": args.threads,
+            "runs": args.runs,
             "warmup": args.warmup, "repeat": args.repeat, "ferry_note": ferry_note,
             "load_average": [load_before, load_after], "results": summary,
         }, indent=1) + "\n")

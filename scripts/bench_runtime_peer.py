@@ -29,10 +29,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from ferry_scripts import time_ms
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,14 +50,9 @@ def ferry_side(bench, model, ids, args, kernels="f32"):
 
 def torch_side(model, ids, args):
     import torch
-    times = []
     x = torch.from_numpy(ids)
     with torch.no_grad():
-        for i in range(args.warmup + args.runs):
-            t = time.perf_counter()
-            model(input_ids=x, use_cache=False)
-            if i >= args.warmup:
-                times.append((time.perf_counter() - t) * 1e3)
+        times = time_ms(lambda: model(input_ids=x, use_cache=False), args.runs, args.warmup)
     times.sort()
     return times[0], times[len(times) // 2]
 

@@ -35,15 +35,16 @@ Options: --workloads bag,transformer  --threads 2  --repeat 3  --steps-bag 300
     --steps-transformer 40  --warmup-bag 20  --warmup-transformer 5  --json-out FILE
 """
 import argparse
-import datetime
 import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ferry_scripts import (die, ferry_env, fmt_rate, load_average, load_text, machine,
+                           machine_line, report_header, require_positive, run_json)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FERRY = "target/release/train_throughput"
@@ -55,28 +56,6 @@ WORKLOADS = {
                     "B": 32, "T": 64, "steps": 40, "warmup": 5},
 }
 LR, WEIGHT_DECAY, CLIP = 1e-3, 0.01, 1.0
-
-
-def die(msg):
-    print(f"bench_train_peer: error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average():
-    try:
-        return os.getloadavg()
-    except OSError:
-        return None
 
 
 # ----------------------------------------------------------------------------- torch side
@@ -161,37 +140,8 @@ def run_torch(name, w, steps, warmup, batches):
 def run_ferry(ferry, name, steps, warmup, threads, env):
     cmd = [str(ferry), "--workload", name, "--steps", str(steps), "--warmup", str(warmup),
            "--threads", str(threads)]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    except OSError as e:
-        die(f"cannot run {shlex.join(cmd)}: {e}")
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        die(f"`{shlex.join(cmd)}` exited with status {proc.returncode}"
-            + (f":\n{tail}" if tail else " and printed nothing"))
-    out = proc.stdout.strip()
-    result = None
-    try:
-        result = json.loads(out)
-    except json.JSONDecodeError:
-        for line in reversed(out.splitlines()):  # tolerate log lines before the JSON
-            try:
-                result = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
-    if not isinstance(result, dict):
-        die(f"`{shlex.join(cmd)}` did not print a JSON object on stdout; it printed:\n"
-            + (out[-2000:] or "(nothing)"))
-    missing = [k for k in FERRY_FIELDS if k not in result]
-    if missing:
-        die(f"ferry's JSON lacks {', '.join(missing)} (got {', '.join(sorted(result))})")
-    for k in FERRY_FIELDS:
-        v = result[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            die(f"ferry's JSON field {k!r} is {v!r}, expected a positive number")
+    result, wall = run_json(cmd, env)
+    require_positive(result, FERRY_FIELDS)
     if int(result["steps"]) != steps:
         die(f"ferry ran {result['steps']} timed steps, asked for {steps}")
     w = WORKLOADS[name]
@@ -201,10 +151,6 @@ def run_ferry(ferry, name, steps, warmup, threads, env):
               f"steps * {w['B']} * {w['T']} / seconds = {own:.0f}; is its batch shape "
               "the same? The table uses the latter", file=sys.stderr)
     return result, wall, cmd
-
-
-def fmt_rate(x):
-    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k"
 
 
 def main():
@@ -242,8 +188,7 @@ def main():
         if not os.access(args.ferry, os.X_OK):
             die(f"{args.ferry} is not executable")
 
-    ferry_env = {k: v for k, v in os.environ.items() if not k.startswith("RAYON")}
-    ferry_env["RAYON_NUM_THREADS"] = str(args.threads)
+    env = ferry_env(args.threads)
     torch_version = None
     if do_torch:
         import torch
@@ -266,8 +211,7 @@ def main():
         for rep in range(args.repeat):
             line = f"{n} run {rep + 1}/{args.repeat}:"
             if do_ferry:  # ferry first: a broken binary fails before the slow part
-                res, wall, cmd = run_ferry(args.ferry, n, steps, warmup, args.threads,
-                                           ferry_env)
+                res, wall, cmd = run_ferry(args.ferry, n, steps, warmup, args.threads, env)
                 results[n]["ferry"].append(float(res["seconds"]))
                 results[n]["ferry_wall"].append(wall)
                 results[n]["ferry_json"], results[n]["ferry_cmd"] = res, shlex.join(cmd)
@@ -281,14 +225,8 @@ def main():
         del batches
     load_after = load_average()
 
-    cmdline = shlex.join([".venv/bin/python", "scripts/bench_train_peer.py"] + sys.argv[1:])
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmdline, now = report_header("bench_train_peer.py")
     k = args.repeat
-    print()
-    print("```sh")
-    print(cmdline)
-    print("```")
-    print()
     print(f"{args.threads} threads (torch.set_num_threads({args.threads}), interop 1; ferry: "
           f"--threads {args.threads}, RAYON_NUM_THREADS={args.threads}). One step = forward, "
           f"cross entropy, backward, clip_grad_norm_(1.0), AdamW(lr 1e-3, wd 0.01). "
@@ -324,17 +262,14 @@ def main():
         print(f"All runs, {n} (s): "
               + "; ".join(f"{side} " + ", ".join(f"{t:.3f}" for t in r[side])
                           for side in ("ferry", "torch") if r[side]))
-    load = (f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
-            if load_before and load_after else "load average unknown")
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-          f"{args.threads} threads; {load}. Python {platform.python_version()}"
+    load = load_text(load_before, load_after)
+    print(f"{machine_line()}; {args.threads} threads; {load}. Python {platform.python_version()}"
           + (f", torch {torch_version}" if torch_version else "") + f". Date: {now}.")
 
     if args.json_out:
         args.json_out.write_text(json.dumps({
-            "command": cmdline, "date": now, "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch_version, "threads": args.threads, "repeat": k,
+            "command": cmdline, "date": now, **machine(), "torch": torch_version,
+            "threads": args.threads, "repeat": k,
             "load_average": [load_before, load_after], "workloads": summary,
         }, indent=1) + "\n")
     return 0

@@ -55,7 +55,6 @@ differently in the last bits: --check then compares the tensors (integers exactl
 1e-5 absolute) and reports the largest difference; --strict makes that a failure.
 """
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -63,6 +62,8 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
+
+from ferry_scripts import sha256
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the Hub
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -88,10 +89,6 @@ SENTENCES = [
     ("zh", "我们在北京的大学学习中文。"),
 ]
 DTYPES = {"int64": "I64", "float32": "F32"}
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def safetensors_bytes(tensors, metadata):

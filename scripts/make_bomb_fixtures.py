@@ -12,7 +12,6 @@ torch does with it.
 """
 
 import argparse
-import hashlib
 import struct
 import sys
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+from ferry_scripts import FIXED_ZIP_TIME, write_sums
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -131,11 +131,7 @@ def build(out, quiet=False):
     say(f"{p.name}: {p.stat().st_size} bytes; `big` is [65536, 65536] float32, stride (0, 0), "
         f"{big.untyped_storage().nbytes()} bytes of storage")
 
-    sums = "".join(
-        f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n"
-        for f in sorted(out.glob("*.pth"))
-    )
-    (out / "SHA256SUMS").write_text(sums)
+    write_sums(out, {f.name: f.read_bytes() for f in out.glob("*.pth")})
 
 
 def main():

@@ -20,19 +20,19 @@ Everything written is a pure function of the corpus files (whose hashes are chec
 corpora/udhr/SHA256SUMS first) and of the pyarrow and zlib versions: gzip members carry
 mtime 0 and no file name, Parquet files pyarrow's `created_by` string.
 """
-import argparse
 import csv
 import gzip
-import hashlib
 import io
 import json
 import platform
 import shutil
 import sys
-import tempfile
 import zlib
 from collections import Counter
 from pathlib import Path
+
+from ferry_scripts import (check_against_sums, fixture_parser, json_bytes, read_sums, sha256,
+                           write_sums)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "fixtures" / "data"
@@ -54,15 +54,8 @@ PARQUET_ROW_GROUP = 8
 # No field of any fixture *starts* with a double quote (TSV has no quoting rule for that).
 
 
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def verify_corpus(corpus, rels):
-    sums = {}
-    for line in (corpus / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
-        digest, rel = line.split("  ", 1)
-        sums[rel] = digest
+    sums = read_sums(corpus / "SHA256SUMS")
     for rel in rels:
         got = sha256((corpus / rel).read_bytes())
         if sums.get(rel) != got:
@@ -289,8 +282,7 @@ def build(out, corpus):
     files.update(make_by_lang(rows))
     bad, expected = make_bad(rows)
     files["bad/corpus.tsv"] = bad
-    files["bad/EXPECTED.json"] = (json.dumps(expected, indent=1, ensure_ascii=False)
-                                  + "\n").encode("utf-8")
+    files["bad/EXPECTED.json"] = json_bytes(expected)
 
     # Remove only what this script writes, then write.
     for sub in ["tsv", "jsonl", "parquet", "moses", "by_lang", "bad"]:
@@ -357,60 +349,30 @@ def build(out, corpus):
     reference["files"]["bad/corpus.tsv"] = dict(summarize(good), note="good records only; "
                                                 "the bad lines are in bad/EXPECTED.json")
     assert reference["files"]["bad/corpus.tsv"]["records"] == expected["good_records"]
-    ref_bytes = (json.dumps(reference, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    ref_bytes = json_bytes(reference)
     (out / "REFERENCE.json").write_bytes(ref_bytes)
     files["REFERENCE.json"] = ref_bytes
 
-    sums = "".join(f"{sha256(files[rel])}  {rel}\n" for rel in sorted(files))
-    (out / "SHA256SUMS").write_text(sums, encoding="utf-8")
+    write_sums(out, files)
     return files, reference
 
 
-def read_sums(path):
-    sums = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        digest, rel = line.split("  ", 1)
-        sums[rel] = digest
-    return sums
-
-
 def check(out, corpus):
-    sums_path = out / "SHA256SUMS"
-    if not sums_path.is_file():
-        print(f"missing {sums_path}", file=sys.stderr)
-        return 1
-    expected = read_sums(sums_path)
-    bad = []
-    with tempfile.TemporaryDirectory() as tmp:
-        regen = Path(tmp) / "data"
-        build(regen, corpus)
-        got = read_sums(regen / "SHA256SUMS")
-        for rel in sorted(set(expected) | set(got)):
-            if expected.get(rel) != got.get(rel):
-                bad.append(f"regenerated {rel}: {got.get(rel)} != recorded {expected.get(rel)}")
-            path = out / rel
-            actual = sha256(path.read_bytes()) if path.is_file() else None
-            if actual != expected.get(rel):
-                bad.append(f"committed {rel}: {actual} != recorded {expected.get(rel)}")
-        present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-        extra = sorted(present - set(expected) - {"SHA256SUMS"})
-        if extra:
-            bad.append(f"files not in SHA256SUMS: {extra}")
-    if bad:
+    def regenerate(tmp):
+        build(tmp / "data", corpus)
+        return tmp / "data"
+
+    def versions():
         import pyarrow
-        print(f"CHECK FAILED (pyarrow {pyarrow.__version__}, zlib {zlib.ZLIB_VERSION}; "
-              "parquet/ and *.gz depend on those versions):", *bad, sep="\n  ", file=sys.stderr)
-        return 1
-    print(f"check OK: {len(expected)} files in {out} match the regenerated fixtures")
-    return 0
+        return (f" (pyarrow {pyarrow.__version__}, zlib {zlib.ZLIB_VERSION}; "
+                "parquet/ and *.gz depend on those versions)")
+
+    return check_against_sums(out, regenerate, versions)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap = fixture_parser(__doc__, DEFAULT_OUT)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temp dir and compare hashes; exit 1 on mismatch")
     args = ap.parse_args()
     if args.check:
         return check(args.out, args.corpus)

@@ -38,10 +38,10 @@ import safetensors
 import safetensors.torch
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
+from ferry_scripts import FIXED_ZIP_TIME, pin_hash_seed
 
 REPO = Path(__file__).resolve().parent.parent
 PWN_CMD = "echo pwned > /tmp/ferry_pwned"
-FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 # Files the tools do not write byte-identically run to run (see fixtures/README.md):
 #  legacy.pth: legacy torch.save names storages by memory address (str(storage._cdata));
 #  single.safetensors: safetensors keeps __metadata__ in a Rust HashMap, so its two keys come
@@ -415,6 +415,8 @@ class ScriptMLP(nn.Module):
         return self.head(self.blocks(self.proj(x * self.scale)))
 
 
+# mlp.pt's debug records hold this file's path and the line numbers of the two forward methods
+# above: an edit that moves them (any line added or removed above) changes mlp.pt's bytes.
 def make_torchscript(out):
     d = out / "torchscript"
     d.mkdir(parents=True, exist_ok=True)
@@ -990,9 +992,7 @@ def manifest(out):
 def main():
     # TorchScript writes a module's Final constants in Python set order, which follows string
     # hashing: pin the hash seed so mlp.pt is byte-identical across runs.
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"
-        os.execv(sys.executable, [sys.executable] + sys.argv)
+    pin_hash_seed()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "fixtures")
     ap.add_argument("--check", action="store_true", help="regenerate into a temp dir and compare with --out")

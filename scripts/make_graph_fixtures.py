@@ -127,9 +127,7 @@ last_hidden_state; PATH.io.npz holds the five sentences of
 fixtures/bert/minilm_reference.safetensors (its input_ids and attention_mask, token_type_ids 0)
 and what transformers' AutoModel computes for them (checked against that file at real tokens).
 """
-import argparse
 import collections
-import hashlib
 import json
 import os
 import platform
@@ -137,6 +135,9 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+
+from ferry_scripts import (fixture_parser, json_bytes, pin_hash_seed, read_sums, sha256,
+                           write_sums)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never ask the Hub
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -155,10 +156,6 @@ BERT_CONFIG = dict(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_atte
                    intermediate_size=128, max_position_embeddings=64, hidden_act="gelu",
                    initializer_range=0.2, attn_implementation="eager")
 ENCODER_AXES = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def quiet_warnings():
@@ -545,12 +542,10 @@ def build(out, quiet=False):
                   "size_threshold=0)", None)
     assert info["initializers_external"] == info["initializers"] == 2, info
 
-    (out / "REFERENCE.json").write_bytes(
-        (json.dumps(reference, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    (out / "REFERENCE.json").write_bytes(json_bytes(reference))
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir())
              if p.is_file() and p.name not in ("SHA256SUMS", "README.md")}
-    sums = "".join(f"{sha256(files[rel])}  {rel}\n" for rel in sorted(files))
-    (out / "SHA256SUMS").write_text(sums, encoding="utf-8")
+    sums = write_sums(out, files)
     total = sum(len(d) for d in files.values()) + len(sums)
     assert total < MAX_TOTAL_BYTES, f"fixtures/graph is {total} bytes"
     return files, reference, diffs
@@ -1063,12 +1058,10 @@ def build_exports(out, quiet=False):
         if not quiet:
             print(f"{name}.onnx: {path.stat().st_size} bytes, {timings[name]:.1f} s", flush=True)
 
-    (out / "REFERENCE.json").write_bytes(
-        (json.dumps(reference, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    (out / "REFERENCE.json").write_bytes(json_bytes(reference))
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir())
              if p.is_file() and p.name not in ("SHA256SUMS", "README.md")}
-    sums = "".join(f"{sha256(files[rel])}  {rel}\n" for rel in sorted(files))
-    (out / "SHA256SUMS").write_text(sums, encoding="utf-8")
+    sums = write_sums(out, files)
     for rel, data in files.items():
         assert len(data) < MAX_EXPORT_FILE_BYTES, f"{rel} is {len(data)} bytes"
     total = sum(len(d) for d in files.values()) + len(sums)
@@ -1110,14 +1103,6 @@ def describe(path, layer_prefix=None):
                              + f"\n      in: {', '.join(label(i) for i in n.input)}"
                              + f"\n      out: {', '.join(n.output)}")
     return lines
-
-
-def read_sums(path):
-    sums = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        digest, rel = line.split("  ", 1)
-        sums[rel] = digest
-    return sums
 
 
 def compare_npz(a, b, tol=CHECK_TOL):
@@ -1306,13 +1291,8 @@ def export_minilm(model_dir, onnx_path):
 
 
 def main():
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"
-        os.execv(sys.executable, [sys.executable] + sys.argv)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temp dir and compare hashes; exit 1 on mismatch")
+    pin_hash_seed()
+    ap = fixture_parser(__doc__, DEFAULT_OUT)
     ap.add_argument("--strict", action="store_true",
                     help="with --check: fail on any byte difference, not only on numbers")
     ap.add_argument("--minilm", action="store_true",

@@ -50,11 +50,11 @@ run by onnxruntime here: it would try the allocations. The bytes depend only on 
 package's serializer (made with onnx 1.23.2): --check compares SHA-256s.
 """
 
-import argparse
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
+
+from ferry_scripts import fixture_parser, sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "fixtures" / "hostile_onnx"
@@ -147,10 +147,6 @@ def graphs():
     return m
 
 
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def build(out):
     import onnx
     out.mkdir(parents=True, exist_ok=True)
@@ -182,10 +178,7 @@ def check(out):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temp dir and compare hashes; exit 1 on mismatch")
+    ap = fixture_parser(__doc__, DEFAULT_OUT)
     a = ap.parse_args()
     if a.check:
         return check(a.out)

