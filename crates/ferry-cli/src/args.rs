@@ -37,6 +37,9 @@ pub struct TransformArgs {
     /// Write out views that repeat their elements (a stride-0 `expand` saved by PyTorch) even when their full size is over the tensor memory budget (FERRY_MAX_TENSOR_BYTES, 4 GiB), streamed in bounded memory.
     #[arg(long)]
     pub materialize_views: bool,
+    /// Quantize with this importance matrix (llama.cpp's imatrix GGUF, e.g. from `ferry calibrate`): each k-quantized tensor it has an entry for weighs its columns' rounding error by the calibration inputs' mean square; other tensors and types quantize as without it.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<std::path::PathBuf>,
     /// safetensors output: write a tensor tied to another (one storage, two names, e.g. lm_head.weight and embed.weight) once and record the alias in ferry's metadata, instead of writing both names. Other readers (PyTorch load_state_dict(strict=True)) then miss the alias; a model folder whose config.json ties them drops the copy either way, as transformers does.
     #[arg(long)]
     pub dedupe_tied: bool,
@@ -78,6 +81,11 @@ impl TransformArgs {
             keep_names: self.keep_names,
             materialize_views: self.materialize_views,
             dedupe_tied: self.dedupe_tied,
+            imatrix: self
+                .imatrix
+                .as_deref()
+                .map(|p| ferry_io::imatrix::Imatrix::read(p).map(std::sync::Arc::new))
+                .transpose()?,
         })
     }
 
@@ -87,7 +95,7 @@ impl TransformArgs {
             "dtype": self.dtype, "keep": self.keep, "quant": self.quant, "quant_rule": self.quant_rule,
             "rename": self.rename, "strip_prefix": self.strip_prefix, "add_prefix": self.add_prefix,
             "keep_names": self.keep_names, "materialize_views": self.materialize_views,
-            "dedupe_tied": self.dedupe_tied,
+            "dedupe_tied": self.dedupe_tied, "imatrix": self.imatrix,
         })
     }
 }

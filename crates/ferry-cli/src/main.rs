@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 sharded), GGUF, NumPy (.npy/.npz) and Hugging Face model folders; converts dtypes, quantizes, renames; \
 writes safetensors, GGUF, .npz and .pth; and verifies every tensor against its source. It never executes \
 code from a checkpoint.",
-    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry devices\n  ferry place target/models/SmolLM2-135M --dtype bf16"
+    after_help = "Examples:\n  ferry migrate                                   # the built-in demo model, end to end\n  ferry inspect model.pth\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry diff model.pth model.safetensors\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry data stats corpora/udhr/train.tsv\n  ferry data tokenizer train corpora/udhr/train.tsv --kind unigram --vocab-size 8000 --out tok.json\n  ferry train --config configs/langid-udhr.toml\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4\n  ferry optimize model.onnx model.opt.onnx --verify\n  ferry run model.onnx --input x=x.npy --output y.npz\n  ferry devices\n  ferry place target/models/SmolLM2-135M --dtype bf16\n  ferry calibrate target/models/SmolLM2-135M --out smollm2.imatrix.gguf"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,6 +64,8 @@ enum Command {
     Devices(cmd::devices::Args),
     /// Plan where a model's units go on the devices (weights, KV cache, activations), load it there and verify it against the f32 CPU run per language.
     Place(cmd::place::Args),
+    /// Compute an importance matrix (llama.cpp's imatrix GGUF) from a language-balanced multilingual sample, for `convert --imatrix`.
+    Calibrate(cmd::calibrate::Args),
 }
 
 /// Says which temporary files of killed ferry runs the writes of this run removed.
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Devices(a) => cmd::devices::run(a),
         Command::Place(a) => cmd::place::run(a),
+        Command::Calibrate(a) => cmd::calibrate::run(a),
     };
     report_stale_temporaries();
     match result {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use regex::Regex;
 use serde::Serialize;
@@ -17,6 +17,7 @@ use crate::checkpoint::{Checkpoint, Format};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::formats::gguf::names::{Direction, Family};
+use crate::imatrix::{self, Imatrix};
 use crate::meta::Metadata;
 use crate::quant::{self, QuantError};
 use crate::rename::{RenameReport, Renamer};
@@ -144,6 +145,11 @@ pub struct ConvertOptions {
     /// default: other readers (`load_state_dict(strict=True)`) need every name. A model
     /// folder whose `config.json` ties them drops the copy either way, as transformers does.
     pub dedupe_tied: bool,
+    /// An importance matrix (llama.cpp's, or `ferry calibrate`'s) to quantize with: a
+    /// tensor it has an entry for (by output name) is quantized with its columns weighted by
+    /// the entry, where the type has a weighted kernel ([`imatrix::supports`]); the others
+    /// quantize as without it.
+    pub imatrix: Option<Arc<Imatrix>>,
 }
 
 /// What happens to one tensor.
@@ -158,6 +164,17 @@ pub enum Action {
     Quantize,
     /// GGML blocks to float.
     Dequantize,
+}
+
+/// What an importance matrix did for one quantized tensor that it has an entry for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImatrixUse {
+    /// Quantized with the entry's column weights.
+    Used,
+    /// The tensor's type has no importance-weighted kernel (see [`imatrix::supports`]):
+    /// quantized as without the matrix.
+    NoKernel,
 }
 
 /// One output tensor of a plan.
@@ -182,6 +199,9 @@ pub struct PlanEntry {
     /// Why the tensor got another quantized type than the one asked for (llama.cpp's
     /// fallback for a k-quant whose super-blocks do not divide its rows).
     pub fallback: Option<String>,
+    /// What the importance matrix did, when it has an entry for this quantized tensor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imatrix: Option<ImatrixUse>,
     #[serde(skip)]
     index: usize,
 }
@@ -200,6 +220,9 @@ pub struct Plan {
     /// Tensors left out because they are tied copies a model folder's `config.json` re-ties
     /// on load (`lm_head.weight` of a `tie_word_embeddings` model): `(name, tied to)`.
     pub dropped_tied: Vec<(String, String)>,
+    /// The importance matrix quantization weighs columns by, if one was given.
+    #[serde(skip)]
+    pub imatrix: Option<Arc<Imatrix>>,
     /// Quantization error per quantized tensor, filled while writing.
     #[serde(skip)]
     quant_errors: Mutex<BTreeMap<String, QuantError>>,
@@ -262,8 +285,12 @@ impl Plan {
                 tied_to,
                 kept_float,
                 fallback,
+                imatrix: None,
                 index: i,
             });
+        }
+        if let Some(m) = &opts.imatrix {
+            plan_imatrix(&mut entries, m)?;
         }
         Ok(Plan {
             target,
@@ -271,8 +298,21 @@ impl Plan {
             rename,
             layout: None,
             dropped_tied,
+            imatrix: opts.imatrix.clone(),
             quant_errors: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The quantized tensors the importance matrix weighted, and those it has an entry for
+    /// but whose type has no weighted kernel.
+    pub fn imatrix_uses(&self) -> (Vec<&PlanEntry>, Vec<&PlanEntry>) {
+        let with = |u: ImatrixUse| {
+            self.entries
+                .iter()
+                .filter(|e| e.imatrix == Some(u))
+                .collect::<Vec<_>>()
+        };
+        (with(ImatrixUse::Used), with(ImatrixUse::NoKernel))
     }
 
     /// Bytes the output tensors will take (tied tensors counted once).
@@ -367,7 +407,20 @@ impl Plan {
                     Ok(v) if e.from == DType::F32 => Cow::Borrowed(v),
                     _ => Cow::Owned(decode_f32(&data, e.from)),
                 };
-                let (q, err) = quant::quantize_measured(&f, e.to).map_err(terr)?;
+                let weights = match (e.imatrix, &self.imatrix) {
+                    (Some(ImatrixUse::Used), Some(m)) => {
+                        let cols = e.shape.last().copied().unwrap_or(1);
+                        m.importance_for(&e.name, cols).map_err(terr)?
+                    }
+                    _ => None,
+                };
+                let (q, err) = match weights {
+                    Some(w) => {
+                        let cols = w.len();
+                        imatrix::quantize_measured(&f, cols, e.to, &w).map_err(terr)?
+                    }
+                    None => quant::quantize_measured(&f, e.to).map_err(terr)?,
+                };
                 if let Ok(mut m) = self.quant_errors.lock() {
                     m.insert(e.name.clone(), err);
                 }
@@ -375,6 +428,50 @@ impl Plan {
             }
         })
     }
+}
+
+/// Marks the quantized entries the importance matrix `m` has an entry for (by output name),
+/// checking each entry's width against the tensor's columns. Refuses a matrix that names no
+/// tensor of the plan, and one given where nothing is quantized.
+fn plan_imatrix(entries: &mut [PlanEntry], m: &Imatrix) -> Result<()> {
+    let file = m.path.display();
+    if !entries.iter().any(|e| e.action == Action::Quantize) {
+        return Err(Error::Invalid(format!(
+            "{file}: an importance matrix only applies to quantization, and this conversion \
+             quantizes no tensor (add --quant q4_k or another k-quant)"
+        )));
+    }
+    let mut matched = 0;
+    for e in entries.iter_mut().filter(|e| e.action == Action::Quantize) {
+        let cols = e.shape.last().copied().unwrap_or(1);
+        if m.importance_for(&e.name, cols)?.is_none() {
+            continue;
+        }
+        matched += 1;
+        e.imatrix = Some(if imatrix::supports(e.to) {
+            ImatrixUse::Used
+        } else {
+            ImatrixUse::NoKernel
+        });
+    }
+    if matched == 0 {
+        let theirs: Vec<&str> = m.entries.keys().take(3).map(String::as_str).collect();
+        let ours: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.action == Action::Quantize)
+            .take(3)
+            .map(|e| e.name.as_str())
+            .collect();
+        return Err(Error::Invalid(format!(
+            "{file}: none of the importance matrix's {} entries ({}, ...) names a tensor this \
+             conversion quantizes ({}, ...): was it made for another model? Its names are \
+             llama.cpp's, which GGUF output of a known architecture uses (not with --keep-names)",
+            m.entries.len(),
+            theirs.join(", "),
+            ours.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn first_match(rules: &[DTypeRule], name: &str) -> Option<DType> {
@@ -632,7 +729,46 @@ pub fn output_metadata(ck: &Checkpoint, plan: &Plan) -> Result<Metadata> {
     if plan.entries.iter().any(|e| e.to.is_quantized()) {
         m.insert("general.quantization_version".into(), MetaValue::U32(2));
     }
+    let used = plan.imatrix_uses().0.len();
+    if let (Some(im), true) = (&plan.imatrix, used > 0) {
+        imatrix_provenance(&mut m, im);
+    }
     Ok(m)
+}
+
+/// The keys `llama-quantize --imatrix` writes into the model it quantizes
+/// (`quantize.imatrix.file`, `.dataset`, `.entries_count`, `.chunks_count`), and ferry's
+/// `quantize.imatrix.languages` when the matrix records them.
+fn imatrix_provenance(m: &mut Metadata, im: &Imatrix) {
+    use crate::meta::MetaValue;
+    let file = im
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    m.insert("quantize.imatrix.file".into(), MetaValue::String(file));
+    // llama-quantize records the first dataset only.
+    if let Some(d) = im.datasets.first() {
+        m.insert(
+            "quantize.imatrix.dataset".into(),
+            MetaValue::String(d.clone()),
+        );
+    }
+    m.insert(
+        "quantize.imatrix.entries_count".into(),
+        MetaValue::U32(u32::try_from(im.entries.len()).unwrap_or(u32::MAX)),
+    );
+    m.insert(
+        "quantize.imatrix.chunks_count".into(),
+        MetaValue::U32(im.chunk_count),
+    );
+    let langs = im.languages();
+    if !langs.is_empty() {
+        m.insert(
+            "quantize.imatrix.languages".into(),
+            MetaValue::Array(langs.into_iter().map(MetaValue::String).collect()),
+        );
+    }
 }
 
 /// For a known GGUF written back to Hugging Face names: a `config.json` derived from its

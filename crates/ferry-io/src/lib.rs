@@ -4,6 +4,7 @@
 //! - [`formats`] holds one module per container format (readers and writers).
 //! - [`cast`], [`quant`] and [`rename`] transform tensors; [`convert`] plans a conversion and
 //!   streams it into a writer; [`compare`] checks tensors against each other.
+//! - [`imatrix`] reads and writes llama.cpp's importance matrices and quantizes with them.
 //! - Every write is atomic ([`atomic`]).
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod dtype;
 pub mod error;
 pub mod formats;
 pub mod hub;
+pub mod imatrix;
 pub mod meta;
 pub mod quant;
 pub mod rename;

@@ -207,13 +207,21 @@ fn migrate_tensors(
         let mut plan = Plan::new(&ck, target, &opts.convert)?;
         plan.layout = layout;
         let summary = format!(
-            "{} tensors -> {} ({} bytes); {} cast, {} quantized ({} to a fallback type), {} dequantized, {} kept float, {} tied{}",
+            "{} tensors -> {} ({} bytes); {} cast, {} quantized ({} to a fallback type{}), {} dequantized, {} kept float, {} tied{}",
             plan.entries.len(),
             target,
             plan.output_bytes(),
             count(&plan, convert::Action::Cast),
             count(&plan, convert::Action::Quantize),
             plan.fallbacks().len(),
+            match &plan.imatrix {
+                Some(m) => format!(
+                    ", {} with the importance matrix {}",
+                    plan.imatrix_uses().0.len(),
+                    m.path.display()
+                ),
+                None => String::new(),
+            },
             count(&plan, convert::Action::Dequantize),
             plan.kept_float().len(),
             plan.entries.iter().filter(|e| e.tied_to.is_some()).count(),

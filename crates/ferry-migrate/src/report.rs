@@ -246,6 +246,9 @@ Skipped: {why}.
             if let Some(r) = &t.fallback {
                 let _ = write!(note, " (fallback: {r})");
             }
+            if t.imatrix == Some(ferry_io::convert::ImatrixUse::Used) {
+                note.push_str(" (imatrix)");
+            }
             if let Some(tied) = &t.tied_to {
                 let _ = write!(note, " (tied to `{tied}`)");
             }

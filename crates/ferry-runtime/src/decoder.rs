@@ -14,8 +14,9 @@ use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 use candle_transformers::utils::repeat_kv;
 use ferry_kernels::qgemm::PackedQ8;
-use ferry_kernels::{linear_packed, linear_q8, PackedMatrix};
+use ferry_kernels::{causal_attention, linear_packed, linear_q8, CausalMask, PackedMatrix};
 
+use crate::activations::{kept_rows, ActivationStats};
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::placement::Placement;
@@ -85,6 +86,8 @@ impl Proj {
 
 /// One transformer block, on its device in its dtype.
 struct Block {
+    /// Its index (`model.layers.N`), which names its projections for calibration.
+    index: usize,
     device: Device,
     dtype: DType,
     attn_norm: Tensor,
@@ -146,6 +149,7 @@ impl Decoder {
             };
             let (ff, qkv) = (cfg.intermediate, cfg.qkv_bias);
             blocks.push(Block {
+                index: i,
                 device: at.0.clone(),
                 dtype: at.1,
                 attn_norm: norm("input_layernorm")?,
@@ -231,12 +235,57 @@ impl Decoder {
         mask: Option<&Tensor>,
         taps: bool,
     ) -> Result<DecoderOutput> {
+        self.run(ids, mask, taps, None)
+    }
+
+    /// As [`Decoder::forward`] (no taps), adding every projection's input to `stats` (real
+    /// tokens only): Q/K/V, O, gate/up and down of each block under their Hugging Face names,
+    /// and an untied head's (`lm_head.weight`; a head tied to the embedding table is left out,
+    /// as llama.cpp's imatrix leaves `token_embd` out).
+    pub fn forward_collecting(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        stats: &mut ActivationStats,
+    ) -> Result<DecoderOutput> {
+        self.run(ids, mask, false, Some(stats))
+    }
+
+    fn run(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        taps: bool,
+        mut stats: Option<&mut ActivationStats>,
+    ) -> Result<DecoderOutput> {
+        let keep = match stats {
+            Some(_) => kept_rows(mask)?,
+            None => None,
+        };
+        // Feeds `x` to the statistics of the named projections of block `i`, when collecting.
+        let mut observe = |i: Option<usize>, stems: &[&str], x: &Tensor| -> Result<()> {
+            let Some(s) = stats.as_deref_mut() else {
+                return Ok(());
+            };
+            let names: Vec<String> = stems
+                .iter()
+                .map(|stem| match i {
+                    Some(i) => format!("model.layers.{i}.{stem}.weight"),
+                    None => format!("{stem}.weight"),
+                })
+                .collect();
+            s.record(&names, x, keep.as_deref())
+        };
         let (b, t) = ids.dims2()?;
         let c = &self.cfg;
         let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
         let eps = c.rms_eps as f32;
         let (cos, sin) = self.rotary(t)?;
         let bias = self.attention_mask(b, t, mask)?;
+        let keep_tokens: Option<Vec<u8>> = match mask {
+            Some(m) => Some(m.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?),
+            None => None,
+        };
         // The rotary tables on each block's device in its dtype (the mask in f32, with the
         // scores), made once per placement change.
         let mut tables: Option<(Device, DType, [Tensor; 3])> = None;
@@ -261,6 +310,12 @@ impl Decoder {
             }
             let [cos, sin, bias] = &tables.as_ref().expect("set above").2;
             let h = rms_norm(&x, &blk.attn_norm, eps)?;
+            let at = Some(blk.index);
+            observe(
+                at,
+                &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                &h,
+            )?;
             let (q, k, v) = (blk.q.forward(&h)?, blk.k.forward(&h)?, blk.v.forward(&h)?);
             let heads = |x: Tensor, n: usize| -> Result<Tensor> {
                 Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
@@ -269,17 +324,36 @@ impl Decoder {
             // product with V) in f32, as PyTorch's fused attention accumulates in any dtype.
             let f32 = |x: Tensor| x.to_dtype(DType::F32);
             let q = f32(rope(&heads(q, nh)?, cos, sin)?)?;
-            let k = f32(repeat_kv(rope(&heads(k, nkv)?, cos, sin)?, nh / nkv)?)?.contiguous()?;
-            let v = f32(repeat_kv(heads(v, nkv)?, nh / nkv)?)?.contiguous()?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-            let y = softmax_last_dim(&att)?.matmul(&v)?;
-            let y = y
-                .transpose(1, 2)?
-                .reshape((b, t, nh * hd))?
-                .to_dtype(blk.dtype)?;
+            let k = f32(rope(&heads(k, nkv)?, cos, sin)?)?;
+            let v = f32(heads(v, nkv)?)?;
+            // bf16/f16 blocks keep the composed form their agreement with f32 was measured on
+            // (docs/benchmarks.md): with ~60 probe tokens per language, one top-1 that flips
+            // moves a language across the bf16 preset's 0.9, and the kernel's different (not
+            // worse) f32 rounding flipped two in Portuguese.
+            let y = if blk.device.is_cpu() && blk.dtype == DType::F32 {
+                // ferry's kernel: keys and values shared by their query heads in place, only
+                // the visible keys scored, the context written merged.
+                let mask = CausalMask {
+                    keep: keep_tokens.as_deref(),
+                    window: c.sliding_window,
+                };
+                causal_attention(&q, &k, &v, scale as f32, mask)?
+            } else {
+                let k = repeat_kv(k, nh / nkv)?.contiguous()?;
+                let v = repeat_kv(v, nh / nkv)?.contiguous()?;
+                let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+                softmax_last_dim(&att)?
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((b, t, nh * hd))?
+            };
+            let y = y.to_dtype(blk.dtype)?;
+            observe(at, &["self_attn.o_proj"], &y)?;
             x = (x + blk.o.forward(&y)?)?;
             let h = rms_norm(&x, &blk.ffn_norm, eps)?;
+            observe(at, &["mlp.gate_proj", "mlp.up_proj"], &h)?;
             let ff = (candle_nn::ops::silu(&blk.gate.forward(&h)?)? * blk.up.forward(&h)?)?;
+            observe(at, &["mlp.down_proj"], &ff)?;
             x = (x + blk.down.forward(&ff)?)?;
             if taps {
                 kept.push(x.to_dtype(DType::F32)?);
@@ -289,6 +363,9 @@ impl Decoder {
         let x = rms_norm(&x, &self.norm, eps)?;
         if taps {
             kept.push(x.to_dtype(DType::F32)?);
+        }
+        if !c.tied {
+            observe(None, &["lm_head"], &x)?;
         }
         let logits = self.head.forward(&x)?.to_dtype(DType::F32)?;
         debug_assert_eq!(logits.dim(D::Minus1)?, c.vocab);

@@ -11,12 +11,13 @@
 //! loaded through the same `BertEncoder`, its tensors served under BERT's names by
 //! [`Weights::var_builder_renamed`] (errors still name DistilBERT's tensor).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, Module};
-use candle_transformers::models::bert::BertEncoder;
+use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_transformers::models::bert::{self, BertEncoder, HiddenAct};
 
+use crate::activations::{kept_rows, ActivationStats};
 use crate::config::{EncoderConfig, EncoderFamily};
 use crate::error::Result;
 use crate::placement::Placement;
@@ -38,6 +39,43 @@ pub struct Encoder {
     /// Where it runs and in what dtype (the whole encoder on one device).
     device: Device,
     dtype: DType,
+    /// The blocks' weights (`layer.N.*` under BERT's names) and hyper-parameters, from which
+    /// [`Encoder::forward_collecting`] composes the blocks it observes.
+    blocks_vb: VarBuilder<'static>,
+    bert: bert::Config,
+    /// The observable blocks, loaded on the first [`Encoder::forward_collecting`].
+    observed: OnceLock<Vec<ObservedLayer>>,
+}
+
+/// One BERT block composed from candle-nn's pieces, computing what candle-transformers'
+/// `BertLayer` computes (the same ops in the same order), with every linear layer's input in
+/// reach: its fields are private there, and calibration needs them.
+struct ObservedLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+    out_norm: LayerNorm,
+}
+
+impl ObservedLayer {
+    fn load(vb: VarBuilder, c: &bert::Config) -> candle_core::Result<ObservedLayer> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let att = vb.pp("attention");
+        Ok(ObservedLayer {
+            query: linear(h, h, att.pp("self").pp("query"))?,
+            key: linear(h, h, att.pp("self").pp("key"))?,
+            value: linear(h, h, att.pp("self").pp("value"))?,
+            attn_out: linear(h, h, att.pp("output").pp("dense"))?,
+            attn_norm: layer_norm(h, c.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
+            up: linear(h, i, vb.pp("intermediate").pp("dense"))?,
+            down: linear(i, h, vb.pp("output").pp("dense"))?,
+            out_norm: layer_norm(h, c.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+        })
+    }
 }
 
 /// What [`Encoder::forward`] returns.
@@ -111,19 +149,13 @@ impl Encoder {
             None
         };
         let norm = layer_norm(c.hidden_size, c.layer_norm_eps, emb.pp("LayerNorm"))?;
-        let blocks = match cfg.family {
-            EncoderFamily::Bert | EncoderFamily::Roberta => {
-                BertEncoder::load(vb.pp(format!("{pre}encoder")), c)?
-            }
-            EncoderFamily::DistilBert => {
-                let vb = w.var_builder_renamed(
-                    Arc::new(move |n| distilbert_name(&pre, n)),
-                    device,
-                    dtype,
-                );
-                BertEncoder::load(vb.pp("encoder"), c)?
-            }
+        let blocks_vb = match cfg.family {
+            EncoderFamily::Bert | EncoderFamily::Roberta => vb.pp(format!("{pre}encoder")),
+            EncoderFamily::DistilBert => w
+                .var_builder_renamed(Arc::new(move |n| distilbert_name(&pre, n)), device, dtype)
+                .pp("encoder"),
         };
+        let blocks = BertEncoder::load(blocks_vb.clone(), c)?;
         let mut one = blocks.clone();
         one.layers.clear();
         let layers = blocks
@@ -146,6 +178,9 @@ impl Encoder {
             pad_id: c.pad_token_id as u32,
             device: device.clone(),
             dtype,
+            blocks_vb,
+            bert: c.clone(),
+            observed: OnceLock::new(),
         })
     }
 
@@ -231,6 +266,90 @@ impl Encoder {
             out.push(hidden.clone());
         }
         Ok(EncoderOutput { hidden, taps: out })
+    }
+}
+
+impl Encoder {
+    /// As [`Encoder::forward`] (no taps), adding every linear layer's input to `stats` (real
+    /// tokens only) under BERT's names (`encoder.layer.N.attention.self.query.weight`, ...,
+    /// `encoder.layer.N.output.dense.weight`) whatever the family. The blocks are composed
+    /// here from the same weights and candle-nn ops as candle-transformers' (loaded once, on
+    /// the first call: a second copy of the block weights while calibrating).
+    pub fn forward_collecting(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        stats: &mut ActivationStats,
+    ) -> Result<EncoderOutput> {
+        let layers = match self.observed.get() {
+            Some(l) => l,
+            None => {
+                let loaded = (0..self.layers.len())
+                    .map(|i| {
+                        ObservedLayer::load(self.blocks_vb.pp(format!("layer.{i}")), &self.bert)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                self.observed.get_or_init(|| loaded)
+            }
+        };
+        let ids = ids.to_device(&self.device)?;
+        let mask = mask.map(|m| m.to_device(&self.device)).transpose()?;
+        let keep = kept_rows(mask.as_ref())?;
+        let mut h = self.embed(&ids, mask.as_ref())?;
+        let ext = extended_mask(&ids, mask.as_ref(), self.dtype)?;
+        let heads = self.bert.num_attention_heads;
+        let head_size = self.bert.hidden_size / heads;
+        for (i, l) in layers.iter().enumerate() {
+            let mut observe = |stems: &[&str], x: &Tensor| -> Result<()> {
+                let names: Vec<String> = stems
+                    .iter()
+                    .map(|s| format!("encoder.layer.{i}.{s}.weight"))
+                    .collect();
+                stats.record(&names, x, keep.as_deref())
+            };
+            observe(
+                &[
+                    "attention.self.query",
+                    "attention.self.key",
+                    "attention.self.value",
+                ],
+                &h,
+            )?;
+            // BertSelfAttention::forward.
+            let split = |x: Tensor| -> candle_core::Result<Tensor> {
+                let mut shape = x.dims().to_vec();
+                shape.pop();
+                shape.extend([heads, head_size]);
+                x.reshape(shape.as_slice())?.transpose(1, 2)?.contiguous()
+            };
+            let q = split(l.query.forward(&h)?)?;
+            let k = split(l.key.forward(&h)?)?;
+            let v = split(l.value.forward(&h)?)?;
+            let scores = (q.matmul(&k.t()?)? / (head_size as f64).sqrt())?;
+            let probs =
+                candle_nn::ops::softmax(&scores.broadcast_add(&ext)?, candle_core::D::Minus1)?;
+            let ctx = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .flatten_from(candle_core::D::Minus2)?;
+            // BertSelfOutput, BertIntermediate, BertOutput.
+            observe(&["attention.output.dense"], &ctx)?;
+            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + &h)?)?;
+            observe(&["intermediate.dense"], &a)?;
+            let up = l.up.forward(&a)?;
+            let act = match self.bert.hidden_act {
+                HiddenAct::Gelu => up.gelu_erf()?,
+                HiddenAct::GeluApproximate => up.gelu()?,
+                HiddenAct::Relu => up.relu()?,
+            };
+            observe(&["output.dense"], &act)?;
+            h = l.out_norm.forward(&(l.down.forward(&act)? + &a)?)?;
+        }
+        Ok(EncoderOutput {
+            hidden: h.to_dtype(DType::F32)?,
+            taps: Vec::new(),
+        })
     }
 }
 

@@ -13,10 +13,13 @@
 //!   the same [`Model`], so verification has one shape for every model.
 //! - [`placement`]: each unit (embedding, block, head) on the device and in the dtype a
 //!   ferry-device plan gives it, and the units' costs read before loading.
+//! - [`activations`]: the per-column statistics of every linear layer's inputs that
+//!   [`Model::forward_collecting`] gathers for calibration (llama.cpp's importance matrix).
 //! - [`weights::Weights`] serves any ferry checkpoint to candle, including as a
 //!   `candle_nn::VarBuilder`, with errors that name the missing or misshapen tensor.
 #![warn(missing_docs)]
 
+pub mod activations;
 pub mod classifier;
 pub mod config;
 pub mod decoder;
@@ -28,6 +31,7 @@ pub mod placement;
 pub mod tokenizer;
 pub mod weights;
 
+pub use activations::ActivationStats;
 pub use config::ArchConfig;
 pub use error::{Error, Result};
 pub use model::{Model, Output};

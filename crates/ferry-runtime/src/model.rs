@@ -9,6 +9,7 @@ use ferry_io::arch::{relayout, LayoutReport};
 use ferry_io::formats::gguf::names::{ArchLayout, Direction};
 use ferry_io::{Checkpoint, Format, Metadata};
 
+use crate::activations::ActivationStats;
 use crate::classifier::{self, Classifier};
 use crate::config::{self, ArchConfig, ClassifierConfig, GraphConfig};
 use crate::decoder::Decoder;
@@ -244,6 +245,38 @@ impl Model {
                 })
             }
         }
+    }
+}
+
+impl Model {
+    /// As [`Model::forward`] without taps, adding the input of every linear layer the model
+    /// runs to `stats` (see [`crate::activations`]): decoders and encoders only, the models
+    /// whose layers the runtime composes; a classifier or an ONNX graph is refused by name.
+    pub fn forward_collecting(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        stats: &mut ActivationStats,
+    ) -> Result<Output> {
+        let values = match &self.net {
+            Net::Decoder(d) => d.forward_collecting(ids, mask, stats)?.logits,
+            Net::Encoder(e) => e.forward_collecting(ids, mask, stats)?.hidden,
+            Net::Classifier(_) | Net::Graph(_) => {
+                return Err(Error::Config {
+                    path: self.path.clone(),
+                    msg: format!(
+                        "a {} ({}) has no linear layers ferry's runtime observes; calibration \
+                         runs Llama-family decoders and BERT-family encoders",
+                        self.kind(),
+                        self.config.name()
+                    ),
+                })
+            }
+        };
+        Ok(Output {
+            values,
+            taps: Vec::new(),
+        })
     }
 }
 

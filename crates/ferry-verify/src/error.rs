@@ -6,6 +6,9 @@ pub enum Error {
     /// Loading or running a model failed.
     #[error(transparent)]
     Runtime(#[from] ferry_runtime::Error),
+    /// Reading or writing a file failed (the message names it).
+    #[error(transparent)]
+    Io(#[from] ferry_io::Error),
     /// The probe texts could not be read or selected.
     #[error("probes: {0}")]
     Probes(String),

@@ -7,8 +7,12 @@
 //! set for decoders, embedding agreement for encoders, and each layer's SQNR to say where the
 //! error enters. A [`preset::Budget`] judges every language; [`report`] writes what a person
 //! reads and what [`replay`] re-runs.
+//!
+//! [`calibrate`] runs one model on a language-balanced sample of the same kind of text and
+//! records each linear layer's input statistics as llama.cpp's importance matrix.
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod error;
 pub mod preset;
 pub mod probes;

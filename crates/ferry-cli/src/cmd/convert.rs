@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ferry_io::convert::{self, Plan, TargetFormat};
+use ferry_io::convert::{self, ImatrixUse, Plan, TargetFormat};
 use ferry_io::Checkpoint;
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use crate::units::human_bytes;
 /// Arguments of `ferry convert`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run"
+    after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert ./SmolLM2-135M smollm2-q4k.gguf --quant q4_k --imatrix smollm2.imatrix.gguf   # from ferry calibrate\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run"
 )]
 pub struct Args {
     /// Input checkpoint: file, model folder, or cached hub id.
@@ -64,6 +64,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         } else {
             print_plan(&plan);
             print_layout(&plan);
+            print_imatrix(&plan);
             print_dropped_tied(&plan);
             println!(
                 "dry run: nothing written ({} would be {})",
@@ -118,6 +119,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             println!("  {n}: {why}");
         }
     }
+    print_imatrix(&plan);
     let kept = plan.kept_float();
     if !kept.is_empty() {
         println!("{} tensors kept in float (not quantizable):", kept.len());
@@ -137,6 +139,38 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the importance matrix did: the tensors it weighted, and those it has entries for whose
+/// type has no weighted kernel (quantized as without it).
+pub(crate) fn print_imatrix(plan: &Plan) {
+    let Some(m) = &plan.imatrix else {
+        return;
+    };
+    let (used, unused) = plan.imatrix_uses();
+    let langs = m.languages();
+    let from = if langs.is_empty() {
+        String::new()
+    } else {
+        format!(", calibrated on {} languages", langs.len())
+    };
+    println!(
+        "importance matrix {} ({} entries{from}): {} tensors quantized with it",
+        m.path.display(),
+        m.entries.len(),
+        used.len()
+    );
+    if !unused.is_empty() {
+        let mut types: Vec<&str> = unused.iter().map(|e| e.to.name()).collect();
+        types.sort_unstable();
+        types.dedup();
+        println!(
+            "  {} tensors with an entry quantized without it: {} ha{} no importance-weighted kernel (k-quants do)",
+            unused.len(),
+            types.join(", "),
+            if types.len() == 1 { "s" } else { "ve" }
+        );
+    }
 }
 
 /// The tied copies left out of safetensors output because the folder's config.json re-ties them.
@@ -181,8 +215,13 @@ fn print_plan(plan: &Plan) {
             .as_deref()
             .map(|r| format!("  (fallback: {r})"))
             .unwrap_or_default();
+        let imatrix = match e.imatrix {
+            Some(ImatrixUse::Used) => "  (imatrix)",
+            Some(ImatrixUse::NoKernel) => "  (imatrix entry unused: no weighted kernel)",
+            None => "",
+        };
         println!(
-            "{:width$}  {:>7} -> {:7}  {:10}  {:?}{renamed}{tied}{kept}{fallback}",
+            "{:width$}  {:>7} -> {:7}  {:10}  {:?}{renamed}{tied}{kept}{fallback}{imatrix}",
             e.name,
             e.from.name(),
             e.to.name(),
