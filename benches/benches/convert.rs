@@ -25,7 +25,8 @@ fn quantization(c: &mut Criterion) {
     let v = synthetic_f32(1 << 22, 2);
     let mut g = c.benchmark_group("quantize");
     g.throughput(Throughput::Bytes(v.len() as u64 * 4));
-    for q in [DType::Q8_0, DType::Q4_0, DType::Q4K] {
+    let k_quants = [DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K];
+    for q in [DType::Q8_0, DType::Q4_0].into_iter().chain(k_quants) {
         g.bench_function(format!("{q}_16MiB"), |b| {
             b.iter(|| quant::quantize(&v, q).unwrap())
         });

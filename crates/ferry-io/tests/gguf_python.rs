@@ -1,6 +1,8 @@
 //! Cross-checks with llama.cpp's own Python package (`gguf`): files written by ferry are read
-//! by gguf-py's `GGUFReader`, files written by gguf-py's `GGUFWriter` are read by ferry, and
-//! ferry's (candle's) quantization is compared byte for byte with `gguf.quants.quantize`.
+//! by gguf-py's `GGUFReader`, files written by gguf-py's `GGUFWriter` are read by ferry,
+//! ferry's quantization is compared byte for byte with `gguf.quants.quantize` (the types gguf-py
+//! quantizes), and ferry's k-quant blocks are dequantized by gguf-py (which only dequantizes
+//! them) to the very values ferry reads back.
 //!
 //! Needs a Python with `gguf` and `numpy` (found by `ferry_testkit::python_with`): without one,
 //! each test prints `skipped` and passes, unless `FERRY_REQUIRE_PYTHON=1` (CI), where it fails.
@@ -306,6 +308,65 @@ fn quantization_matches_gguf_py() {
         }
     }
     eprintln!("quantization vs gguf-py:\n  {}", report.join("\n  "));
+}
+
+const PY_DEQUANT: &str = r#"
+import sys, os, numpy as np, gguf
+from gguf import GGMLQuantizationType as Q
+d = sys.argv[1]
+for name in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
+    t = Q[name]
+    _, type_size = gguf.GGML_QUANT_SIZES[t]
+    raw = np.fromfile(os.path.join(d, name + ".q"), dtype=np.uint8).reshape(-1, type_size)
+    gguf.quants.dequantize(raw, t).astype("<f4").tofile(os.path.join(d, name + ".f32"))
+print("{}")
+"#;
+
+/// gguf-py quantizes no k-quant, but it dequantizes them as ggml's reference C code does
+/// (`dequantize_row_q*_K`): ferry's k-quant bytes must read back, through gguf-py, to exactly
+/// the values ferry (candle) dequantizes them to. This checks the block layout ferry writes
+/// against llama.cpp's, independently of candle.
+#[test]
+fn k_quant_layout_matches_gguf_py() {
+    let Some(py) = ferry_testkit::python_with("gguf, numpy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = data(256 * 64, 5);
+    // A zero super-block, one with a zero sub-block, and one of huge range.
+    x[..256].fill(0.0);
+    x[256 + 16..256 + 48].fill(0.0);
+    for (i, v) in x[512..768].iter_mut().enumerate() {
+        *v = if i % 2 == 0 { 3e4 } else { -1e-3 * i as f32 };
+    }
+    let types = [
+        ("Q2_K", DType::Q2K),
+        ("Q3_K", DType::Q3K),
+        ("Q4_K", DType::Q4K),
+        ("Q5_K", DType::Q5K),
+        ("Q6_K", DType::Q6K),
+    ];
+    let mut ours = Vec::new();
+    for (name, dtype) in types {
+        let q = quant::quantize(&x, dtype).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.q")), &q).unwrap();
+        ours.push(quant::dequantize(&q, dtype, x.len()).unwrap());
+    }
+    run_py(&py, PY_DEQUANT, &[dir.path()]);
+    for ((name, _), ours) in types.iter().zip(ours) {
+        let theirs =
+            bytemuck_free_f32(&std::fs::read(dir.path().join(format!("{name}.f32"))).unwrap());
+        assert_eq!(theirs.len(), ours.len(), "{name}");
+        let differ = ours
+            .iter()
+            .zip(&theirs)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{name}: {differ} values differ from gguf-py's dequantization"
+        );
+    }
 }
 
 const PY_SUMMARY: &str = r#"
