@@ -52,8 +52,8 @@ impl ActivationStats {
 
     /// Adds the rows of `x` (`[..., columns]`, any float dtype and device) to the statistics
     /// of each layer in `names` (layers fed the same input, such as Q, K and V), skipping the
-    /// rows whose `keep` is false (padding; every row when `keep` is `None`).
-    pub fn record(&mut self, names: &[String], x: &Tensor, keep: Option<&[bool]>) -> Result<()> {
+    /// rows whose `keep` flag is 0 (padding; every row when `keep` is `None`).
+    pub fn record(&mut self, names: &[String], x: &Tensor, keep: Option<&[u8]>) -> Result<()> {
         let cols = x.dim(candle_core::D::Minus1)?;
         let values: Vec<f32> = x
             .to_dtype(DType::F32)?
@@ -73,7 +73,7 @@ impl ActivationStats {
         let mut sums = vec![0f64; cols];
         let mut count = 0u64;
         for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
-            if keep.is_some_and(|k| !k[r]) {
+            if keep.is_some_and(|k| k[r] == 0) {
                 continue;
             }
             count += 1;
@@ -106,17 +106,18 @@ impl ActivationStats {
     }
 }
 
-/// Which rows of a `[batch, seq]` mask are real tokens (all when there is no mask).
-pub(crate) fn kept_rows(mask: Option<&Tensor>) -> Result<Option<Vec<bool>>> {
+/// An attention mask (`[batch, seq]`, 1 for real tokens, 0 for padding) as host flags, read
+/// once per forward and shared by the attention and the statistics.
+pub(crate) fn token_flags(mask: Option<&Tensor>) -> Result<Option<Vec<u8>>> {
     let Some(m) = mask else {
         return Ok(None);
     };
-    let flags: Vec<u8> = m
-        .to_dtype(DType::U8)?
-        .flatten_all()?
-        .to_device(&candle_core::Device::Cpu)?
-        .to_vec1()?;
-    Ok(Some(flags.into_iter().map(|f| f != 0).collect()))
+    Ok(Some(
+        m.to_dtype(DType::U8)?
+            .flatten_all()?
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec1()?,
+    ))
 }
 
 #[cfg(test)]
@@ -133,7 +134,7 @@ mod tests {
         .unwrap();
         let mut s = ActivationStats::new();
         let names = ["a".to_string(), "b".to_string()];
-        s.record(&names, &x, Some(&[true, false, true])).unwrap();
+        s.record(&names, &x, Some(&[1, 0, 1])).unwrap();
         s.record(&names[..1], &x, None).unwrap();
         let a = &s.entries()["a"];
         assert_eq!(a.count, 5);

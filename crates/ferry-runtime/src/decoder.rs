@@ -16,7 +16,7 @@ use candle_transformers::utils::repeat_kv;
 use ferry_kernels::qgemm::PackedQ8;
 use ferry_kernels::{causal_attention, linear_packed, linear_q8, CausalMask, PackedMatrix};
 
-use crate::activations::{kept_rows, ActivationStats};
+use crate::activations::{token_flags, ActivationStats};
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::placement::Placement;
@@ -208,17 +208,13 @@ impl Decoder {
 
     /// Additive attention mask `[batch, 1, seq, seq]` (f32, on the CPU): causal, keys at or
     /// beyond the sliding window (Mistral's) and padded keys (mask 0) hidden.
-    fn attention_mask(&self, b: usize, t: usize, mask: Option<&Tensor>) -> Result<Tensor> {
-        let keep: Vec<u8> = match mask {
-            Some(m) => m.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?,
-            None => vec![1; b * t],
-        };
+    fn attention_mask(&self, b: usize, t: usize, keep: Option<&[u8]>) -> Result<Tensor> {
         let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
         let mut out = vec![0f32; b * t * t];
         for bi in 0..b {
             for i in 0..t {
                 for j in 0..t {
-                    if j > i || i - j >= window || keep[bi * t + j] == 0 {
+                    if j > i || i - j >= window || keep.is_some_and(|k| k[bi * t + j] == 0) {
                         out[(bi * t + i) * t + j] = f32::NEG_INFINITY;
                     }
                 }
@@ -258,10 +254,8 @@ impl Decoder {
         taps: bool,
         mut stats: Option<&mut ActivationStats>,
     ) -> Result<DecoderOutput> {
-        let keep = match stats {
-            Some(_) => kept_rows(mask)?,
-            None => None,
-        };
+        // The mask as host flags, read once: the attention and the statistics share them.
+        let keep = token_flags(mask)?;
         // Feeds `x` to the statistics of the named projections of block `i`, when collecting.
         let mut observe = |i: Option<usize>, stems: &[&str], x: &Tensor| -> Result<()> {
             let Some(s) = stats.as_deref_mut() else {
@@ -281,11 +275,7 @@ impl Decoder {
         let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
         let eps = c.rms_eps as f32;
         let (cos, sin) = self.rotary(t)?;
-        let bias = self.attention_mask(b, t, mask)?;
-        let keep_tokens: Option<Vec<u8>> = match mask {
-            Some(m) => Some(m.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?),
-            None => None,
-        };
+        let bias = self.attention_mask(b, t, keep.as_deref())?;
         // The rotary tables on each block's device in its dtype (the mask in f32, with the
         // scores), made once per placement change.
         let mut tables: Option<(Device, DType, [Tensor; 3])> = None;
@@ -334,7 +324,7 @@ impl Decoder {
                 // ferry's kernel: keys and values shared by their query heads in place, only
                 // the visible keys scored, the context written merged.
                 let mask = CausalMask {
-                    keep: keep_tokens.as_deref(),
+                    keep: keep.as_deref(),
                     window: c.sliding_window,
                 };
                 causal_attention(&q, &k, &v, scale as f32, mask)?

@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{self, BertEncoder, HiddenAct};
 
-use crate::activations::{kept_rows, ActivationStats};
+use crate::activations::{token_flags, ActivationStats};
 use crate::config::{EncoderConfig, EncoderFamily};
 use crate::error::Result;
 use crate::placement::Placement;
@@ -294,7 +294,7 @@ impl Encoder {
         };
         let ids = ids.to_device(&self.device)?;
         let mask = mask.map(|m| m.to_device(&self.device)).transpose()?;
-        let keep = kept_rows(mask.as_ref())?;
+        let keep = token_flags(mask.as_ref())?;
         let mut h = self.embed(&ids, mask.as_ref())?;
         let ext = extended_mask(&ids, mask.as_ref(), self.dtype)?;
         let heads = self.bert.num_attention_heads;
