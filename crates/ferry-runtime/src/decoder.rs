@@ -271,6 +271,13 @@ impl Decoder {
             s.record(&names, x, keep.as_deref())
         };
         let (b, t) = ids.dims2()?;
+        if let Some(k) = keep.as_deref().filter(|k| k.len() != b * t) {
+            return Err(candle_core::Error::Msg(format!(
+                "the attention mask has {} values for ids of batch {b} x seq {t}",
+                k.len()
+            ))
+            .into());
+        }
         let c = &self.cfg;
         let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
         let eps = c.rms_eps as f32;

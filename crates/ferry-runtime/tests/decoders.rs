@@ -153,6 +153,22 @@ fn right_padding_does_not_move_real_tokens() {
     }
 }
 
+/// A mask that does not match the ids is an error naming both sizes, not a panic.
+#[test]
+fn a_mask_of_the_wrong_size_is_an_error() {
+    for name in MODELS {
+        let r = reference(&dir(name));
+        let model = load(&dir(name));
+        let (ids, mask) = right_padded_inputs(&r);
+        let short = mask.narrow(1, 0, mask.dim(1).unwrap() - 1).unwrap();
+        let err = model
+            .forward(&ids, Some(&short), false)
+            .err()
+            .expect("an error");
+        assert!(err.to_string().contains("attention mask"), "{name}: {err}");
+    }
+}
+
 /// A copy of the fixture folder `name` in `out`: `config.json` edited by `edit`, and the
 /// tensors `drop` returns true for left out.
 fn copy_with(name: &str, out: &Path, edit: impl Fn(&mut Value), drop: impl Fn(&str) -> bool) {
