@@ -16,9 +16,24 @@ pub struct TransformArgs {
     /// Give tensors matching REGEX this float type instead, e.g. --keep f32:'.*norm.*' (repeatable, first match wins).
     #[arg(long, value_name = "DTYPE:REGEX")]
     pub keep: Vec<String>,
-    /// Quantize float tensors of 2+ dims to a GGML type (q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k); GGUF output only.
+    /// Quantize float tensors of 2+ dims to a GGML type (q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k), or `auto`: a type per tensor chosen for --budget / --target-size / --target-bpw from each tensor group's measured effect in every language (docs/calibration.md); GGUF output only.
     #[arg(long, value_name = "QTYPE")]
     pub quant: Option<String>,
+    /// --quant auto: bounds every language must meet, a preset (q8, q4) or bounds such as 'kld<=0.05,top1>=0.8' (decoders) or 'cos>=0.99' (encoders). Alone: the smallest file within them; with a size: judged only. The written file is verified against them (exit 1 when missed).
+    #[arg(long, value_name = "BOUNDS")]
+    pub budget: Option<String>,
+    /// --quant auto: the tensor data's size (e.g. 90MB), with the smallest worst-language distance within it.
+    #[arg(long, value_name = "SIZE")]
+    pub target_size: Option<String>,
+    /// --quant auto: bits per weight over every tensor (e.g. 4.8), with the smallest worst-language distance within it.
+    #[arg(long, value_name = "BPW")]
+    pub target_bpw: Option<f64>,
+    /// --quant auto: the types to choose from, comma-separated (default: q4_0,q4_1,q4_k,q5_0,q5_1,q5_k,q6_k,q8_0,f16; q2_k and q3_k on request).
+    #[arg(long, value_name = "TYPES", value_delimiter = ',')]
+    pub auto_types: Vec<String>,
+    /// --quant auto: calibrate and judge on these languages only, comma-separated codes (default: all 47 of the embedded UDHR training articles).
+    #[arg(long, value_name = "LANGS", value_delimiter = ',')]
+    pub auto_languages: Vec<String>,
     /// Per-tensor quantization override, e.g. --quant-rule q8_0:'.*attn.*' or --quant-rule f16:'embed' (repeatable, first match wins).
     #[arg(long, value_name = "TYPE:REGEX")]
     pub quant_rule: Vec<String>,
@@ -37,7 +52,7 @@ pub struct TransformArgs {
     /// Write out views that repeat their elements (a stride-0 `expand` saved by PyTorch) even when their full size is over the tensor memory budget (FERRY_MAX_TENSOR_BYTES, 4 GiB), streamed in bounded memory.
     #[arg(long)]
     pub materialize_views: bool,
-    /// Quantize with this importance matrix (llama.cpp's imatrix GGUF, e.g. from `ferry calibrate`): each k-quantized tensor it has an entry for weighs its columns' rounding error by the calibration inputs' mean square; other tensors and types quantize as without it.
+    /// Quantize with this importance matrix (llama.cpp's imatrix GGUF, e.g. from `ferry calibrate`): each tensor it has an entry for, quantized to a k-quant or q4_0/q4_1/q5_0/q5_1, weighs its columns' rounding error by the calibration inputs' mean square (llama.cpp's kernels); q8_0 and tensors without an entry quantize as without it.
     #[arg(long, value_name = "FILE")]
     pub imatrix: Option<std::path::PathBuf>,
     /// safetensors output: write a tensor tied to another (one storage, two names, e.g. lm_head.weight and embed.weight) once and record the alias in ferry's metadata, instead of writing both names. Other readers (PyTorch load_state_dict(strict=True)) then miss the alias; a model folder whose config.json ties them drops the copy either way, as transformers does.
@@ -57,7 +72,23 @@ impl TransformArgs {
         if let Some(d) = dtype {
             anyhow::ensure!(d.is_float(), "--dtype takes a float type (f32, f16, bf16, f64, f8e4m3), not {d}; use --quant for {d}");
         }
-        let quant: Option<DType> = self.quant.as_deref().map(str::parse).transpose()?;
+        let auto = self.is_auto();
+        anyhow::ensure!(
+            auto || (self.budget.is_none()
+                && self.target_size.is_none()
+                && self.target_bpw.is_none()
+                && self.auto_types.is_empty()
+                && self.auto_languages.is_empty()),
+            "--budget, --target-size, --target-bpw, --auto-types and --auto-languages go with --quant auto"
+        );
+        anyhow::ensure!(
+            !auto || self.quant_rule.is_empty(),
+            "--quant auto chooses every tensor's type; leave out --quant-rule (or choose by hand without auto)"
+        );
+        let quant: Option<DType> = match self.quant.as_deref() {
+            Some("auto") | None => None,
+            Some(q) => Some(q.parse()?),
+        };
         if let Some(q) = quant {
             anyhow::ensure!(
                 q.is_quantized(),
@@ -89,13 +120,20 @@ impl TransformArgs {
         })
     }
 
+    /// Whether `--quant auto` was asked for.
+    pub fn is_auto(&self) -> bool {
+        self.quant.as_deref() == Some("auto")
+    }
+
     /// The arguments as JSON, for the replayable manifest.
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "dtype": self.dtype, "keep": self.keep, "quant": self.quant, "quant_rule": self.quant_rule,
             "rename": self.rename, "strip_prefix": self.strip_prefix, "add_prefix": self.add_prefix,
             "keep_names": self.keep_names, "materialize_views": self.materialize_views,
-            "dedupe_tied": self.dedupe_tied, "imatrix": self.imatrix,
+            "dedupe_tied": self.dedupe_tied, "imatrix": self.imatrix, "budget": self.budget,
+            "target_size": self.target_size, "target_bpw": self.target_bpw, "auto_types": self.auto_types,
+            "auto_languages": self.auto_languages,
         })
     }
 }

@@ -174,28 +174,32 @@ fn minilm_imatrix_is_llama_cpp_form_deterministic_and_lowers_q4_k_error() {
             .unwrap_or_else(|| panic!("{name} is not in the GGUF"));
         assert_eq!(t.shape.last(), Some(&e.columns()), "{name}");
     }
-    // MiniLM's hidden 384 is no multiple of 256: only ffn_down is q4_k (the rest take
-    // llama.cpp's q5_0 fallback, which has no weighted kernel in candle).
-    let (mut with, mut without) = (0f64, 0f64);
-    for i in 0..6 {
-        let name = format!("blk.{i}.ffn_down.weight");
-        let imp = im.importance_for(&name, 1536).unwrap().unwrap();
-        let o = values(&orig, &name);
-        let (ep, ei) = (
-            weighted_error(&o, &values(&q, &name), &imp),
-            weighted_error(&o, &values(&qi, &name), &imp),
+    // MiniLM's hidden 384 is no multiple of 256: ffn_down is q4_k (candle's weighted kernel),
+    // the rest take llama.cpp's q5_0 fallback (ferry's port of llama.cpp's weighted q5_0).
+    // Both kinds are closer to the original where the calibration inputs look.
+    for kind in ["ffn_down", "attn_q", "attn_v", "ffn_up"] {
+        let (mut with, mut without) = (0f64, 0f64);
+        for i in 0..6 {
+            let name = format!("blk.{i}.{kind}.weight");
+            let cols = orig.get(&name).unwrap().shape[1];
+            let imp = im.importance_for(&name, cols).unwrap().unwrap();
+            let o = values(&orig, &name);
+            let (ep, ei) = (
+                weighted_error(&o, &values(&q, &name), &imp),
+                weighted_error(&o, &values(&qi, &name), &imp),
+            );
+            assert!(
+                ei < ep,
+                "{name}: {ei:.4e} with the imatrix vs {ep:.4e} without"
+            );
+            with += ei;
+            without += ep;
+        }
+        eprintln!(
+            "MiniLM q4_k {kind} imatrix-weighted squared error: {without:.4e} without, {with:.4e} with ({:.1}% lower)",
+            100.0 * (1.0 - with / without)
         );
-        assert!(
-            ei < ep,
-            "{name}: {ei:.4e} with the imatrix vs {ep:.4e} without"
-        );
-        with += ei;
-        without += ep;
     }
-    eprintln!(
-        "MiniLM q4_k ffn_down imatrix-weighted squared error: {without:.4e} without, {with:.4e} with ({:.1}% lower)",
-        100.0 * (1.0 - with / without)
-    );
     let meta = &qi.metadata;
     assert_eq!(
         meta["quantize.imatrix.file"],
@@ -225,7 +229,7 @@ fn minilm_imatrix_is_llama_cpp_form_deterministic_and_lowers_q4_k_error() {
         d,
     ));
     let text = m.to_string();
-    assert!(text.contains("6 with the importance matrix"), "{text}");
+    assert!(text.contains("36 with the importance matrix"), "{text}");
 }
 
 #[test]
@@ -233,7 +237,7 @@ fn a_wrong_or_broken_imatrix_is_an_error_naming_the_file_and_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let model = ferry_testkit::fixture("decoders/llama-gqa");
-    // The fixture's matrices have rows of 32 and 64: q4_0 quantizes them (no weighted kernel).
+    // The fixture's matrices have rows of 32 and 64: q4_0 quantizes them (weighted).
     let mut entries = BTreeMap::new();
     entries.insert(
         "blk.0.attn_q.weight".to_string(),

@@ -338,23 +338,34 @@ impl Imatrix {
 }
 
 /// Whether quantizing to `dtype` can use an importance vector here: the k-quants (q2_k to
-/// q6_k), for which candle 0.11.1 has llama.cpp's weighted kernels. Its q4_0/q4_1/q5_0/q5_1
-/// have none (llama.cpp's do; q8_0 ignores the matrix in llama.cpp too).
+/// q6_k), with candle 0.11.1's ports of llama.cpp's weighted kernels, and q4_0, q4_1, q5_0 and
+/// q5_1, with ferry's ([`quant::weighted`]; candle has none). q8_0 ignores the matrix, in
+/// llama.cpp too.
 pub fn supports(dtype: DType) -> bool {
     matches!(
         dtype,
-        DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K
+        DType::Q2K
+            | DType::Q3K
+            | DType::Q4K
+            | DType::Q5K
+            | DType::Q6K
+            | DType::Q4_0
+            | DType::Q4_1
+            | DType::Q5_0
+            | DType::Q5_1
     )
 }
 
 /// Rows handed to one parallel task: about 256 super-blocks' worth.
 const ELEMS_PER_TASK: usize = 256 * 256;
 
-/// Quantizes `data` (rows of `columns` f32 values) to `dtype` (a k-quant, see [`supports`])
-/// with candle's importance-weighted kernels (`from_float_imatrix`, llama.cpp's
-/// `quantize_row_*_impl` with `quant_weights`), weighting column `j`'s error by
-/// `importance[j]`; measures the error as [`quant::quantize_measured`] does. Parallel over
-/// whole rows; the output does not depend on the thread count.
+/// Quantizes `data` (rows of `columns` f32 values) to `dtype` (see [`supports`]) with an
+/// importance-weighted kernel, llama.cpp's `quantize_row_*_impl` with `quant_weights`: candle's
+/// `from_float_imatrix` for the k-quants, [`quant::weighted`] for q4_0, q4_1, q5_0 and q5_1.
+/// Column `j`'s error weighs `importance[j]` (zeros, columns no calibration token reached,
+/// raised to a tiny floor first: a block of them quantizes as if unweighted); the error is
+/// measured as [`quant::quantize_measured`] does. Parallel over whole rows (llama.cpp's weights
+/// depend on the whole row); the output does not depend on the thread count.
 pub fn quantize_measured(
     data: &[f32],
     columns: usize,
@@ -364,7 +375,7 @@ pub fn quantize_measured(
     use rayon::prelude::*;
     let ggml = dtype.to_ggml().filter(|_| supports(dtype)).ok_or_else(|| {
         Error::Invalid(format!(
-            "{dtype} has no importance-weighted kernel (k-quants only)"
+            "{dtype} has no importance-weighted kernel (k-quants, q4_0, q4_1, q5_0 and q5_1 do)"
         ))
     })?;
     let block = dtype.block_elems();
@@ -386,7 +397,8 @@ pub fn quantize_measured(
             importance[i]
         )));
     }
-    // candle's k-quant kernels index with unchecked arithmetic on non-finite input.
+    // candle's k-quant kernels index with unchecked arithmetic on non-finite input, and no
+    // weighted kernel can encode it.
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
         return Err(Error::Invalid(format!(
             "value {} at element {i} is not finite; {dtype} cannot encode it",
@@ -394,6 +406,7 @@ pub fn quantize_measured(
         )));
     }
     let importance = &floored(importance);
+    let own = quant::weighted::kernel(dtype);
     let rows_per_task = (ELEMS_PER_TASK / columns).max(1);
     let row_bytes = columns / block * dtype.block_bytes();
     let mut out = vec![0u8; data.len() / columns * row_bytes];
@@ -401,20 +414,25 @@ pub fn quantize_measured(
         .par_chunks_mut(rows_per_task * row_bytes)
         .zip(data.par_chunks(rows_per_task * columns))
         .map(|(dst, src)| {
-            let mut q = ggml.cpu_zeros(src.len());
-            // Whole rows: candle finds each block's column from its index within the chunk.
-            q.from_float_imatrix(src, importance, columns);
-            let n = q.storage_size_in_bytes();
-            if n != dst.len() {
-                return Err(Error::Invalid(format!(
-                    "candle produced {n} bytes for {} {dtype} values, expected {}",
-                    src.len(),
-                    dst.len()
-                )));
+            if let Some(kernel) = own {
+                // Whole rows of `columns`, the importance vector's length: sizes checked above.
+                kernel(src, importance, dst);
+            } else {
+                let mut q = ggml.cpu_zeros(src.len());
+                // Whole rows: candle finds each block's column from its index within the chunk.
+                q.from_float_imatrix(src, importance, columns);
+                let n = q.storage_size_in_bytes();
+                if n != dst.len() {
+                    return Err(Error::Invalid(format!(
+                        "candle produced {n} bytes for {} {dtype} values, expected {}",
+                        src.len(),
+                        dst.len()
+                    )));
+                }
+                // SAFETY: `q` is a live Vec of plain-old-data blocks; `as_ptr` points at its
+                // first byte and `storage_size_in_bytes` is its exact length in bytes.
+                dst.copy_from_slice(unsafe { std::slice::from_raw_parts(q.as_ptr(), n) });
             }
-            // SAFETY: `q` is a live Vec of plain-old-data blocks; `as_ptr` points at its first
-            // byte and `storage_size_in_bytes` is its exact length in bytes.
-            dst.copy_from_slice(unsafe { std::slice::from_raw_parts(q.as_ptr(), n) });
             let back = quant::dequantize(dst, dtype, src.len())?;
             if let Some(i) = back.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Invalid(format!(
@@ -432,10 +450,11 @@ pub fn quantize_measured(
 }
 
 /// `importance` with its zeros raised to a millionth of a millionth of its mean (all ones if
-/// it is all zeros). A column no calibration token reached has importance 0, and a whole
-/// super-block of them makes the weighted k-quant kernels (llama.cpp's, which candle ports)
-/// divide 0 by 0; a tiny weight quantizes such a block as if unweighted instead, and leaves
-/// every other block exactly as llama.cpp would quantize it.
+/// it is all zeros). A column no calibration token reached has importance 0, and a whole block
+/// of them makes llama.cpp's weighted kernels divide 0 by 0 (the k-quants, which candle ports)
+/// or zero the block (q4_0 and q5_0: scale 0); a tiny weight quantizes such a block as if
+/// unweighted instead, and leaves every other block as llama.cpp would quantize it (the floor
+/// is far below an f32 ulp of the other columns' terms, so the sums come out the same).
 fn floored(importance: &[f32]) -> Vec<f32> {
     let mean =
         importance.iter().map(|&w| f64::from(w)).sum::<f64>() / importance.len().max(1) as f64;

@@ -1,7 +1,8 @@
 //! GGML block quantization: float -> q4_0 ... q6_k and back. ferry has its own kernels,
 //! bit-identical to candle's and vectorized, for q4_0, q5_0, q5_1, q8_0 and the k-quants (q2_k
 //! to q6_k, q8_k: see [`k`]), which measure the error of each block in the same pass; q4_1 and
-//! q8_1 use candle's kernels. Dequantization is candle's.
+//! q8_1 use candle's kernels. Dequantization is candle's. [`weighted`] holds llama.cpp's
+//! importance-weighted q4_0, q4_1, q5_0 and q5_1 (candle has none), byte-identical to it.
 
 use std::borrow::Cow;
 
@@ -414,6 +415,7 @@ dispatch_avx2!(
 
 mod k;
 mod lanes;
+pub mod weighted;
 
 /// A kernel of ferry's own: quantizes whole blocks of `src` into `dst` (exactly their size)
 /// and returns the error sums (empty unless it measures).

@@ -1,7 +1,10 @@
 //! Importance matrices: llama.cpp's GGUF form written and read back byte-stable, every
 //! truncation and a few hostile files refused with the file named (never a panic), and
-//! quantization with one (candle's weighted k-quant kernels) closer to the original where the
-//! matrix says it matters, through `convert` as a user runs it.
+//! quantization with one (candle's weighted k-quant kernels, ferry's weighted q4_0/q4_1/q5_0/
+//! q5_1) closer to the original where the matrix says it matters, through `convert` as a user
+//! runs it. The weighted q4_0/q4_1/q5_0/q5_1 are compared byte for byte with llama.cpp's own
+//! (`scripts/llama_quantize_rows.py`; needs `ferry_testkit::llama_cpp_python`, skipped
+//! without it unless `FERRY_REQUIRE_PYTHON=1`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -228,12 +231,25 @@ fn weighted_error(a: &[f32], b: &[f32], importance: &[f32]) -> f64 {
         .sum()
 }
 
+/// Every type with an importance-weighted kernel.
+const WEIGHTED: [DType; 9] = [
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+];
+
 #[test]
-fn weighted_k_quants_cut_the_weighted_error() {
+fn weighted_quants_cut_the_weighted_error() {
     let (rows, cols) = (16, 512);
     let w = noise(rows * cols, 3);
     let imp = skewed(cols);
-    for dtype in [DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K] {
+    for dtype in WEIGHTED {
         let plain = quant::quantize(&w, dtype).unwrap();
         let (weighted, err) = imatrix::quantize_measured(&w, cols, dtype, &imp).unwrap();
         assert_eq!(weighted.len(), plain.len());
@@ -265,7 +281,7 @@ fn weighted_k_quants_cut_the_weighted_error() {
     // Zero importance over whole blocks (columns a calibration never saw) stays finite.
     let mut holes = skewed(cols);
     holes[..256].iter_mut().for_each(|x| *x = 0.0);
-    for dtype in [DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K] {
+    for dtype in WEIGHTED {
         let (q, e) = imatrix::quantize_measured(&w, cols, dtype, &holes).unwrap();
         let back = quant::dequantize(&q, dtype, w.len()).unwrap();
         assert!(
@@ -273,12 +289,150 @@ fn weighted_k_quants_cut_the_weighted_error() {
             "{dtype}: {e:?}"
         );
     }
-    assert!(!imatrix::supports(DType::Q8_0) && !imatrix::supports(DType::Q4_0));
+    assert!(WEIGHTED.iter().all(|&d| imatrix::supports(d)));
+    assert!(!imatrix::supports(DType::Q8_0) && !imatrix::supports(DType::Q8_1));
     let e = imatrix::quantize_measured(&w, cols, DType::Q8_0, &imp).unwrap_err();
     assert!(
         e.to_string().contains("no importance-weighted kernel"),
         "{e}"
     );
+}
+
+/// Rows of `cols` values as they come in real weights, and a few that stress the kernels:
+/// noise, noise with outliers (a few values 30x the rest), a tiny-valued row, a row whose first
+/// block is all zeros and whose second is constant, a row of one sign (a q4_1/q5_1 minimum
+/// above 0), values on the rounding ties of the first scale, and blocks of values near f32's
+/// smallest.
+fn llama_rows(cols: usize, seed: u64) -> Vec<f32> {
+    let mut rows = Vec::new();
+    rows.extend(noise(cols, seed));
+    let mut spiky = noise(cols, seed + 1);
+    for (i, v) in spiky.iter_mut().enumerate() {
+        if i % 97 == 5 {
+            *v *= 30.0;
+        }
+    }
+    rows.extend(spiky);
+    rows.extend(noise(cols, seed + 2).iter().map(|v| v * 1e-4));
+    let mut holes = noise(cols, seed + 3);
+    holes[..32].iter_mut().for_each(|v| *v = 0.0);
+    holes[32..64].iter_mut().for_each(|v| *v = 0.25);
+    rows.extend(holes);
+    rows.extend(noise(cols, seed + 4).iter().map(|v| v.abs() + 0.5));
+    // Multiples of max / 16: with q4_0's first scale (-8 / max), halves of a level.
+    rows.extend((0..cols).map(|i| (i % 33) as f32 / 16.0 - 1.0));
+    // Blocks spanning less than 4e-38 (q4_1's inverse range overflows) among tiny noise.
+    rows.extend(
+        noise(cols, seed + 5)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match i {
+                0 => 1e-40,
+                1..32 => 0.0,
+                32..64 => 1e-38 + (i % 3) as f32 * 1e-39,
+                64..96 => -3e-38 * (i % 2) as f32,
+                _ => v * 1e-20,
+            }),
+    );
+    rows
+}
+
+/// llama.cpp's importance for each column: `skewed`, with zeros at scattered columns and, if
+/// `hole`, over the whole block of columns 64..96 (which llama.cpp takes as given).
+fn llama_importance(cols: usize, hole: bool) -> Vec<f32> {
+    let mut imp = skewed(cols);
+    for (j, w) in imp.iter_mut().enumerate() {
+        if j % 29 == 3 || (hole && (64..96).contains(&j)) {
+            *w = 0.0;
+        }
+    }
+    imp
+}
+
+/// llama.cpp's `ggml_quantize_chunk` of `rows` (rows of `importance.len()`) weighted by
+/// `importance`, through `scripts/llama_quantize_rows.py`.
+fn llama_quantize(
+    py: &Path,
+    dir: &Path,
+    dtype: DType,
+    rows: &[f32],
+    importance: &[f32],
+) -> Vec<u8> {
+    let cols = importance.len();
+    let npy = |name: &str, shape: Vec<usize>, v: &[f32]| {
+        let path = dir.join(name);
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t = OutTensor::new(name, DType::F32, shape, move || Ok(bytes.clone().into()));
+        ferry_io::formats::numpy::write_npy(&path, &t).unwrap();
+        path
+    };
+    let rows_path = npy("rows.npy", vec![rows.len() / cols, cols], rows);
+    let imp_path = npy("importance.npy", vec![cols], importance);
+    let out = dir.join("llama.bin");
+    let script = ferry_testkit::repo_root().join("scripts/llama_quantize_rows.py");
+    let status = std::process::Command::new(py)
+        .arg(&script)
+        .args(["--type", &dtype.to_string(), "--rows"])
+        .arg(&rows_path)
+        .arg("--importance")
+        .arg(&imp_path)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{} failed: {status}", script.display());
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn weighted_legacy_quants_are_llama_cpp_s_byte_for_byte() {
+    let Some(py) = ferry_testkit::llama_cpp_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (cols, seed) in [(576, 11), (1536, 23)] {
+        let rows = llama_rows(cols, seed);
+        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1] {
+            let kernel = quant::weighted::kernel(dtype).unwrap();
+            let bytes = |n: usize| n / 32 * dtype.block_bytes();
+            // The kernel, with the importance as given (zeros too), is llama.cpp's exactly.
+            for hole in [false, true] {
+                let imp = llama_importance(cols, hole);
+                let want = llama_quantize(&py, dir.path(), dtype, &rows, &imp);
+                let mut got = vec![0u8; bytes(rows.len())];
+                kernel(&rows, &imp, &mut got);
+                assert_eq!(got.len(), want.len(), "{dtype} {cols}");
+                if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+                    let b = i / dtype.block_bytes();
+                    panic!(
+                        "{dtype}, rows of {cols}, hole {hole}: block {b} (row {}, column {}) \
+                         differs from llama.cpp's: {:02x?} vs {:02x?}",
+                        b / (cols / 32),
+                        b % (cols / 32) * 32,
+                        &got[b * dtype.block_bytes()..(b + 1) * dtype.block_bytes()],
+                        &want[b * dtype.block_bytes()..(b + 1) * dtype.block_bytes()],
+                    );
+                }
+                // The way `convert` quantizes (zeros raised to a tiny floor, parallel over
+                // rows): the same bytes wherever a block has columns of real importance.
+                let (measured, _) = imatrix::quantize_measured(&rows, cols, dtype, &imp).unwrap();
+                if !hole {
+                    assert_eq!(measured, want, "{dtype} {cols}: quantize_measured");
+                    continue;
+                }
+                let block_bytes = dtype.block_bytes();
+                for (b, (m, w)) in measured
+                    .chunks(block_bytes)
+                    .zip(want.chunks(block_bytes))
+                    .enumerate()
+                {
+                    if b % (cols / 32) != 2 {
+                        assert_eq!(m, w, "{dtype} {cols}: block {b} of quantize_measured");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A GGUF with llama.cpp-named matrices, as `convert` reads it.

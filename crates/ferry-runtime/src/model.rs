@@ -94,6 +94,35 @@ impl Model {
     /// classifier on one device (classifiers compute in f32), a graph's nodes on their units'
     /// devices.
     pub fn load_placed(path: &Path, place: &Placement, kernels: Kernels) -> Result<Model> {
+        Model::load_inner(path, place, kernels, None)
+    }
+
+    /// As [`Model::load`], with `edit` applied to the float weights it wants as they are read
+    /// (a checkpoint's tensor names, e.g. `model.layers.0.mlp.down_proj.weight`): the model as
+    /// it would compute after that change, without writing it anywhere. Llama-family decoders
+    /// and BERT-family encoders only.
+    pub fn load_edited(
+        path: &Path,
+        device: &Device,
+        kernels: Kernels,
+        edit: Arc<dyn crate::weights::WeightEdit>,
+    ) -> Result<Model> {
+        if classifier::is_classifier(path) || graph::is_onnx(path) {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                msg: "weights are edited in checkpoints of the runtime's architectures (Llama-family decoders, BERT-family encoders), not in ferry classifiers or ONNX graphs".into(),
+            });
+        }
+        let place = Placement::single(device.clone(), DType::F32);
+        Model::load_inner(path, &place, kernels, Some(edit))
+    }
+
+    fn load_inner(
+        path: &Path,
+        place: &Placement,
+        kernels: Kernels,
+        edit: Option<Arc<dyn crate::weights::WeightEdit>>,
+    ) -> Result<Model> {
         if classifier::is_classifier(path) {
             return Model::load_classifier(path, place.input_device());
         }
@@ -108,7 +137,11 @@ impl Model {
                 .parent()
                 .map_or_else(|| path.to_path_buf(), Path::to_path_buf)
         };
-        let weights = Arc::new(Weights::new(r.ck, place.input_device().clone(), kernels));
+        let mut weights = Weights::new(r.ck, place.input_device().clone(), kernels);
+        if let Some(e) = edit {
+            weights = weights.with_edit(e);
+        }
+        let weights = Arc::new(weights);
         let net = match &r.config {
             ArchConfig::Decoder(c) => Net::Decoder(Decoder::load(&weights, c, place)?),
             ArchConfig::Encoder(c) => Net::Encoder(Box::new(Encoder::load(&weights, c, place)?)),

@@ -43,12 +43,28 @@ impl std::str::FromStr for Kernels {
     }
 }
 
+/// A change made to float weights as they are read, before they reach the model: what a
+/// quantization would do to them, tried without writing a file (ferry-verify's automatic type
+/// choice measures each tensor group's effect on the outputs this way).
+pub trait WeightEdit: Send + Sync {
+    /// Whether the checkpoint's tensor `name` is edited.
+    fn wants(&self, name: &str) -> bool;
+    /// The edited values of `name` (`shape`, row-major f32), or why they cannot be made.
+    fn edit(
+        &self,
+        name: &str,
+        shape: &[usize],
+        data: Vec<f32>,
+    ) -> std::result::Result<Vec<f32>, String>;
+}
+
 /// Named weights on a device. Tensors are read from the checkpoint when asked for.
 pub struct Weights {
     ck: Checkpoint,
     index: HashMap<String, usize>,
     device: Device,
     kernels: Kernels,
+    edit: Option<Arc<dyn WeightEdit>>,
 }
 
 impl Weights {
@@ -66,7 +82,15 @@ impl Weights {
             index,
             device,
             kernels,
+            edit: None,
         }
+    }
+
+    /// These weights with `edit` applied to the float tensors it wants as they are read (a
+    /// GGML-quantized tensor that stays quantized for [`Kernels::Ggml`] is not edited).
+    pub fn with_edit(mut self, edit: Arc<dyn WeightEdit>) -> Weights {
+        self.edit = Some(edit);
+        self
     }
 
     /// The device tensors are loaded on.
@@ -117,8 +141,13 @@ impl Weights {
     ) -> Result<Tensor> {
         let t = self.entry(name, shape)?;
         // Read on the CPU, cast there, then moved: a device holds only the cast copy.
-        let x = t.to_candle(&Device::Cpu)?.to_dtype(dtype)?;
-        Ok(x.to_device(device)?)
+        let mut x = t.to_candle(&Device::Cpu)?;
+        if let Some(e) = self.edit.as_ref().filter(|e| e.wants(name)) {
+            let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let data = e.edit(name, shape, data).map_err(|m| self.err(name, m))?;
+            x = Tensor::from_vec(data, shape, &Device::Cpu)?;
+        }
+        Ok(x.to_dtype(dtype)?.to_device(device)?)
     }
 
     /// Whether `name` stays quantized for a matrix product on `device`: a GGML type with

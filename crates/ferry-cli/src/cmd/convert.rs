@@ -16,7 +16,7 @@ use crate::units::human_bytes;
 /// Arguments of `ferry convert`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert ./SmolLM2-135M smollm2-q4k.gguf --quant q4_k --imatrix smollm2.imatrix.gguf   # from ferry calibrate\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run"
+    after_help = "Examples:\n  ferry convert model.pth model.safetensors\n  ferry convert model.pth model.safetensors --dtype bf16 --keep f32:'.*norm.*'\n  ferry convert ./all-MiniLM-L6-v2 minilm-q8.gguf --quant q8_0\n  ferry convert ./SmolLM2-135M smollm2-q4k.gguf --quant q4_k --imatrix smollm2.imatrix.gguf   # from ferry calibrate\n  ferry convert ./SmolLM2-135M smollm2-auto.gguf --quant auto --target-size 90MB   # types chosen per tensor for the worst language\n  ferry convert ./SmolLM2-135M smollm2-auto.gguf --quant auto --budget 'kld<=0.05' --dry-run\n  ferry convert model.gguf model.safetensors --dtype f16            # dequantizes\n  ferry convert big.pth out/model.safetensors --shard-size 2GB\n  ferry convert model.pth model.safetensors --strip-prefix module. --rename '\\.gamma$=.weight' --dry-run"
 )]
 pub struct Args {
     /// Input checkpoint: file, model folder, or cached hub id.
@@ -47,7 +47,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         })?,
     };
     let shard = a.write.shard_bytes()?;
-    let opts = a.transform.to_options()?;
+    let mut opts = a.transform.to_options()?;
+    anyhow::ensure!(
+        !a.transform.is_auto() || target == TargetFormat::Gguf,
+        "--quant auto writes GGUF: give an output ending in .gguf (or --to gguf)"
+    );
+    let quiet = a.write.quiet || a.write.json;
+    let auto = super::auto_quant::apply(&a.input, &a.transform, &mut opts, quiet)?;
+    if let Some(p) = auto.as_ref().filter(|_| !quiet) {
+        super::auto_quant::print(p);
+    }
     let ck = Checkpoint::open_with(&a.input, a.online)?;
     let (ck, layout) = convert::prepare(ck, target, opts.keep_names)?;
     let mut plan = Plan::new(&ck, target, &opts)?;
@@ -59,7 +68,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         if a.write.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({"dry_run": true, "plan": plan}))?
+                serde_json::to_string_pretty(
+                    &json!({"dry_run": true, "output_bytes": plan.output_bytes(), "plan": plan, "auto": auto})
+                )?
             );
         } else {
             print_plan(&plan);
@@ -87,17 +98,37 @@ pub fn run(a: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let errors = plan.quant_errors();
+    // A budget is judged on the written file, on the held-out probes.
+    let budget = auto.as_ref().and_then(|p| p.goal.budget.clone());
+    let verified = match &budget {
+        Some(b) => Some(verify_written(
+            &a.input,
+            &a.output,
+            b,
+            &a.transform.auto_languages,
+        )?),
+        None => None,
+    };
+    let code = match &verified {
+        Some(r) if !r.result.ok => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    };
     if a.write.json {
         let out = json!({
             "input": ck.path.display().to_string(), "input_format": ck.format, "target": target,
             "outputs": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-            "seconds": secs, "plan": plan, "quant_errors": errors,
+            "seconds": secs, "output_bytes": plan.output_bytes(), "plan": plan,
+            "quant_errors": errors, "auto": auto,
+            "verify": verified,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     if a.write.quiet {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
+    }
+    if let Some(r) = &verified {
+        print_verified(r, &a.output);
     }
     for f in &files {
         println!("wrote {}", f.display());
@@ -138,7 +169,55 @@ pub fn run(a: Args) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
+}
+
+/// `ferry verify INPUT OUTPUT --tolerance BUDGET` on the held-out probes (one text of 64
+/// tokens per language; only `languages` when given), without attribution.
+fn verify_written(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    budget: &ferry_verify::Budget,
+    languages: &[String],
+) -> Result<ferry_verify::VerifyReport> {
+    let one_each = ferry_verify::ProbeOptions {
+        languages: languages.to_vec(),
+        limit: Some(1),
+    };
+    let (probe_source, probes) = ferry_verify::probes::load(None, &one_each)?;
+    let job = ferry_verify::Job {
+        original: input.to_path_buf(),
+        migrated: output.to_path_buf(),
+        tokenizer: None,
+        probe_source,
+        probes,
+        options: ferry_verify::VerifyOptions {
+            budget: budget.clone(),
+            attribution: false,
+            ..ferry_verify::VerifyOptions::default()
+        },
+        placement: None,
+    };
+    Ok(ferry_verify::run_job(&job, |_, _| {})?)
+}
+
+/// The verdict on the written file, its worst languages.
+fn print_verified(r: &ferry_verify::VerifyReport, output: &std::path::Path) {
+    let v = &r.result;
+    let failing = v.languages.iter().filter(|l| !l.ok()).count();
+    println!(
+        "verified {} on the held-out probes: {} of {} languages within {}{}",
+        output.display(),
+        v.languages.len() - failing,
+        v.languages.len(),
+        v.budget,
+        if v.ok { "" } else { " (BUDGET MISSED: exit 1)" }
+    );
+    let mut worst: Vec<_> = v.languages.iter().collect();
+    worst.sort_by(|a, b| b.cmp_badness(a));
+    for l in worst.iter().take(3) {
+        println!("  {:<6} {}", l.lang, l.summary());
+    }
 }
 
 /// What the importance matrix did: the tensors it weighted, and those it has entries for whose
@@ -165,7 +244,7 @@ pub(crate) fn print_imatrix(plan: &Plan) {
         types.sort_unstable();
         types.dedup();
         println!(
-            "  {} tensors with an entry quantized without it: {} ha{} no importance-weighted kernel (k-quants do)",
+            "  {} tensors with an entry quantized without it: {} ha{} no importance-weighted kernel (the k-quants and q4_0, q4_1, q5_0, q5_1 do)",
             unused.len(),
             types.join(", "),
             if types.len() == 1 { "s" } else { "ve" }

@@ -14,7 +14,7 @@ use crate::progress::bytes_bar;
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "With no INPUT, migrates ferry's built-in demo model (a language identifier over 47 languages, trained by ferry) to a q4_k GGUF and shows, language by language, how much the quantization changed its predictions.\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'\n  ferry migrate model.onnx --out model-opt            # optimize the graph, verify every pass and the result"
+    after_help = "With no INPUT, migrates ferry's built-in demo model (a language identifier over 47 languages, trained by ferry) to a q4_k GGUF and shows, language by language, how much the quantization changed its predictions.\n\nExit status: 0 when every tensor verified, 1 when verification failed, 2 on error.\n\nExamples:\n  ferry migrate\n  ferry migrate model.pth --out migrated --dtype f16\n  ferry migrate ./all-MiniLM-L6-v2 --to gguf --quant q8_0 --out minilm-q8\n  ferry migrate ./SmolLM2-135M --to gguf --quant auto --budget 'kld<=0.05' --out smollm2-auto   # types per tensor, verified per language\n  ferry migrate runs/langid-udhr/best --to gguf --quant q8_0 --out langid-q8   # + per-language accuracy before/after\n  ferry migrate sentence-transformers/all-MiniLM-L6-v2 --to safetensors --dtype bf16 --keep f32:'LayerNorm'\n  ferry migrate model.onnx --out model-opt            # optimize the graph, verify every pass and the result"
 )]
 pub struct Args {
     /// Model to migrate: file, model folder, or cached hub id (default: the built-in demo model, to a q4_k GGUF unless --to/--dtype/--quant say otherwise).
@@ -93,12 +93,35 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
         "onnx" => Target::Onnx,
         t => Target::Tensors(t.parse::<TargetFormat>()?),
     };
+    let mut convert = a.transform.to_options()?;
+    let auto = match &a.input {
+        Some(input) if a.transform.is_auto() => {
+            anyhow::ensure!(to == "gguf", "--quant auto writes GGUF: add --to gguf");
+            let quiet = a.write.quiet || a.write.json;
+            let p = super::auto_quant::apply(input, &a.transform, &mut convert, quiet)?;
+            if let Some(p) = p.as_ref().filter(|_| !quiet) {
+                super::auto_quant::print(p);
+            }
+            p
+        }
+        None if a.transform.is_auto() => {
+            anyhow::bail!(
+                "--quant auto needs a model to migrate (the built-in demo is a classifier)"
+            )
+        }
+        _ => None,
+    };
+    // The written file is judged by the budget the types were chosen for, unless told.
+    let tolerance = a
+        .tolerance
+        .clone()
+        .or_else(|| auto.as_ref().and(a.transform.budget.clone()));
     let opts = MigrateOptions {
         input: a.input.clone().map(Input::Path).unwrap_or(Input::Embedded),
         out_dir: a.out.clone(),
         target,
         passes: a.passes.clone(),
-        convert: a.transform.to_options()?,
+        convert,
         shard_size: a.write.shard_bytes()?,
         file_stem: a.name.clone(),
         dry_run: a.write.dry_run,
@@ -111,7 +134,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
                     languages: a.probe.languages.clone(),
                     limit: a.probe.limit,
                     max_tokens: a.probe.max_tokens,
-                    tolerance: a.tolerance.as_deref().map(str::parse).transpose()?,
+                    tolerance: tolerance.as_deref().map(str::parse).transpose()?,
                     kernels: a.kernels.parse().map_err(anyhow::Error::msg)?,
                     placement: placement(&a)?,
                 })
@@ -124,6 +147,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
             "verify_outputs": !a.no_verify_outputs, "probes": a.probe.probes.as_ref().map(|p| p.display().to_string()),
             "languages": a.probe.languages, "limit": a.probe.limit, "max_tokens": a.probe.max_tokens, "tolerance": a.tolerance, "kernels": a.kernels,
             "devices": a.place.devices, "max_memory": a.place.max_memory, "map": a.place.map, "reserve": a.place.reserve, "compute_dtype": a.compute_dtype,
+            "auto_quant": auto,
         }),
     };
     let chatty = !a.write.quiet && !a.write.json;

@@ -1,5 +1,6 @@
 //! One module per subcommand: argument struct plus `run`.
 
+pub mod auto_quant;
 pub mod calibrate;
 pub mod convert;
 pub mod data;

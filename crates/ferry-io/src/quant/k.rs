@@ -93,7 +93,7 @@ fn eight(x: &[f32], at: usize) -> &[f32; 8] {
 /// The `8 * K` sub-blocks of `N` elements (`N` a multiple of 8) that make up `x`, transposed:
 /// lane `j` of `rows[i][k]` is element `i` of sub-block `8 * k + j`.
 #[inline(always)]
-fn transpose<S: Lane, const K: usize, const N: usize>(x: &[f32]) -> [[S; K]; N] {
+pub(super) fn transpose<S: Lane, const K: usize, const N: usize>(x: &[f32]) -> [[S; K]; N] {
     debug_assert_eq!(x.len(), 8 * K * N);
     let mut rows = [[S::splat(0.0); K]; N];
     for k in 0..K {
@@ -129,7 +129,7 @@ fn untranspose16<S: Lane, const K: usize>(rows: &[[S; K]; 16], x: &mut [f32]) {
 
 /// Lanes to a flat array of `8 * K` values (`out`).
 #[inline(always)]
-fn flatten<S: Lane, const K: usize>(v: &[S; K], out: &mut [f32]) {
+pub(super) fn flatten<S: Lane, const K: usize>(v: &[S; K], out: &mut [f32]) {
     for (k, v) in v.iter().enumerate() {
         out[8 * k..8 * k + 8].copy_from_slice(&v.to_array());
     }
@@ -137,7 +137,7 @@ fn flatten<S: Lane, const K: usize>(v: &[S; K], out: &mut [f32]) {
 
 /// Whether any lane of any group is set.
 #[inline(always)]
-fn any<S: Lane, const K: usize>(m: &[S::Mask; K]) -> bool {
+pub(super) fn any<S: Lane, const K: usize>(m: &[S::Mask; K]) -> bool {
     m.iter().fold(false, |a, &m| a | S::any(m))
 }
 
