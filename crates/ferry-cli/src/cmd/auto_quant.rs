@@ -79,7 +79,7 @@ pub fn apply(
             bar.set_message(s.to_string());
             bar.set_length(total as u64);
             if !quiet {
-                bar.println(format!("--quant auto: {s}"));
+                bar.suspend(|| eprintln!("--quant auto: {s}"));
             }
         }
         bar.set_position(done as u64);

@@ -127,9 +127,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.write.quiet {
         return Ok(code);
     }
-    if let Some(r) = &verified {
-        print_verified(r, &a.output);
-    }
     for f in &files {
         println!("wrote {}", f.display());
     }
@@ -168,6 +165,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 );
             }
         }
+    }
+    if let Some(r) = &verified {
+        print_verified(r, &a.output);
     }
     Ok(code)
 }
