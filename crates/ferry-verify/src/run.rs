@@ -189,7 +189,8 @@ pub struct Verification {
     pub ok: bool,
 }
 
-fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+/// The rows of a `[1, n, d]` output as f32.
+pub(crate) fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec2()?)
 }
 

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use ferry_io::formats::gguf::names::{ArchLayout, Direction, Mapped};
 use ferry_io::imatrix::Imatrix;
-use ferry_io::{Checkpoint, DType};
+use ferry_io::DType;
 use ferry_runtime::weights::WeightEdit;
 use ferry_runtime::{Kernels, Model};
 
 use super::table::fake_quant;
 use crate::error::{Error, Result};
+use crate::run::rows;
 use crate::stats;
 
 /// One calibration text: its language (an index) and token ids.
@@ -53,10 +54,6 @@ pub struct Distances {
     pub value: Vec<f64>,
     /// Per language.
     pub top1: Vec<f64>,
-}
-
-fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec2()?)
 }
 
 fn pooled(t: &Tensor) -> Result<Vec<f32>> {
@@ -136,19 +133,19 @@ pub struct FakeQuant {
 }
 
 impl FakeQuant {
-    /// For the model at `path` (its architecture's names), quantizing with `imatrix` where a
-    /// type has a weighted kernel.
+    /// For a model whose checkpoint names map to llama.cpp's by `layout` (`None`: the names
+    /// are llama.cpp's already, or the architecture has no table), quantizing with `imatrix`
+    /// where a type has a weighted kernel.
     pub fn new(
-        path: &Path,
         assignment: HashMap<String, DType>,
+        layout: Option<ArchLayout>,
         imatrix: Option<Arc<Imatrix>>,
-    ) -> Result<FakeQuant> {
-        let layout = ferry_io::arch::detect(&Checkpoint::open(path)?)?;
-        Ok(FakeQuant {
+    ) -> FakeQuant {
+        FakeQuant {
             assignment,
             layout,
             imatrix,
-        })
+        }
     }
 
     fn gguf_name(&self, name: &str) -> String {
@@ -187,16 +184,18 @@ impl WeightEdit for FakeQuant {
     }
 }
 
-/// Loads the model at `path` with `assignment` applied and measures it against `reference`.
+/// Loads the model at `path` (names mapped by `layout`, see [`FakeQuant::new`]) with
+/// `assignment` applied and measures it against `reference`.
 pub fn measure(
     path: &Path,
+    layout: Option<ArchLayout>,
     assignment: HashMap<String, DType>,
     imatrix: Option<Arc<Imatrix>>,
     texts: &[Text],
     reference: &Reference,
     langs: usize,
 ) -> Result<Distances> {
-    let edit = FakeQuant::new(path, assignment, imatrix)?;
+    let edit = FakeQuant::new(assignment, layout, imatrix);
     let model = Model::load_edited(path, &Device::Cpu, Kernels::F32, Arc::new(edit))?;
     if model.is_decoder() != matches!(reference, Reference::Decoder(_)) {
         return Err(Error::Mismatch(format!(

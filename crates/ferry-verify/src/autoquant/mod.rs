@@ -392,9 +392,12 @@ pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<A
     let (langs, texts) = texts(&model, opts)?;
     let reference = measure::reference(&model, &texts)?;
     drop(model);
+    // How the runtime's (checkpoint) names map to the table's llama.cpp names, read once.
+    let layout = ferry_io::arch::detect(&ferry_io::Checkpoint::open(path)?)?;
     let run = |assignment: HashMap<String, DType>| {
         measure::measure(
             path,
+            layout,
             assignment,
             opts.imatrix.clone(),
             &texts,
