@@ -43,12 +43,13 @@ use candle_core::Device;
 use ferry_io::convert::DTypeRule;
 use ferry_io::imatrix::Imatrix;
 use ferry_io::DType;
-use ferry_runtime::{Kernels, Model};
+use ferry_runtime::{Kernels, Model, Tokenizer};
 use serde::Serialize;
 
 use crate::calibrate::{self, CalibrateOptions};
 use crate::error::{Error, Result};
 use crate::preset::Budget;
+use crate::probes::Probe;
 use choose::{Predictor, Stop};
 use measure::{Distances, Text};
 use table::Table;
@@ -256,14 +257,17 @@ fn regex_exact(name: &str) -> regex::Regex {
 /// What the planner reports while it works: a stage name, done, total.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
-/// The calibration texts: `per` texts per language of up to `max_tokens` tokens.
-fn texts(model: &Model, opts: &AutoOptions) -> Result<(Vec<String>, Vec<Text>)> {
-    let (_, all) = calibrate::texts(None, &opts.languages)?;
-    let tokenizer = model.load_tokenizer()?;
+/// The sensitivity texts: the first `texts_per_language` of each language in `all` that
+/// tokenize to something, cut at `max_tokens` tokens.
+fn texts(
+    all: &[Probe],
+    tokenizer: &Tokenizer,
+    opts: &AutoOptions,
+) -> Result<(Vec<String>, Vec<Text>)> {
     let mut langs: Vec<String> = Vec::new();
     let mut out = Vec::new();
     let mut taken: HashMap<String, usize> = HashMap::new();
-    for p in &all {
+    for p in all {
         let n = taken.entry(p.lang.clone()).or_default();
         if *n >= opts.texts_per_language {
             continue;
@@ -339,12 +343,14 @@ pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<A
             model.config.name()
         )));
     }
+    // The calibration text (the UDHR training articles), read and tokenized by one tokenizer
+    // for both the column statistics and the sensitivity texts.
+    let tokenizer = model.load_tokenizer()?;
+    let (dataset, all) = calibrate::texts(None, &opts.languages)?;
     // The errors' column weights: the given matrix, else a calibration of this model.
     let (weights, weights_from) = match &opts.imatrix {
         Some(m) => (m.clone(), format!("imatrix {}", m.path.display())),
         None => {
-            let tokenizer = model.load_tokenizer()?;
-            let (dataset, all) = calibrate::texts(None, &opts.languages)?;
             let copts = calibrate::fit_options(&model, &opts.calibration);
             let sample = calibrate::sample(&all, &tokenizer, &copts)?;
             let (im, run) = calibrate::run(
@@ -389,7 +395,7 @@ pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<A
             decoder,
         ));
     }
-    let (langs, texts) = texts(&model, opts)?;
+    let (langs, texts) = texts(&all, &tokenizer, opts)?;
     let reference = measure::reference(&model, &texts)?;
     drop(model);
     // How the runtime's (checkpoint) names map to the table's llama.cpp names, read once.
