@@ -23,9 +23,9 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// The shipped config, shortened: the same data, tokenizer and model, fewer steps.
+/// The BPE identifier config, shortened: the same data, tokenizer and model, fewer steps.
 fn config(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo_root().join("configs/langid-udhr.toml"))
+    let text = std::fs::read_to_string(repo_root().join("configs/langid-udhr-bpe.toml"))
         .unwrap()
         .replace("steps = 1500", "steps = 200")
         .replace("eval_every = 250", "eval_every = 50")
@@ -198,7 +198,8 @@ fn bad_configs_name_the_file_and_the_fix() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        err.contains("bad.toml") && err.contains("[tokenizer] needs `path` or `train`"),
+        err.contains("bad.toml")
+            && err.contains("[tokenizer] needs `path`, `train` or `char_ngrams`"),
         "{err}"
     );
     std::fs::write(&p, "[data]\ntrain = 3\n").unwrap();

@@ -10,10 +10,12 @@
 //! - [`batch`]: fixed-size or token-budget batches, length bucketing, padding and masks,
 //!   language tags, as candle tensors.
 //! - [`stats`]: per-language counts, token counts, length histograms and scripts.
+//! - [`families`]: the family and usual script of common language codes, for grouped reports.
 
 pub mod batch;
 pub mod corpus;
 pub mod error;
+pub mod families;
 pub mod issues;
 pub mod lang;
 pub mod pipeline;

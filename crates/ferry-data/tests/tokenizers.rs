@@ -144,14 +144,14 @@ fn trained_tokenizers_load_in_python_and_encode_identically() {
         // Unigram and WordPiece (whose ids vary, see `train::train`).
         let again = train::train(&spec, texts.iter()).unwrap();
         if kind != Kind::Bpe {
-            let mut a: Vec<String> = again.inner().get_vocab(true).into_keys().collect();
-            let mut b: Vec<String> = tok.inner().get_vocab(true).into_keys().collect();
+            let mut a: Vec<String> = again.hf().unwrap().get_vocab(true).into_keys().collect();
+            let mut b: Vec<String> = tok.hf().unwrap().get_vocab(true).into_keys().collect();
             a.sort();
             b.sort();
             assert!(a == b, "{kind:?}: a second training learned other pieces");
         } else {
-            let same =
-                again.inner().to_string(false).unwrap() == tok.inner().to_string(false).unwrap();
+            let same = again.hf().unwrap().to_string(false).unwrap()
+                == tok.hf().unwrap().to_string(false).unwrap();
             assert!(
                 same,
                 "{kind:?}: a second training gave a different tokenizer"

@@ -1,9 +1,12 @@
 //! Text to token ids with the model's own tokenizer (the `tokenizers` crate): its
-//! `tokenizer.json`, or the one a GGUF carries in `tokenizer.ggml.*`.
+//! `tokenizer.json`, or the one a GGUF carries in `tokenizer.ggml.*`; or, for ferry's character
+//! n-gram classifiers, the hashed n-gram features (`ferry_data::tokenize::CharNgrams`, a file
+//! in place of `tokenizer.json`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use ferry_data::tokenize::CharNgrams;
 use ferry_io::meta::{MetaValue, Metadata};
 use serde_json::{json, Value};
 
@@ -11,23 +14,38 @@ use crate::error::{Error, Result};
 
 /// A model's tokenizer.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Backend,
     path: PathBuf,
     /// Whether [`Tokenizer::encode`] adds the special tokens (on unless a model's card says
     /// otherwise).
     special: bool,
 }
 
+enum Backend {
+    Hf(Box<tokenizers::Tokenizer>),
+    CharNgrams(CharNgrams),
+}
+
 impl Tokenizer {
-    /// Loads a `tokenizer.json`.
+    /// Loads a `tokenizer.json` (or a char n-gram file).
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let err = |msg: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            msg: format!("cannot load: {e}"),
-        })?;
-        // A padding setting (all-MiniLM's pads to a fixed length) would feed pad tokens as
-        // text; batches are padded, and masked, by the caller.
-        inner.with_padding(None);
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot load: {e}")))?;
+        let inner = if CharNgrams::is_file_text(&text) {
+            Backend::CharNgrams(
+                CharNgrams::from_file_text(&text, path).map_err(|e| err(e.to_string()))?,
+            )
+        } else {
+            let mut inner = tokenizers::Tokenizer::from_str(&text)
+                .map_err(|e| err(format!("cannot load: {e}")))?;
+            // A padding setting (all-MiniLM's pads to a fixed length) would feed pad tokens as
+            // text; batches are padded, and masked, by the caller.
+            inner.with_padding(None);
+            Backend::Hf(Box::new(inner))
+        };
         Ok(Tokenizer {
             inner,
             path: path.to_path_buf(),
@@ -46,14 +64,17 @@ impl Tokenizer {
     /// BERT; unless turned off by [`Tokenizer::with_special_tokens`]), truncated to
     /// `max_tokens` when given.
     pub fn encode(&self, text: &str, max_tokens: Option<usize>) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, self.special)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                msg: format!("cannot encode {:?}: {e}", short(text)),
-            })?;
-        let mut ids = enc.get_ids().to_vec();
+        let mut ids = match &self.inner {
+            Backend::Hf(t) => t
+                .encode(text, self.special)
+                .map_err(|e| Error::Tokenizer {
+                    path: self.path.clone(),
+                    msg: format!("cannot encode {:?}: {e}", short(text)),
+                })?
+                .get_ids()
+                .to_vec(),
+            Backend::CharNgrams(n) => n.encode(text),
+        };
         if let Some(n) = max_tokens {
             ids.truncate(n);
         }
@@ -62,10 +83,13 @@ impl Tokenizer {
 
     /// Writes the tokenizer as a `tokenizer.json` (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = self.inner.to_string(true).map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            msg: format!("cannot serialize: {e}"),
-        })?;
+        let text = match &self.inner {
+            Backend::Hf(t) => t.to_string(true).map_err(|e| Error::Tokenizer {
+                path: path.to_path_buf(),
+                msg: format!("cannot serialize: {e}"),
+            })?,
+            Backend::CharNgrams(n) => n.to_file_text(),
+        };
         ferry_io::atomic::write_atomic(path, |w| {
             std::io::Write::write_all(w, text.as_bytes()).map_err(|e| ferry_io::Error::io(path, e))
         })?;
@@ -74,9 +98,10 @@ impl Tokenizer {
 
     /// The text of one token id, for printing candidates.
     pub fn token(&self, id: u32) -> String {
-        self.inner
-            .decode(&[id], false)
-            .unwrap_or_else(|_| format!("<{id}>"))
+        match &self.inner {
+            Backend::Hf(t) => t.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>")),
+            Backend::CharNgrams(_) => format!("<bucket {id}>"),
+        }
     }
 }
 
@@ -210,7 +235,7 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_str(&spec.to_string())
             .map_err(|e| err(format!("cannot rebuild the GGUF's tokenizer: {e}")))?;
         Ok(Tokenizer {
-            inner,
+            inner: Backend::Hf(Box::new(inner)),
             path: path.to_path_buf(),
             special: true,
         })

@@ -97,6 +97,10 @@ pub struct TokenizerConfig {
     /// Train one instead.
     #[serde(default)]
     pub train: Option<TokenizerTraining>,
+    /// Hashed character n-grams instead of tokens (fastText's subword features; nothing to
+    /// train): `char_ngrams = { min_n = 1, max_n = 5, buckets = 65536 }`.
+    #[serde(default)]
+    pub char_ngrams: Option<ferry_data::tokenize::CharNgrams>,
 }
 
 /// Tokenizer training settings (see `ferry data tokenizer train`).
@@ -268,9 +272,18 @@ impl TrainConfig {
     /// Checks values that parse but make no sense.
     pub fn check(&self) -> std::result::Result<(), String> {
         let t = &self.train;
-        if t.steps == 0 || t.batch_size == 0 || t.grad_accum == 0 || t.workers == 0 {
+        if t.batch_size == 0 || t.grad_accum == 0 || t.workers == 0 {
+            return Err("[train] batch_size, grad_accum and workers must be at least 1".into());
+        }
+        let starts_trained = matches!(
+            self.model.bag_init(),
+            crate::models::BagInit::NaiveBayes { .. }
+        );
+        if t.steps == 0 && !starts_trained {
             return Err(
-                "[train] steps, batch_size, grad_accum and workers must be at least 1".into(),
+                "[train] steps must be at least 1 (0 only for a model that starts trained: \
+                 [model] init = { kind = \"naive_bayes\" })"
+                    .into(),
             );
         }
         if t.workers > t.batch_size {
@@ -293,21 +306,25 @@ impl TrainConfig {
         if t.label_smoothing > 0.0 && t.loss == LossKind::Nll {
             return Err("[train] label_smoothing needs loss = \"cross_entropy\"".into());
         }
-        match (&self.tokenizer.path, &self.tokenizer.train, &self.model) {
-            (None, None, ModelConfig::Bert { path, .. })
-                if !path.join("tokenizer.json").is_file() =>
-            {
+        let tk = &self.tokenizer;
+        let made = usize::from(tk.train.is_some()) + usize::from(tk.char_ngrams.is_some());
+        if usize::from(tk.path.is_some()) + made > 1 {
+            return Err("[tokenizer] takes one of `path`, `train` and `char_ngrams`".into());
+        }
+        if let Some(n) = &tk.char_ngrams {
+            n.validate()
+                .map_err(|e| format!("[tokenizer] char_ngrams: {e}"))?;
+        }
+        match (tk.path.is_some() || made > 0, &self.model) {
+            (false, ModelConfig::Bert { path, .. }) if !path.join("tokenizer.json").is_file() => {
                 return Err(format!(
                     "[tokenizer] path is not set and {} has no tokenizer.json",
                     path.display()
                 ));
             }
-            (None, None, ModelConfig::Bert { .. }) => {}
-            (None, None, _) => return Err("[tokenizer] needs `path` or `train`".into()),
-            (Some(_), Some(_), _) => {
-                return Err("[tokenizer] takes `path` or `train`, not both".into())
-            }
-            (_, Some(_), ModelConfig::Bert { .. }) => {
+            (false, ModelConfig::Bert { .. }) => {}
+            (false, _) => return Err("[tokenizer] needs `path`, `train` or `char_ngrams`".into()),
+            (true, ModelConfig::Bert { .. }) if made > 0 => {
                 return Err(
                     "a pretrained BERT needs its own tokenizer: set [tokenizer] path, not train"
                         .into(),
@@ -325,7 +342,9 @@ impl TrainConfig {
     pub fn tokenizer_file(&self) -> Option<PathBuf> {
         match (&self.tokenizer.path, &self.model) {
             (Some(p), _) => Some(p.clone()),
-            (None, ModelConfig::Bert { path, .. }) if self.tokenizer.train.is_none() => {
+            (None, ModelConfig::Bert { path, .. })
+                if self.tokenizer.train.is_none() && self.tokenizer.char_ngrams.is_none() =>
+            {
                 Some(path.join("tokenizer.json"))
             }
             _ => None,

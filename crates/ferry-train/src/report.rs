@@ -1,5 +1,5 @@
 //! Evaluation reports: Markdown for people, JSON for scripts, SVG plots (per-language
-//! accuracy bars, the loss curve). Plots are written by hand: a few rectangles and a
+//! accuracy bars, the coverage/accuracy curve, the loss curve). Plots are written by hand: a few rectangles and a
 //! polyline need no plotting library.
 
 use std::fmt::Write as _;
@@ -119,6 +119,7 @@ pub fn markdown(title: &str, evals: &[Named<'_>]) -> String {
                 );
             }
         }
+        md.push_str(&transfer_markdown(evals));
     }
     for n in evals {
         let mut errors: Vec<&(String, String, usize)> = n
@@ -142,15 +143,122 @@ pub fn markdown(title: &str, evals: &[Named<'_>]) -> String {
             let _ = writeln!(md, "| {g} | {p} | {c} |");
         }
     }
+    md.push_str(&selective_markdown(evals));
     md
 }
 
-/// The JSON report: every evaluation with its zero-shot split.
+/// Seen against zero-shot languages within each family and script.
+fn transfer_markdown(evals: &[Named<'_>]) -> String {
+    let mut md = String::from(
+        "\n## Zero-shot transfer by family and script\n\nMean accuracy of the languages seen in \
+         training and of the unseen ones in the same group (`transfer.svg` plots the first \
+         evaluation).\n\n| evaluation | by | group | seen | seen acc % | zero-shot | zero-shot acc % |\n|---|---|---|---:|---:|---:|---:|\n",
+    );
+    let cell = |g: &Option<crate::eval::GroupScores>| match g {
+        Some(g) => (g.languages.to_string(), pct(g.accuracy)),
+        None => ("0".into(), "-".into()),
+    };
+    for n in evals {
+        for t in n.eval.transfer_groups() {
+            let ((sn, sa), (zn, za)) = (cell(&t.seen), cell(&t.zero_shot));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {sn} | {sa} | {zn} | {za} |",
+                n.name, t.by, t.group
+            );
+        }
+    }
+    md
+}
+
+/// Paired bars per family and script: seen languages' mean accuracy beside the zero-shot
+/// ones'.
+pub fn transfer_svg(eval: &Evaluation) -> String {
+    let groups = eval.transfer_groups();
+    let (row, left, top, w) = (16.0, 170.0, 24.0, 300.0);
+    let h = row * groups.len() as f64;
+    let mut s = plot_frame((left, top, w, h), "mean accuracy (0 to 100%)", ("", ""));
+    for (i, t) in groups.iter().enumerate() {
+        let y = top + row * i as f64;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} {}</text>",
+            left - 4.0,
+            y + 11.0,
+            t.by,
+            escape(&t.group)
+        );
+        for (k, g) in [&t.seen, &t.zero_shot].into_iter().enumerate() {
+            if let Some(g) = g {
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"{left}\" y=\"{:.1}\" width=\"{:.1}\" height=\"6\" fill=\"{}\"><title>{} {}: {} languages, {}%</title></rect>",
+                    y + 2.0 + 7.0 * k as f64,
+                    w * g.accuracy,
+                    PALETTE[k],
+                    escape(&t.group),
+                    ["seen", "zero-shot"][k],
+                    g.languages,
+                    pct(g.accuracy)
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "<text x=\"{left}\" y=\"14\" fill=\"{}\">seen in training</text><text x=\"{}\" y=\"14\" fill=\"{}\">zero-shot</text>", PALETTE[0], left + 120.0, PALETTE[1]);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Top-k accuracy and the coverage/accuracy curve ("unknown" below a confidence).
+fn selective_markdown(evals: &[Named<'_>]) -> String {
+    let mut md = String::from(
+        "
+## Selective prediction
+
+",
+    );
+    md.push_str("| evaluation | top-k accuracy % |\n|---|---|\n");
+    for n in evals {
+        let ks: Vec<String> = n
+            .eval
+            .selective
+            .top_k
+            .iter()
+            .map(|(k, a)| format!("top-{k} {}", pct(*a)))
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", n.name, ks.join(", "));
+    }
+    md.push_str(
+        "\nAnswering \"unknown\" below a confidence (the top class probability): the share \
+         answered (coverage) and the accuracy on it.\n\n| evaluation | confidence >= | coverage % | accuracy % |\n|---|---:|---:|---:|\n",
+    );
+    for n in evals {
+        let sel = &n.eval.selective;
+        let asked = sel.reject_below.iter().map(|p| (p, " (--reject-below)"));
+        for (p, note) in sel.curve.iter().map(|p| (p, "")).chain(asked) {
+            let _ = writeln!(
+                md,
+                "| {}{note} | {} | {} | {} |",
+                n.name,
+                p.threshold,
+                pct(p.coverage),
+                pct(p.accuracy)
+            );
+        }
+    }
+    md
+}
+
+/// The JSON report: every evaluation with its zero-shot split, overall and by family and
+/// script.
 pub fn json(evals: &[Named<'_>]) -> Value {
     Value::Array(
         evals
             .iter()
-            .map(|n| json!({"name": n.name, "evaluation": n.eval, "zero_shot": n.eval.zero_shot_split()}))
+            .map(|n| {
+                json!({"name": n.name, "evaluation": n.eval, "zero_shot": n.eval.zero_shot_split(),
+                            "transfer": n.eval.transfer_groups()})
+            })
             .collect(),
     )
 }
@@ -215,6 +323,74 @@ pub fn accuracy_bars_svg(evals: &[Named<'_>]) -> String {
     s
 }
 
+/// An SVG's opening: the plot box `(left, top, width, height)`, the x-axis label and the y
+/// axis's top and bottom labels.
+fn plot_frame((left, top, w, h): (f64, f64, f64, f64), x_label: &str, y: (&str, &str)) -> String {
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
+        left + w + 20.0,
+        top + h + 40.0
+    );
+    let _ = writeln!(s, "<rect x=\"{left}\" y=\"{top}\" width=\"{w}\" height=\"{h}\" fill=\"none\" stroke=\"#999\"/>");
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+        left + w / 2.0,
+        top + h + 28.0,
+        escape(x_label)
+    );
+    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", left - 4.0, top + 8.0, y.0, left - 4.0, top + h, y.1);
+    s
+}
+
+/// Accuracy against coverage as the "unknown" threshold rises, one line per evaluation.
+pub fn coverage_svg(evals: &[Named<'_>]) -> String {
+    let (w, h, left, top) = (360.0, 240.0, 50.0, 24.0);
+    let floor = evals
+        .iter()
+        .flat_map(|n| n.eval.selective.curve.iter().map(|p| p.accuracy))
+        .fold(1.0f64, f64::min)
+        .min(0.99);
+    let lo = (floor * 20.0).floor() / 20.0;
+    let pt = |c: f64, a: f64| {
+        format!(
+            "{:.1},{:.1}",
+            left + w * c,
+            top + h * (1.0 - (a - lo) / (1.0 - lo).max(1e-9))
+        )
+    };
+    let mut s = plot_frame(
+        (left, top, w, h),
+        "coverage (share answered; the rest is \"unknown\")",
+        ("100%", &format!("{:.0}%", 100.0 * lo)),
+    );
+    for (i, n) in evals.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let pts: Vec<String> = n
+            .eval
+            .selective
+            .curve
+            .iter()
+            .filter(|p| p.coverage > 0.0)
+            .map(|p| pt(p.coverage, p.accuracy))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>",
+            pts.join(" "),
+            escape(n.name)
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"14\" fill=\"{colour}\">{}</text>",
+            left + 160.0 * i as f64,
+            escape(n.name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 /// The training loss per step (and dev loss at evaluations) from a `metrics.jsonl`.
 pub fn loss_curve_svg(metrics: &Path) -> Result<String> {
     let text = std::fs::read_to_string(metrics).map_err(|e| Error::fs(metrics, e))?;
@@ -246,19 +422,11 @@ pub fn loss_curve_svg(metrics: &Path) -> Result<String> {
             top + h * (1.0 - y / max_loss)
         )
     };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
-        left + w + 20.0,
-        top + h + 40.0
+    let mut s = plot_frame(
+        (left, top, w, h),
+        &format!("step (max {max_step})"),
+        (&format!("{max_loss:.2}"), "0"),
     );
-    let _ = writeln!(s, "<rect x=\"{left}\" y=\"{top}\" width=\"{w}\" height=\"{h}\" fill=\"none\" stroke=\"#999\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step (max {max_step})</text>",
-        left + w / 2.0,
-        top + h + 28.0
-    );
-    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{max_loss:.2}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>", left - 4.0, top + 8.0, left - 4.0, top + h);
     let line: Vec<String> = train.iter().map(|&p| pt(p)).collect();
     let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1\" points=\"{}\"><title>training loss</title></polyline>", PALETTE[0], line.join(" "));
     let line: Vec<String> = dev.iter().map(|&p| pt(p)).collect();
@@ -268,7 +436,8 @@ pub fn loss_curve_svg(metrics: &Path) -> Result<String> {
     Ok(s)
 }
 
-/// Writes `report.md`, `report.json` and `accuracy.svg` into `dir`.
+/// Writes `report.md`, `report.json`, `accuracy.svg` and `coverage.svg` into `dir`, and
+/// `transfer.svg` when the first evaluation has zero-shot languages.
 pub fn write(dir: &Path, title: &str, evals: &[Named<'_>]) -> Result<()> {
     let put = |name: &str, text: String| -> Result<()> {
         let path = dir.join(name);
@@ -285,6 +454,13 @@ pub fn write(dir: &Path, title: &str, evals: &[Named<'_>]) -> Result<()> {
         serde_json::to_string_pretty(&json(evals)).map_err(|e| Error::Invalid(e.to_string()))?,
     )?;
     put("accuracy.svg", accuracy_bars_svg(evals))?;
+    put("coverage.svg", coverage_svg(evals))?;
+    if let Some(first) = evals
+        .first()
+        .filter(|n| n.eval.zero_shot_split().contains_key("zero_shot"))
+    {
+        put("transfer.svg", transfer_svg(first.eval))?;
+    }
     Ok(())
 }
 

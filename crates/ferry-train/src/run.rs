@@ -17,7 +17,7 @@ use crate::config::{LabelKind, LossKind, TrainConfig};
 use crate::data::{self, ExampleOptions, Examples};
 use crate::eval::{evaluate, EvalContext, Evaluation};
 use crate::grads::{clip_factor, Grads};
-use crate::models::Model;
+use crate::models::{BagInit, Model};
 use crate::{Error, Result};
 
 /// How to run (default: a fresh run on the CPU, to the end).
@@ -157,6 +157,11 @@ fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs, records: &[Record]) -> R
         std::fs::create_dir_all(&dirs.root).map_err(|e| Error::fs(&dirs.root, e))?;
         std::fs::copy(&file, dirs.tokenizer()).map_err(|e| Error::fs(&file, e))?;
         return Ok(tok);
+    }
+    if let Some(n) = &cfg.tokenizer.char_ngrams {
+        std::fs::create_dir_all(&dirs.root).map_err(|e| Error::fs(&dirs.root, e))?;
+        n.save(&dirs.tokenizer())?;
+        return Ok(Tokenizer::from_char_ngrams(n.clone(), dirs.tokenizer()));
     }
     let t = cfg
         .tokenizer
@@ -410,6 +415,11 @@ pub fn train(
                 Some(p) => Model::from_pretrained(&spec, p, cfg.train.seed, device)?,
                 None => Model::new(&spec, cfg.train.seed, device)?,
             };
+            if let BagInit::NaiveBayes { alpha } = cfg.model.bag_init() {
+                on_event(Event::Preparing("naive Bayes start"));
+                let calibration = naive_bayes_calibration(cfg, &tok, &pool, &base, &classes)?;
+                model.init_naive_bayes(&train_set.examples, &calibration, alpha, device)?;
+            }
             freeze(cfg, &mut model);
             let optimizer = cfg.optimizer.build(model.params());
             let _ = std::fs::remove_file(dirs.metrics());
@@ -459,6 +469,13 @@ pub fn train(
         examples: train_set.examples.len(),
     });
     let eval_bs = cfg.eval.batch_size.unwrap_or(cfg.train.batch_size.max(32));
+    let train_languages = card.train_languages.clone();
+    let dev_ctx = EvalContext {
+        train_languages: &train_languages,
+        classes_are_languages: card.label == LabelKind::Lang,
+        pad_id: tok.pad_id(),
+        batch_size: eval_bs,
+    };
     let ckpt_every = cfg.train.checkpoint_every.or(cfg.train.eval_every);
     let mut losses = Vec::new();
     while state.step < total && !state.stopped_early {
@@ -518,13 +535,7 @@ pub fn train(
         let last = state.step == total;
         let eval_due = cfg.train.eval_every.is_some_and(|n| state.step % n == 0) || last;
         if let (true, Some(dev)) = (eval_due, dev.as_ref()) {
-            let ctx = EvalContext {
-                train_languages: &card.train_languages,
-                classes_are_languages: card.label == LabelKind::Lang,
-                pad_id: tok.pad_id(),
-                batch_size: eval_bs,
-            };
-            let ev = evaluate(model_ref, dev, &ctx, device)?;
+            let ev = evaluate(model_ref, dev, &dev_ctx, device)?;
             let value = match cfg.train.metric {
                 crate::config::Metric::MacroF1 => ev.report.overall.macro_f1,
                 crate::config::Metric::Accuracy => ev.report.overall.accuracy,
@@ -580,6 +591,23 @@ pub fn train(
             break;
         }
     }
+    if total == 0 {
+        // A model that needs no steps (a naive Bayes start): it is the run's best and only one.
+        if let Some(dev) = dev.as_ref() {
+            let ev = evaluate(model_ref, dev, &dev_ctx, device)?;
+            let er = EvalRecord {
+                step: 0,
+                dev_loss: ev.loss,
+                dev_accuracy: ev.report.overall.accuracy,
+                dev_macro_f1: ev.report.overall.macro_f1,
+                best: true,
+            };
+            append_jsonl(&dirs.metrics(), &er)?;
+            on_event(Event::Evaluated(&er));
+        }
+        card.step = 0;
+        checkpoint::save_model(&dirs.best(), model_ref, &card, &dirs.tokenizer())?;
+    }
     let done = state.step >= total || state.stopped_early;
     if done {
         card.step = state.step;
@@ -597,6 +625,29 @@ pub fn train(
         model_dir,
         losses,
     })
+}
+
+/// The held-out examples a naive Bayes start calibrates its confidence on: the dev texts and
+/// their snippets (`[eval] snippet_words`, default 4), so that short, ambiguous inputs weigh in
+/// as they do in use. None without a dev file.
+fn naive_bayes_calibration(
+    cfg: &TrainConfig,
+    tok: &Tokenizer,
+    pool: &rayon::ThreadPool,
+    base: &ExampleOptions<'_>,
+    classes: &[String],
+) -> Result<Vec<Example>> {
+    let Some(dev) = &cfg.data.dev else {
+        return Ok(Vec::new());
+    };
+    let opts = ExampleOptions {
+        classes: Some(classes),
+        ..base.clone()
+    };
+    let (mut records, issues) = data::read_records(dev, &opts)?;
+    let extra = data::snippets(&records, cfg.eval.snippet_words.unwrap_or(4));
+    records.extend(extra);
+    Ok(data::from_records(records, issues, dev, tok, pool, &opts)?.examples)
 }
 
 fn freeze(cfg: &TrainConfig, model: &mut Model) {
@@ -660,7 +711,8 @@ pub fn evaluate_file(
 
 /// Evaluates the run's model (best on dev, else last) on `data.test` (and on its snippets
 /// when `eval.snippet_words` is set), and writes `report.md`, `report.json`,
-/// `accuracy.svg` and `loss.svg` into the run folder. Returns the evaluations by name.
+/// `accuracy.svg`, `coverage.svg` and `loss.svg` into the run folder. Returns the evaluations
+/// by name.
 pub fn final_report(
     cfg: &TrainConfig,
     summary: &Summary,

@@ -438,3 +438,82 @@ fn broken_model_folders_and_checkpoints_are_errors_naming_the_file() {
     let e = train(&cfg, &resume, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("trainer-state.json"), "{e}");
 }
+
+/// Cross-lingual transfer: which UDHR article a paragraph comes from, trained on Spanish and
+/// Russian only and evaluated on all 47 languages (the articles are parallel). Unseen Romance
+/// and Slavic languages share character n-grams with the seen ones; unseen languages in
+/// scripts nobody saw do not: the report's family/script table must show that gap.
+#[test]
+fn the_report_splits_zero_shot_transfer_by_family_and_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(repo_root().join("corpora/udhr/train.tsv")).unwrap();
+    let mut corpus = String::from("lang\tlabel\ttext\n");
+    for line in src.lines().skip(1) {
+        let c: Vec<&str> = line.split('\t').collect();
+        corpus += &format!("{}\tarticle-{}\t{}\n", c[0], c[1], c[2]);
+    }
+    let data = tmp.path().join("articles.tsv");
+    std::fs::write(&data, corpus).unwrap();
+    let text = format!(
+        r#"
+[data]
+train = "{data}"
+test = "{data}"
+label = "label"
+languages = ["es", "ru"]
+max_len = 8192
+[tokenizer]
+char_ngrams = {{ min_n = 1, max_n = 5, buckets = 65536 }}
+[model]
+kind = "bag"
+init = {{ kind = "naive_bayes" }}
+[optimizer]
+kind = "adamw"
+lr = 0.001
+[train]
+steps = 0
+batch_size = 8
+[output]
+dir = "{out}"
+"#,
+        data = data.display(),
+        out = tmp.path().join("run").display()
+    );
+    let cfg: TrainConfig = toml::from_str(&text).unwrap();
+    cfg.check().unwrap();
+    let summary = train(&cfg, &RunOptions::default(), &mut |_| {}).unwrap();
+    let evals = ferry_train::run::final_report(&cfg, &summary, &Device::Cpu).unwrap();
+    let groups = evals[0].1.transfer_groups();
+    let acc = |by: &str, group: &str| {
+        let g = groups
+            .iter()
+            .find(|g| g.by == by && g.group == group)
+            .unwrap_or_else(|| panic!("no {by} {group} in {groups:?}"));
+        (
+            g.seen.as_ref().map(|s| s.accuracy),
+            g.zero_shot.as_ref().unwrap().accuracy,
+        )
+    };
+    let (romance_seen, romance_zero) = acc("family", "Romance");
+    let (slavic_seen, slavic_zero) = acc("family", "Slavic");
+    let (han_seen, han_zero) = acc("script", "Han");
+    assert!(romance_seen.unwrap() > 0.9 && slavic_seen.unwrap() > 0.9);
+    assert_eq!(han_seen, None, "nobody trained on Chinese");
+    // 23 articles: chance is about 0.04 to 0.1 (article 0, the preamble, is the largest).
+    assert!(
+        romance_zero > han_zero + 0.2 && slavic_zero > han_zero + 0.2,
+        "Romance {romance_zero}, Slavic {slavic_zero}, Han {han_zero}"
+    );
+    let run = tmp.path().join("run");
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Zero-shot transfer by family and script")
+            && md.contains("| family | Romance | 1 |"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(run.join("transfer.svg")).unwrap();
+    assert!(
+        svg.contains("family Romance") && svg.contains("zero-shot"),
+        "{svg}"
+    );
+}

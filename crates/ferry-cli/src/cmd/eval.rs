@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use candle_core::Device;
 use ferry_train::checkpoint;
 use ferry_train::report::{self, Named};
@@ -12,7 +12,7 @@ use ferry_train::run::evaluate_file;
 /// Arguments of `ferry eval`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --json\n  ferry eval --model runs/langid-udhr/best --weights model-f16.safetensors --data test.tsv   # a converted copy"
+    after_help = "Examples:\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --json\n  ferry eval --model runs/langid-udhr/best --weights model-f16.safetensors --data test.tsv   # a converted copy\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --top-k 2 --reject-below 0.9 --out eval/   # \"unknown\" below 90% confidence, coverage.svg"
 )]
 pub struct Args {
     /// A model folder written by `ferry train` (best/, last/ or a checkpoint).
@@ -27,13 +27,20 @@ pub struct Args {
     /// Also evaluate on snippets of this many words cut from each text.
     #[arg(long)]
     snippet_words: Option<usize>,
+    /// Also report accuracy with the gold class among the N most probable (1, 3 and 5 always).
+    #[arg(long, value_name = "N")]
+    top_k: Option<usize>,
+    /// Answer "unknown" below this confidence (the top class probability, 0 to 1): report the
+    /// share answered and the accuracy on it (the report's curve shows every threshold).
+    #[arg(long, value_name = "P")]
+    reject_below: Option<f64>,
     /// Examples per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Write report.md, report.json and accuracy.svg into this folder.
+    /// Write report.md, report.json, accuracy.svg and coverage.svg into this folder.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Drop evaluation records whose language label is not a language code (ISO 639 /
@@ -55,6 +62,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if a.top_k == Some(0) {
+        bail!("--top-k must be at least 1");
+    }
+    if let Some(p) = a.reject_below.filter(|p| !(0.0..=1.0).contains(p)) {
+        bail!("--reject-below {p}: a confidence is between 0 and 1");
+    }
     let device = Device::Cpu;
     let mut loaded = checkpoint::load_model(&a.model, a.weights.as_deref(), &device)?;
     loaded.card.strict_language_codes |= a.strict_languages;
@@ -67,6 +80,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
             format!("{w}-word snippets"),
             evaluate_file(&loaded, &a.data, Some(w), a.batch_size, threads, &device)?,
         ));
+    }
+    for (_, e) in &mut evals {
+        if let Some(k) = a.top_k {
+            *e = e.clone().with_top_k(k);
+        }
+        if let Some(p) = a.reject_below {
+            *e = e.clone().with_reject_below(p);
+        }
     }
     let named: Vec<Named<'_>> = evals
         .iter()

@@ -15,7 +15,7 @@ configs/langid-udhr.toml and docs/training.md. The run folder receives:\n  \
 checkpoints/step-N/  model + optimizer + trainer state (resume from the newest with --resume)\n  \
 best/ last/          model folders for `ferry eval` and `ferry migrate`\n  \
 metrics.jsonl        one line per step and per dev evaluation\n  \
-report.md report.json accuracy.svg loss.svg   the test-set report\n\n\
+report.md report.json accuracy.svg coverage.svg loss.svg   the test-set report\n\n\
 Examples:\n  ferry train --config configs/langid-udhr.toml\n  ferry train --config configs/langid-udhr.toml --resume\n  ferry train --config run.toml --out runs/try2 --steps 100 --json"
 )]
 pub struct Args {

@@ -258,9 +258,9 @@ fn post_processor(spec: &TrainSpec, value: &Value) -> Result<Value> {
     }))
 }
 
-/// Saves `tok` as `tokenizer.json` at `path`, atomically.
+/// Saves `tok` as `tokenizer.json` (or a char n-gram file) at `path`, atomically.
 pub fn save(tok: &Tokenizer, path: &Path) -> Result<()> {
-    let text = tok.inner().to_string(true).map_err(tok_err)?;
+    let text = tok.to_file_text()?;
     ferry_io::atomic::write_atomic(path, |w| {
         use std::io::Write;
         w.write_all(text.as_bytes())

@@ -8,10 +8,11 @@ mod transformer;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use ferry_data::batch::Example;
 use ferry_data::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use bag::Bag;
+pub use bag::{naive_bayes_table, Bag};
 pub use bert::{Bert, BertConfig};
 pub use transformer::TransformerClassifier;
 
@@ -66,8 +67,12 @@ pub struct TransformerConfig {
 pub enum ModelConfig {
     /// The seed's MultiLanguageModel: embedding, mean over tokens, linear.
     Bag {
-        /// Embedding width.
-        dim: usize,
+        /// Embedding width (with `init = naive_bayes`: the class count, its default).
+        #[serde(default)]
+        dim: Option<usize>,
+        /// How the weights start.
+        #[serde(default)]
+        init: BagInit,
     },
     /// A transformer encoder classifier with learned positions.
     Transformer(TransformerConfig),
@@ -83,6 +88,27 @@ pub enum ModelConfig {
         #[serde(default)]
         freeze_encoder: bool,
     },
+}
+
+/// How a bag model's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BagInit {
+    /// Random (PyTorch's initialization).
+    #[default]
+    Random,
+    /// Multinomial naive Bayes counted over the training examples: row `t` of the embedding is
+    /// `log P(t | class)` with additive smoothing `alpha` (centered over the classes), `fc` is
+    /// the identity, so the untrained model already classifies; training then refines it.
+    NaiveBayes {
+        /// Additive smoothing of the token counts.
+        #[serde(default = "default_nb_alpha")]
+        alpha: f64,
+    },
+}
+
+fn default_nb_alpha() -> f64 {
+    0.1
 }
 
 /// A model fully resolved: architecture, vocabulary size and classes. Saved with every
@@ -121,7 +147,9 @@ impl ModelConfig {
     /// Resolves the architecture (reading `config.json` for BERT).
     pub fn resolve(&self, vocab_size: usize, classes: Vec<String>) -> Result<ModelSpec> {
         let arch = match self.clone() {
-            ModelConfig::Bag { dim } => Arch::Bag { dim },
+            ModelConfig::Bag { dim, init } => Arch::Bag {
+                dim: bag_dim(dim, init, classes.len())?,
+            },
             ModelConfig::Transformer(t) => Arch::Transformer(t),
             ModelConfig::Bert { path, pooling, .. } => Arch::Bert {
                 config: BertConfig::load(&path)?,
@@ -135,12 +163,37 @@ impl ModelConfig {
         })
     }
 
+    /// How a bag model starts (`Random` for other models).
+    pub fn bag_init(&self) -> BagInit {
+        match self {
+            ModelConfig::Bag { init, .. } => *init,
+            _ => BagInit::Random,
+        }
+    }
+
     /// The pretrained weights to start from, if any.
     pub fn pretrained(&self) -> Option<&Path> {
         match self {
             ModelConfig::Bert { path, .. } => Some(path),
             _ => None,
         }
+    }
+}
+
+/// A bag model's width: as given, or the class count for a naive Bayes start (which needs
+/// exactly that).
+fn bag_dim(dim: Option<usize>, init: BagInit, classes: usize) -> Result<usize> {
+    match (dim, init) {
+        (Some(0), _) => Err(Error::Invalid("[model] dim must be at least 1".into())),
+        (Some(d), BagInit::NaiveBayes { .. }) if d != classes => Err(Error::Invalid(format!(
+            "[model] init = naive_bayes needs dim = {classes} (the class count; leave dim out), \
+             not {d}"
+        ))),
+        (Some(d), _) => Ok(d),
+        (None, BagInit::NaiveBayes { .. }) => Ok(classes),
+        (None, BagInit::Random) => Err(Error::Invalid(
+            "[model] kind = \"bag\" needs dim (or init = { kind = \"naive_bayes\" })".into(),
+        )),
     }
 }
 
@@ -309,6 +362,59 @@ pub(crate) fn pool(
 }
 
 impl Model {
+    /// Starts a bag model as multinomial naive Bayes over `examples` (labels index the classes):
+    /// see [`BagInit::NaiveBayes`]. Examples without a label are skipped. With `calibration`
+    /// examples (held out from `examples`), `fc` becomes `s * I` with the one scale `s` that
+    /// minimizes their cross entropy (temperature scaling), so the softmax is a usable
+    /// confidence; the decisions do not change. Returns `s`.
+    pub fn init_naive_bayes(
+        &self,
+        examples: &[Example],
+        calibration: &[Example],
+        alpha: f64,
+        device: &Device,
+    ) -> Result<f64> {
+        let Net::Bag(bag) = &self.net else {
+            return Err(Error::Invalid(format!(
+                "init = naive_bayes is for bag models, not {}",
+                self.spec.arch.name()
+            )));
+        };
+        if !(alpha > 0.0 && alpha.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "[model] init alpha must be positive, not {alpha}"
+            )));
+        }
+        let (v, c) = (self.spec.vocab_size, self.spec.classes.len());
+        let table = bag::naive_bayes_table(examples, v, c, alpha)?;
+        bag.set_naive_bayes(&self.params, table, 1.0)?;
+        let labelled: Vec<&Example> = calibration.iter().filter(|e| e.label.is_some()).collect();
+        if labelled.is_empty() {
+            return Ok(1.0);
+        }
+        let mut rows = Vec::with_capacity(labelled.len());
+        for chunk in labelled.chunks(256) {
+            let cfg = ferry_data::batch::BatchConfig {
+                size: ferry_data::batch::BatchSize::Examples(chunk.len()),
+                bucket: false,
+                shuffle: None,
+                pad_id: 0,
+                side: ferry_data::batch::PadSide::Right,
+                pad_to_multiple_of: None,
+            };
+            let b = ferry_data::batch::collate(chunk, &cfg, device)?;
+            let logits: Vec<Vec<f32>> = self
+                .forward(&b.input_ids, Some(&b.attention_mask))?
+                .to_vec2()?;
+            for (e, l) in chunk.iter().zip(logits) {
+                rows.push((l, e.label.expect("filtered") as usize));
+            }
+        }
+        let scale = bag::temperature(&rows);
+        bag.set_naive_bayes_scale(&self.params, scale)?;
+        Ok(scale)
+    }
+
     /// The BERT encoder, when the model is one.
     pub fn bert(&self) -> Option<&Bert> {
         match &self.net {

@@ -43,7 +43,11 @@ pub fn hf_metadata(
     }
     if let Some((tok, path)) = tokenizer_json.map(read_json).transpose()? {
         let cfg = config.as_ref().map(|(c, _)| c);
-        add_tokenizer(&mut m, &tok, cfg).map_err(|msg| Error::malformed(&path, msg))?;
+        if tok.get("ferry").and_then(Value::as_str) == Some("char_ngrams") {
+            add_char_ngrams(&mut m, &tok).map_err(|msg| Error::malformed(&path, msg))?;
+        } else {
+            add_tokenizer(&mut m, &tok, cfg).map_err(|msg| Error::malformed(&path, msg))?;
+        }
     }
     Ok(m)
 }
@@ -188,6 +192,25 @@ struct Slot {
 }
 
 type Res<T> = std::result::Result<T, String>;
+
+/// ferry's hashed character n-gram features (a classifier trained by ferry, in place of a
+/// `tokenizer.json`) as `ferry.char_ngrams.*` keys: llama.cpp has no such tokenizer, and
+/// ferry's runtime reads them back.
+fn add_char_ngrams(m: &mut Metadata, tok: &Value) -> Res<()> {
+    for k in ["min_n", "max_n", "buckets"] {
+        let v = tok
+            .get(k)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| format!("char n-gram file without a valid `{k}`"))?;
+        m.insert(format!("ferry.char_ngrams.{k}"), MetaValue::U32(v));
+    }
+    for k in ["words", "lowercase"] {
+        let v = tok.get(k).and_then(Value::as_bool).unwrap_or(true);
+        m.insert(format!("ferry.char_ngrams.{k}"), MetaValue::Bool(v));
+    }
+    Ok(())
+}
 
 fn add_tokenizer(m: &mut Metadata, tok: &Value, cfg: Option<&Value>) -> Res<()> {
     let model = tok.get("model").ok_or("no `model` object")?;
