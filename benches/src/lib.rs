@@ -46,6 +46,16 @@ fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
 
 pub mod train;
 
+/// Whether `args` ask for help (`--help` or `-h`); if so, prints `usage` (the binary's doc)
+/// on stdout. A benchmark binary's `main` returns when this is true.
+pub fn help_requested(args: &[String], usage: &str) -> bool {
+    let asked = args.iter().skip(1).any(|a| a == "--help" || a == "-h");
+    if asked {
+        println!("{}", usage.trim_end());
+    }
+    asked
+}
+
 /// The value after `name` on a benchmark binary's command line.
 pub fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -85,4 +95,24 @@ pub fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
             t.elapsed().as_secs_f64() * 1e3
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_is_asked_by_flag_not_by_the_program_name() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(help_requested(
+            &args(&["bench", "--runs", "3", "--help"]),
+            "usage"
+        ));
+        assert!(help_requested(&args(&["bench", "-h"]), "usage"));
+        assert!(
+            !help_requested(&args(&["-h"]), "usage"),
+            "argv[0] is the program"
+        );
+        assert!(!help_requested(&args(&["bench", "--runs", "3"]), "usage"));
+    }
 }

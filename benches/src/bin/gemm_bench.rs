@@ -7,8 +7,14 @@ use candle_core::{Device, Tensor};
 use ferry_benches::{arg, best_ms, set_threads};
 use ferry_kernels::{gemm_packed, PackedMatrix};
 
+/// What `--help` prints.
+const USAGE: &str = "gemm_bench [--threads 2] [--runs 20] [--shapes \"m,k,n m,k,n\"]: GFLOP/s of candle matmul and the packed GEMM (a Markdown table)";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if ferry_benches::help_requested(&args, USAGE) {
+        return;
+    }
     set_threads(&arg(&args, "--threads").unwrap_or_else(|| "2".into()));
     let runs: usize = arg(&args, "--runs").map_or(20, |r| r.parse().expect("--runs N"));
     println!("| m x k x n | candle matmul GFLOP/s | packed GFLOP/s | ratio |");

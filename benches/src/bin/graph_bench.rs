@@ -13,6 +13,9 @@ use ferry_graph::passes::{all, PassManager};
 use ferry_graph::verify::synth_inputs;
 
 /// The `ferry` binary's allocator, so the numbers are the CLI's.
+/// What `--help` prints.
+const USAGE: &str = "graph_bench --model PATH --batch B --seq S [--threads T] [--runs N] [--warmup W] [--unoptimized] --json: an ONNX encoder forward on ferry's executor (one JSON line)";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -20,6 +23,9 @@ fn main() {
     ferry_kernels::init_cpu_runtime();
     ferry_benches::keep_freed_pages();
     let args: Vec<String> = std::env::args().collect();
+    if ferry_benches::help_requested(&args, USAGE) {
+        return;
+    }
     let num = |name: &str, default: usize| {
         arg(&args, name).map_or(default, |s| {
             s.parse().unwrap_or_else(|_| panic!("{name} N"))

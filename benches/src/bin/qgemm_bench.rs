@@ -12,8 +12,14 @@ use ferry_benches::{arg, best_ms, set_threads};
 use ferry_kernels::qgemm::{qgemm, PackedQ8};
 use ferry_kernels::{gemm_packed, PackedMatrix};
 
+/// What `--help` prints.
+const USAGE: &str = "qgemm_bench [--threads 2] [--runs 10]: int8 GEMM against candle QMatMul and the packed f32 GEMM on SmolLM2-135M shapes (a Markdown table)";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if ferry_benches::help_requested(&args, USAGE) {
+        return;
+    }
     set_threads(&arg(&args, "--threads").unwrap_or_else(|| "2".into()));
     let runs: usize = arg(&args, "--runs").map_or(10, |r| r.parse().expect("--runs N"));
     println!("| type | m x k x n | candle QMatMul GFLOP/s | ferry int8 GFLOP/s | ferry f32 packed GFLOP/s | int8 / f32 | int8 / candle |");

@@ -2,7 +2,7 @@
 //! line, for scripts/bench_runtime_peer.py: `runtime_bench --model PATH --batch B --seq S
 //! [--threads T] [--runs N] [--warmup W] [--ids FILE.npy] [--kernels ggml|f32]`. Inputs: token ids from `--ids` (an
 //! int64 `[batch, seq]` array, so both sides see the same ids), else seeded ones; no padding.
-//! `--help` prints this.
+//! `--help` prints the usage line.
 
 use std::time::Instant;
 
@@ -11,13 +11,15 @@ use ferry_benches::{arg, set_threads};
 use ferry_runtime::{Kernels, Model};
 
 /// The `ferry` binary's allocator, so the numbers are the CLI's.
+/// What `--help` prints.
+const USAGE: &str = "runtime_bench --model PATH [--batch 8] [--seq 128] [--threads T] [--runs 5] [--warmup 1] [--ids FILE.npy] [--kernels ggml|f32]: a forward on ferry's runtime (one JSON line)";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("runtime_bench --model PATH [--batch 8] [--seq 128] [--threads T] [--runs 5] [--warmup 1] [--ids FILE.npy] [--kernels ggml|f32]");
+    if ferry_benches::help_requested(&args, USAGE) {
         return;
     }
     ferry_kernels::init_cpu_runtime();

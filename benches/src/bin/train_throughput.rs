@@ -8,6 +8,9 @@ use ferry_benches::train::Workload;
 use ferry_benches::{arg, set_threads};
 
 /// The `ferry` binary's allocator, so the numbers are the CLI's.
+/// What `--help` prints.
+const USAGE: &str = "train_throughput --workload bag|transformer --steps N --warmup W [--threads T]: training steps per second (one JSON object)";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -15,6 +18,9 @@ fn main() {
     ferry_train::init_cpu_runtime();
     ferry_benches::keep_freed_pages();
     let args: Vec<String> = std::env::args().collect();
+    if ferry_benches::help_requested(&args, USAGE) {
+        return;
+    }
     let workload = arg(&args, "--workload").unwrap_or_else(|| "bag".into());
     let steps: usize = arg(&args, "--steps").map_or(100, |s| s.parse().expect("--steps N"));
     let warmup: usize = arg(&args, "--warmup").map_or(10, |s| s.parse().expect("--warmup N"));

@@ -511,7 +511,7 @@ macro_rules! per_head_size {
                 unsafe fn wide($($arg: $ty),*, hd: usize) {
                     sized($($arg),*, hd)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if crate::cpu::features().avx512f {
                     // SAFETY: the CPU supports AVX-512F (checked just above).
                     return unsafe { wide($($arg),*, hd) };
                 }

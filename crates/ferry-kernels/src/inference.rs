@@ -48,9 +48,8 @@ fn gelu_in_place(v: &mut [f32]) {
         unsafe fn wide(v: &mut [f32]) {
             gelu_slice(v)
         }
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        let f = crate::cpu::features();
+        if f.avx512f && f.fma {
             // SAFETY: the CPU supports AVX-512F and FMA (checked just above).
             return unsafe { wide(v) };
         }

@@ -14,6 +14,7 @@
 mod activation;
 mod attention;
 mod causal_attention;
+pub mod cpu;
 mod embedding;
 mod encoder_layer;
 mod fast_exp;

@@ -98,14 +98,7 @@ impl PackedMatrix {
 /// set (setting it runs the `gemm` crate and the portable loops instead, to compare the two
 /// or to rule the kernels out when chasing a numerical difference). Read once per process.
 pub fn avx512_available() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        let cpu = std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let cpu = false;
-        cpu && std::env::var_os("FERRY_PORTABLE_KERNELS").is_none()
-    })
+    crate::cpu::features().avx512f
 }
 
 /// The left operand of a product, `m x depth`.

@@ -73,16 +73,8 @@ impl std::fmt::Debug for PackedQ8 {
 /// Whether the int8 kernels run: the CPU has AVX-512F, BW and VNNI, and
 /// `FERRY_PORTABLE_KERNELS` is not set. Read once per process.
 pub fn vnni_available() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        let cpu = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni");
-        #[cfg(not(target_arch = "x86_64"))]
-        let cpu = false;
-        cpu && std::env::var_os("FERRY_PORTABLE_KERNELS").is_none()
-    })
+    let f = crate::cpu::features();
+    f.avx512f && f.avx512bw && f.avx512vnni
 }
 
 impl PackedQ8 {

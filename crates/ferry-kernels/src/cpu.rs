@@ -1,0 +1,45 @@
+//! The one place ferry-kernels asks what the CPU can do. Every AVX-512 path in the crate
+//! (packed GEMM, int8 GEMM, attention heads, GELU) dispatches on [`features`], so
+//! `FERRY_PORTABLE_KERNELS=1` turns all of them off at once: the portable loops and candle's
+//! kernels run instead (to compare the two, to chase a numerical difference, or to test what a
+//! CPU without AVX-512 runs on one that has it). Read once per process.
+
+/// The instruction sets the kernels use, as detected (all off under
+/// `FERRY_PORTABLE_KERNELS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// AVX-512 Foundation.
+    pub avx512f: bool,
+    /// AVX-512 byte and word instructions.
+    pub avx512bw: bool,
+    /// AVX-512 VNNI (int8 dot products).
+    pub avx512vnni: bool,
+    /// Fused multiply-add.
+    pub fma: bool,
+}
+
+/// What this CPU offers the kernels (see the module docs).
+pub fn features() -> Features {
+    static ON: std::sync::OnceLock<Features> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        if std::env::var_os("FERRY_PORTABLE_KERNELS").is_some() {
+            return Features::default();
+        }
+        detect()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Features {
+    Features {
+        avx512f: std::arch::is_x86_feature_detected!("avx512f"),
+        avx512bw: std::arch::is_x86_feature_detected!("avx512bw"),
+        avx512vnni: std::arch::is_x86_feature_detected!("avx512vnni"),
+        fma: std::arch::is_x86_feature_detected!("fma"),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Features {
+    Features::default()
+}
