@@ -107,6 +107,19 @@ pub struct EvalRecord {
     pub best: bool,
 }
 
+impl EvalRecord {
+    /// The record of evaluation `ev` after `step`.
+    fn new(step: u64, ev: &Evaluation, best: bool) -> Self {
+        EvalRecord {
+            step,
+            dev_loss: ev.loss,
+            dev_accuracy: ev.report.overall.accuracy,
+            dev_macro_f1: ev.report.overall.macro_f1,
+            best,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug)]
 pub struct Summary {
@@ -559,13 +572,7 @@ pub fn train(
                     state.stopped_early = true;
                 }
             }
-            let er = EvalRecord {
-                step: state.step,
-                dev_loss: ev.loss,
-                dev_accuracy: ev.report.overall.accuracy,
-                dev_macro_f1: ev.report.overall.macro_f1,
-                best: is_best,
-            };
+            let er = EvalRecord::new(state.step, &ev, is_best);
             append_jsonl(&dirs.metrics(), &er)?;
             on_event(Event::Evaluated(&er));
         }
@@ -595,13 +602,7 @@ pub fn train(
         // A model that needs no steps (a naive Bayes start): it is the run's best and only one.
         if let Some(dev) = dev.as_ref() {
             let ev = evaluate(model_ref, dev, &dev_ctx, device)?;
-            let er = EvalRecord {
-                step: 0,
-                dev_loss: ev.loss,
-                dev_accuracy: ev.report.overall.accuracy,
-                dev_macro_f1: ev.report.overall.macro_f1,
-                best: true,
-            };
+            let er = EvalRecord::new(0, &ev, true);
             append_jsonl(&dirs.metrics(), &er)?;
             on_event(Event::Evaluated(&er));
         }
