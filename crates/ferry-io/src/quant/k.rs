@@ -628,38 +628,15 @@ fn q4_k_blocks<S: Lane, const MEASURE: bool>(
     count: usize,
     sums: &mut ErrorSums,
 ) {
-    let (mut all_scales, mut all_mins) = ([0f32; 8 * Q45_GROUP], [0f32; 8 * Q45_GROUP]);
-    qkx1::<S, Q45_GROUP, 32>(
-        &transpose::<S, Q45_GROUP, 32>(xs),
-        15.0,
-        &mut all_scales,
-        &mut all_mins,
-    );
-    for b in 0..count {
-        let (x, out) = (&xs[QK * b..QK * (b + 1)], &mut outs[144 * b..144 * (b + 1)]);
-        let (mut l, mut y) = ([0f32; QK], [0f32; QK]);
-        let (d, dmin, sc) = q45_block::<S>(
-            x,
-            15.0,
-            &all_scales[8 * b..8 * b + 8],
-            &all_mins[8 * b..8 * b + 8],
-            &mut l,
-            &mut y,
-        );
-        out[0..2].copy_from_slice(&d.to_le_bytes());
-        out[2..4].copy_from_slice(&dmin.to_le_bytes());
-        out[4..16].copy_from_slice(&sc);
+    q45_blocks::<S, MEASURE, 144>(xs, outs, count, sums, 15.0, |l, rest| {
         for c in 0..QK / 64 {
             let (lo, hi) = (&l[64 * c..64 * c + 32], &l[64 * c + 32..64 * c + 64]);
-            let q = &mut out[16 + 32 * c..48 + 32 * c];
+            let q = &mut rest[32 * c..32 * c + 32];
             for ((q, &lo), &hi) in q.iter_mut().zip(lo).zip(hi) {
                 *q = byte(lo + hi * 16.0);
             }
         }
-        if MEASURE {
-            measure(sums, x, &y);
-        }
-    }
+    })
 }
 
 /// q5_k as candle's `BlockQ5K::from_float`, fitted as q4_k is: 176-byte blocks of `d`, `dmin`, 12 bytes of scales
@@ -671,19 +648,48 @@ fn q5_k_blocks<S: Lane, const MEASURE: bool>(
     count: usize,
     sums: &mut ErrorSums,
 ) {
+    q45_blocks::<S, MEASURE, 176>(xs, outs, count, sums, 31.0, |l, rest| {
+        let l = bytes(l);
+        let (qh, qs) = rest.split_at_mut(32);
+        qh.fill(0);
+        for c in 0..QK / 64 {
+            for k in 0..32 {
+                let (l1, l2) = (l[64 * c + k], l[64 * c + k + 32]);
+                qh[k] |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1));
+                qs[32 * c + k] = (l1 & 0xF) | ((l2 & 0xF) << 4);
+            }
+        }
+    })
+}
+
+/// What q4_k and q5_k share: scales and mins fitted [`Q45_GROUP`] blocks at a time with levels
+/// up to `max_level`, then per `BYTES`-byte block the header (`d`, `dmin`, 12 bytes of scales
+/// and mins) and `pack(levels, rest)` for the bytes after it.
+#[inline(always)]
+fn q45_blocks<S: Lane, const MEASURE: bool, const BYTES: usize>(
+    xs: &[f32],
+    outs: &mut [u8],
+    count: usize,
+    sums: &mut ErrorSums,
+    max_level: f32,
+    pack: impl Fn(&[f32; QK], &mut [u8]),
+) {
     let (mut all_scales, mut all_mins) = ([0f32; 8 * Q45_GROUP], [0f32; 8 * Q45_GROUP]);
     qkx1::<S, Q45_GROUP, 32>(
         &transpose::<S, Q45_GROUP, 32>(xs),
-        31.0,
+        max_level,
         &mut all_scales,
         &mut all_mins,
     );
     for b in 0..count {
-        let (x, out) = (&xs[QK * b..QK * (b + 1)], &mut outs[176 * b..176 * (b + 1)]);
+        let (x, out) = (
+            &xs[QK * b..QK * (b + 1)],
+            &mut outs[BYTES * b..BYTES * (b + 1)],
+        );
         let (mut l, mut y) = ([0f32; QK], [0f32; QK]);
         let (d, dmin, sc) = q45_block::<S>(
             x,
-            31.0,
+            max_level,
             &all_scales[8 * b..8 * b + 8],
             &all_mins[8 * b..8 * b + 8],
             &mut l,
@@ -692,16 +698,7 @@ fn q5_k_blocks<S: Lane, const MEASURE: bool>(
         out[0..2].copy_from_slice(&d.to_le_bytes());
         out[2..4].copy_from_slice(&dmin.to_le_bytes());
         out[4..16].copy_from_slice(&sc);
-        let l = bytes(&l);
-        let mut qh = [0u8; 32];
-        for c in 0..QK / 64 {
-            for k in 0..32 {
-                let (l1, l2) = (l[64 * c + k], l[64 * c + k + 32]);
-                qh[k] |= ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1));
-                out[48 + 32 * c + k] = (l1 & 0xF) | ((l2 & 0xF) << 4);
-            }
-        }
-        out[16..48].copy_from_slice(&qh);
+        pack(&l, &mut out[16..]);
         if MEASURE {
             measure(sums, x, &y);
         }
