@@ -2,27 +2,19 @@
 //! the bag model, started as naive Bayes), as a user trains, evaluates, runs and migrates it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::Output;
 
 use ferry_testkit::repo_root;
 use serde_json::Value;
 
-fn ferry(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap()
+mod support;
+
+fn ferry(args: &[&str]) -> Output {
+    support::ferry(args, &repo_root())
 }
 
 fn ok(args: &[&str]) -> String {
-    let o = ferry(args);
-    assert!(
-        o.status.success(),
-        "ferry {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    support::ok(&ferry(args))
 }
 
 fn shipped_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
@@ -178,26 +170,7 @@ fn a_naive_bayes_start_then_steps_resumes_exactly() {
         a.to_str().unwrap(),
         "-q",
     ]);
-    let o = ferry(&[
-        "train",
-        "--config",
-        cfg_s,
-        "--out",
-        b.to_str().unwrap(),
-        "--stop-after",
-        "15",
-        "-q",
-    ]);
-    assert!(o.status.success());
-    ok(&[
-        "train",
-        "--config",
-        cfg_s,
-        "--out",
-        b.to_str().unwrap(),
-        "--resume",
-        "-q",
-    ]);
+    support::train_interrupted_then_resumed(&cfg, &b, 15, &repo_root());
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
     assert_eq!(read(&a, "metrics.jsonl"), read(&b, "metrics.jsonl"));
     assert_eq!(

@@ -1,26 +1,18 @@
 //! `ferry train`, `ferry eval` and `ferry migrate` on a trained model, as a user runs them.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::Output;
 
 use ferry_testkit::repo_root;
 
-fn ferry(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap()
+mod support;
+
+fn ferry(args: &[&str]) -> Output {
+    support::ferry(args, &repo_root())
 }
 
 fn ok(args: &[&str]) -> String {
-    let o = ferry(args);
-    assert!(
-        o.status.success(),
-        "ferry {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    support::ok(&ferry(args))
 }
 
 /// The BPE identifier config, shortened: the same data, tokenizer and model, fewer steps.
@@ -79,26 +71,7 @@ fn train_eval_resume_and_migrate_a_language_identifier() {
     }
 
     // Interrupted after step 120 (newest checkpoint: 100), then resumed: the same run.
-    let o = ferry(&[
-        "train",
-        "--config",
-        cfg_s,
-        "--out",
-        b.to_str().unwrap(),
-        "--stop-after",
-        "120",
-        "-q",
-    ]);
-    assert!(o.status.success());
-    ok(&[
-        "train",
-        "--config",
-        cfg_s,
-        "--out",
-        b.to_str().unwrap(),
-        "--resume",
-        "-q",
-    ]);
+    support::train_interrupted_then_resumed(&cfg, &b, 120, &repo_root());
     let metrics = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     assert_eq!(
         metrics(&a),

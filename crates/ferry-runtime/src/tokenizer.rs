@@ -1,12 +1,11 @@
-//! Text to token ids with the model's own tokenizer (the `tokenizers` crate): its
-//! `tokenizer.json`, or the one a GGUF carries in `tokenizer.ggml.*`; or, for ferry's character
-//! n-gram classifiers, the hashed n-gram features (`ferry_data::tokenize::CharNgrams`, a file
-//! in place of `tokenizer.json`).
+//! Text to token ids with the model's own tokenizer: its `tokenizer.json` (or, for ferry's
+//! character n-gram classifiers, the n-gram file in its place), or the one a GGUF carries in
+//! `tokenizer.ggml.*`. Loading, encoding and saving are `ferry_data::tokenize::Tokenizer`'s;
+//! this layer adds the GGUF rebuild and the model's special-token setting.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
-use ferry_data::tokenize::CharNgrams;
 use ferry_io::meta::{MetaValue, Metadata};
 use serde_json::{json, Value};
 
@@ -14,41 +13,30 @@ use crate::error::{Error, Result};
 
 /// A model's tokenizer.
 pub struct Tokenizer {
-    inner: Backend,
-    path: PathBuf,
+    inner: ferry_data::tokenize::Tokenizer,
     /// Whether [`Tokenizer::encode`] adds the special tokens (on unless a model's card says
     /// otherwise).
     special: bool,
 }
 
-enum Backend {
-    Hf(Box<tokenizers::Tokenizer>),
-    CharNgrams(CharNgrams),
+/// A ferry-data tokenizer error as the runtime's (it names the file either way).
+fn tokenizer_error(e: ferry_data::Error, path: &Path) -> Error {
+    match e {
+        ferry_data::Error::Tokenizer { path, msg } => Error::Tokenizer { path, msg },
+        other => Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: other.to_string(),
+        },
+    }
 }
 
 impl Tokenizer {
-    /// Loads a `tokenizer.json` (or a char n-gram file).
+    /// Loads a `tokenizer.json` (or a char n-gram file). A padding setting (all-MiniLM's pads
+    /// to a fixed length) is dropped: batches are padded, and masked, by the caller.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
-        let err = |msg: String| Error::Tokenizer {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot load: {e}")))?;
-        let inner = if CharNgrams::is_file_text(&text) {
-            Backend::CharNgrams(
-                CharNgrams::from_file_text(&text, path).map_err(|e| err(e.to_string()))?,
-            )
-        } else {
-            let mut inner = tokenizers::Tokenizer::from_str(&text)
-                .map_err(|e| err(format!("cannot load: {e}")))?;
-            // A padding setting (all-MiniLM's pads to a fixed length) would feed pad tokens as
-            // text; batches are padded, and masked, by the caller.
-            inner.with_padding(None);
-            Backend::Hf(Box::new(inner))
-        };
         Ok(Tokenizer {
-            inner,
-            path: path.to_path_buf(),
+            inner: ferry_data::tokenize::Tokenizer::from_file(path)
+                .map_err(|e| tokenizer_error(e, path))?,
             special: true,
         })
     }
@@ -64,49 +52,28 @@ impl Tokenizer {
     /// BERT; unless turned off by [`Tokenizer::with_special_tokens`]), truncated to
     /// `max_tokens` when given.
     pub fn encode(&self, text: &str, max_tokens: Option<usize>) -> Result<Vec<u32>> {
-        let mut ids = match &self.inner {
-            Backend::Hf(t) => t
-                .encode(text, self.special)
-                .map_err(|e| Error::Tokenizer {
-                    path: self.path.clone(),
-                    msg: format!("cannot encode {:?}: {e}", short(text)),
-                })?
-                .get_ids()
-                .to_vec(),
-            Backend::CharNgrams(n) => n.encode(text),
-        };
+        let mut ids = self
+            .inner
+            .encode(text, self.special)
+            .map_err(|e| tokenizer_error(e, Path::new("<tokenizer>")))?;
         if let Some(n) = max_tokens {
             ids.truncate(n);
         }
         Ok(ids)
     }
 
-    /// Writes the tokenizer as a `tokenizer.json` (atomically).
+    /// Writes the tokenizer as a `tokenizer.json` (or a char n-gram file), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = match &self.inner {
-            Backend::Hf(t) => t.to_string(true).map_err(|e| Error::Tokenizer {
-                path: path.to_path_buf(),
-                msg: format!("cannot serialize: {e}"),
-            })?,
-            Backend::CharNgrams(n) => n.to_file_text(),
-        };
-        ferry_io::atomic::write_atomic(path, |w| {
-            std::io::Write::write_all(w, text.as_bytes()).map_err(|e| ferry_io::Error::io(path, e))
-        })?;
-        Ok(())
+        ferry_data::tokenize::train::save(&self.inner, path).map_err(|e| tokenizer_error(e, path))
     }
 
     /// The text of one token id, for printing candidates.
     pub fn token(&self, id: u32) -> String {
-        match &self.inner {
-            Backend::Hf(t) => t.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>")),
-            Backend::CharNgrams(_) => format!("<bucket {id}>"),
+        match self.inner.hf() {
+            Some(t) => t.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>")),
+            None => format!("<bucket {id}>"),
         }
     }
-}
-
-fn short(text: &str) -> String {
-    text.chars().take(40).collect()
 }
 
 impl Tokenizer {
@@ -235,8 +202,7 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_str(&spec.to_string())
             .map_err(|e| err(format!("cannot rebuild the GGUF's tokenizer: {e}")))?;
         Ok(Tokenizer {
-            inner: Backend::Hf(Box::new(inner)),
-            path: path.to_path_buf(),
+            inner: ferry_data::tokenize::Tokenizer::from_inner(inner, path),
             special: true,
         })
     }

@@ -148,6 +148,18 @@ pub struct GroupScores {
     pub macro_f1: f64,
 }
 
+impl GroupScores {
+    /// The means of per-language `(accuracy, macro-F1)` pairs; `None` for no language.
+    fn mean(langs: &[(f64, f64)]) -> Option<GroupScores> {
+        let n = langs.len() as f64;
+        (!langs.is_empty()).then(|| GroupScores {
+            languages: langs.len(),
+            accuracy: langs.iter().map(|x| x.0).sum::<f64>() / n,
+            macro_f1: langs.iter().map(|x| x.1).sum::<f64>() / n,
+        })
+    }
+}
+
 impl Evaluation {
     /// Mean per-language scores of the languages seen in training and of the others
     /// (zero-shot), when there are any of each.
@@ -163,17 +175,7 @@ impl Evaluation {
         }
         groups
             .into_iter()
-            .map(|(g, v)| {
-                let n = v.len() as f64;
-                (
-                    g,
-                    GroupScores {
-                        languages: v.len(),
-                        accuracy: v.iter().map(|x| x.0).sum::<f64>() / n,
-                        macro_f1: v.iter().map(|x| x.1).sum::<f64>() / n,
-                    },
-                )
-            })
+            .filter_map(|(g, v)| Some((g, GroupScores::mean(&v)?)))
             .collect()
     }
 }
@@ -210,23 +212,13 @@ impl Evaluation {
                     .push((s.accuracy, s.macro_f1));
             }
         }
-        let mean = |v: &[(f64, f64)]| {
-            (!v.is_empty()).then(|| {
-                let n = v.len() as f64;
-                GroupScores {
-                    languages: v.len(),
-                    accuracy: v.iter().map(|x| x.0).sum::<f64>() / n,
-                    macro_f1: v.iter().map(|x| x.1).sum::<f64>() / n,
-                }
-            })
-        };
         groups
             .into_iter()
             .map(|((by, group), [seen, unseen])| TransferGroup {
                 by: by.to_string(),
                 group,
-                seen: mean(&seen),
-                zero_shot: mean(&unseen),
+                seen: GroupScores::mean(&seen),
+                zero_shot: GroupScores::mean(&unseen),
             })
             .collect()
     }

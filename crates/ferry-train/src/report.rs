@@ -1,6 +1,6 @@
 //! Evaluation reports: Markdown for people, JSON for scripts, SVG plots (per-language
-//! accuracy bars, the coverage/accuracy curve, the loss curve). Plots are written by hand: a few rectangles and a
-//! polyline need no plotting library.
+//! accuracy bars, the coverage/accuracy curve, the loss curve). Plots are written by hand: a
+//! few rectangles and a polyline need no plotting library.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -211,13 +211,8 @@ pub fn transfer_svg(eval: &Evaluation) -> String {
 
 /// Top-k accuracy and the coverage/accuracy curve ("unknown" below a confidence).
 fn selective_markdown(evals: &[Named<'_>]) -> String {
-    let mut md = String::from(
-        "
-## Selective prediction
-
-",
-    );
-    md.push_str("| evaluation | top-k accuracy % |\n|---|---|\n");
+    let mut md =
+        String::from("\n## Selective prediction\n\n| evaluation | top-k accuracy % |\n|---|---|\n");
     for n in evals {
         let ks: Vec<String> = n
             .eval

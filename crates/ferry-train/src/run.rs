@@ -366,17 +366,26 @@ pub fn train(
     }
     let train_set = data::from_records(records, train_issues, &cfg.data.train, &tok, &pool, &base)?;
     let classes = train_set.classes.clone();
-    let dev: Option<Examples> = match &cfg.data.dev {
-        Some(p) => Some(data::load(
-            p,
-            &tok,
-            &pool,
-            &ExampleOptions {
-                classes: Some(&classes),
-                ..base.clone()
-            },
-        )?),
-        None => None,
+    let dev_opts = ExampleOptions {
+        classes: Some(&classes),
+        ..base.clone()
+    };
+    // A naive Bayes start calibrates its confidence on the dev texts and their snippets
+    // (`[eval] snippet_words`, default 4), so that short, ambiguous inputs weigh in as they do
+    // in use: the snippets are cut from the records read here, not from a second read.
+    let naive_bayes = matches!(cfg.model.bag_init(), BagInit::NaiveBayes { .. }) && !opts.resume;
+    let (dev, dev_snippets): (Option<Examples>, Option<Examples>) = match &cfg.data.dev {
+        Some(p) => {
+            let (records, issues) = data::read_records(p, &dev_opts)?;
+            let snippets = naive_bayes
+                .then(|| data::snippets(&records, cfg.eval.snippet_words.unwrap_or(4)))
+                .filter(|s| !s.is_empty())
+                .map(|s| data::from_records(s, IssueLog::default(), p, &tok, &pool, &dev_opts))
+                .transpose()?;
+            let dev = data::from_records(records, issues, p, &tok, &pool, &dev_opts)?;
+            (Some(dev), snippets)
+        }
+        None => (None, None),
     };
     if let (Some(p), Some(d)) = (&cfg.data.dev, &dev) {
         on_event(Event::Read {
@@ -430,7 +439,11 @@ pub fn train(
             };
             if let BagInit::NaiveBayes { alpha } = cfg.model.bag_init() {
                 on_event(Event::Preparing("naive Bayes start"));
-                let calibration = naive_bayes_calibration(cfg, &tok, &pool, &base, &classes)?;
+                let calibration: Vec<&Example> = [&dev, &dev_snippets]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|set| &set.examples)
+                    .collect();
                 model.init_naive_bayes(&train_set.examples, &calibration, alpha, device)?;
             }
             freeze(cfg, &mut model);
@@ -626,29 +639,6 @@ pub fn train(
         model_dir,
         losses,
     })
-}
-
-/// The held-out examples a naive Bayes start calibrates its confidence on: the dev texts and
-/// their snippets (`[eval] snippet_words`, default 4), so that short, ambiguous inputs weigh in
-/// as they do in use. None without a dev file.
-fn naive_bayes_calibration(
-    cfg: &TrainConfig,
-    tok: &Tokenizer,
-    pool: &rayon::ThreadPool,
-    base: &ExampleOptions<'_>,
-    classes: &[String],
-) -> Result<Vec<Example>> {
-    let Some(dev) = &cfg.data.dev else {
-        return Ok(Vec::new());
-    };
-    let opts = ExampleOptions {
-        classes: Some(classes),
-        ..base.clone()
-    };
-    let (mut records, issues) = data::read_records(dev, &opts)?;
-    let extra = data::snippets(&records, cfg.eval.snippet_words.unwrap_or(4));
-    records.extend(extra);
-    Ok(data::from_records(records, issues, dev, tok, pool, &opts)?.examples)
 }
 
 fn freeze(cfg: &TrainConfig, model: &mut Model) {

@@ -32,6 +32,32 @@ pub fn ok(out: &Output) -> String {
 }
 
 /// Asserts success and parses stdout as JSON.
+#[allow(dead_code)] // not every test binary reads JSON through it
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("valid JSON on stdout")
+}
+
+/// `ferry train --config cfg --out out` stopped after step `stop_after` (`--stop-after`), then
+/// continued with `--resume`: what an interrupted run does. Both must succeed.
+#[allow(dead_code)] // used by the training tests only
+pub fn train_interrupted_then_resumed(cfg: &Path, out: &Path, stop_after: u64, cwd: &Path) {
+    let (cfg, out) = (cfg.to_str().unwrap(), out.to_str().unwrap());
+    let stop = stop_after.to_string();
+    ok(&ferry(
+        &[
+            "train",
+            "--config",
+            cfg,
+            "--out",
+            out,
+            "--stop-after",
+            &stop,
+            "-q",
+        ],
+        cwd,
+    ));
+    ok(&ferry(
+        &["train", "--config", cfg, "--out", out, "--resume", "-q"],
+        cwd,
+    ));
 }

@@ -35,7 +35,7 @@ impl Bag {
     /// the identity and its bias to zero: the logits are then the mean over the tokens of
     /// `log P(token | class)`, naive Bayes's decision (with uniform class priors) divided by
     /// the token count.
-    pub(crate) fn set_naive_bayes(&self, params: &Params, table: Tensor, scale: f64) -> Result<()> {
+    pub(crate) fn set_naive_bayes(&self, params: &Params, table: Tensor) -> Result<()> {
         let var = |name: &str| {
             params
                 .get(name)
@@ -52,7 +52,7 @@ impl Bag {
         let c = table.dim(1)?;
         emb.set(&table.to_device(emb.device())?)?;
         var("fc.bias")?.set(&Tensor::zeros(c, candle_core::DType::F32, emb.device())?)?;
-        self.set_naive_bayes_scale(params, scale)
+        self.set_naive_bayes_scale(params, 1.0)
     }
 
     /// Sets `fc` to `scale` times the identity.

@@ -370,7 +370,7 @@ impl Model {
     pub fn init_naive_bayes(
         &self,
         examples: &[Example],
-        calibration: &[Example],
+        calibration: &[&Example],
         alpha: f64,
         device: &Device,
     ) -> Result<f64> {
@@ -387,8 +387,12 @@ impl Model {
         }
         let (v, c) = (self.spec.vocab_size, self.spec.classes.len());
         let table = bag::naive_bayes_table(examples, v, c, alpha)?;
-        bag.set_naive_bayes(&self.params, table, 1.0)?;
-        let labelled: Vec<&Example> = calibration.iter().filter(|e| e.label.is_some()).collect();
+        bag.set_naive_bayes(&self.params, table)?;
+        let labelled: Vec<&Example> = calibration
+            .iter()
+            .copied()
+            .filter(|e| e.label.is_some())
+            .collect();
         if labelled.is_empty() {
             return Ok(1.0);
         }

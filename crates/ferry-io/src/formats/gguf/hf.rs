@@ -194,8 +194,9 @@ struct Slot {
 type Res<T> = std::result::Result<T, String>;
 
 /// ferry's hashed character n-gram features (a classifier trained by ferry, in place of a
-/// `tokenizer.json`) as `ferry.char_ngrams.*` keys: llama.cpp has no such tokenizer, and
-/// ferry's runtime reads them back.
+/// `tokenizer.json`) as `ferry.char_ngrams.*` keys, so the file records how its inputs are
+/// made (llama.cpp has no such tokenizer; ferry runs the model from its folder, whose n-gram
+/// file travels beside the GGUF).
 fn add_char_ngrams(m: &mut Metadata, tok: &Value) -> Res<()> {
     for k in ["min_n", "max_n", "buckets"] {
         let v = tok
