@@ -94,6 +94,26 @@ fn the_shipped_identifier_trains_evaluates_runs_and_migrates() {
     assert!(cov > 0.85 && cov < 1.0 && racc > acc(1), "{r}");
     assert_eq!(sel["curve"].as_array().unwrap().len(), 14);
 
+    for (flag, value, want) in [
+        ("--top-k", "0", "--top-k must be at least 1"),
+        ("--reject-below", "1.5", "a confidence is between 0 and 1"),
+    ] {
+        let o = ferry(&[
+            "eval",
+            "--model",
+            best.to_str().unwrap(),
+            "--data",
+            "corpora/udhr/test.tsv",
+            flag,
+            value,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(want),
+            "{flag} {value}: {err}"
+        );
+    }
+
     let out = tmp.path().join("eval");
     ok(&[
         "eval",
