@@ -22,7 +22,7 @@ tokenizer.json pads every text to 128) is switched off, since padding is the bat
 truncation (all-MiniLM: 128 tokens, longest_first) is kept unless --truncation none.
 
 ferry side (a subprocess per run):
-    FERRY data batch CORPUS --tokenizer TOK --max-tokens M --threads N --json
+    FERRY data batch CORPUS --tokenizer TOK --max-tokens M --threads N --window 0 --json
 must print one JSON object with at least the fields
     seconds        in-process seconds from opening the corpus to all padded batches built
     records        examples read
@@ -153,7 +153,7 @@ def check_batches(batches, stats, max_tokens, pad_id):
 
 def run_ferry(ferry, corpus, tokenizer, max_tokens, threads, env):
     cmd = [str(ferry), "data", "batch", str(corpus), "--tokenizer", str(tokenizer),
-           "--max-tokens", str(max_tokens), "--threads", str(threads), "--json"]
+           "--max-tokens", str(max_tokens), "--threads", str(threads), "--window", "0", "--json"]
     result, wall = run_json(cmd, env, hint="\n(is this a ferry release binary with the `data "
                             "batch` command? build it with `cargo build --release -p ferry-cli`)")
     missing = [k for k in FERRY_FIELDS if k not in result]

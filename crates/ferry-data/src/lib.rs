@@ -9,6 +9,8 @@
 //! - [`sampling`]: exponent-smoothed language sampling (XLM-R's alpha) with serializable state.
 //! - [`batch`]: fixed-size or token-budget batches, length bucketing, padding and masks,
 //!   language tags, as candle tensors.
+//! - [`stream`]: corpora larger than memory: a folder per language read in blocks, languages
+//!   drawn by the sampler, batches bucketed within a bounded window, positions that resume.
 //! - [`stats`]: per-language counts, token counts, length histograms and scripts.
 //! - [`families`]: the family and usual script of common language codes, for grouped reports.
 
@@ -24,6 +26,7 @@ pub mod rng;
 pub mod sampling;
 pub mod script;
 pub mod stats;
+pub mod stream;
 pub mod tokenize;
 
 pub use error::{Error, Result};

@@ -287,23 +287,47 @@ impl LanguageSampler {
             return None;
         }
         let lang = self.pick_language();
-        let size = self.sizes[lang];
         let example = if self.cfg.replacement {
-            self.state.rng.below(size)
+            self.state.rng.below(self.sizes[lang])
         } else {
-            let c = self.state.cursors[lang].clone();
-            let ex = u64::from(self.permutation(lang, c.pass)[c.pos as usize]);
-            let c = &mut self.state.cursors[lang];
-            c.pos += 1;
-            if c.pos == size {
-                c.pos = 0;
-                c.pass += 1;
-            }
-            ex
+            let c = self.advance(lang);
+            u64::from(self.permutation(lang, c.pass)[c.pos as usize])
         };
+        self.count_draw(lang);
+        Some((lang, example))
+    }
+
+    /// The next draw when each language is read in its own order (a stream, see
+    /// [`crate::stream`]): (language index, position in the language's current pass). The
+    /// languages are picked as [`LanguageSampler::next_draw`] picks them; no permutation is
+    /// built, so memory does not grow with the corpus. `replacement` is ignored.
+    pub fn next_in_order(&mut self) -> Option<(usize, u64)> {
+        if self.epoch_over() {
+            return None;
+        }
+        let lang = self.pick_language();
+        let c = self.advance(lang);
+        self.count_draw(lang);
+        Some((lang, c.pos))
+    }
+
+    /// Moves `lang`'s cursor one example on (into the next pass at the end of one); returns
+    /// where it was.
+    fn advance(&mut self, lang: usize) -> LangCursor {
+        let size = self.sizes[lang];
+        let c = &mut self.state.cursors[lang];
+        let was = c.clone();
+        c.pos += 1;
+        if c.pos == size {
+            c.pos = 0;
+            c.pass += 1;
+        }
+        was
+    }
+
+    fn count_draw(&mut self, lang: usize) {
         self.state.cursors[lang].drawn += 1;
         self.state.drawn += 1;
-        Some((lang, example))
     }
 }
 
@@ -407,6 +431,28 @@ mod tests {
         b.restore(serde_json::from_str(&saved).unwrap()).unwrap();
         resumed.extend(b);
         assert_eq!(resumed, whole);
+    }
+
+    #[test]
+    fn in_order_draws_walk_each_language_in_order() {
+        let cfg = SamplerConfig {
+            alpha: 0.5,
+            epoch_size: Some(400),
+            seed: 4,
+            ..Default::default()
+        };
+        let mut s = LanguageSampler::new(vec![100, 7], cfg).unwrap();
+        let draws: Vec<_> = std::iter::from_fn(|| s.next_in_order()).collect();
+        assert_eq!(draws.len(), 400);
+        for lang in 0..2 {
+            let size = [100, 7][lang];
+            let pos: Vec<u64> = draws.iter().filter(|d| d.0 == lang).map(|d| d.1).collect();
+            assert!(pos.len() > size as usize, "both languages wrap around");
+            for (i, p) in pos.iter().enumerate() {
+                assert_eq!(*p, i as u64 % size);
+            }
+        }
+        assert!(s.perms.is_empty(), "no permutation is built");
     }
 
     #[test]

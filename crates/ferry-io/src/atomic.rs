@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// Suffix of a temporary file being written.
 const TMP_SUFFIX: &str = ".ferry-tmp";
 /// Suffix of a staging folder (sharded output being written).
-pub(crate) const STAGING_SUFFIX: &str = ".ferry-staging";
+const STAGING_SUFFIX: &str = ".ferry-staging";
 
 /// Stale temporaries removed by this process, with their sizes, until the caller takes them.
 static REMOVED: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
@@ -115,6 +115,19 @@ pub fn parent_dir(path: &Path) -> &Path {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     }
+}
+
+/// A staging folder in `dir` for output named `name` that is several files (a sharded
+/// checkpoint, a sharded corpus): written in full, then moved into place. It is removed on
+/// drop (an error, a panic); one left by a kill is removed by the next write in `dir`.
+pub fn staging_folder(dir: &Path, name: &str) -> Result<tempfile::TempDir> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    clean_stale(dir);
+    tempfile::Builder::new()
+        .prefix(&owned_prefix(name))
+        .suffix(STAGING_SUFFIX)
+        .tempdir_in(dir)
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Writes `path` atomically: `fill` writes the content into a buffered temporary file in the

@@ -97,6 +97,10 @@ pub struct TrainerState {
     pub since_best: u32,
     /// Set when early stopping ended the run.
     pub stopped_early: bool,
+    /// A streamed run's position in its corpus (its `sampler` is the one at the start of the
+    /// current window).
+    #[serde(default)]
+    pub stream: Option<ferry_data::stream::StreamState>,
 }
 
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {

@@ -78,6 +78,12 @@ pub struct DataConfig {
     /// only a warning (the UDHR's `ell_monotonic`).
     #[serde(default)]
     pub strict_language_codes: bool,
+    /// Stream the training corpus instead of holding it (corpora larger than memory):
+    /// `stream = { window = 8192, block = 1024 }`. `train` is then a folder per language, or
+    /// any corpus, split into one under the run folder (`shards/`) first. See
+    /// [`ferry_data::stream`] for the memory bound.
+    #[serde(default)]
+    pub stream: Option<ferry_data::stream::StreamConfig>,
 }
 
 fn default_max_len() -> usize {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod feed;
 pub mod grads;
 pub mod loss;
 pub mod metrics;

@@ -8,16 +8,18 @@ use candle_core::Device;
 use ferry_data::batch::{collate, BatchConfig, BatchSize, Example, PadSide};
 use ferry_data::issues::IssueLog;
 use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
+use ferry_data::stream::{Draws, ShardIndex};
 use ferry_data::tokenize::{self, Tokenizer};
 use ferry_data::Record;
 use serde::Serialize;
 
-use crate::checkpoint::{self, ModelCard, TrainerState};
+use crate::checkpoint::{self, ModelCard};
 use crate::config::{LabelKind, LossKind, TrainConfig};
 use crate::data::{self, ExampleOptions, Examples};
 use crate::eval::{evaluate, EvalContext, Evaluation};
+use crate::feed::{self, Feed};
 use crate::grads::{clip_factor, Grads};
-use crate::models::{BagInit, Model};
+use crate::models::{BagInit, Model, NaiveBayesCounts};
 use crate::{Error, Result};
 
 /// How to run (default: a fresh run on the CPU, to the end).
@@ -163,8 +165,29 @@ impl RunDirs {
     }
 }
 
-/// The run's tokenizer: the configured file, or one trained on the training `records`.
-fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs, records: &[Record]) -> Result<Tokenizer> {
+/// What a run's tokenizer is trained on.
+enum TrainTexts<'a> {
+    /// The training records, in memory.
+    Records(&'a [Record]),
+    /// A streamed corpus, read in blocks of this many records.
+    Shards(&'a ShardIndex, usize),
+}
+
+/// The training corpus before it is encoded.
+enum TrainSource {
+    /// Read into memory, with what reading dropped or kept with a warning.
+    Records(Vec<Record>, IssueLog),
+    /// Streamed from a folder per language.
+    Shards(ShardIndex),
+}
+
+/// The run's tokenizer: the configured file, or one trained on a language-balanced sample of
+/// the training texts (as many draws as there are records).
+fn prepare_tokenizer(
+    cfg: &TrainConfig,
+    dirs: &RunDirs,
+    texts: TrainTexts<'_>,
+) -> Result<Tokenizer> {
     if let Some(file) = cfg.tokenizer_file() {
         let tok = Tokenizer::from_file(&file)?;
         std::fs::create_dir_all(&dirs.root).map_err(|e| Error::fs(&dirs.root, e))?;
@@ -181,17 +204,13 @@ fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs, records: &[Record]) -> R
         .train
         .as_ref()
         .ok_or_else(|| Error::Invalid("no tokenizer configured".into()))?;
-    let by_lang = ByLanguage::group(records.iter().map(|r| (r.lang.clone(), r.text.as_str())));
-    let total: u64 = by_lang.sizes().iter().sum();
-    let scfg = SamplerConfig {
+    let scfg = |total| SamplerConfig {
         alpha: t.alpha,
         epoch_size: Some(total),
         stopping: Stopping::AllExhausted,
         replacement: false,
         seed: cfg.train.seed,
     };
-    let sampler = LanguageSampler::new(by_lang.sizes(), scfg)?;
-    let sample: Vec<&str> = sampler.map(|d| *by_lang.get(d)).collect();
     let spec = tokenize::train::TrainSpec {
         kind: t.kind,
         vocab_size: t.vocab_size,
@@ -200,7 +219,33 @@ fn prepare_tokenizer(cfg: &TrainConfig, dirs: &RunDirs, records: &[Record]) -> R
         byte_fallback: t.kind != tokenize::train::Kind::WordPiece,
         lang_tags: None,
     };
-    let tok = tokenize::train::train(&spec, sample.into_iter())?;
+    let tok = match texts {
+        TrainTexts::Records(records) => {
+            let by_lang =
+                ByLanguage::group(records.iter().map(|r| (r.lang.clone(), r.text.as_str())));
+            let total: u64 = by_lang.sizes().iter().sum();
+            let sampler = LanguageSampler::new(by_lang.sizes(), scfg(total))?;
+            let sample: Vec<&str> = sampler.map(|d| *by_lang.get(d)).collect();
+            tokenize::train::train(&spec, sample.into_iter())?
+        }
+        TrainTexts::Shards(index, block) => {
+            // The trainer holds word counts, not the sample: draws are read as it goes.
+            let mut failed = None;
+            let draws = Draws::new(index, scfg(index.records()), block)?;
+            let texts = draws.map_while(|r| match r {
+                Ok(r) => Some(r.text),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            });
+            let tok = tokenize::train::train(&spec, texts)?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            tok
+        }
+    };
     tokenize::train::save(&tok, &dirs.tokenizer())?;
     Ok(tok)
 }
@@ -344,28 +389,84 @@ pub fn train(
         classes: None,
         strict_languages: cfg.data.strict_language_codes,
     };
-    // The training corpus is read once: for the tokenizer (when one is trained) and examples.
-    let (mut records, train_issues) = data::read_records(&cfg.data.train, &base)?;
-    on_event(Event::Read {
-        file: &cfg.data.train,
-        records: records.len(),
-        issues: &train_issues,
-    });
-    if let Some(keep) = &cfg.data.languages {
-        records.retain(|r| keep.contains(&r.lang));
-    }
+    let block = cfg.data.stream.as_ref().map_or(0, |s| s.block);
+    // In memory, the training corpus is read once: for the tokenizer (when one is trained)
+    // and the examples. Streamed, it is indexed (split by language first when it is not
+    // already) and read a window at a time.
+    let mut source = match cfg.data.stream {
+        None => {
+            let (mut records, issues) = data::read_records(&cfg.data.train, &base)?;
+            on_event(Event::Read {
+                file: &cfg.data.train,
+                records: records.len(),
+                issues: &issues,
+            });
+            if let Some(keep) = &cfg.data.languages {
+                records.retain(|r| keep.contains(&r.lang));
+            }
+            TrainSource::Records(records, issues)
+        }
+        Some(_) => {
+            let (mut index, issues) = feed::prepare_index(cfg, &dirs.root, opts.resume, |s| {
+                on_event(Event::Preparing(s))
+            })?;
+            on_event(Event::Read {
+                file: &cfg.data.train,
+                records: usize::try_from(index.records()).unwrap_or(usize::MAX),
+                issues: &issues,
+            });
+            if let Some(keep) = &cfg.data.languages {
+                index.retain_languages(keep);
+                if index.langs.is_empty() {
+                    return Err(Error::file(
+                        &cfg.data.train,
+                        "has no records in the languages of [data] languages",
+                    ));
+                }
+            }
+            TrainSource::Shards(index)
+        }
+    };
     on_event(Event::Preparing("tokenizer"));
     let tok = if opts.resume {
         Tokenizer::from_file(dirs.tokenizer())?
     } else {
-        prepare_tokenizer(cfg, &dirs, &records)?
+        let texts = match &source {
+            TrainSource::Records(r, _) => TrainTexts::Records(r),
+            TrainSource::Shards(index) => TrainTexts::Shards(index, block),
+        };
+        prepare_tokenizer(cfg, &dirs, texts)?
     };
-    if let Some(w) = cfg.data.augment_snippets {
-        let extra = data::snippets(&records, w);
-        records.extend(extra);
-    }
-    let train_set = data::from_records(records, train_issues, &cfg.data.train, &tok, &pool, &base)?;
-    let classes = train_set.classes.clone();
+    let (train_set, classes, train_languages) = match &mut source {
+        TrainSource::Records(records, issues) => {
+            let mut records = std::mem::take(records);
+            if let Some(w) = cfg.data.augment_snippets {
+                let extra = data::snippets(&records, w);
+                records.extend(extra);
+            }
+            let issues = std::mem::take(issues);
+            let set = data::from_records(records, issues, &cfg.data.train, &tok, &pool, &base)?;
+            let langs: std::collections::BTreeSet<&String> =
+                set.examples.iter().map(|e| &e.lang).collect();
+            let langs = langs.into_iter().cloned().collect();
+            let classes = set.classes.clone();
+            (Some(set), classes, langs)
+        }
+        TrainSource::Shards(index) => {
+            let classes = match cfg.data.label {
+                LabelKind::Lang => index.languages(),
+                LabelKind::Label if index.labels.is_empty() => {
+                    return Err(Error::file(
+                        &cfg.data.train,
+                        "has no labels to train on: label = \"label\" needs a label column \
+                         (a folder per language of text files has none)",
+                    ))
+                }
+                LabelKind::Label => index.labels.clone(),
+            };
+            (None, classes, index.languages())
+        }
+    };
     let dev_opts = ExampleOptions {
         classes: Some(&classes),
         ..base.clone()
@@ -396,20 +497,23 @@ pub fn train(
     }
 
     let spec = cfg.model.resolve(tok.vocab_size(), classes.clone())?;
-    let by_lang = ByLanguage::group(
-        train_set
-            .examples
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.lang.clone(), i)),
-    );
     let mut card = ModelCard::new(
         spec.clone(),
         cfg.data.label,
-        by_lang.languages().to_vec(),
+        train_languages,
         cfg.data.add_special_tokens,
         max_len,
     );
+    let encoder = feed::StreamEncoder {
+        tok: &tok,
+        pool: &pool,
+        opts: ExampleOptions {
+            classes: Some(&classes),
+            ..base.clone()
+        },
+        snippets: cfg.data.augment_snippets,
+        source: &cfg.data.train,
+    };
     card.eval_data = cfg
         .data
         .test
@@ -444,7 +548,15 @@ pub fn train(
                     .flatten()
                     .flat_map(|set| &set.examples)
                     .collect();
-                model.init_naive_bayes(&train_set.examples, &calibration, alpha, device)?;
+                let mut counts = NaiveBayesCounts::new(spec.vocab_size, spec.classes.len());
+                match (&train_set, &source) {
+                    (Some(set), _) => counts.add(&set.examples)?,
+                    (None, TrainSource::Shards(index)) => {
+                        feed::for_each_chunk(index, block, &encoder, |ex| counts.add(ex))?
+                    }
+                    (None, TrainSource::Records(..)) => unreachable!("records are encoded"),
+                }
+                model.init_naive_bayes(&counts, &calibration, alpha, device)?;
             }
             freeze(cfg, &mut model);
             let optimizer = cfg.optimizer.build(model.params());
@@ -453,26 +565,20 @@ pub fn train(
         };
     let model_ref = &mut model;
 
-    let scfg = SamplerConfig {
-        alpha: cfg.train.alpha,
-        epoch_size: None,
-        stopping: Stopping::AllExhausted,
-        replacement: false,
-        seed: cfg.train.seed,
+    let (alpha, seed) = (cfg.train.alpha, cfg.train.seed);
+    let mut feed = match (train_set, &source, &cfg.data.stream) {
+        (Some(set), _, _) => Feed::in_memory(set.examples, alpha, seed)?,
+        (None, TrainSource::Shards(index), Some(s)) => {
+            Feed::streamed(index, s.clone(), cfg.train.batch_size, alpha, seed, encoder)?
+        }
+        (None, _, _) => unreachable!("a streamed run has an index"),
     };
-    let mut sampler = LanguageSampler::new(by_lang.sizes(), scfg)?;
     let mut state = match state.take() {
         Some(s) => {
-            sampler.restore(s.sampler.clone())?;
+            feed.restore(&s)?;
             s
         }
-        None => TrainerState {
-            step: 0,
-            sampler: sampler.state().clone(),
-            best: None,
-            since_best: 0,
-            stopped_early: false,
-        },
+        None => feed.initial_state(),
     };
     let bcfg = BatchConfig {
         size: BatchSize::Examples(cfg.train.batch_size),
@@ -492,7 +598,7 @@ pub fn train(
             .filter(|p| p.2)
             .map(|p| p.1.elem_count())
             .sum(),
-        examples: train_set.examples.len(),
+        examples: usize::try_from(feed.len()).unwrap_or(usize::MAX),
     });
     let eval_bs = cfg.eval.batch_size.unwrap_or(cfg.train.batch_size.max(32));
     let train_languages = card.train_languages.clone();
@@ -510,13 +616,7 @@ pub fn train(
         let mut step_loss = 0f32;
         let mut tokens = 0;
         for _ in 0..cfg.train.grad_accum {
-            let mut rows: Vec<&Example> = Vec::with_capacity(cfg.train.batch_size);
-            while rows.len() < cfg.train.batch_size {
-                match sampler.next_draw() {
-                    Some(d) => rows.push(&train_set.examples[*by_lang.get(d)]),
-                    None => sampler.next_epoch(),
-                }
-            }
+            let rows = feed.rows(cfg.train.batch_size)?;
             tokens += rows.iter().map(|e| e.ids.len()).sum::<usize>();
             let loss = LossSpec {
                 kind: cfg.train.loss,
@@ -545,7 +645,7 @@ pub fn train(
             )));
         }
         state.step += 1;
-        state.sampler = sampler.state().clone();
+        feed.save(&mut state);
         losses.push(step_loss);
         let rec = StepRecord {
             step: state.step,
@@ -553,7 +653,7 @@ pub fn train(
             grad_norm: norm,
             lr,
             tokens,
-            epoch: sampler.state().epoch,
+            epoch: feed.epoch(),
         };
         append_jsonl(&dirs.metrics(), &rec)?;
         on_event(Event::Step(&rec));

@@ -1,17 +1,20 @@
 //! A list of (language, file) pairs read line by line, each line a record of that language:
-//! what a folder per language and a monolingual Moses split both are.
+//! what a folder per language and a monolingual Moses split both are. A `*.jsonl` file holds
+//! a JSON record per line (`{"text": ..., "label": ...}`, what `ferry data shard` writes).
 
 use std::path::PathBuf;
 
 use super::lines::Lines;
 use super::{Raw, Source};
 use crate::error::Result;
+use crate::issues::{Issue, IssueKind};
 use crate::record::Record;
+use crate::stream::index::LineKind;
 
 /// Files of known language, read in order.
 pub struct LangFiles {
     files: std::vec::IntoIter<(String, PathBuf)>,
-    current: Option<(String, Lines)>,
+    current: Option<(String, LineKind, Lines)>,
     skip_blank: bool,
 }
 
@@ -33,11 +36,13 @@ impl Source for LangFiles {
         loop {
             if self.current.is_none() {
                 match self.files.next() {
-                    Some((lang, path)) => self.current = Some((lang, Lines::open(&path)?)),
+                    Some((lang, path)) => {
+                        self.current = Some((lang, LineKind::of(&path), Lines::open(&path)?))
+                    }
                     None => return Ok(None),
                 }
             }
-            let (lang, lines) = self.current.as_mut().expect("set above");
+            let (lang, kind, lines) = self.current.as_mut().expect("set above");
             let line = if self.skip_blank {
                 lines.next_nonblank()?
             } else {
@@ -46,14 +51,28 @@ impl Source for LangFiles {
             match line {
                 None => self.current = None,
                 Some(Err(issue)) => return Ok(Some(Raw::Bad(issue))),
-                Some(Ok((n, text))) => {
+                Some(Ok((n, line))) => {
+                    let (text, label) = match kind {
+                        LineKind::Text => (line, None),
+                        LineKind::Json => match LineKind::Json.parse(line) {
+                            Some(r) => r,
+                            None => {
+                                return Ok(Some(Raw::Bad(Issue {
+                                    loc: lines.loc(n),
+                                    kind: IssueKind::InvalidJson,
+                                    detail: "not a JSON object with a non-empty string \"text\""
+                                        .into(),
+                                })))
+                            }
+                        },
+                    };
                     return Ok(Some(Raw::Record(Record {
                         text,
                         lang: lang.clone(),
-                        label: None,
+                        label,
                         target: None,
                         loc: lines.loc(n),
-                    })))
+                    })));
                 }
             }
         }

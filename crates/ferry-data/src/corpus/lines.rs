@@ -1,7 +1,7 @@
 //! Line-by-line reading of text files, `.gz` or not, with line numbers and UTF-8 checks.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,15 +12,39 @@ use crate::record::Location;
 /// Opens `path` for buffered reading, decompressing it when it starts with the gzip magic
 /// bytes (whatever its name).
 pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
-    if head.starts_with(&[0x1f, 0x8b]) {
+    open_text_at(path, 0)
+}
+
+/// Opens `path` like [`open_text`], positioned `offset` bytes into its (decompressed) text:
+/// a plain file seeks there; a gzipped one is decompressed up to it (gzip cannot seek).
+pub fn open_text_at(path: &Path, offset: u64) -> Result<Box<dyn BufRead + Send>> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    let gzipped = n == 2 && magic == [0x1f, 0x8b];
+    let start = if gzipped { 0 } else { offset };
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io(path, e))?;
+    let reader = BufReader::with_capacity(1 << 16, file);
+    let mut text: Box<dyn BufRead + Send> = if gzipped {
         let gz = flate2::read::MultiGzDecoder::new(reader);
-        Ok(Box::new(BufReader::with_capacity(1 << 16, gz)))
+        Box::new(BufReader::with_capacity(1 << 16, gz))
     } else {
-        Ok(Box::new(reader))
+        Box::new(reader)
+    };
+    if gzipped && offset > 0 {
+        let skipped = std::io::copy(&mut (&mut text).take(offset), &mut std::io::sink())
+            .map_err(|e| Error::io(path, e))?;
+        if skipped < offset {
+            return Err(Error::format(
+                path,
+                format!(
+                    "has {skipped} bytes of text, fewer than the position {offset} to resume at"
+                ),
+            ));
+        }
     }
+    Ok(text)
 }
 
 /// Reads the first `n` bytes of `path` (decompressed if gzipped), for format sniffing.
@@ -44,17 +68,35 @@ pub struct Lines {
     reader: Box<dyn BufRead + Send>,
     buf: Vec<u8>,
     line: u64,
+    offset: u64,
 }
 
 impl Lines {
     /// Opens `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        Lines::open_at(path, 0, 0)
+    }
+
+    /// Opens `path` at byte `offset` of its text, where line `line` ended (a position
+    /// [`Lines::offset`] and [`Lines::line`] gave earlier), to go on reading from there.
+    pub fn open_at(path: &Path, offset: u64, line: u64) -> Result<Self> {
         Ok(Lines {
             file: Arc::from(path),
-            reader: open_text(path)?,
+            reader: open_text_at(path, offset)?,
             buf: Vec::new(),
-            line: 0,
+            line,
+            offset,
         })
+    }
+
+    /// Bytes of text read so far (decompressed): where the next line starts.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The number of the last line read (0 before the first).
+    pub fn line(&self) -> u64 {
+        self.line
     }
 
     /// The file being read.
@@ -80,6 +122,7 @@ impl Lines {
         if n == 0 {
             return Ok(None);
         }
+        self.offset += n as u64;
         self.line += 1;
         while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
             self.buf.pop();

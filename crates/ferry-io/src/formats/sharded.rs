@@ -170,13 +170,7 @@ pub fn write(
         remove_old_set(dir, &stem, &index_path, &[])?;
         return Ok(vec![path.to_path_buf()]);
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    crate::atomic::clean_stale(dir);
-    let staging = tempfile::Builder::new()
-        .prefix(&crate::atomic::owned_prefix(&stem))
-        .suffix(crate::atomic::STAGING_SUFFIX)
-        .tempdir_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let staging = crate::atomic::staging_folder(dir, &stem)?;
     let set_id = staging
         .path()
         .file_name()

@@ -67,58 +67,99 @@ impl Bag {
     }
 }
 
-/// Multinomial naive Bayes log-likelihoods `[vocab, classes]`: entry `(t, c)` is
-/// `ln((n(t, c) + alpha) / (N(c) + alpha * vocab))`, where `n(t, c)` counts token `t` in the
-/// examples of class `c` and `N(c)` all of that class's tokens; each row is then centered (its
-/// mean over the classes subtracted), which changes no decision and keeps the weights small.
+/// Token counts per class for a multinomial naive Bayes start, added example by example (a
+/// streamed corpus is counted without being held): `[vocab x classes]` f64s.
+#[derive(Debug, Clone)]
+pub struct NaiveBayesCounts {
+    vocab: usize,
+    classes: usize,
+    counts: Vec<f64>,
+    totals: Vec<f64>,
+}
+
+impl NaiveBayesCounts {
+    /// Zero counts for `vocab` tokens and `classes` classes.
+    pub fn new(vocab: usize, classes: usize) -> Self {
+        NaiveBayesCounts {
+            vocab,
+            classes,
+            counts: vec![0.0; vocab * classes],
+            totals: vec![0.0; classes],
+        }
+    }
+
+    /// (vocabulary size, classes).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.vocab, self.classes)
+    }
+
+    /// Counts `examples` (those without a label are skipped).
+    pub fn add<'a>(&mut self, examples: impl IntoIterator<Item = &'a Example>) -> Result<()> {
+        let (vocab, classes) = (self.vocab, self.classes);
+        for e in examples {
+            let Some(label) = e.label else { continue };
+            let c = label as usize;
+            if c >= classes {
+                return Err(Error::Invalid(format!(
+                    "label {c} is out of range for {classes} classes"
+                )));
+            }
+            for &t in &e.ids {
+                let t = t as usize;
+                if t >= vocab {
+                    return Err(Error::Invalid(format!(
+                        "token id {t} is out of range for a vocabulary of {vocab}"
+                    )));
+                }
+                self.counts[t * classes + c] += 1.0;
+                self.totals[c] += 1.0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The log-likelihood table `[vocab, classes]`: entry `(t, c)` is
+    /// `ln((n(t, c) + alpha) / (N(c) + alpha * vocab))`, where `n(t, c)` counts token `t` in
+    /// the examples of class `c` and `N(c)` all of that class's tokens; each row is then
+    /// centered (its mean over the classes subtracted), which changes no decision and keeps
+    /// the weights small.
+    pub fn table(&self, alpha: f64) -> Result<Tensor> {
+        let (vocab, classes) = (self.vocab, self.classes);
+        let denom: Vec<f64> = self
+            .totals
+            .iter()
+            .map(|n| (n + alpha * vocab as f64).ln())
+            .collect();
+        let mut table = vec![0f32; vocab * classes];
+        for (row, out) in self.counts.chunks(classes).zip(table.chunks_mut(classes)) {
+            let logp: Vec<f64> = row
+                .iter()
+                .zip(&denom)
+                .map(|(n, d)| (n + alpha).ln() - d)
+                .collect();
+            let mean = logp.iter().sum::<f64>() / classes as f64;
+            for (o, l) in out.iter_mut().zip(&logp) {
+                *o = (l - mean) as f32;
+            }
+        }
+        Ok(Tensor::from_vec(
+            table,
+            (vocab, classes),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+}
+
+/// The naive Bayes table ([`NaiveBayesCounts::table`]) of `examples`.
 pub fn naive_bayes_table(
     examples: &[Example],
     vocab: usize,
     classes: usize,
     alpha: f64,
 ) -> Result<Tensor> {
-    let mut counts = vec![0f64; vocab * classes];
-    let mut totals = vec![0f64; classes];
-    for e in examples {
-        let Some(label) = e.label else { continue };
-        let c = label as usize;
-        if c >= classes {
-            return Err(Error::Invalid(format!(
-                "label {c} is out of range for {classes} classes"
-            )));
-        }
-        for &t in &e.ids {
-            let t = t as usize;
-            if t >= vocab {
-                return Err(Error::Invalid(format!(
-                    "token id {t} is out of range for a vocabulary of {vocab}"
-                )));
-            }
-            counts[t * classes + c] += 1.0;
-            totals[c] += 1.0;
-        }
-    }
-    let denom: Vec<f64> = totals
-        .iter()
-        .map(|n| (n + alpha * vocab as f64).ln())
-        .collect();
-    let mut table = vec![0f32; vocab * classes];
-    for (row, out) in counts.chunks(classes).zip(table.chunks_mut(classes)) {
-        let logp: Vec<f64> = row
-            .iter()
-            .zip(&denom)
-            .map(|(n, d)| (n + alpha).ln() - d)
-            .collect();
-        let mean = logp.iter().sum::<f64>() / classes as f64;
-        for (o, l) in out.iter_mut().zip(&logp) {
-            *o = (l - mean) as f32;
-        }
-    }
-    Ok(Tensor::from_vec(
-        table,
-        (vocab, classes),
-        &candle_core::Device::Cpu,
-    )?)
+    let mut counts = NaiveBayesCounts::new(vocab, classes);
+    counts.add(examples)?;
+    counts.table(alpha)
 }
 
 /// The scale `s` of `logits` minimizing the mean cross entropy of `softmax(s * logits)`

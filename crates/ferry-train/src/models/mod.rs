@@ -12,7 +12,7 @@ use ferry_data::batch::Example;
 use ferry_data::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use bag::{naive_bayes_table, Bag};
+pub use bag::{naive_bayes_table, Bag, NaiveBayesCounts};
 pub use bert::{Bert, BertConfig};
 pub use transformer::TransformerClassifier;
 
@@ -362,14 +362,14 @@ pub(crate) fn pool(
 }
 
 impl Model {
-    /// Starts a bag model as multinomial naive Bayes over `examples` (labels index the classes):
-    /// see [`BagInit::NaiveBayes`]. Examples without a label are skipped. With `calibration`
+    /// Starts a bag model as multinomial naive Bayes from `counts` (made over the training
+    /// examples): see [`BagInit::NaiveBayes`]. With `calibration`
     /// examples (held out from `examples`), `fc` becomes `s * I` with the one scale `s` that
     /// minimizes their cross entropy (temperature scaling), so the softmax is a usable
     /// confidence; the decisions do not change. Returns `s`.
     pub fn init_naive_bayes(
         &self,
-        examples: &[Example],
+        counts: &NaiveBayesCounts,
         calibration: &[&Example],
         alpha: f64,
         device: &Device,
@@ -385,8 +385,14 @@ impl Model {
                 "[model] init alpha must be positive, not {alpha}"
             )));
         }
-        let (v, c) = (self.spec.vocab_size, self.spec.classes.len());
-        let table = bag::naive_bayes_table(examples, v, c, alpha)?;
+        let dims = (self.spec.vocab_size, self.spec.classes.len());
+        if counts.dims() != dims {
+            return Err(Error::Invalid(format!(
+                "naive Bayes counts of {:?} (vocabulary, classes) for a model of {dims:?}",
+                counts.dims()
+            )));
+        }
+        let table = counts.table(alpha)?;
         bag.set_naive_bayes(&self.params, table)?;
         let labelled: Vec<&Example> = calibration
             .iter()

@@ -16,7 +16,7 @@ use super::{spinner, CorpusArgs};
 /// Arguments of `ferry data batch`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry data batch corpora/udhr/train.tsv --tokenizer tokenizer.json --max-tokens 8192\n  ferry data batch corpora/udhr/parallel --pair de-en --tokenizer tok.json --batch-size 32 --lang-tags fairseq\n  ferry data batch corpus.tsv --tokenizer tok.json --threads 2 --json   # what scripts/bench_data_peer.py runs"
+    after_help = "Examples:\n  ferry data batch corpora/udhr/train.tsv --tokenizer tokenizer.json --max-tokens 8192\n  ferry data batch corpora/udhr/parallel --pair de-en --tokenizer tok.json --batch-size 32 --lang-tags fairseq\n  ferry data batch corpus.tsv --tokenizer tok.json --threads 2 --window 0 --json   # what scripts/bench_data_peer.py runs\n  ferry data batch huge.jsonl.gz --tokenizer tok.json --window 50000   # memory holds 50,000 records at a time"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -48,6 +48,10 @@ pub struct Args {
     /// Do not add the tokenizer's special tokens.
     #[arg(long)]
     no_special_tokens: bool,
+    /// Records encoded and bucketed together; memory holds one window (0: the whole corpus,
+    /// sorted as one).
+    #[arg(long, default_value_t = 200_000)]
+    window: usize,
     /// Worker threads for encoding and batching (0 = one per core); the output does not depend on it.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -74,38 +78,49 @@ pub fn run(a: Args) -> Result<ExitCode> {
         lang_tags: a.lang_tags.clone(),
         label_from: LabelFrom::None,
     };
-    let encoded = encode_corpus(&mut reader, &tok, &pool, &opts, |n| bar.set_position(n))?;
+    let window = if a.window == 0 { usize::MAX } else { a.window };
+    let (mut records, mut tokens, mut padded, mut max_len, mut n_batches) = (0, 0, 0, 0, 0);
+    for w in 0u64.. {
+        let done = records as u64;
+        let chunk = reader.by_ref().take(window);
+        let encoded = encode_corpus(chunk, &tok, &pool, &opts, |n| bar.set_position(done + n))?;
+        if encoded.examples.is_empty() {
+            break;
+        }
+        let cfg = BatchConfig {
+            size,
+            bucket: !a.no_bucket,
+            shuffle: a.shuffle.map(|s| s.wrapping_add(w)),
+            pad_id: tok.pad_id(),
+            side: a.pad_side,
+            pad_to_multiple_of: a.pad_to_multiple_of,
+        };
+        let batches = batch_all(&encoded.examples, &cfg, &Device::Cpu, &pool)?;
+        records += encoded.examples.len();
+        tokens += batches.iter().map(|b| b.tokens).sum::<usize>();
+        padded += batches
+            .iter()
+            .map(|b| b.input_ids.elem_count())
+            .sum::<usize>();
+        max_len = batches
+            .iter()
+            .map(|b| b.input_ids.dims()[1])
+            .fold(max_len, usize::max);
+        n_batches += batches.len();
+    }
     bar.finish_and_clear();
-    let cfg = BatchConfig {
-        size,
-        bucket: !a.no_bucket,
-        shuffle: a.shuffle,
-        pad_id: tok.pad_id(),
-        side: a.pad_side,
-        pad_to_multiple_of: a.pad_to_multiple_of,
-    };
-    let batches = batch_all(&encoded.examples, &cfg, &Device::Cpu, &pool)?;
     let seconds = t0.elapsed().as_secs_f64();
-    let records = encoded.examples.len();
-    let tokens: usize = batches.iter().map(|b| b.tokens).sum();
-    let padded: usize = batches.iter().map(|b| b.input_ids.elem_count()).sum();
-    let max_len = batches
-        .iter()
-        .map(|b| b.input_ids.dims()[1])
-        .max()
-        .unwrap_or(0);
     let threads = pool.current_num_threads();
     if a.json {
         let j = serde_json::json!({"corpus": a.corpus.corpus.display().to_string(), "records": records,
-            "tokens": tokens, "batches": batches.len(), "padded_tokens": padded,
+            "tokens": tokens, "batches": n_batches, "padded_tokens": padded, "window": a.window,
             "padding_ratio": if padded > 0 { 1.0 - tokens as f64 / padded as f64 } else { 0.0 },
             "max_len": max_len, "threads": threads, "seconds": seconds,
             "tokens_per_second": tokens as f64 / seconds, "issues": reader.issues().to_json()});
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!(
-            "{records} records -> {} batches of up to {max_len} tokens: {tokens} tokens, {padded} with padding ({:.1}% padding)",
-            batches.len(),
+            "{records} records -> {n_batches} batches of up to {max_len} tokens: {tokens} tokens, {padded} with padding ({:.1}% padding)",
             100.0 * (1.0 - tokens as f64 / padded.max(1) as f64)
         );
         println!(

@@ -3,6 +3,7 @@
 
 mod batch;
 mod sample;
+mod shard;
 mod stats;
 mod tokenizer;
 mod vocab;
@@ -13,6 +14,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use ferry_data::corpus::{Column, CorpusOptions, Format};
 use ferry_data::issues::{IssueLog, OnError};
+use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
+use ferry_data::stream::{Draws as StreamDraws, ShardIndex};
+use ferry_data::Record;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `ferry data`.
@@ -35,6 +39,8 @@ enum Command {
     Vocab(vocab::Args),
     /// Tokenize a corpus into padded batches and report their shape and the throughput.
     Batch(batch::Args),
+    /// Split a corpus into a folder per language, the layout streamed training reads.
+    Shard(shard::Args),
 }
 
 /// Runs `ferry data`.
@@ -45,6 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Vocab(a) => vocab::run(a),
         Command::Batch(a) => batch::run(a),
+        Command::Shard(a) => shard::run(a),
     }
 }
 
@@ -125,12 +132,110 @@ impl CorpusArgs {
         Ok(ferry_data::corpus::open(&self.corpus, &self.options()?)?)
     }
 
+    /// Whether the corpus is a folder per language, which sampling commands stream.
+    fn is_folder_per_language(&self) -> Result<bool> {
+        let by_lang = match self.format {
+            Some(f) => f == Format::ByLang,
+            None => {
+                self.corpus.is_dir() && ferry_data::corpus::detect(&self.corpus)? == Format::ByLang
+            }
+        };
+        Ok(by_lang)
+    }
+
+    /// The corpus to draw language-balanced samples from. A folder per language is
+    /// streamed (indexed once; each language read in its order, shuffled a block at a time;
+    /// memory holds a block per language); any other corpus is read into memory.
+    pub fn sample_source(&self) -> Result<SampleSource> {
+        if self.is_folder_per_language()? {
+            let index = ShardIndex::scan(&self.corpus, |_| {})?;
+            let skipped: u64 = index.langs.iter().map(|l| l.skipped).sum();
+            if skipped > 0 && !self.quiet {
+                eprintln!(
+                    "{}: {skipped} lines hold no record (blank, not UTF-8, or not a JSON record)",
+                    self.corpus.display()
+                );
+            }
+            return Ok(SampleSource::Streamed(index, self.corpus.clone()));
+        }
+        let (records, issues) = self.open()?.read_all()?;
+        Ok(SampleSource::InMemory(ByLanguage::new(records), issues))
+    }
+
     /// Prints on stderr, unless `--quiet`, what reading the corpus dropped (a summary line by
     /// reason, then the first location of each) and kept with a warning.
     pub fn report_issues(&self, issues: &IssueLog) {
         if !self.quiet {
             print_issues(&self.corpus, issues);
         }
+    }
+}
+
+/// Records of a language shuffled together when a folder per language is streamed.
+const STREAM_BLOCK: usize = 1024;
+
+/// A corpus to draw language-balanced samples from ([`CorpusArgs::sample_source`]).
+pub enum SampleSource {
+    /// Its records, held, with what reading dropped or kept with a warning.
+    InMemory(ByLanguage, IssueLog),
+    /// A folder per language (at the path), streamed.
+    Streamed(ShardIndex, PathBuf),
+}
+
+/// The drawn records of a sample.
+pub type Draws<'a> = Box<dyn Iterator<Item = ferry_data::Result<Record>> + Send + 'a>;
+
+impl SampleSource {
+    /// The languages, sorted.
+    pub fn languages(&self) -> Vec<String> {
+        match self {
+            SampleSource::InMemory(b, _) => b.languages().to_vec(),
+            SampleSource::Streamed(i, _) => i.languages(),
+        }
+    }
+
+    /// Records per language.
+    pub fn sizes(&self) -> Vec<u64> {
+        match self {
+            SampleSource::InMemory(b, _) => b.sizes(),
+            SampleSource::Streamed(i, _) => i.sizes(),
+        }
+    }
+
+    /// What reading the corpus dropped or kept with a warning (in memory).
+    pub fn issues(&self) -> IssueLog {
+        match self {
+            SampleSource::InMemory(_, issues) => issues.clone(),
+            SampleSource::Streamed(..) => IssueLog::default(),
+        }
+    }
+
+    /// Whether the records are streamed rather than held.
+    pub fn streamed(&self) -> bool {
+        matches!(self, SampleSource::Streamed(..))
+    }
+
+    /// The sampling probability of each language and the draws `cfg` makes (the same ones
+    /// each time).
+    pub fn draws(&self, cfg: SamplerConfig) -> Result<(Vec<f64>, Draws<'_>)> {
+        Ok(match self {
+            SampleSource::InMemory(by_lang, _) => {
+                let sampler = LanguageSampler::new(by_lang.sizes(), cfg)?;
+                let p = sampler.probabilities().to_vec();
+                (p, Box::new(sampler.map(|d| Ok(by_lang.get(d).clone()))))
+            }
+            SampleSource::Streamed(index, path) => {
+                if cfg.replacement {
+                    bail!(
+                        "{}: --replacement needs the corpus in memory; a folder per language is \
+                         streamed, each language in its order",
+                        path.display()
+                    );
+                }
+                let draws = StreamDraws::new(index, cfg, STREAM_BLOCK)?;
+                (draws.probabilities().to_vec(), Box::new(draws))
+            }
+        })
     }
 }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
+use ferry_data::sampling::{SamplerConfig, Stopping};
+use ferry_data::Record;
 
 use super::CorpusArgs;
 
@@ -46,11 +47,6 @@ pub struct Args {
 
 /// Runs `ferry data sample`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let (records, issues) = a.corpus.open()?.read_all()?;
-    let by_lang = ByLanguage::new(records);
-    let langs = by_lang.languages();
-    let sizes = by_lang.sizes();
-    let total: u64 = sizes.iter().sum();
     let cfg = SamplerConfig {
         alpha: a.alpha,
         epoch_size: a.size,
@@ -58,26 +54,37 @@ pub fn run(a: Args) -> Result<ExitCode> {
         replacement: a.replacement,
         seed: a.seed,
     };
-    let mut sampler = LanguageSampler::new(sizes.clone(), cfg)?;
-    let probs = sampler.probabilities().to_vec();
-    let draws: Vec<(usize, u64)> = sampler.by_ref().collect();
+    let source = a.corpus.sample_source()?;
+    let (langs, sizes) = (&source.languages(), &source.sizes());
+    let (probs, mut draws) = source.draws(cfg)?;
+    let total: u64 = sizes.iter().sum();
     let mut drawn = vec![0u64; langs.len()];
-    for (l, _) in &draws {
-        drawn[*l] += 1;
-    }
-    if let (Some(out), false) = (&a.out, a.dry_run) {
-        ferry_io::atomic::write_atomic(out, |w| {
+    let mut count = |r: &Record| {
+        if let Ok(i) = langs.binary_search(&r.lang) {
+            drawn[i] += 1;
+        }
+    };
+    // The draws are written as they come (a streamed corpus is never held).
+    match (&a.out, a.dry_run) {
+        (Some(out), false) => ferry_io::atomic::write_atomic(out, |w| {
             let io = |e| ferry_io::Error::io(out, e);
             writeln!(w, "lang\ttext").map_err(io)?;
-            for (l, i) in &draws {
-                let r = by_lang.get((*l, *i));
+            for r in draws.by_ref() {
+                let r = r.map_err(|e| ferry_io::Error::Invalid(e.to_string()))?;
+                count(&r);
                 writeln!(w, "{}\t{}", r.lang, r.text.replace(['\t', '\n'], " ")).map_err(io)?;
             }
             Ok(())
         })
-        .with_context(|| format!("writing {}", out.display()))?;
+        .with_context(|| format!("writing {}", out.display()))?,
+        _ => {
+            for r in draws {
+                count(&r?);
+            }
+        }
     }
-    let n = draws.len() as u64;
+    let issues = source.issues();
+    let n: u64 = drawn.iter().sum();
     if a.json {
         let rows: Vec<_> = langs
             .iter()
@@ -88,7 +95,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     "drawn": drawn[i], "drawn_share": drawn[i] as f64 / n.max(1) as f64})
             })
             .collect();
-        let j = serde_json::json!({"alpha": a.alpha, "seed": a.seed, "draws": n,
+        let j = serde_json::json!({"alpha": a.alpha, "seed": a.seed, "draws": n, "streamed": source.streamed(),
             "written": a.out.as_ref().filter(|_| !a.dry_run).map(|p| p.display().to_string()),
             "languages": rows, "issues": issues.to_json()});
         println!("{}", serde_json::to_string_pretty(&j)?);

@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use ferry_data::lang::LangTagStyle;
-use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
+use ferry_data::sampling::SamplerConfig;
 use ferry_data::tokenize::train::{self, Kind, TrainSpec};
 use ferry_data::tokenize::Tokenizer;
-use ferry_data::Record;
 
 use super::CorpusArgs;
 
@@ -104,36 +103,45 @@ pub fn run(c: Command) -> Result<ExitCode> {
 }
 
 fn run_train(a: TrainArgs) -> Result<ExitCode> {
-    let (records, issues) = a.corpus.open()?.read_all()?;
-    let by_lang = ByLanguage::new(records);
-    let total: u64 = by_lang.sizes().iter().sum();
-    let cfg = SamplerConfig {
+    let cfg = |total| SamplerConfig {
         alpha: a.alpha,
-        epoch_size: Some(a.sample.unwrap_or(total)),
+        epoch_size: Some(total),
         seed: a.seed,
         ..Default::default()
     };
-    let sampler = LanguageSampler::new(by_lang.sizes(), cfg)?;
-    let sample: Vec<&Record> = sampler.map(|d| by_lang.get(d)).collect();
+    let source = a.corpus.sample_source()?;
+    let total = a.sample.unwrap_or(source.sizes().iter().sum());
+    let languages = source.languages();
     let spec = TrainSpec {
         kind: a.kind,
         vocab_size: a.vocab_size,
         min_frequency: a.min_frequency,
         nfkc: !a.no_nfkc,
         byte_fallback: !a.no_byte_fallback,
-        lang_tags: a
-            .lang_tags
-            .clone()
-            .map(|s| (s, by_lang.languages().to_vec())),
+        lang_tags: a.lang_tags.clone().map(|s| (s, languages.clone())),
     };
     let t0 = Instant::now();
-    let tok = train::train(&spec, sample.iter().map(|r| r.text.as_str()))?;
+    // The trainer keeps word counts, not texts: the draws are read as it goes.
+    let (issues, streamed) = (source.issues(), source.streamed());
+    let mut failed = None;
+    let texts = source.draws(cfg(total))?.1.map_while(|r| match r {
+        Ok(r) => Some(r.text),
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    });
+    let tok = train::train(&spec, texts)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     let seconds = t0.elapsed().as_secs_f64();
-    // Tokens per record per language on the training sample: how evenly the vocabulary
-    // serves each language.
-    let mut fertility: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for r in &sample {
-        let e = fertility.entry(r.lang.as_str()).or_default();
+    // Tokens per record per language on the training sample (drawn again, the same draws):
+    // how evenly the vocabulary serves each language.
+    let mut fertility: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in source.draws(cfg(total))?.1 {
+        let r = r?;
+        let e = fertility.entry(r.lang).or_default();
         e.0 += 1;
         e.1 += tok.encode(&r.text, false)?.len() as u64;
     }
@@ -154,7 +162,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
                 )
             })
             .collect();
-        let j = serde_json::json!({"kind": a.kind, "vocab_size": tok.vocab_size(), "sample": sample.len(),
+        let j = serde_json::json!({"kind": a.kind, "vocab_size": tok.vocab_size(), "sample": total, "streamed": streamed,
             "seconds": seconds, "written": written, "per_language": per_lang, "issues": issues.to_json()});
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
@@ -162,8 +170,8 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
             "trained {:?}: {} tokens from {} texts in {} languages ({seconds:.1} s)",
             a.kind,
             tok.vocab_size(),
-            sample.len(),
-            by_lang.languages().len()
+            total,
+            languages.len()
         );
         println!("{:<10} {:>8} {:>14}", "lang", "records", "tokens/record");
         for (l, (n, t)) in &fertility {

@@ -1,0 +1,245 @@
+//! Splitting any corpus into a folder per language (`OUT/<lang>/part-00000.jsonl`, one JSON
+//! record per line with its text and label): the layout a stream reads each language from.
+//! One pass; memory holds one record and a write buffer per language. The folder is written
+//! beside its target and moved into place at the end, so an interrupted split leaves no
+//! half-written corpus.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::index::{LangShards, LineKind, ShardFile, ShardIndex, MAX_LABELS};
+use crate::error::{Error, Result};
+use crate::record::Record;
+
+/// Bytes per part file before the next one starts.
+pub const PART_BYTES: u64 = 256 << 20;
+
+/// One language's open part file.
+struct Part {
+    writer: BufWriter<File>,
+    number: usize,
+    bytes: u64,
+    /// Finished parts: (file name, bytes, records).
+    done: Vec<(String, u64, u64)>,
+    records: u64,
+}
+
+fn part_name(n: usize) -> String {
+    format!("part-{n:05}.jsonl")
+}
+
+/// Whether a language label can name a folder.
+fn folder_name_ok(lang: &str) -> bool {
+    !lang.is_empty()
+        && lang != "."
+        && lang != ".."
+        && !lang.starts_with('.')
+        && !lang.contains(['/', '\\', '\0'])
+}
+
+/// Writes `records` as a folder per language at `out` (which must not exist), parts of at
+/// most `part_bytes`; `progress` gets the records written. Returns the index of what was
+/// written.
+pub fn write_shards(
+    records: impl Iterator<Item = Result<Record>>,
+    out: &Path,
+    part_bytes: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<ShardIndex> {
+    if out.exists() {
+        return Err(Error::format(
+            out,
+            "already exists; remove it or choose another --out",
+        ));
+    }
+    let parent = ferry_io::atomic::parent_dir(out);
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::format(out, "is not a folder path"))?
+        .to_string_lossy()
+        .into_owned();
+    let staging = ferry_io::atomic::staging_folder(parent, &name)?;
+    let mut parts: std::collections::BTreeMap<String, Part> = Default::default();
+    let mut labels = std::collections::BTreeSet::new();
+    let mut n = 0u64;
+    for r in records {
+        let r = r?;
+        if !folder_name_ok(&r.lang) {
+            return Err(Error::format(
+                &*r.loc.file,
+                format!(
+                    "line {}: the language label {:?} cannot name a folder",
+                    r.loc.line, r.lang
+                ),
+            ));
+        }
+        let dir = staging.path().join(&r.lang);
+        if !parts.contains_key(&r.lang) {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let path = dir.join(part_name(0));
+            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            parts.insert(
+                r.lang.clone(),
+                Part {
+                    writer: BufWriter::with_capacity(1 << 16, f),
+                    number: 0,
+                    bytes: 0,
+                    done: Vec::new(),
+                    records: 0,
+                },
+            );
+        }
+        let part = parts.get_mut(&r.lang).expect("inserted above");
+        if part.bytes >= part_bytes {
+            let path = dir.join(part_name(part.number));
+            part.writer.flush().map_err(|e| Error::io(&path, e))?;
+            part.done
+                .push((part_name(part.number), part.bytes, part.records));
+            part.number += 1;
+            let path = dir.join(part_name(part.number));
+            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            part.writer = BufWriter::with_capacity(1 << 16, f);
+            part.bytes = 0;
+            part.records = 0;
+        }
+        if let Some(l) = &r.label {
+            if labels.len() < MAX_LABELS || labels.contains(l) {
+                labels.insert(l.clone());
+            } else {
+                return Err(Error::format(
+                    &*r.loc.file,
+                    format!(
+                        "has more than {MAX_LABELS} distinct labels: the label column should \
+                         name a class"
+                    ),
+                ));
+            }
+        }
+        let mut line = match &r.label {
+            Some(l) => serde_json::json!({"text": r.text, "label": l}),
+            None => serde_json::json!({"text": r.text}),
+        }
+        .to_string();
+        line.push('\n');
+        let path = || dir.join(part_name(part.number));
+        part.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(path(), e))?;
+        part.bytes += line.len() as u64;
+        part.records += 1;
+        n += 1;
+        if n.is_multiple_of(65_536) {
+            progress(n);
+        }
+    }
+    progress(n);
+    if parts.is_empty() {
+        return Err(Error::Invalid(
+            "the corpus has no records to split by language".into(),
+        ));
+    }
+    let mut files: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+    for (lang, mut part) in parts {
+        let path = staging.path().join(&lang).join(part_name(part.number));
+        part.writer.flush().map_err(|e| Error::io(&path, e))?;
+        part.writer
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&path, e))?;
+        part.done
+            .push((part_name(part.number), part.bytes, part.records));
+        files.push((
+            lang,
+            part.done.into_iter().map(|(f, _, r)| (f, r)).collect(),
+        ));
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, out).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        Error::io(out, e)
+    })?;
+    let mut langs = Vec::new();
+    for (lang, parts) in files {
+        let mut shards = LangShards {
+            lang: lang.clone(),
+            files: Vec::new(),
+            skipped: 0,
+        };
+        for (file, records) in parts {
+            let path: PathBuf = out.join(&lang).join(file);
+            let (bytes, modified) = ShardFile::stat(&path)?;
+            shards.files.push(ShardFile {
+                path,
+                kind: LineKind::Json,
+                bytes,
+                modified,
+                records,
+            });
+        }
+        langs.push(shards);
+    }
+    Ok(ShardIndex {
+        root: out.to_path_buf(),
+        langs,
+        labels: labels.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::{self, CorpusOptions};
+
+    #[test]
+    fn a_mixed_corpus_splits_by_language_and_indexes_like_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsv = dir.path().join("c.tsv");
+        let mut text = String::from("lang\ttext\tlabel\n");
+        for i in 0..300 {
+            let lang = ["de", "en", "fr"][i % 3];
+            text += &format!("{lang}\tsatz nummer {i}\t{}\n", i % 2);
+        }
+        std::fs::write(&tsv, text).unwrap();
+        let out = dir.path().join("shards");
+        let reader = corpus::open(&tsv, &CorpusOptions::default()).unwrap();
+        let index = write_shards(reader, &out, 1000, |_| {}).unwrap();
+        assert_eq!(index.languages(), ["de", "en", "fr"]);
+        assert_eq!(index.sizes(), [100, 100, 100]);
+        assert_eq!(index.labels, ["0", "1"]);
+        assert!(
+            index.langs[0].files.len() > 1,
+            "parts roll over at the size given"
+        );
+        let scanned = ShardIndex::scan(&out, |_| {}).unwrap();
+        assert_eq!(scanned, index);
+        index.check().unwrap();
+        let first = std::fs::read_to_string(out.join("de/part-00000.jsonl")).unwrap();
+        assert_eq!(
+            first.lines().next().unwrap(),
+            r#"{"text":"satz nummer 0","label":"0"}"#
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "no staging folder is left");
+        let again = corpus::open(&tsv, &CorpusOptions::default()).unwrap();
+        let err = write_shards(again, &out, 1000, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn an_unusable_language_label_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsv = dir.path().join("c.tsv");
+        std::fs::write(&tsv, "lang\ttext\nde\tein satz\n..\tboom\n").unwrap();
+        let out = dir.path().join("shards");
+        let reader = corpus::open(&tsv, &CorpusOptions::default()).unwrap();
+        let err = write_shards(reader, &out, PART_BYTES, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("cannot name a folder"), "{err}");
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
