@@ -245,3 +245,28 @@ fn data_commands_shard_and_stream_a_folder_per_language() {
     assert_eq!(whole["tokens"], windowed["tokens"]);
     assert!(windowed["padded_tokens"].as_u64() >= whole["padded_tokens"].as_u64());
 }
+
+#[test]
+fn the_shipped_streamed_identifier_is_the_in_memory_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    let train = |cfg: &str, out: &str| {
+        let out = tmp.path().join(out);
+        let cfg = root.join("configs").join(cfg);
+        ok(&ferry(
+            &[
+                "train",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            &root,
+        ));
+        std::fs::read(out.join("best/model.safetensors")).unwrap()
+    };
+    let streamed = train("langid-udhr-stream.toml", "s");
+    assert!(tmp.path().join("s/shards/de/part-00000.jsonl").is_file());
+    assert_eq!(streamed, train("langid-udhr.toml", "m"));
+}

@@ -36,6 +36,9 @@ pub struct EncodeOptions {
     pub lang_tags: Option<LangTagStyle>,
     /// What becomes the class id.
     pub label_from: LabelFrom,
+    /// Keep at most this many source tokens per example, cut as each is encoded (so a corpus
+    /// of long texts is never held at full length).
+    pub max_len: Option<usize>,
 }
 
 /// Encoded examples and the class names their label ids index.
@@ -82,6 +85,10 @@ pub fn encode_corpus(
                         if let (Some(t), Some(tr)) = (target.as_mut(), &r.target) {
                             add_lang_tag(t, tok.token_id(&style.tag(&tr.lang))?, style, true);
                         }
+                    }
+                    if let Some(n) = opts.max_len {
+                        ids.truncate(n);
+                        ids.shrink_to_fit();
                     }
                     Ok(Example {
                         ids,

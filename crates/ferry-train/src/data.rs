@@ -86,12 +86,10 @@ pub fn from_records(
             LabelKind::Lang => LabelFrom::Lang,
             LabelKind::Label => LabelFrom::Label,
         },
+        max_len: Some(opts.max_len),
     };
     let enc = encode_corpus(records.into_iter().map(Ok), tok, pool, &eopts, |_| {})?;
     let mut examples = enc.examples;
-    for e in &mut examples {
-        e.ids.truncate(opts.max_len);
-    }
     let Some(classes) = opts.classes else {
         if examples.iter().any(|e| e.label.is_none()) {
             return Err(Error::file(

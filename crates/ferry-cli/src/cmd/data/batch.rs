@@ -77,6 +77,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         add_special_tokens: !a.no_special_tokens,
         lang_tags: a.lang_tags.clone(),
         label_from: LabelFrom::None,
+        max_len: None,
     };
     let window = if a.window == 0 { usize::MAX } else { a.window };
     let (mut records, mut tokens, mut padded, mut max_len, mut n_batches) = (0, 0, 0, 0, 0);
