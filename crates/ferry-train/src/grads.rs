@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::optim::CHUNK;
+use crate::host::{with_host_f32, CHUNK};
 
 use crate::params::Params;
 use crate::{Error, Result};
@@ -51,7 +51,7 @@ impl Grads {
         for g in self.0.iter().flatten() {
             // CPU: one read pass in 8 lanes per chunk, chunks in parallel, their sums added
             // in order (the same result for any thread count); no temporary tensor.
-            let host = crate::optim::with_host_f32(g, |v| {
+            let host = with_host_f32(g, |v| {
                 let partial: Vec<f64> = v.par_chunks(CHUNK).map(squares).collect();
                 partial.iter().sum::<f64>()
             });

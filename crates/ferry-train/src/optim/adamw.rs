@@ -5,8 +5,9 @@ use std::sync::Mutex;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{update_on_host, Slot, CHUNK};
+use super::Slot;
 use crate::grads::Grads;
+use crate::host::{update_on_host, CHUNK};
 use crate::params::Params;
 use crate::Result;
 
