@@ -1,26 +1,42 @@
 //! `ferry eval`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
+use ferry_data::corpus::lines::Lines;
+use ferry_data::corpus::moses_files;
 use ferry_train::checkpoint;
+use ferry_train::metrics::translation::{self, Segment};
 use ferry_train::report::{self, Named};
 use ferry_train::run::evaluate_file;
 
 /// Arguments of `ferry eval`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --json\n  ferry eval --model runs/langid-udhr/best --weights model-f16.safetensors --data test.tsv   # a converted copy\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --top-k 2 --reject-below 0.9 --out eval/   # \"unknown\" below 90% confidence, coverage.svg"
+    after_help = "Examples:\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --json\n  ferry eval --model runs/langid-udhr/best --weights model-f16.safetensors --data test.tsv   # a converted copy\n  ferry eval --model runs/langid-udhr/best --data corpora/udhr/test.tsv --snippet-words 4 --top-k 2 --reject-below 0.9 --out eval/   # \"unknown\" below 90% confidence, coverage.svg\n  ferry eval --translations outputs/ --references corpora/udhr/parallel --split test   # chrF, chrF++, BLEU per language"
 )]
 pub struct Args {
     /// A model folder written by `ferry train` (best/, last/ or a checkpoint).
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "translations")]
+    model: Option<PathBuf>,
     /// The evaluation corpus (any layout `ferry data` reads).
+    #[arg(long, required_unless_present = "translations")]
+    data: Option<PathBuf>,
+    /// Score translations instead of a model: a Moses-style folder of system outputs
+    /// (`{split}.{lang}`, a line per segment) against the same files in --references; chrF,
+    /// chrF++ and BLEU per language (sacreBLEU's defaults, exactly).
+    #[arg(long, conflicts_with_all = ["model", "data", "weights", "snippet_words", "top_k", "reject_below"], requires = "references")]
+    translations: Option<PathBuf>,
+    /// The reference translations for --translations: a Moses-style folder.
     #[arg(long)]
-    data: PathBuf,
+    references: Option<PathBuf>,
+    /// The split of the --translations and --references files.
+    #[arg(long, default_value = "test")]
+    split: String,
     /// Use these weights instead of the folder's (f16 safetensors, q8_0 GGUF, ...: same tensor names).
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -58,6 +74,12 @@ pub struct Args {
 
 /// Runs `ferry eval`.
 pub fn run(a: Args) -> Result<ExitCode> {
+    if let (Some(hyp), Some(refs)) = (&a.translations, &a.references) {
+        return translations(&a, hyp, refs);
+    }
+    let (Some(model), Some(data)) = (a.model.clone(), a.data.clone()) else {
+        bail!("give --model and --data (or --translations and --references)");
+    };
     super::train::set_threads(a.threads);
     let threads = a
         .threads
@@ -69,16 +91,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("--reject-below {p}: a confidence is between 0 and 1");
     }
     let device = Device::Cpu;
-    let mut loaded = checkpoint::load_model(&a.model, a.weights.as_deref(), &device)?;
+    let mut loaded = checkpoint::load_model(&model, a.weights.as_deref(), &device)?;
     loaded.card.strict_language_codes |= a.strict_languages;
     let mut evals = vec![(
         "full".to_string(),
-        evaluate_file(&loaded, &a.data, None, a.batch_size, threads, &device)?,
+        evaluate_file(&loaded, &data, None, a.batch_size, threads, &device)?,
     )];
     if let Some(w) = a.snippet_words {
         evals.push((
             format!("{w}-word snippets"),
-            evaluate_file(&loaded, &a.data, Some(w), a.batch_size, threads, &device)?,
+            evaluate_file(&loaded, &data, Some(w), a.batch_size, threads, &device)?,
         ));
     }
     for (_, e) in &mut evals {
@@ -93,7 +115,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .iter()
         .map(|(n, e)| Named { name: n, eval: e })
         .collect();
-    let title = format!("{} on {}", a.model.display(), a.data.display());
+    let title = format!("{} on {}", model.display(), data.display());
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out)?;
         report::write(out, &title, &named)?;
@@ -105,7 +127,88 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     // Every evaluation reads the same file, so its issues are printed once.
     if !a.quiet {
-        super::data::print_issues(&a.data, &evals[0].1.issues);
+        super::data::print_issues(&data, &evals[0].1.issues);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines of a translation file (gzipped or not); a line that is not UTF-8 is an error
+/// naming file:line (a segment must not be dropped from the score).
+fn segments(path: &Path) -> Result<Vec<String>> {
+    let mut lines = Lines::open(path)?;
+    let mut out = Vec::new();
+    while let Some(line) = lines.next_line()? {
+        match line {
+            Ok((_, text)) => out.push(text),
+            Err(issue) => bail!("{issue}: a segment must be text to be scored"),
+        }
+    }
+    Ok(out)
+}
+
+/// `ferry eval --translations HYP --references REF`: chrF, chrF++ and BLEU per language.
+fn translations(a: &Args, hyp_dir: &Path, ref_dir: &Path) -> Result<ExitCode> {
+    let hyps = moses_files(hyp_dir, &a.split)?;
+    if hyps.is_empty() {
+        bail!(
+            "{}: no {}.<lang> files (a line per segment, e.g. {}.de)",
+            hyp_dir.display(),
+            a.split,
+            a.split
+        );
+    }
+    let refs: BTreeMap<String, PathBuf> = moses_files(ref_dir, &a.split)?.into_iter().collect();
+    let mut texts = Vec::new();
+    for (lang, hyp) in &hyps {
+        let Some(rf) = refs.get(lang) else {
+            bail!(
+                "{}: no reference for {} (the references have {:?})",
+                ref_dir.display(),
+                hyp.display(),
+                refs.keys().collect::<Vec<_>>()
+            );
+        };
+        let (h, r) = (segments(hyp)?, segments(rf)?);
+        if h.len() != r.len() {
+            bail!(
+                "{} has {} lines but {} has {}: translations and references must be \
+                 line-aligned",
+                hyp.display(),
+                h.len(),
+                rf.display(),
+                r.len()
+            );
+        }
+        texts.push((lang.clone(), h, r));
+    }
+    let segs: Vec<Segment<'_>> = texts
+        .iter()
+        .flat_map(|(lang, h, r)| {
+            h.iter().zip(r).map(move |(h, r)| Segment {
+                lang,
+                hypothesis: h,
+                reference: r,
+            })
+        })
+        .collect();
+    let report = translation::score(&segs);
+    let title = format!("{} against {}", hyp_dir.display(), ref_dir.display());
+    let md = report.markdown(&title);
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)?;
+        let json = serde_json::to_string_pretty(&report)?;
+        for (name, text) in [("report.md", &md), ("report.json", &json)] {
+            let path = out.join(name);
+            ferry_io::atomic::write_atomic(&path, |w| {
+                w.write_all(text.as_bytes())
+                    .map_err(|e| ferry_io::Error::io(&path, e))
+            })?;
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{md}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,8 @@ mod parquet;
 use std::fmt;
 use std::path::Path;
 
+pub use moses::languages as moses_files;
+
 use crate::error::{Error, Result};
 use crate::issues::{Issue, IssueKind, IssueLog, OnError};
 use crate::lang::{check_label, is_valid_code};
