@@ -1,13 +1,18 @@
-//! A small seeded random number generator whose whole state serializes, so sampling and
-//! shuffling resume exactly (xoshiro256**, seeded through SplitMix64).
+//! A seeded random number generator whose whole state serializes, so sampling and
+//! shuffling resume exactly: `rand_xoshiro`'s xoshiro256** (seeded through SplitMix64, its
+//! state saved by serde), with ferry's sub-streams, unbiased bounded integers and
+//! Fisher–Yates shuffle on top. The streams and the saved form (`{"s": [..4 words..]}`) are
+//! those of the generator ferry carried before it used the crate, so old checkpoints resume.
+
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256StarStar;
 
 /// xoshiro256** with a serializable state.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Rng {
-    s: [u64; 4],
-}
+#[serde(transparent)]
+pub struct Rng(Xoshiro256StarStar);
 
-/// One SplitMix64 step: used to expand seeds.
+/// One SplitMix64 step: mixes the parts of a sub-stream's seed.
 fn splitmix(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *x;
@@ -19,15 +24,7 @@ fn splitmix(x: &mut u64) -> u64 {
 impl Rng {
     /// A generator seeded from `seed`.
     pub fn new(seed: u64) -> Self {
-        let mut x = seed;
-        Rng {
-            s: [
-                splitmix(&mut x),
-                splitmix(&mut x),
-                splitmix(&mut x),
-                splitmix(&mut x),
-            ],
-        }
+        Rng(Xoshiro256StarStar::seed_from_u64(seed))
     }
 
     /// A generator for a sub-stream (`seed`, `a`, `b`): independent of the others.
@@ -39,15 +36,7 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        r
+        self.0.next_u64()
     }
 
     /// A uniform float in [0, 1).
@@ -90,6 +79,23 @@ mod tests {
         let mut c = Rng::new(7);
         assert_eq!((0..5).map(|_| c.next_u64()).collect::<Vec<_>>(), first);
         assert_ne!(Rng::new(8).next_u64(), first[0]);
+    }
+
+    #[test]
+    fn the_stream_and_saved_form_are_the_ones_checkpoints_hold() {
+        // Values of ferry's own xoshiro256** before it used rand_xoshiro: a checkpoint saved
+        // then resumes with the same draws.
+        let mut r = Rng::new(3);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"s":[2092789425003139053,12918135221727111561,11307387092600937729,1344154044715485647]}"#
+        );
+        let first = r.next_u64();
+        let mut again: Rng = serde_json::from_str(
+            r#"{"s":[2092789425003139053,12918135221727111561,11307387092600937729,1344154044715485647]}"#,
+        )
+        .unwrap();
+        assert_eq!(again.next_u64(), first);
     }
 
     #[test]
