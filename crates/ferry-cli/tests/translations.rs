@@ -53,7 +53,10 @@ fn translation_scores_per_language_match_sacrebleu() {
     let got = json(&ferry(&args, tmp.path()));
     let fr = &got["languages"]["fr"];
     for m in ["chrf", "chrf_pp", "bleu"] {
-        assert!((fr[m].as_f64().unwrap() - 100.0).abs() < 1e-9, "fr {m}: {fr}");
+        assert!(
+            (fr[m].as_f64().unwrap() - 100.0).abs() < 1e-9,
+            "fr {m}: {fr}"
+        );
     }
     assert_eq!(got["worst"], "de");
     assert_eq!(got["languages"]["ru"]["segments"], ru.len());

@@ -1,4 +1,5 @@
-//! One view over every format: an ordered list of named tensors plus metadata.
+//! One view over every format: an ordered list of named tensors plus metadata. Opening one
+//! (detecting the format, resolving folders and hub ids) is [`crate::open`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::meta::Metadata;
 use crate::tensor::TensorEntry;
 
@@ -83,49 +84,6 @@ impl fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens a file, a Hugging Face model folder, or a hub id from the local cache, detecting
-    /// the format from the content (never from the extension). Never touches the network.
-    pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
-        Checkpoint::open_with(path, false)
-    }
-
-    /// Like [`Checkpoint::open`]; with `online`, a hub id missing from the local cache is
-    /// downloaded into it first (needs the `online` feature).
-    pub fn open_with(path: impl AsRef<Path>, online: bool) -> Result<Checkpoint> {
-        let path = path.as_ref();
-        if path.is_dir() {
-            return crate::hub::open_folder(path);
-        }
-        if path.exists() {
-            return crate::formats::open_file(path);
-        }
-        let id = path.to_string_lossy();
-        if let Some(folder) = crate::hub::resolve_cached(&id)? {
-            return crate::hub::open_folder(&folder);
-        }
-        if crate::hub::is_hub_id(&id) && online {
-            #[cfg(feature = "online")]
-            return crate::hub::open_folder(&crate::hub::download(&id)?);
-            #[cfg(not(feature = "online"))]
-            return Err(Error::Invalid(format!(
-                "`{id}`: this ferry was built without the `online` feature, so it cannot download"
-            )));
-        }
-        let why = if crate::hub::is_hub_id(&id) {
-            let root = crate::hub::cache_root().unwrap_or_default();
-            format!(
-                "no such file or folder, and no hub model `{id}` in the local cache ({}); pass --online to download it",
-                root.display()
-            )
-        } else {
-            "no such file or folder".to_string()
-        };
-        Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, why),
-        ))
-    }
-
     /// The companion file called `name` (`config.json`, `tokenizer.json`...), if it travels
     /// with the checkpoint.
     pub fn companion(&self, name: &str) -> Option<&PathBuf> {

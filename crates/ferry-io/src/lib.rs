@@ -21,6 +21,7 @@ pub mod formats;
 pub mod hub;
 pub mod imatrix;
 pub mod meta;
+mod open;
 pub mod quant;
 pub mod rename;
 pub mod tensor;

@@ -372,7 +372,7 @@ mod tests {
                 "model.safetensors.index.json"
             ]
         );
-        let ck = crate::hub::open_folder(dir.path()).unwrap();
+        let ck = Checkpoint::open(dir.path()).unwrap();
         assert_eq!(ck.tensors.len(), 4);
         assert_eq!(&*ck.get("t3").unwrap().data().unwrap(), &new[3][..]);
         // One shard: a plain file, and the older set is gone.
@@ -399,7 +399,7 @@ mod tests {
         }
         let shard = "model-00002-of-00002.safetensors";
         std::fs::copy(b.path().join(shard), a.path().join(shard)).unwrap();
-        let e = crate::hub::open_folder(a.path()).unwrap_err().to_string();
+        let e = Checkpoint::open(a.path()).unwrap_err().to_string();
         assert!(e.contains("another run") && e.contains(shard), "{e}");
         // A shard listing a tensor the index does not.
         let index = a.path().join("model.safetensors.index.json");
