@@ -245,5 +245,8 @@ mod tests {
         assert!(p.ends_with("snapshots/abc123"));
         assert!(resolve_in(root.path(), "org/other").unwrap().is_none());
         assert!(resolve_in(root.path(), "org/m@v2").is_err());
+        // A commit hash as the revision: huggingface-cli caches it without a ref file.
+        let p = resolve_in(root.path(), "org/m@abc123").unwrap().unwrap();
+        assert!(p.ends_with("snapshots/abc123"));
     }
 }

@@ -502,7 +502,14 @@ impl ZipArchive {
                 e.uncompressed_size
             )));
         }
-        Ok(self.entry_storage(name)?.bytes()?.into_owned())
+        let bytes = self.entry_storage(name)?.bytes()?.into_owned();
+        // Deflated entries are checked as they inflate; a stored one is checked here, since
+        // it is read whole (tensor storages stay mapped and are not: docs/architecture.md,
+        // "zip archives").
+        if e.method == METHOD_STORED && crc32fast::hash(&bytes) != e.crc32 {
+            return Err(self.bad(format!("entry `{name}`: CRC-32 mismatch (corrupt data)")));
+        }
+        Ok(bytes)
     }
 }
 
