@@ -246,6 +246,20 @@ fn diff_reports_differences_with_exit_status_1() {
         dir.path(),
     );
     assert!(ok(&d).contains("equal within tolerance"));
+    // --quiet: the exit status alone, nothing printed.
+    let q = |args: &[&str]| ferry(args, dir.path());
+    let (a, b) = (src.to_str().unwrap(), "h.safetensors");
+    let d = q(&["diff", "-q", a, b]);
+    assert_eq!((d.status.code(), d.stdout.len()), (Some(1), 0));
+    let d = q(&["diff", "-q", a, b, "--rtol", "1e-3", "--atol", "1e-7"]);
+    assert_eq!((d.status.code(), d.stdout.len()), (Some(0), 0));
+    let i = q(&["inspect", "-q", b]);
+    assert_eq!((i.status.code(), i.stdout.len()), (Some(0), 0));
+    let bytes = std::fs::read(src.as_path()).unwrap();
+    std::fs::write(dir.path().join("cut.pth"), &bytes[..bytes.len() / 2]).unwrap();
+    let i = q(&["inspect", "-q", "cut.pth"]);
+    assert_eq!((i.status.code(), i.stdout.len()), (Some(2), 0));
+    assert!(String::from_utf8_lossy(&i.stderr).contains("cut.pth"));
 }
 
 #[test]

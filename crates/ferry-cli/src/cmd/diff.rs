@@ -10,7 +10,7 @@ use ferry_io::Checkpoint;
 /// Arguments of `ferry diff`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Exit status: 0 when every common tensor is bit-exact (or within --atol/--rtol) and no names are missing, 1 otherwise, 2 on error.\n\nExamples:\n  ferry diff model.pth model.safetensors\n  ferry diff model.safetensors model-f16.safetensors --rtol 1e-3 --json"
+    after_help = "Exit status: 0 when every common tensor is bit-exact (or within --atol/--rtol) and no names are missing, 1 otherwise, 2 on error.\n\nExamples:\n  ferry diff model.pth model.safetensors\n  ferry diff model.safetensors model-f16.safetensors --rtol 1e-3 --json\n  ferry diff -q a.pth b.safetensors && echo same   # exit status only"
 )]
 pub struct Args {
     /// First checkpoint (the reference).
@@ -32,6 +32,9 @@ pub struct Args {
     /// Also list tensors that are bit-exact.
     #[arg(long)]
     pub all: bool,
+    /// Print nothing: the exit status alone says whether they match (as `cmp -s` does).
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
 }
 
 fn num(v: Option<f64>) -> String {
@@ -53,6 +56,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     };
+    if a.quiet {
+        return Ok(code);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(code);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ferry_io::{Checkpoint, Layout};
 use serde_json::json;
 
@@ -12,7 +12,7 @@ use crate::units::human_bytes;
 /// Arguments of `ferry inspect`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache\n  ferry inspect model.onnx          # inputs, outputs, ops, and any op ferry cannot run yet"
+    after_help = "Examples:\n  ferry inspect model.pth\n  ferry inspect ./all-MiniLM-L6-v2 --json | jq '.tensors[].name'\n  ferry inspect sentence-transformers/all-MiniLM-L6-v2   # from the local Hugging Face cache\n  ferry inspect model.onnx          # inputs, outputs, ops, and any op ferry cannot run yet\n  ferry inspect -q upload.pth || echo unreadable   # exit status only"
 )]
 pub struct Args {
     /// A checkpoint file, a model folder, a hub id in the local cache, or an ONNX graph.
@@ -26,6 +26,10 @@ pub struct Args {
     /// Show at most this many tensors in the table (0 = all).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    /// Print nothing: open it and check every tensor's bounds; the exit status says whether
+    /// it is readable.
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
 }
 
 fn layout_name(l: &Layout) -> String {
@@ -40,9 +44,18 @@ fn layout_name(l: &Layout) -> String {
 /// Runs `ferry inspect`.
 pub fn run(a: Args) -> Result<ExitCode> {
     if ferry_migrate::is_graph(&a.path) {
+        if a.quiet {
+            ferry_graph::onnx::read_model(&a.path)
+                .with_context(|| format!("reading {}", a.path.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         return super::inspect_graph::run(&a.path, a.json);
     }
     let ck = Checkpoint::open_with(&a.path, a.online)?;
+    if a.quiet {
+        ck.validate()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let tied = ck.tied_groups();
     if a.json {
         let tensors: Vec<_> = ck
