@@ -373,7 +373,7 @@ fn q5_1_kernel<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
 }
 
 /// Defines `$name`, which runs the `#[inline(always)]` kernel `$kernel` compiled for AVX2 when
-/// the CPU has it (detected at run time) and for the x86-64 baseline (SSE2) otherwise. The
+/// the CPU has it (`ferry_kernels::cpu::features`; off under `FERRY_PORTABLE_KERNELS`) and for the x86-64 baseline (SSE2) otherwise. The
 /// kernels use no fused multiply-add, so both builds give bit-identical results; AVX2 doubles
 /// the vector width. Other architectures get the portable build.
 macro_rules! dispatch_avx2 {
@@ -381,8 +381,8 @@ macro_rules! dispatch_avx2 {
         $(#[$doc])*
         fn $name<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
+            if ferry_kernels::cpu::features().avx2 {
+                // SAFETY: the CPU supports AVX2 (ferry_kernels::cpu::features, checked just above).
                 return unsafe { $avx2::<MEASURE>(src, dst) };
             }
             $kernel::<MEASURE>(src, dst)

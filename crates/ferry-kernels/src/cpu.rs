@@ -1,8 +1,9 @@
-//! The one place ferry-kernels asks what the CPU can do. Every AVX-512 path in the crate
-//! (packed GEMM, int8 GEMM, attention heads, GELU) dispatches on [`features`], so
-//! `FERRY_PORTABLE_KERNELS=1` turns all of them off at once: the portable loops and candle's
-//! kernels run instead (to compare the two, to chase a numerical difference, or to test what a
-//! CPU without AVX-512 runs on one that has it). Read once per process.
+//! The one place ferry asks what the CPU can do. Every SIMD path dispatches on [`features`]:
+//! this crate's AVX-512 kernels (packed GEMM, int8 GEMM, attention heads, GELU) and
+//! ferry-io's AVX2 quantization kernels, so `FERRY_PORTABLE_KERNELS=1` turns all of them off
+//! at once: the portable loops and candle's kernels run instead (to compare the two, to chase
+//! a numerical difference, or to test what an older CPU runs on one that has more). Read once
+//! per process.
 
 /// The instruction sets the kernels use, as detected (all off under
 /// `FERRY_PORTABLE_KERNELS`).
@@ -16,6 +17,8 @@ pub struct Features {
     pub avx512vnni: bool,
     /// Fused multiply-add.
     pub fma: bool,
+    /// AVX2 (ferry-io's quantization kernels).
+    pub avx2: bool,
 }
 
 /// What this CPU offers the kernels (see the module docs).
@@ -36,6 +39,7 @@ fn detect() -> Features {
         avx512bw: std::arch::is_x86_feature_detected!("avx512bw"),
         avx512vnni: std::arch::is_x86_feature_detected!("avx512vnni"),
         fma: std::arch::is_x86_feature_detected!("fma"),
+        avx2: std::arch::is_x86_feature_detected!("avx2"),
     }
 }
 

@@ -990,7 +990,7 @@ macro_rules! each_block {
 }
 
 /// Defines the kernel `$name` for whole super-blocks (`$bytes` each): with AVX2 lanes when the
-/// CPU has AVX2 (detected at run time), with portable lanes otherwise; `$portable` is the
+/// CPU has AVX2 (`ferry_kernels::cpu::features`; off under `FERRY_PORTABLE_KERNELS`), with portable lanes otherwise; `$portable` is the
 /// portable build alone. Both give the same bytes. With `MEASURE` the returned sums hold the
 /// error of every block against its dequantized value; without, they are empty.
 macro_rules! kernel {
@@ -999,8 +999,8 @@ macro_rules! kernel {
         $(#[$doc])*
         pub(super) fn $name<const MEASURE: bool>(src: &[f32], dst: &mut [u8]) -> ErrorSums {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
+            if ferry_kernels::cpu::features().avx2 {
+                // SAFETY: the CPU supports AVX2 (ferry_kernels::cpu::features, checked just above).
                 return unsafe { $avx2::<MEASURE>(src, dst) };
             }
             $portable::<MEASURE>(src, dst)

@@ -181,7 +181,7 @@ mod avx2 {
     //! [`Lane`] on AVX2 registers. Every method is `#[inline(always)]` and calls intrinsics that
     //! need AVX2; the type is only used inside functions compiled with
     //! `#[target_feature(enable = "avx2")]`, which callers enter after
-    //! `is_x86_feature_detected!("avx2")`, so the intrinsics are inlined there and never run on a
+    //! `ferry_kernels::cpu::features().avx2`, so the intrinsics are inlined there and never run on a
     //! CPU without AVX2.
     use std::arch::x86_64::*;
     use std::ops::{Add, BitAnd, BitOr, Div, Mul, Not, Sub};

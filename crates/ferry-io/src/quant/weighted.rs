@@ -585,7 +585,7 @@ fn weighted_rows<S: Lane, const T: u8>(rows: &[f32], importance: &[f32], out: &m
 }
 
 /// Defines the public kernel `$name` for type `$t`: checks the sizes, then runs
-/// [`weighted_rows`] with AVX2 lanes where the CPU has AVX2 (detected at run time), with
+/// [`weighted_rows`] with AVX2 lanes where the CPU has AVX2 (`ferry_kernels::cpu::features`; off under `FERRY_PORTABLE_KERNELS`), with
 /// portable lanes otherwise (`$portable`, also tested against the AVX2 build). Both give the same
 /// bytes.
 macro_rules! kernel {
@@ -594,8 +594,8 @@ macro_rules! kernel {
         pub fn $name(rows: &[f32], importance: &[f32], out: &mut [u8]) {
             check_sizes(rows, importance, out, block_bytes($t));
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
+            if ferry_kernels::cpu::features().avx2 {
+                // SAFETY: the CPU supports AVX2 (ferry_kernels::cpu::features, checked just above).
                 return unsafe { $avx2(rows, importance, out) };
             }
             $portable(rows, importance, out)
