@@ -26,7 +26,7 @@ pub enum Error {
     /// The graph uses ops the executor does not implement (all of them, listed at once).
     #[error("{} unsupported op(s), nothing was run:\n{}", .0.len(), .0.join("\n"))]
     Unsupported(Vec<String>),
-    /// The graph is inconsistent (see [`crate::ir::Graph::validate`]).
+    /// The graph is inconsistent (`Graph::validate` says how).
     #[error("invalid graph: {0}")]
     Invalid(String),
     /// A node would materialize a tensor larger than the memory budget; nothing was allocated.
@@ -64,15 +64,6 @@ impl Error {
             msg: msg.into(),
         }
     }
-
-    /// An error about `node`.
-    pub fn node(node: &crate::ir::Node, msg: impl Into<String>) -> Self {
-        Error::Node {
-            node: node.name.clone(),
-            op: node.op_type.clone(),
-            msg: msg.into(),
-        }
-    }
 }
 
 /// A tensor over the executor's memory budget ([`crate::exec::MemoryBudget`]), found before it
@@ -84,7 +75,7 @@ impl Error {
      {}=BYTES (e.g. 16GiB)",
     dtype.as_str(),
     show_bytes(*bytes),
-    ferry_io::budget::human(*budget),
+    ferry_io::units::human(*budget),
     ferry_io::budget::TENSOR.env
 )]
 pub struct BudgetExceeded {
@@ -110,7 +101,7 @@ impl BudgetExceeded {
 fn show_bytes(bytes: Option<u128>) -> String {
     match bytes {
         Some(b) => match u64::try_from(b) {
-            Ok(b) => format!("{} ({b} bytes)", ferry_io::budget::human(b)),
+            Ok(b) => format!("{} ({b} bytes)", ferry_io::units::human(b)),
             Err(_) => format!("{b} bytes"),
         },
         None => "more than 2^128 bytes".into(),

@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::units::human;
 
 /// A named memory budget with a default and an environment variable that overrides it.
 #[derive(Debug, Clone, Copy)]
@@ -127,22 +128,6 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     };
     let v = num * mult;
     (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
-}
-
-/// `bytes` in the largest binary unit that keeps it at or above 1 (`16.0 GiB`).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 #[cfg(test)]

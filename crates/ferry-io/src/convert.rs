@@ -513,8 +513,8 @@ fn check_view(
     if !t.is_gathered_view() || t.nbytes() <= budget {
         return Ok(());
     }
-    let size = crate::budget::human(t.nbytes());
-    let limit = crate::budget::human(budget);
+    let size = crate::units::human(t.nbytes());
+    let limit = crate::units::human(budget);
     if let (Some(span), false) = (t.repeated_span(), materialize) {
         return Err(Error::tensor(
             t.file.as_ref(),

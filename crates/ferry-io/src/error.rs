@@ -61,8 +61,8 @@ pub enum Error {
         "{}: {what} needs {} but the {name} memory budget is {}; nothing was allocated. If the \
          file is trusted and the machine has the memory, raise the budget: {env}=BYTES (e.g. 16GiB)",
         path.display(),
-        crate::budget::human(*needed),
-        crate::budget::human(*budget)
+        crate::units::human(*needed),
+        crate::units::human(*budget)
     )]
     OverBudget {
         /// The file involved.

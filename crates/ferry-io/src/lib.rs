@@ -25,6 +25,7 @@ mod open;
 pub mod quant;
 pub mod rename;
 pub mod tensor;
+pub mod units;
 pub mod write;
 
 pub use checkpoint::{Checkpoint, Format};

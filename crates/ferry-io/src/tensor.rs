@@ -274,7 +274,7 @@ impl TensorEntry {
                 "tensor `{}`: a view that repeats {span} stored element(s) as {:?} ({} once written out)",
                 self.name,
                 self.shape,
-                crate::budget::human(self.nbytes())
+                crate::units::human(self.nbytes())
             ),
             None => format!(
                 "tensor `{}`: gathering the strided view {:?} in memory",

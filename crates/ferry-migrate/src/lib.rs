@@ -16,14 +16,16 @@ mod hash;
 mod outputs;
 mod pipeline;
 mod report;
+mod run;
 mod task_eval;
 
 pub use embedded::{embedded_default, write_embedded, EMBEDDED_NAME};
 pub use graph::is_graph;
 pub use hash::sha256_file;
 pub use outputs::{implied_budget, OutputCheck, OutputsRecord};
-pub use pipeline::{migrate, Event, Input, MigrateOptions, Target};
+pub use pipeline::{Event, Input, MigrateOptions, Target};
 pub use report::{FileRecord, GraphRecord, MigrationReport, StageRecord, TensorRecord};
+pub use run::migrate;
 pub use task_eval::{LanguageDelta, TaskEval};
 
 /// Errors of the migration pipeline.

@@ -129,12 +129,12 @@ pub fn run(
             let run = ferry_verify::Error::from;
             // The original runs on the CPU in f32 beside the placed model.
             let opts = ferry_device::PlanOptions {
-                held_on_cpu: ferry_runtime::placement::reference_bytes(original, check.kernels)
+                held_on_cpu: ferry_runtime::planning::reference_bytes(original, check.kernels)
                     .map_err(run)?,
                 ..opts.clone()
             };
             let (_, plan) =
-                ferry_runtime::placement::plan(migrated, check.kernels, &inventory, &opts)
+                ferry_runtime::planning::plan(migrated, check.kernels, &inventory, &opts)
                     .map_err(run)?;
             Some(plan)
         }

@@ -75,9 +75,12 @@ pub enum Event<'a> {
     StageFinished(&'a StageRecord),
 }
 
+/// The stages run so far, and where their events go.
 pub(crate) struct Stages<'e> {
-    records: Vec<StageRecord>,
-    on_event: &'e mut dyn FnMut(Event<'_>),
+    /// Each stage's record, in order.
+    pub(crate) records: Vec<StageRecord>,
+    /// The caller's progress callback.
+    pub(crate) on_event: &'e mut dyn FnMut(Event<'_>),
 }
 
 impl Stages<'_> {
@@ -132,38 +135,8 @@ pub(crate) fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(dst)
 }
 
-/// Runs the migration: resolve -> convert -> verify -> report (for a graph: resolve ->
-/// optimize -> write -> verify -> report). The report files (`report.md`, `report.json`) are
-/// written into the output folder, and returned.
-pub fn migrate(
-    opts: &MigrateOptions,
-    on_event: &mut dyn FnMut(Event<'_>),
-) -> Result<MigrationReport> {
-    let mut stages = Stages {
-        records: Vec::new(),
-        on_event,
-    };
-    let mut report = match &opts.input {
-        Input::Path(p) if crate::graph::is_graph(p) => crate::graph::migrate(p, opts, &mut stages)?,
-        _ => {
-            let target = match opts.target {
-                Target::Tensors(t) => t,
-                Target::Onnx => return Err(crate::Error::Usage(
-                    "ONNX output needs a graph (an .onnx input); a checkpoint holds only weights"
-                        .into(),
-                )),
-            };
-            migrate_tensors(opts, target, &mut stages)?
-        }
-    };
-    if opts.dry_run {
-        report.stages = stages.records;
-        return Ok(report);
-    }
-    write_reports(report, opts, stages)
-}
-
-fn migrate_tensors(
+/// The migration of a checkpoint (not a graph): resolve -> convert -> verify.
+pub(crate) fn migrate_tensors(
     opts: &MigrateOptions,
     target: TargetFormat,
     stages: &mut Stages<'_>,
@@ -387,7 +360,8 @@ fn migrate_tensors(
     Ok(report)
 }
 
-fn write_reports(
+/// Writes `report.md` and `report.json` into the output folder; returns the report with the stages.
+pub(crate) fn write_reports(
     mut report: MigrationReport,
     opts: &MigrateOptions,
     mut stages: Stages<'_>,

@@ -28,6 +28,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod placement;
+pub mod planning;
 pub mod tokenizer;
 pub mod weights;
 

@@ -8,7 +8,7 @@ mod support;
 use candle_core::{DType, Device};
 use ferry_device::memory::Role;
 use ferry_device::Keep;
-use ferry_runtime::{placement, Kernels, Model, Placement};
+use ferry_runtime::{planning, Kernels, Model, Placement};
 use support::{inputs, reference, rel_err};
 
 fn fixture() -> std::path::PathBuf {
@@ -48,7 +48,7 @@ fn a_decoder_split_across_dtypes_matches_the_f32_run() {
 #[test]
 fn costs_cover_every_tensor_once_per_unit() {
     let dir = fixture();
-    let cost = placement::cost(&dir, Kernels::Ggml).unwrap();
+    let cost = planning::cost(&dir, Kernels::Ggml).unwrap();
     let names: Vec<&str> = cost.units.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["embed", "layers.0", "layers.1", "head"]);
     assert_eq!(cost.units[1].role, Role::Block);
@@ -79,7 +79,7 @@ fn costs_cover_every_tensor_once_per_unit() {
 fn quantized_matrices_cost_what_the_runtime_holds() {
     let tmp = tempfile::tempdir().unwrap();
     let gguf = support::gguf_of(&fixture(), tmp.path(), Some(ferry_io::DType::Q8_0));
-    let ggml = placement::cost(&gguf, Kernels::Ggml).unwrap();
+    let ggml = planning::cost(&gguf, Kernels::Ggml).unwrap();
     let q = ggml.units[1]
         .tensors
         .iter()
@@ -104,6 +104,6 @@ fn quantized_matrices_cost_what_the_runtime_holds() {
         }
         other => panic!("a q8_0 matrix is held as {other:?}"),
     }
-    let f32 = placement::cost(&gguf, Kernels::F32).unwrap();
+    let f32 = planning::cost(&gguf, Kernels::F32).unwrap();
     assert!(f32.units[1].tensors.iter().all(|t| t.keep == Keep::Compute));
 }

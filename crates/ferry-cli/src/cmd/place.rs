@@ -69,9 +69,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .options(&inventory, "auto", Some(&a.dtype), workload)?;
     if !a.dry_run {
         // The verification's f32 reference shares the CPU with the placed model.
-        opts.held_on_cpu = ferry_runtime::placement::reference_bytes(&a.model, kernels)?;
+        opts.held_on_cpu = ferry_runtime::planning::reference_bytes(&a.model, kernels)?;
     }
-    let (cost, plan) = ferry_runtime::placement::plan(&a.model, kernels, &inventory, &opts)
+    let (cost, plan) = ferry_runtime::planning::plan(&a.model, kernels, &inventory, &opts)
         .with_context(|| format!("placing {}", a.model.display()))?;
     if !a.quiet && !a.json {
         println!(

@@ -70,7 +70,7 @@ pub fn placement(
     let opts = a
         .place
         .options(&inventory, "cpu", a.dtype.as_deref(), workload)?;
-    let (_, plan) = ferry_runtime::placement::plan(&a.model, kernels, &inventory, &opts)
+    let (_, plan) = ferry_runtime::planning::plan(&a.model, kernels, &inventory, &opts)
         .with_context(|| format!("placing {}", a.model.display()))?;
     Ok((Placement::from_plan(&plan)?, Some(plan)))
 }

@@ -105,8 +105,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .place
             .options(&inventory, "cpu", a.dtype.as_deref(), workload)?;
         // The original runs on the CPU in f32 beside the placed model.
-        opts.held_on_cpu = ferry_runtime::placement::reference_bytes(&original, kernels)?;
-        let (_, plan) = ferry_runtime::placement::plan(&migrated, kernels, &inventory, &opts)
+        opts.held_on_cpu = ferry_runtime::planning::reference_bytes(&original, kernels)?;
+        let (_, plan) = ferry_runtime::planning::plan(&migrated, kernels, &inventory, &opts)
             .with_context(|| format!("placing {}", migrated.display()))?;
         Some(plan)
     } else {

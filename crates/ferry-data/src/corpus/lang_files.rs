@@ -2,14 +2,66 @@
 //! what a folder per language and a monolingual Moses split both are. A `*.jsonl` file holds
 //! a JSON record per line (`{"text": ..., "label": ...}`, what `ferry data shard` writes).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::lines::Lines;
 use super::{Raw, Source};
 use crate::error::Result;
 use crate::issues::{Issue, IssueKind};
 use crate::record::Record;
-use crate::stream::index::LineKind;
+
+/// How a shard file holds its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineKind {
+    /// A record per non-blank line (a folder per language of plain text).
+    Text,
+    /// A JSON object per line with a `text` field and an optional `label` (what
+    /// [`crate::stream::write_shards`] writes; files named `*.jsonl` or `*.jsonl.gz`).
+    Json,
+}
+
+impl LineKind {
+    /// The kind of `path`, by its name.
+    pub fn of(path: &Path) -> LineKind {
+        let name = path.to_string_lossy();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".jsonl") {
+            LineKind::Json
+        } else {
+            LineKind::Text
+        }
+    }
+
+    /// The record on a line, as (text, label); `None` for a line that holds none (blank, or
+    /// not a JSON object with a non-empty string `text`). The index and the readers both
+    /// decide with this, so their counts agree.
+    pub fn parse(self, line: String) -> Option<(String, Option<String>)> {
+        if line.trim().is_empty() {
+            return None;
+        }
+        match self {
+            LineKind::Text => Some((line, None)),
+            LineKind::Json => {
+                let serde_json::Value::Object(mut o) = serde_json::from_str(&line).ok()? else {
+                    return None;
+                };
+                let text = match o.remove("text")? {
+                    serde_json::Value::String(s) if !s.trim().is_empty() => s,
+                    _ => return None,
+                };
+                let label = match o.remove("label") {
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                Some((text, label))
+            }
+        }
+    }
+}
 
 /// Files of known language, read in order.
 pub struct LangFiles {

@@ -19,6 +19,7 @@ mod parquet;
 use std::fmt;
 use std::path::Path;
 
+pub use lang_files::LineKind;
 pub use moses::languages as moses_files;
 
 use crate::error::{Error, Result};

@@ -9,61 +9,11 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::lines::Lines;
+pub use crate::corpus::LineKind;
 use crate::error::{Error, Result};
 
 /// Distinct labels an index keeps before it decides the label field is not a class.
 pub(crate) const MAX_LABELS: usize = 100_000;
-
-/// How a shard file holds its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LineKind {
-    /// A record per non-blank line (a folder per language of plain text).
-    Text,
-    /// A JSON object per line with a `text` field and an optional `label` (what
-    /// [`super::shard::write_shards`] writes; files named `*.jsonl` or `*.jsonl.gz`).
-    Json,
-}
-
-impl LineKind {
-    /// The kind of `path`, by its name.
-    pub fn of(path: &Path) -> LineKind {
-        let name = path.to_string_lossy();
-        let name = name.strip_suffix(".gz").unwrap_or(&name);
-        if name.ends_with(".jsonl") {
-            LineKind::Json
-        } else {
-            LineKind::Text
-        }
-    }
-
-    /// The record on a line, as (text, label); `None` for a line that holds none (blank, or
-    /// not a JSON object with a non-empty string `text`). The index and the readers both
-    /// decide with this, so their counts agree.
-    pub fn parse(self, line: String) -> Option<(String, Option<String>)> {
-        if line.trim().is_empty() {
-            return None;
-        }
-        match self {
-            LineKind::Text => Some((line, None)),
-            LineKind::Json => {
-                let serde_json::Value::Object(mut o) = serde_json::from_str(&line).ok()? else {
-                    return None;
-                };
-                let text = match o.remove("text")? {
-                    serde_json::Value::String(s) if !s.trim().is_empty() => s,
-                    _ => return None,
-                };
-                let label = match o.remove("label") {
-                    Some(serde_json::Value::String(s)) => Some(s),
-                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                    _ => None,
-                };
-                Some((text, label))
-            }
-        }
-    }
-}
 
 /// One shard file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! beside its target and moved into place at the end, so an interrupted split leaves no
 //! half-written corpus.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -15,18 +16,73 @@ use crate::record::Record;
 /// Bytes per part file before the next one starts.
 pub const PART_BYTES: u64 = 256 << 20;
 
-/// One language's open part file.
-struct Part {
+/// One language's part files: the open one and those finished, as (file name, records).
+struct Parts {
+    dir: PathBuf,
     writer: BufWriter<File>,
     number: usize,
     bytes: u64,
-    /// Finished parts: (file name, bytes, records).
-    done: Vec<(String, u64, u64)>,
     records: u64,
+    done: Vec<(String, u64)>,
 }
 
 fn part_name(n: usize) -> String {
     format!("part-{n:05}.jsonl")
+}
+
+impl Parts {
+    /// Starts `dir/part-00000.jsonl`.
+    fn create(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let writer = Parts::open(&dir, 0)?;
+        Ok(Parts {
+            dir,
+            writer,
+            number: 0,
+            bytes: 0,
+            records: 0,
+            done: Vec::new(),
+        })
+    }
+
+    fn open(dir: &Path, n: usize) -> Result<BufWriter<File>> {
+        let path = dir.join(part_name(n));
+        let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(BufWriter::with_capacity(1 << 16, f))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(part_name(self.number))
+    }
+
+    /// Appends one line, starting the next part first when this one holds `part_bytes`.
+    fn append(&mut self, line: &str, part_bytes: u64) -> Result<()> {
+        if self.bytes >= part_bytes {
+            self.writer.flush().map_err(|e| Error::io(self.path(), e))?;
+            self.done.push((part_name(self.number), self.records));
+            self.number += 1;
+            self.writer = Parts::open(&self.dir, self.number)?;
+            (self.bytes, self.records) = (0, 0);
+        }
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(self.path(), e))?;
+        self.bytes += line.len() as u64;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Flushes and syncs the open part; returns every part as (file name, records).
+    fn finish(mut self) -> Result<Vec<(String, u64)>> {
+        let path = self.path();
+        self.writer.flush().map_err(|e| Error::io(&path, e))?;
+        self.writer
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&path, e))?;
+        self.done.push((part_name(self.number), self.records));
+        Ok(self.done)
+    }
 }
 
 /// Whether a language label can name a folder.
@@ -36,6 +92,44 @@ fn folder_name_ok(lang: &str) -> bool {
         && lang != ".."
         && !lang.starts_with('.')
         && !lang.contains(['/', '\\', '\0'])
+}
+
+/// A record as a shard line: `{"text": ..., "label": ...}` and a newline.
+fn line(r: &Record) -> String {
+    let mut line = match &r.label {
+        Some(l) => serde_json::json!({"text": r.text, "label": l}),
+        None => serde_json::json!({"text": r.text}),
+    }
+    .to_string();
+    line.push('\n');
+    line
+}
+
+/// Checks what a record needs to be written: a language that can name a folder, a label that
+/// does not push the distinct labels past [`MAX_LABELS`].
+fn check(r: &Record, labels: &mut BTreeSet<String>) -> Result<()> {
+    if !folder_name_ok(&r.lang) {
+        return Err(Error::format(
+            &*r.loc.file,
+            format!(
+                "line {}: the language label {:?} cannot name a folder",
+                r.loc.line, r.lang
+            ),
+        ));
+    }
+    if let Some(l) = &r.label {
+        if labels.len() >= MAX_LABELS && !labels.contains(l) {
+            return Err(Error::format(
+                &*r.loc.file,
+                format!(
+                    "has more than {MAX_LABELS} distinct labels: the label column should name a \
+                     class"
+                ),
+            ));
+        }
+        labels.insert(l.clone());
+    }
+    Ok(())
 }
 
 /// Writes `records` as a folder per language at `out` (which must not exist), parts of at
@@ -53,81 +147,24 @@ pub fn write_shards(
             "already exists; remove it or choose another --out",
         ));
     }
-    let parent = ferry_io::atomic::parent_dir(out);
     let name = out
         .file_name()
         .ok_or_else(|| Error::format(out, "is not a folder path"))?
         .to_string_lossy()
         .into_owned();
-    let staging = ferry_io::atomic::staging_folder(parent, &name)?;
-    let mut parts: std::collections::BTreeMap<String, Part> = Default::default();
-    let mut labels = std::collections::BTreeSet::new();
+    let staging = ferry_io::atomic::staging_folder(ferry_io::atomic::parent_dir(out), &name)?;
+    let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
+    let mut labels = BTreeSet::new();
     let mut n = 0u64;
     for r in records {
         let r = r?;
-        if !folder_name_ok(&r.lang) {
-            return Err(Error::format(
-                &*r.loc.file,
-                format!(
-                    "line {}: the language label {:?} cannot name a folder",
-                    r.loc.line, r.lang
-                ),
-            ));
-        }
-        let dir = staging.path().join(&r.lang);
+        check(&r, &mut labels)?;
         if !parts.contains_key(&r.lang) {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            let path = dir.join(part_name(0));
-            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
-            parts.insert(
-                r.lang.clone(),
-                Part {
-                    writer: BufWriter::with_capacity(1 << 16, f),
-                    number: 0,
-                    bytes: 0,
-                    done: Vec::new(),
-                    records: 0,
-                },
-            );
+            let p = Parts::create(staging.path().join(&r.lang))?;
+            parts.insert(r.lang.clone(), p);
         }
-        let part = parts.get_mut(&r.lang).expect("inserted above");
-        if part.bytes >= part_bytes {
-            let path = dir.join(part_name(part.number));
-            part.writer.flush().map_err(|e| Error::io(&path, e))?;
-            part.done
-                .push((part_name(part.number), part.bytes, part.records));
-            part.number += 1;
-            let path = dir.join(part_name(part.number));
-            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
-            part.writer = BufWriter::with_capacity(1 << 16, f);
-            part.bytes = 0;
-            part.records = 0;
-        }
-        if let Some(l) = &r.label {
-            if labels.len() < MAX_LABELS || labels.contains(l) {
-                labels.insert(l.clone());
-            } else {
-                return Err(Error::format(
-                    &*r.loc.file,
-                    format!(
-                        "has more than {MAX_LABELS} distinct labels: the label column should \
-                         name a class"
-                    ),
-                ));
-            }
-        }
-        let mut line = match &r.label {
-            Some(l) => serde_json::json!({"text": r.text, "label": l}),
-            None => serde_json::json!({"text": r.text}),
-        }
-        .to_string();
-        line.push('\n');
-        let path = || dir.join(part_name(part.number));
-        part.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| Error::io(path(), e))?;
-        part.bytes += line.len() as u64;
-        part.records += 1;
+        let p = parts.get_mut(&r.lang).expect("inserted above");
+        p.append(&line(&r), part_bytes)?;
         n += 1;
         if n.is_multiple_of(65_536) {
             progress(n);
@@ -139,37 +176,31 @@ pub fn write_shards(
             "the corpus has no records to split by language".into(),
         ));
     }
-    let mut files: Vec<(String, Vec<(String, u64)>)> = Vec::new();
-    for (lang, mut part) in parts {
-        let path = staging.path().join(&lang).join(part_name(part.number));
-        part.writer.flush().map_err(|e| Error::io(&path, e))?;
-        part.writer
-            .get_ref()
-            .sync_all()
-            .map_err(|e| Error::io(&path, e))?;
-        part.done
-            .push((part_name(part.number), part.bytes, part.records));
-        files.push((
-            lang,
-            part.done.into_iter().map(|(f, _, r)| (f, r)).collect(),
-        ));
-    }
+    let written = parts
+        .into_iter()
+        .map(|(lang, p)| Ok((lang, p.finish()?)))
+        .collect::<Result<Vec<_>>>()?;
     let staged = staging.keep();
     std::fs::rename(&staged, out).map_err(|e| {
         let _ = std::fs::remove_dir_all(&staged);
         Error::io(out, e)
     })?;
+    index_of(out, written, labels)
+}
+
+/// The index of a folder just written: `written` holds each language's parts.
+fn index_of(
+    out: &Path,
+    written: Vec<(String, Vec<(String, u64)>)>,
+    labels: BTreeSet<String>,
+) -> Result<ShardIndex> {
     let mut langs = Vec::new();
-    for (lang, parts) in files {
-        let mut shards = LangShards {
-            lang: lang.clone(),
-            files: Vec::new(),
-            skipped: 0,
-        };
+    for (lang, parts) in written {
+        let mut files = Vec::new();
         for (file, records) in parts {
-            let path: PathBuf = out.join(&lang).join(file);
+            let path = out.join(&lang).join(file);
             let (bytes, modified) = ShardFile::stat(&path)?;
-            shards.files.push(ShardFile {
+            files.push(ShardFile {
                 path,
                 kind: LineKind::Json,
                 bytes,
@@ -177,7 +208,11 @@ pub fn write_shards(
                 records,
             });
         }
-        langs.push(shards);
+        langs.push(LangShards {
+            lang,
+            files,
+            skipped: 0,
+        });
     }
     Ok(ShardIndex {
         root: out.to_path_buf(),

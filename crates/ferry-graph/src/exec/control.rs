@@ -70,14 +70,11 @@ impl Limits {
     /// Counts one more iteration of `node`'s body, or the error when the run has used them up.
     fn take(&self, node: &Node) -> Result<()> {
         if self.remaining() == 0 {
-            return Err(Error::node(
-                node,
-                format!(
-                    "stopped: the run has reached ferry's limit of {} Loop/Scan body iterations \
+            return Err(node.error(format!(
+                "stopped: the run has reached ferry's limit of {} Loop/Scan body iterations \
                      (nested ones counted together)",
-                    self.max_iterations
-                ),
-            ));
+                self.max_iterations
+            )));
         }
         self.iterations.set(self.iterations.get() + 1);
         Ok(())
@@ -88,16 +85,13 @@ impl Limits {
         if n <= self.remaining() {
             return Ok(());
         }
-        Err(Error::node(
-            node,
-            format!(
-                "{}, over ferry's limit of {} Loop/Scan body iterations in one run ({} left); \
+        Err(node.error(format!(
+            "{}, over ferry's limit of {} Loop/Scan body iterations in one run ({} left); \
                  nothing was run",
-                why(),
-                self.max_iterations,
-                self.remaining()
-            ),
-        ))
+            why(),
+            self.max_iterations,
+            self.remaining()
+        )))
     }
 }
 
@@ -128,12 +122,12 @@ pub(crate) fn prepare(node: &Node, opset: i64, device: &Device) -> Result<Option
     };
     let mut bodies = Vec::with_capacity(attrs.len());
     for &attr in attrs {
-        let g = node.attr_graph(attr).ok_or_else(|| {
-            Error::node(node, format!("its subgraph attribute `{attr}` is missing"))
-        })?;
+        let g = node
+            .attr_graph(attr)
+            .ok_or_else(|| node.error(format!("its subgraph attribute `{attr}` is missing")))?;
         let captured = g.outer_reads().into_iter().map(String::from).collect();
         let exec = Executor::prepare(g.clone(), opset, device).map_err(|e| match e {
-            e @ Error::Node { .. } => Error::node(node, format!("in its `{attr}`: {e}")),
+            e @ Error::Node { .. } => node.error(format!("in its `{attr}`: {e}")),
             e => e,
         })?;
         bodies.push(Body {
@@ -148,7 +142,7 @@ pub(crate) fn prepare(node: &Node, opset: i64, device: &Device) -> Result<Option
 
 /// The counts of inputs and outputs of the node and its bodies agree.
 fn check_arity(node: &Node, opset: i64, bodies: &[Body]) -> Result<()> {
-    let fail = |msg: String| Err(Error::node(node, msg));
+    let fail = |msg: String| Err(node.error(msg));
     let (ins, outs) = (node.inputs.len(), node.outputs.len());
     match node.op_type.as_str() {
         "If" => {
@@ -203,10 +197,7 @@ fn check_arity(node: &Node, opset: i64, bodies: &[Body]) -> Result<()> {
                 .ok()
                 .filter(|&m| m >= 1 && m + first <= ins)
                 .ok_or_else(|| {
-                    Error::node(
-                        node,
-                        format!("num_scan_inputs {m} does not fit its {ins} inputs"),
-                    )
+                    node.error(format!("num_scan_inputs {m} does not fit its {ins} inputs"))
                 })?;
             let n = ins - first - m;
             if g.inputs.len() != n + m {
@@ -279,7 +270,7 @@ type ScanInput = (Tensor, usize, bool);
 
 impl Run<'_> {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::node(self.node, msg)
+        self.node.error(msg)
     }
 
     /// A candle error as an error naming the node.
@@ -326,7 +317,7 @@ impl Run<'_> {
         let wrap = |e: Error| match e {
             // Keeps its own node and the budget in the error's kind.
             e @ Error::NodeOverBudget { .. } => e,
-            e => Error::node(self.node, format!("`{}`{}: {e}", body.attr, at())),
+            e => self.node.error(format!("`{}`{}: {e}", body.attr, at())),
         };
         let mut values: HashMap<String, Tensor> =
             HashMap::with_capacity(formal.len() + captured.len());

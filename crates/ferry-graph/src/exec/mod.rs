@@ -89,7 +89,7 @@ impl Executor {
                     if let Some(d) = devices.get(spec) {
                         return Ok(d.clone());
                     }
-                    let d = parse_device(spec).map_err(|e| Error::node(n, e.to_string()))?;
+                    let d = parse_device(spec).map_err(|e| n.error(e.to_string()))?;
                     devices.insert(spec.clone(), d.clone());
                     Ok(d)
                 }
@@ -235,10 +235,7 @@ impl Executor {
                         args.push(None); // read through OpCx::packed
                         continue;
                     }
-                    return Err(Error::node(
-                        node,
-                        format!("input `{name}` is not available"),
-                    ));
+                    return Err(node.error(format!("input `{name}` is not available")));
                 };
                 if !t.device().same_device(dev) {
                     stats.transfers += 1;
@@ -282,10 +279,9 @@ impl Executor {
                 .skip(outs.len())
                 .find(|(_, n)| !n.is_empty())
             {
-                return Err(Error::node(
-                    node,
-                    format!("output {i} (`{name}`) is not supported by ferry's implementation"),
-                ));
+                return Err(node.error(format!(
+                    "output {i} (`{name}`) is not supported by ferry's implementation"
+                )));
             }
             for (name, t) in node.outputs.iter().zip(outs) {
                 if !name.is_empty() {
@@ -431,7 +427,7 @@ pub fn run_node(
 /// An op's failure as an error naming its node.
 fn op_error(node: &Node, e: OpError) -> Error {
     match e {
-        OpError::Candle(e) => Error::node(node, e.to_string()),
+        OpError::Candle(e) => node.error(e.to_string()),
         OpError::OverBudget(exceeded) => Error::NodeOverBudget {
             node: node.name.clone(),
             op: node.op_type.clone(),

@@ -91,6 +91,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// An error about this node ([`crate::Error::Node`]: its name, op type and `msg`).
+    pub fn error(&self, msg: impl Into<String>) -> crate::Error {
+        crate::Error::Node {
+            node: self.name.clone(),
+            op: self.op_type.clone(),
+            msg: msg.into(),
+        }
+    }
+
     /// A standard-domain node without attributes.
     pub fn new(
         name: impl Into<String>,

@@ -115,7 +115,7 @@ fn fold(
                 x.shape,
                 x.dtype.as_str(),
                 x.size(),
-                ferry_io::budget::human(MAX_FOLDED_BYTES)
+                ferry_io::units::human(MAX_FOLDED_BYTES)
             ),
             e => format!("running it on its constants failed: {e}"),
         })?;
