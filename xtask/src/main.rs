@@ -4,6 +4,7 @@
 //! - `cargo xtask codegen [--check]`: the ONNX protobuf code (scripts/onnx-proto-gen).
 //! - `cargo xtask fixtures [--check]`: the scripts that made the committed fixtures.
 //! - `cargo xtask bench [--peer]`: the criterion benches and the Python side-by-side scripts.
+//! - Its tests check the module map: no module imports one that imports it back (`layers`).
 //!
 //! Any other first word is a ferry command: xtask builds the `ferry` binary in release mode
 //! (numerical code is far too slow in debug builds) and runs it with the given arguments, so
@@ -15,6 +16,8 @@ mod ci;
 mod cli;
 mod codegen;
 mod fixtures;
+#[cfg(test)]
+mod layers;
 mod util;
 
 use std::process::{Command, ExitCode};
