@@ -16,11 +16,11 @@
 
 pub mod batch;
 pub mod corpus;
+pub mod encode;
 pub mod error;
 pub mod families;
 pub mod issues;
 pub mod lang;
-pub mod pipeline;
 pub mod record;
 pub mod rng;
 pub mod sampling;

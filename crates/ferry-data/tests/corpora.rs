@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ferry_data::corpus::{self, Column, CorpusOptions, Format};
+use ferry_data::corpus::{self, Column, CorpusFormat, CorpusOptions};
 use ferry_data::issues::{IssueKind, OnError};
 use ferry_data::{Error, Record};
 use ferry_testkit::{fixture, hex};
@@ -59,11 +59,11 @@ fn read(path: &Path, opts: &CorpusOptions) -> Vec<Record> {
 fn delimited_jsonl_and_parquet_match_the_reference() {
     let refs = reference();
     for (file, format) in [
-        ("tsv/corpus.tsv", Format::Tsv),
-        ("tsv/corpus.csv", Format::Csv),
-        ("jsonl/corpus.jsonl", Format::Jsonl),
-        ("jsonl/corpus.jsonl.gz", Format::Jsonl),
-        ("parquet/corpus.parquet", Format::Parquet),
+        ("tsv/corpus.tsv", CorpusFormat::Tsv),
+        ("tsv/corpus.csv", CorpusFormat::Csv),
+        ("jsonl/corpus.jsonl", CorpusFormat::Jsonl),
+        ("jsonl/corpus.jsonl.gz", CorpusFormat::Jsonl),
+        ("parquet/corpus.parquet", CorpusFormat::Parquet),
     ] {
         let path = fixture(&format!("data/{file}"));
         assert_eq!(corpus::detect(&path).unwrap(), format, "{file}");
@@ -104,7 +104,7 @@ fn a_named_column_without_a_header_says_how_to_fix_it() {
 fn folder_per_language_reads_gz_and_plain_files() {
     let refs = reference();
     let dir = fixture("data/by_lang");
-    assert_eq!(corpus::detect(&dir).unwrap(), Format::ByLang);
+    assert_eq!(corpus::detect(&dir).unwrap(), CorpusFormat::ByLang);
     let records = read(&dir, &CorpusOptions::default());
     let mut start = 0;
     for file in [
@@ -127,7 +127,7 @@ fn folder_per_language_reads_gz_and_plain_files() {
 fn moses_parallel_and_monolingual() {
     let refs = reference();
     let dir = fixture("data/moses");
-    assert_eq!(corpus::detect(&dir).unwrap(), Format::Moses);
+    assert_eq!(corpus::detect(&dir).unwrap(), CorpusFormat::Moses);
     for split in ["train", "val", "test"] {
         let opts = CorpusOptions {
             split: split.into(),
@@ -357,7 +357,7 @@ fn moses_files_and_language_folders_with_any_label_are_read() {
     std::fs::write(moses.join("train.eng"), "one\ntwo\n").unwrap();
     std::fs::write(moses.join("train.ell_monotonic"), "ένα\nδύο\n").unwrap();
     std::fs::write(moses.join("train.eng.bak"), "old\n").unwrap();
-    assert_eq!(corpus::detect(&moses).unwrap(), Format::Moses);
+    assert_eq!(corpus::detect(&moses).unwrap(), CorpusFormat::Moses);
     let (records, issues) = corpus::open(&moses, &CorpusOptions::default())
         .unwrap()
         .read_all()
@@ -426,7 +426,7 @@ fn garbage_and_truncated_files_give_errors_not_panics() {
     let gz = dir.path().join("x.jsonl.gz");
     let good = std::fs::read(fixture("data/jsonl/corpus.jsonl.gz")).unwrap();
     std::fs::write(&gz, &good[..good.len() / 2]).unwrap();
-    // Format detection already reads into the stream, so the error may come from `open`.
+    // CorpusFormat detection already reads into the stream, so the error may come from `open`.
     let r: Result<Vec<Record>, Error> =
         corpus::open(&gz, &CorpusOptions::default()).and_then(|c| c.collect());
     let err = r.unwrap_err().to_string();

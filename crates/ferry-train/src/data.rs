@@ -4,8 +4,8 @@ use std::path::Path;
 
 use ferry_data::batch::Example;
 use ferry_data::corpus::{self, CorpusOptions};
+use ferry_data::encode::{encode_corpus, EncodeOptions, LabelFrom};
 use ferry_data::issues::IssueLog;
-use ferry_data::pipeline::{encode_corpus, EncodeOptions, LabelFrom};
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
 

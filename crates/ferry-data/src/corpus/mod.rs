@@ -30,7 +30,7 @@ use crate::record::Record;
 /// The corpus layouts ferry reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum CorpusFormat {
     /// Tab-separated values, no quoting.
     Tsv,
     /// Comma-separated values with RFC 4180 quoting.
@@ -45,29 +45,29 @@ pub enum Format {
     Parquet,
 }
 
-impl fmt::Display for Format {
+impl fmt::Display for CorpusFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Format::Tsv => "tsv",
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-            Format::Moses => "moses",
-            Format::ByLang => "by-lang",
-            Format::Parquet => "parquet",
+            CorpusFormat::Tsv => "tsv",
+            CorpusFormat::Csv => "csv",
+            CorpusFormat::Jsonl => "jsonl",
+            CorpusFormat::Moses => "moses",
+            CorpusFormat::ByLang => "by-lang",
+            CorpusFormat::Parquet => "parquet",
         })
     }
 }
 
-impl std::str::FromStr for Format {
+impl std::str::FromStr for CorpusFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
-            "tsv" => Format::Tsv,
-            "csv" => Format::Csv,
-            "jsonl" | "json" => Format::Jsonl,
-            "moses" => Format::Moses,
-            "by-lang" | "by_lang" => Format::ByLang,
-            "parquet" => Format::Parquet,
+            "tsv" => CorpusFormat::Tsv,
+            "csv" => CorpusFormat::Csv,
+            "jsonl" | "json" => CorpusFormat::Jsonl,
+            "moses" => CorpusFormat::Moses,
+            "by-lang" | "by_lang" => CorpusFormat::ByLang,
+            "parquet" => CorpusFormat::Parquet,
             _ => {
                 return Err(format!(
                     "unknown corpus format {s:?}: use tsv, csv, jsonl, moses, by-lang or parquet"
@@ -101,7 +101,7 @@ impl std::str::FromStr for Column {
 #[derive(Debug, Clone)]
 pub struct CorpusOptions {
     /// The layout; detected when `None`.
-    pub format: Option<Format>,
+    pub format: Option<CorpusFormat>,
     /// The text column.
     pub text: Column,
     /// The language column (`None`: every record has `default_lang`).
@@ -158,7 +158,7 @@ pub(crate) trait Source: Send {
 }
 
 /// Detects the layout of `path`.
-pub fn detect(path: &Path) -> Result<Format> {
+pub fn detect(path: &Path) -> Result<CorpusFormat> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
         let has_subdirs = std::fs::read_dir(path)
@@ -166,9 +166,9 @@ pub fn detect(path: &Path) -> Result<Format> {
             .flatten()
             .any(|e| e.path().is_dir());
         return if moses::looks_like(path) {
-            Ok(Format::Moses)
+            Ok(CorpusFormat::Moses)
         } else if has_subdirs {
-            Ok(Format::ByLang)
+            Ok(CorpusFormat::ByLang)
         } else {
             Err(Error::format(
                 path,
@@ -179,7 +179,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     }
     let head = lines::sniff(path, 64 * 1024)?;
     if head.starts_with(b"PAR1") {
-        return Ok(Format::Parquet);
+        return Ok(CorpusFormat::Parquet);
     }
     let first = head
         .split(|&b| b == b'\n')
@@ -191,17 +191,17 @@ pub fn detect(path: &Path) -> Result<Format> {
         .skip_while(u8::is_ascii_whitespace)
         .collect();
     if trimmed.first() == Some(&b'{') {
-        return Ok(Format::Jsonl);
+        return Ok(CorpusFormat::Jsonl);
     }
     if first.contains(&b'\t') {
-        return Ok(Format::Tsv);
+        return Ok(CorpusFormat::Tsv);
     }
     let name = path.to_string_lossy();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".tsv") || name.ends_with(".txt") {
-        Ok(Format::Tsv)
+        Ok(CorpusFormat::Tsv)
     } else if first.contains(&b',') || name.ends_with(".csv") {
-        Ok(Format::Csv)
+        Ok(CorpusFormat::Csv)
     } else {
         Err(Error::format(
             path,
@@ -219,12 +219,12 @@ pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader
         None => detect(path)?,
     };
     let source: Box<dyn Source> = match format {
-        Format::Tsv => Box::new(delimited::Tsv::open(path, opts)?),
-        Format::Csv => Box::new(delimited::Csv::open(path, opts)?),
-        Format::Jsonl => Box::new(jsonl::Jsonl::open(path, opts)?),
-        Format::Parquet => Box::new(parquet::Parquet::open(path, opts)?),
-        Format::ByLang => Box::new(by_lang::open(path)?),
-        Format::Moses => match &opts.pair {
+        CorpusFormat::Tsv => Box::new(delimited::Tsv::open(path, opts)?),
+        CorpusFormat::Csv => Box::new(delimited::Csv::open(path, opts)?),
+        CorpusFormat::Jsonl => Box::new(jsonl::Jsonl::open(path, opts)?),
+        CorpusFormat::Parquet => Box::new(parquet::Parquet::open(path, opts)?),
+        CorpusFormat::ByLang => Box::new(by_lang::open(path)?),
+        CorpusFormat::Moses => match &opts.pair {
             Some((s, t)) => Box::new(moses::Parallel::open(path, &opts.split, s, t)?),
             None => Box::new(moses::monolingual(path, &opts.split)?),
         },
@@ -242,7 +242,7 @@ pub fn open(path: impl AsRef<Path>, opts: &CorpusOptions) -> Result<CorpusReader
 /// A streaming corpus: an iterator of valid records. Malformed ones are counted in
 /// [`CorpusReader::issues`] or, with [`OnError::Fail`], end the iteration with an error.
 pub struct CorpusReader {
-    format: Format,
+    format: CorpusFormat,
     source: Box<dyn Source>,
     on_error: OnError,
     strict_languages: bool,
@@ -252,7 +252,7 @@ pub struct CorpusReader {
 
 impl CorpusReader {
     /// The layout being read.
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> CorpusFormat {
         self.format
     }
 

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::Device;
 use ferry_data::batch::{BatchConfig, BatchSize, PadSide};
+use ferry_data::encode::{batch_all, encode_corpus, EncodeOptions, LabelFrom};
 use ferry_data::lang::LangTagStyle;
-use ferry_data::pipeline::{batch_all, encode_corpus, EncodeOptions, LabelFrom};
 use ferry_data::tokenize::{thread_pool, Tokenizer};
 
 use super::{spinner, CorpusArgs};

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use ferry_data::corpus::{Column, CorpusOptions, Format};
+use ferry_data::corpus::{Column, CorpusFormat, CorpusOptions};
 use ferry_data::issues::{IssueLog, OnError};
 use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
 use ferry_data::stream::{Draws as StreamDraws, ShardIndex};
@@ -62,8 +62,8 @@ pub struct CorpusArgs {
     /// (train.de, train.en, ...) or a folder per language (en/*.txt, de/*.txt).
     pub corpus: PathBuf,
     /// The layout (detected from the content when not given).
-    #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Format>()))]
-    pub format: Option<Format>,
+    #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<CorpusFormat>()))]
+    pub format: Option<CorpusFormat>,
     /// The text column: a header/field name or a 0-based position.
     #[arg(long, default_value = "text")]
     pub text_col: String,
@@ -135,9 +135,10 @@ impl CorpusArgs {
     /// Whether the corpus is a folder per language, which sampling commands stream.
     fn is_folder_per_language(&self) -> Result<bool> {
         let by_lang = match self.format {
-            Some(f) => f == Format::ByLang,
+            Some(f) => f == CorpusFormat::ByLang,
             None => {
-                self.corpus.is_dir() && ferry_data::corpus::detect(&self.corpus)? == Format::ByLang
+                self.corpus.is_dir()
+                    && ferry_data::corpus::detect(&self.corpus)? == CorpusFormat::ByLang
             }
         };
         Ok(by_lang)
