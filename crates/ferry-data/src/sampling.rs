@@ -63,6 +63,21 @@ impl Default for SamplerConfig {
     }
 }
 
+impl SamplerConfig {
+    /// A training run's sampler: natural epochs that end when every language has been drawn
+    /// as often as it has examples, each language walked in order or by permutation, no
+    /// replacement.
+    pub fn epochs(alpha: f64, seed: u64) -> Self {
+        SamplerConfig {
+            alpha,
+            epoch_size: None,
+            stopping: Stopping::AllExhausted,
+            replacement: false,
+            seed,
+        }
+    }
+}
+
 /// Smoothed sampling probabilities for languages with `sizes` examples. Languages with no
 /// examples get 0.
 pub fn smoothed_probabilities(sizes: &[u64], alpha: f64) -> Vec<f64> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ferry_data::batch::Example;
 use ferry_data::corpus::{self, CorpusOptions};
 use ferry_data::issues::IssueLog;
-use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, Stopping};
+use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
 use ferry_data::stream::{self, LangReader, ShardIndex, StreamConfig, WindowStream};
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
@@ -88,14 +88,7 @@ impl<'a> Feed<'a> {
                 .enumerate()
                 .map(|(i, e)| (e.lang.clone(), i)),
         );
-        let scfg = SamplerConfig {
-            alpha,
-            epoch_size: None,
-            stopping: Stopping::AllExhausted,
-            replacement: false,
-            seed,
-        };
-        let sampler = LanguageSampler::new(by_lang.sizes(), scfg)?;
+        let sampler = LanguageSampler::new(by_lang.sizes(), SamplerConfig::epochs(alpha, seed))?;
         Ok(Feed::InMemory {
             examples,
             by_lang,

@@ -34,12 +34,14 @@ pub fn open(dir: &Path) -> Result<LangFiles> {
     Ok(LangFiles::new(files, true))
 }
 
-fn is_hidden(path: &Path) -> bool {
+/// Whether `path` is hidden (`.git`, `.DS_Store`): not read as corpus.
+pub(crate) fn is_hidden(path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The entries of `dir`, sorted by path.
+pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))

@@ -8,7 +8,7 @@
 //! `ell_monotonic`); one that is not a language code is kept with a warning in the log, or
 //! dropped like a malformed record with [`CorpusOptions::strict_languages`].
 
-mod by_lang;
+pub(crate) mod by_lang;
 mod delimited;
 mod jsonl;
 mod lang_files;

@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
+use crate::corpus::by_lang::{is_hidden, sorted_entries};
 use crate::corpus::lines::Lines;
 pub use crate::corpus::LineKind;
 use crate::error::{Error, Result};
@@ -77,20 +78,6 @@ pub fn is_sharded(dir: &Path) -> bool {
         rd.flatten()
             .any(|e| e.path().is_dir() && !is_hidden(&e.path()))
     })
-}
-
-fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
-        .collect::<Result<Vec<_>>>()?;
-    v.sort();
-    Ok(v)
 }
 
 impl ShardIndex {

@@ -16,7 +16,7 @@ use crate::batch::{plan, BatchConfig, BatchSize, Example, PadSide};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::rng::Rng;
-use crate::sampling::{SamplerConfig, SamplerState, Stopping};
+use crate::sampling::{SamplerConfig, SamplerState};
 
 /// How a corpus is streamed. Memory held: a block of records per language plus one window
 /// of records and their encodings (see [`StreamConfig::held_records`]).
@@ -97,14 +97,7 @@ impl WindowStream {
                 "a stream window, block and batch size must be at least 1".into(),
             ));
         }
-        let scfg = SamplerConfig {
-            alpha,
-            epoch_size: None,
-            stopping: Stopping::AllExhausted,
-            replacement: false,
-            seed,
-        };
-        let draws = Draws::new(index, scfg, cfg.block)?;
+        let draws = Draws::new(index, SamplerConfig::epochs(alpha, seed), cfg.block)?;
         let (sampler, readers) = draws.state();
         let start = StreamState {
             sampler,
