@@ -18,6 +18,7 @@ mod pipeline;
 mod report;
 mod run;
 mod task_eval;
+mod tensors;
 
 pub use embedded::{embedded_default, write_embedded, EMBEDDED_NAME};
 pub use graph::is_graph;

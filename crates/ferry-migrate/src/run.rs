@@ -1,10 +1,10 @@
 //! The migration a user runs: a graph goes through [`crate::graph`], a checkpoint through
-//! [`crate::pipeline`]; both end in the same reports.
+//! [`crate::tensors`]; both run [`crate::pipeline`]'s stages and end in its reports.
 
-use crate::graph;
 use crate::pipeline::{self, Event, Input, MigrateOptions, Stages, Target};
 use crate::report::MigrationReport;
 use crate::Result;
+use crate::{graph, tensors};
 
 /// Runs the migration: resolve -> convert -> verify -> report (for a graph: resolve ->
 /// optimize -> write -> verify -> report). The report files (`report.md`, `report.json`) are
@@ -27,7 +27,7 @@ pub fn migrate(
                         .into(),
                 )),
             };
-            pipeline::migrate_tensors(opts, target, &mut stages)?
+            tensors::migrate(opts, target, &mut stages)?
         }
     };
     if opts.dry_run {
