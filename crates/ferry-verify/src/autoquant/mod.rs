@@ -32,25 +32,25 @@
 
 pub mod choose;
 pub mod measure;
+mod plan;
 pub mod table;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+pub use plan::plan;
 
-use candle_core::Device;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use ferry_io::convert::DTypeRule;
 use ferry_io::imatrix::Imatrix;
 use ferry_io::DType;
-use ferry_runtime::{Kernels, Model, Tokenizer};
+use ferry_runtime::Tokenizer;
 use serde::Serialize;
 
-use crate::calibrate::{self, CalibrateOptions};
+use crate::calibrate::CalibrateOptions;
 use crate::error::{Error, Result};
 use crate::preset::Budget;
 use crate::probes::Probe;
-use choose::{Predictor, Stop};
+use choose::Predictor;
 use measure::{Distances, Text};
 use table::Table;
 
@@ -323,267 +323,6 @@ fn bounds(budget: &Budget, decoder: bool, groups: &[Distances], langs: usize) ->
         )));
     }
     Ok(out)
-}
-
-/// Chooses a type per weight tensor of the model at `path` for `opts.goal` (see the module's
-/// description).
-pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<AutoPlan> {
-    let start = Instant::now();
-    if opts.candidates.is_empty() || opts.bands == 0 || opts.texts_per_language == 0 {
-        return Err(Error::Options(
-            "--quant auto needs candidate types, a band count and texts above 0".into(),
-        ));
-    }
-    let model = Model::load(path, &Device::Cpu, Kernels::F32)?;
-    let decoder = model.is_decoder();
-    if !decoder && model.kind() != "encoder" {
-        return Err(Error::Options(format!(
-            "{}: --quant auto chooses types for Llama-family decoders and BERT-family encoders, not a {}",
-            path.display(),
-            model.config.name()
-        )));
-    }
-    // The calibration text (the UDHR training articles), read and tokenized by one tokenizer
-    // for both the column statistics and the sensitivity texts.
-    let tokenizer = model.load_tokenizer()?;
-    let (dataset, all) = calibrate::texts(None, &opts.languages)?;
-    // The errors' column weights: the given matrix, else a calibration of this model.
-    let (weights, weights_from) = match &opts.imatrix {
-        Some(m) => (m.clone(), format!("imatrix {}", m.path.display())),
-        None => {
-            let copts = calibrate::fit_options(&model, &opts.calibration);
-            let sample = calibrate::sample(&all, &tokenizer, &copts)?;
-            let (im, run) = calibrate::run(
-                &model,
-                &model.tokenizer_source(),
-                &dataset,
-                &sample,
-                &copts,
-                |i, n| progress("calibrate", i, n),
-            )?;
-            (
-                Arc::new(im),
-                format!("calibration, {} tokens of {dataset}", run.tokens),
-            )
-        }
-    };
-    let table = table::build(
-        path,
-        &opts.candidates,
-        opts.bands,
-        opts.imatrix.as_deref(),
-        Some(&weights),
-        |i, n| progress("errors", i, n),
-    )?;
-    let limit = opts.goal.size.map(|s| match s {
-        Size::Bytes(n) => n,
-        Size::Bpw(b) => (b * table.params as f64 / 8.0).floor() as u64,
-    });
-    if limit.is_none() && opts.goal.budget.is_none() {
-        return Err(Error::Options(
-            "--quant auto needs a goal: --budget, --target-size or --target-bpw".into(),
-        ));
-    }
-    // A size below the cheapest choice is known before anything runs.
-    if let Some(n) = limit.filter(|&n| table.bytes(&vec![0; table.entries.len()]) > n) {
-        return Err(unreachable_goal(
-            &table,
-            &Predictor { coef: Vec::new() },
-            &opts.goal,
-            Some(n),
-            &[],
-            decoder,
-        ));
-    }
-    let (langs, texts) = texts(&all, &tokenizer, opts)?;
-    let reference = measure::reference(&model, &texts)?;
-    drop(model);
-    // How the runtime's (checkpoint) names map to the table's llama.cpp names, read once.
-    let layout = ferry_io::arch::detect(&ferry_io::Checkpoint::open(path)?)?;
-    let run = |assignment: HashMap<String, DType>| {
-        measure::measure(
-            path,
-            layout,
-            assignment,
-            opts.imatrix.clone(),
-            &texts,
-            &reference,
-            langs.len(),
-        )
-    };
-    // Sensitivity: each group alone at the probe type (or its cheapest candidate).
-    let mut measured_groups = Vec::with_capacity(table.groups.len());
-    let mut coef = Vec::with_capacity(table.groups.len());
-    for (g, name) in table.groups.iter().enumerate() {
-        progress("sensitivity", g, table.groups.len());
-        let members: Vec<&table::Entry> = table.entries.iter().filter(|e| e.group == g).collect();
-        let mut assignment = HashMap::new();
-        let mut error = 0.0;
-        for e in &members {
-            let o = e
-                .options
-                .iter()
-                .find(|o| o.dtype == PROBE_TYPE)
-                .unwrap_or(&e.options[0]);
-            assignment.insert(e.name.clone(), o.dtype);
-            error += o.error;
-        }
-        let d = run(assignment)?;
-        coef.push(
-            d.value
-                .iter()
-                .map(|v| if error > 0.0 { v.max(0.0) / error } else { 0.0 })
-                .collect::<Vec<f64>>(),
-        );
-        measured_groups.push((name.clone(), members.len(), d));
-    }
-    progress("sensitivity", table.groups.len(), table.groups.len());
-    let predictor = Predictor { coef };
-    // Per type: every tensor it fits rounded to it at once, measured against the prediction;
-    // the median ratio over languages scales that type's errors (a coarse type hurts more than
-    // its weighted error says, and errors compound across blocks).
-    let mut table = table;
-    let mut type_factors = Vec::new();
-    let types: Vec<DType> = opts
-        .candidates
-        .iter()
-        .copied()
-        .filter(|d| d.is_quantized())
-        .collect();
-    for (i, &dtype) in types.iter().enumerate() {
-        progress("type check", i, types.len());
-        let mut choice = Vec::with_capacity(table.entries.len());
-        let mut assignment = HashMap::new();
-        for e in &table.entries {
-            let k = e.options.iter().position(|o| o.dtype == dtype);
-            if k.is_some() {
-                assignment.insert(e.name.clone(), dtype);
-            }
-            choice.push(k);
-        }
-        if assignment.is_empty() {
-            continue;
-        }
-        let predicted = predictor.predict_some(&table, &choice);
-        let d = run(assignment)?;
-        let mut ratios: Vec<f64> = d
-            .value
-            .iter()
-            .zip(&predicted)
-            .filter(|(_, &p)| p > 0.0)
-            .map(|(m, p)| m / p)
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let Some(&factor) = ratios.get(ratios.len() / 2) else {
-            continue;
-        };
-        type_factors.push((dtype, factor));
-    }
-    progress("type check", types.len(), types.len());
-    for e in &mut table.entries {
-        for o in &mut e.options {
-            if let Some(&(_, f)) = type_factors.iter().find(|(d, _)| *d == o.dtype) {
-                o.error *= f;
-            }
-        }
-    }
-    let distances: Vec<Distances> = measured_groups.iter().map(|g| g.2.clone()).collect();
-    let original = match &opts.goal.budget {
-        Some(b) => Some(bounds(b, decoder, &distances, langs.len())?),
-        None => None,
-    };
-    let missed = |d: &Distances| -> Vec<usize> {
-        (0..langs.len())
-            .filter(|&l| {
-                original.as_ref().is_some_and(|o| d.value[l] > o[l])
-                    || top1_missed(&opts.goal, d, l)
-            })
-            .collect()
-    };
-    let mut bound = original.clone();
-    let mut rounds = 0;
-    let (choice, predicted, measured) = loop {
-        rounds += 1;
-        progress("choose", rounds - 1, ROUNDS);
-        let stop = match (limit, &bound) {
-            (Some(n), _) => Stop::Bytes(n),
-            (None, Some(b)) => Stop::Within(b),
-            (None, None) => unreachable!("checked above"),
-        };
-        let choice = choose::choose(&table, &predictor, stop).ok_or_else(|| {
-            unreachable_goal(&table, &predictor, &opts.goal, limit, &langs, decoder)
-        })?;
-        let predicted = predictor.predict(&table, &choice);
-        let measured = run(assignment_of(&table, &choice))?;
-        let out = missed(&measured);
-        // A size goal is judged, not refined; a budget is refined where it was missed.
-        let (Some(b), None) = (bound.as_mut(), limit) else {
-            break (choice, predicted, measured);
-        };
-        if out.is_empty() || rounds >= ROUNDS {
-            break (choice, predicted, measured);
-        }
-        for l in out {
-            let ratio = predicted[l].max(1e-12) / measured.value[l].max(1e-12);
-            b[l] *= ratio.min(1.0) * 0.9;
-        }
-    };
-    let ok = missed(&measured).is_empty();
-    let bytes = table.bytes(&choice);
-    let mut types: Vec<(DType, usize)> = Vec::new();
-    let tensors: Vec<Choice> = table
-        .entries
-        .iter()
-        .zip(&choice)
-        .map(|(e, &k)| {
-            let o = e.options[k];
-            match types.iter_mut().find(|(d, _)| *d == o.dtype) {
-                Some((_, n)) => *n += 1,
-                None => types.push((o.dtype, 1)),
-            }
-            Choice {
-                name: e.name.clone(),
-                group: table.groups[e.group].clone(),
-                shape: e.shape.clone(),
-                dtype: o.dtype,
-                bytes: o.bytes,
-            }
-        })
-        .collect();
-    types.sort_by_key(|&(d, _)| d.name());
-    Ok(AutoPlan {
-        model: path.display().to_string(),
-        goal: opts.goal.clone(),
-        metric: if decoder { "mean KLD" } else { "1 - cosine" }.into(),
-        weights_from,
-        bytes,
-        bpw: bytes as f64 * 8.0 / table.params.max(1) as f64,
-        types,
-        tensors,
-        groups: measured_groups
-            .into_iter()
-            .map(|(group, tensors, d)| GroupSensitivity {
-                group,
-                tensors,
-                distance: d.value,
-            })
-            .collect(),
-        languages: langs
-            .iter()
-            .enumerate()
-            .map(|(l, lang)| LanguageOutcome {
-                lang: lang.clone(),
-                bound: original.as_ref().map(|b| b[l]),
-                predicted: predicted[l],
-                measured: measured.value[l],
-                top1: measured.top1[l],
-            })
-            .collect(),
-        rounds,
-        type_factors,
-        ok,
-        seconds: start.elapsed().as_secs_f64(),
-    })
 }
 
 fn top1_missed(goal: &Goal, d: &Distances, l: usize) -> bool {
