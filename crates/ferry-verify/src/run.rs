@@ -63,6 +63,18 @@ pub struct LanguageResult {
 }
 
 impl LanguageResult {
+    /// A result for `lang` over `texts` probe texts, with no statistics yet.
+    fn empty(lang: &str, texts: usize) -> Self {
+        LanguageResult {
+            lang: lang.to_string(),
+            texts,
+            decoder: None,
+            encoder: None,
+            classifier: None,
+            failed: Vec::new(),
+        }
+    }
+
     /// Whether the language is within the budget.
     pub fn ok(&self) -> bool {
         self.failed.is_empty()
@@ -204,8 +216,55 @@ pub fn verify(
     opts: &VerifyOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Verification> {
+    comparable(original, migrated)?;
     let kind = original.kind();
-    if kind != migrated.kind() {
+    let decoder = kind == "decoder";
+    let mut got = Gathered::default();
+    for (i, p) in probes.iter().enumerate() {
+        progress(i, probes.len());
+        got.probe(original, migrated, tokenizer, p, opts)?;
+    }
+    progress(probes.len(), probes.len());
+    if got.compared() == 0 {
+        return Err(Error::Mismatch(format!(
+            "no token was compared: the {} probe texts tokenize to nothing (is --max-tokens 0?)",
+            probes.len()
+        )));
+    }
+    let count = |lang: &str| probes.iter().filter(|p| p.lang == lang).count();
+    let (mut languages, mut overall) = if decoder {
+        got.decoder_results(&count)
+    } else if kind == "classifier" {
+        got.classifier_results(&count)
+    } else {
+        got.encoder_results(&count)
+    };
+    overall.texts = probes.len();
+    for l in &mut languages {
+        l.judge(&opts.budget);
+    }
+    overall.judge(&opts.budget);
+    let worst = languages
+        .iter()
+        .max_by(|a, b| a.cmp_badness(b))
+        .map(|l| l.lang.clone());
+    let layers = layer_results(&got.layer_sums, decoder);
+    Ok(Verification {
+        kind: kind.into(),
+        budget: opts.budget.clone(),
+        max_tokens: opts.max_tokens,
+        kernels: opts.kernels,
+        ok: languages.iter().all(LanguageResult::ok) && overall.ok(),
+        languages,
+        overall,
+        layers,
+        worst,
+    })
+}
+
+/// Whether two models can be compared: the same kind, and the same classes for classifiers.
+fn comparable(original: &Model, migrated: &Model) -> Result<()> {
+    if original.kind() != migrated.kind() {
         return Err(Error::Mismatch(format!(
             "{} is a {} but {} is a {}: they cannot be compared",
             original.path.display(),
@@ -222,27 +281,41 @@ pub fn verify(
             migrated.path.display()
         )));
     }
-    // A language identifier's true class is the probe's language.
-    let label_of = |lang: &str| {
-        original
-            .classifier()
-            .filter(|c| c.classes_are_languages)
-            .and_then(|c| c.classes.iter().position(|l| l == lang))
-    };
-    let decoder = kind == "decoder";
-    let device = Device::Cpu;
-    let mut tokens: BTreeMap<&str, Vec<TokenStat>> = BTreeMap::new();
-    let mut texts: BTreeMap<&str, Vec<ClassStat>> = BTreeMap::new();
-    let mut pooled: Vec<(&str, Vec<f32>, Vec<f32>, f64)> = Vec::new();
-    let mut layer_sums: Vec<(f64, f64)> = Vec::new();
-    for (i, p) in probes.iter().enumerate() {
-        progress(i, probes.len());
+    Ok(())
+}
+
+/// One encoder text: its language, both pooled outputs, the largest element difference.
+type Pooled = (String, Vec<f32>, Vec<f32>, f64);
+
+/// What the probes gave, per kind of model.
+#[derive(Default)]
+struct Gathered {
+    /// Decoders: every next-token comparison, by language.
+    tokens: BTreeMap<String, Vec<TokenStat>>,
+    /// Classifiers: every text's class comparison, by language.
+    texts: BTreeMap<String, Vec<ClassStat>>,
+    /// Encoders: every text's pooled outputs.
+    pooled: Vec<Pooled>,
+    /// Per tap: (sum of squares of the original, sum of squared differences).
+    layer_sums: Vec<(f64, f64)>,
+}
+
+impl Gathered {
+    /// Runs both models on probe `p` and keeps what its kind of model is judged by.
+    fn probe(
+        &mut self,
+        original: &Model,
+        migrated: &Model,
+        tokenizer: &Tokenizer,
+        p: &Probe,
+        opts: &VerifyOptions,
+    ) -> Result<()> {
+        let kind = original.kind();
         let ids = tokenizer.encode(&p.text, Some(opts.max_tokens))?;
         if ids.is_empty() {
-            continue;
+            return Ok(());
         }
-        let n = ids.len();
-        let x = Tensor::from_vec(ids.clone(), (1, n), &device)?;
+        let x = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu)?;
         let taps = kind != "classifier" && opts.attribution;
         let (a, b) = (
             original.forward(&x, None, taps)?,
@@ -255,108 +328,113 @@ pub fn verify(
                 b.values.dims()
             )));
         }
-        // Layers are compared only when both models tap the same ones (an ONNX graph has no
-        // taps: then there is no attribution, rather than a false "identical").
-        let tapped = a.taps.len() == b.taps.len() && !a.taps.is_empty();
-        if tapped && layer_sums.len() < a.taps.len() {
-            layer_sums.resize(a.taps.len(), (0.0, 0.0));
-        }
-        for (k, (ta, tb)) in a.taps.iter().zip(&b.taps).enumerate().filter(|_| tapped) {
-            let (va, vb): (Vec<f32>, Vec<f32>) =
-                (ta.flatten_all()?.to_vec1()?, tb.flatten_all()?.to_vec1()?);
-            for (&u, &v) in va.iter().zip(&vb) {
-                layer_sums[k].0 += (u as f64).powi(2);
-                layer_sums[k].1 += (u as f64 - v as f64).powi(2);
-            }
-        }
+        self.layers(&a.taps, &b.taps)?;
         if kind == "classifier" {
+            // A language identifier's true class is the probe's language.
+            let label = original
+                .classifier()
+                .filter(|c| c.classes_are_languages)
+                .and_then(|c| c.classes.iter().position(|l| *l == p.lang));
             let (ra, rb): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (
                 a.values.to_dtype(candle_core::DType::F32)?.to_vec2()?,
                 b.values.to_dtype(candle_core::DType::F32)?.to_vec2()?,
             );
-            texts.entry(&p.lang).or_default().push(stats::class_stat(
-                &ra[0],
-                &rb[0],
-                label_of(&p.lang),
-            ));
-            continue;
+            let stat = stats::class_stat(&ra[0], &rb[0], label);
+            self.texts.entry(p.lang.clone()).or_default().push(stat);
+            return Ok(());
         }
         let (ra, rb) = (rows(&a.values)?, rows(&b.values)?);
-        if decoder {
-            let list = tokens.entry(&p.lang).or_default();
+        if kind == "decoder" {
+            let list = self.tokens.entry(p.lang.clone()).or_default();
             for (t, (la, lb)) in ra.iter().zip(&rb).enumerate() {
                 list.push(stats::token_stat(la, lb, ids.get(t + 1).copied()));
             }
-        } else {
-            // NaN-propagating maximum: a NaN output must not read as "no difference".
-            let max_abs = -stats::min_or_nan(
-                ra.iter()
-                    .flatten()
-                    .zip(rb.iter().flatten())
-                    .map(|(&u, &v)| -(u as f64 - v as f64).abs()),
-                0.0,
-            );
-            let mean = |r: &[Vec<f32>]| -> Vec<f32> {
-                let mut m = vec![0f32; r[0].len()];
-                for row in r {
-                    for (acc, v) in m.iter_mut().zip(row) {
-                        *acc += v / r.len() as f32;
-                    }
-                }
-                m
-            };
-            pooled.push((&p.lang, mean(&ra), mean(&rb), max_abs));
+            return Ok(());
         }
+        // NaN-propagating maximum: a NaN output must not read as "no difference".
+        let max_abs = -stats::min_or_nan(
+            ra.iter()
+                .flatten()
+                .zip(rb.iter().flatten())
+                .map(|(&u, &v)| -(u as f64 - v as f64).abs()),
+            0.0,
+        );
+        self.pooled
+            .push((p.lang.clone(), mean_row(&ra), mean_row(&rb), max_abs));
+        Ok(())
     }
-    progress(probes.len(), probes.len());
-    let compared = tokens.values().map(Vec::len).sum::<usize>()
-        + texts.values().map(Vec::len).sum::<usize>()
-        + pooled.len();
-    if compared == 0 {
-        return Err(Error::Mismatch(format!(
-            "no token was compared: the {} probe texts tokenize to nothing (is --max-tokens 0?)",
-            probes.len()
-        )));
+
+    /// Adds each tap's energy and error. Layers are compared only when both models tap the
+    /// same ones (an ONNX graph has no taps: then there is no attribution, rather than a false
+    /// "identical").
+    fn layers(&mut self, a: &[Tensor], b: &[Tensor]) -> Result<()> {
+        if a.len() != b.len() || a.is_empty() {
+            return Ok(());
+        }
+        if self.layer_sums.len() < a.len() {
+            self.layer_sums.resize(a.len(), (0.0, 0.0));
+        }
+        for (k, (ta, tb)) in a.iter().zip(b).enumerate() {
+            let (va, vb): (Vec<f32>, Vec<f32>) =
+                (ta.flatten_all()?.to_vec1()?, tb.flatten_all()?.to_vec1()?);
+            for (&u, &v) in va.iter().zip(&vb) {
+                self.layer_sums[k].0 += (u as f64).powi(2);
+                self.layer_sums[k].1 += (u as f64 - v as f64).powi(2);
+            }
+        }
+        Ok(())
     }
-    let mut languages = Vec::new();
-    let mut overall = LanguageResult {
-        lang: "overall".into(),
-        texts: probes.len(),
-        decoder: None,
-        encoder: None,
-        classifier: None,
-        failed: Vec::new(),
-    };
-    let count = |lang: &str| probes.iter().filter(|p| p.lang == lang).count();
-    if decoder {
+
+    /// Comparisons made.
+    fn compared(&self) -> usize {
+        self.tokens.values().map(Vec::len).sum::<usize>()
+            + self.texts.values().map(Vec::len).sum::<usize>()
+            + self.pooled.len()
+    }
+
+    /// A decoder's results per language and overall.
+    fn decoder_results(
+        &self,
+        count: &dyn Fn(&str) -> usize,
+    ) -> (Vec<LanguageResult>, LanguageResult) {
         let mut all = Vec::new();
-        for (lang, list) in &tokens {
+        let mut languages = Vec::new();
+        for (lang, list) in &self.tokens {
             all.extend_from_slice(list);
-            languages.push(LanguageResult {
-                lang: lang.to_string(),
-                texts: count(lang),
-                decoder: Some(DecoderStats::from_tokens(list)),
-                encoder: None,
-                classifier: None,
-                failed: Vec::new(),
-            });
+            let mut r = LanguageResult::empty(lang, count(lang));
+            r.decoder = Some(DecoderStats::from_tokens(list));
+            languages.push(r);
         }
+        let mut overall = LanguageResult::empty("overall", 0);
         overall.decoder = Some(DecoderStats::from_tokens(&all));
-    } else if kind == "classifier" {
+        (languages, overall)
+    }
+
+    /// A classifier's results per language and overall.
+    fn classifier_results(
+        &self,
+        count: &dyn Fn(&str) -> usize,
+    ) -> (Vec<LanguageResult>, LanguageResult) {
         let mut all = Vec::new();
-        for (lang, list) in &texts {
+        let mut languages = Vec::new();
+        for (lang, list) in &self.texts {
             all.extend_from_slice(list);
-            languages.push(LanguageResult {
-                lang: lang.to_string(),
-                texts: count(lang),
-                decoder: None,
-                encoder: None,
-                classifier: Some(ClassifierStats::from_texts(list)),
-                failed: Vec::new(),
-            });
+            let mut r = LanguageResult::empty(lang, count(lang));
+            r.classifier = Some(ClassifierStats::from_texts(list));
+            languages.push(r);
         }
+        let mut overall = LanguageResult::empty("overall", 0);
         overall.classifier = Some(ClassifierStats::from_texts(&all));
-    } else {
+        (languages, overall)
+    }
+
+    /// An encoder's results per language and overall: cosine of the pooled outputs, and
+    /// whether each text keeps its nearest neighbour among all texts.
+    fn encoder_results(
+        &self,
+        count: &dyn Fn(&str) -> usize,
+    ) -> (Vec<LanguageResult>, LanguageResult) {
+        let pooled = &self.pooled;
         let na: Vec<Vec<f32>> = pooled.iter().map(|p| p.1.clone()).collect();
         let nb: Vec<Vec<f32>> = pooled.iter().map(|p| p.2.clone()).collect();
         let (nn_a, nn_b) = (
@@ -364,7 +442,7 @@ pub fn verify(
             stats::nearest_neighbours(&nb),
         );
         let summarize = |keep: &dyn Fn(&str) -> bool| -> EncoderStats {
-            let idx: Vec<usize> = (0..pooled.len()).filter(|&i| keep(pooled[i].0)).collect();
+            let idx: Vec<usize> = (0..pooled.len()).filter(|&i| keep(&pooled[i].0)).collect();
             let cos: Vec<f64> = idx
                 .iter()
                 .map(|&i| stats::cosine(&pooled[i].1, &pooled[i].2))
@@ -379,41 +457,30 @@ pub fn verify(
                     .then(|| agree as f64 / idx.len().max(1) as f64),
             }
         };
-        let mut langs: Vec<&str> = pooled.iter().map(|p| p.0).collect();
+        let mut langs: Vec<&str> = pooled.iter().map(|p| p.0.as_str()).collect();
         langs.sort();
         langs.dedup();
+        let mut languages = Vec::new();
         for lang in langs {
-            languages.push(LanguageResult {
-                lang: lang.to_string(),
-                texts: count(lang),
-                decoder: None,
-                encoder: Some(summarize(&|l| l == lang)),
-                classifier: None,
-                failed: Vec::new(),
-            });
+            let mut r = LanguageResult::empty(lang, count(lang));
+            r.encoder = Some(summarize(&|l| l == lang));
+            languages.push(r);
         }
+        let mut overall = LanguageResult::empty("overall", 0);
         overall.encoder = Some(summarize(&|_| true));
+        (languages, overall)
     }
-    for l in &mut languages {
-        l.judge(&opts.budget);
+}
+
+/// The mean of a text's rows (mean pooling).
+fn mean_row(r: &[Vec<f32>]) -> Vec<f32> {
+    let mut m = vec![0f32; r[0].len()];
+    for row in r {
+        for (acc, v) in m.iter_mut().zip(row) {
+            *acc += v / r.len() as f32;
+        }
     }
-    overall.judge(&opts.budget);
-    let worst = languages
-        .iter()
-        .max_by(|a, b| a.cmp_badness(b))
-        .map(|l| l.lang.clone());
-    let layers = layer_results(&layer_sums, decoder);
-    Ok(Verification {
-        kind: kind.into(),
-        budget: opts.budget.clone(),
-        max_tokens: opts.max_tokens,
-        kernels: opts.kernels,
-        ok: languages.iter().all(LanguageResult::ok) && overall.ok(),
-        languages,
-        overall,
-        layers,
-        worst,
-    })
+    m
 }
 
 /// Names the taps (`embedding`, `block N`, and for decoders a last `final norm`) and measures
