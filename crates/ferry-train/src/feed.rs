@@ -244,13 +244,14 @@ pub fn prepare_index(
         index.check()?;
         return Ok((index, IssueLog::default()));
     }
-    let train = &cfg.data.train;
+    // Absolute paths in the index: a resumed run may start from another folder.
+    let train = &std::path::absolute(&cfg.data.train).map_err(|e| Error::fs(&cfg.data.train, e))?;
     let (index, issues) = if train.is_dir() && stream::is_sharded(train) {
         stage("counting the training corpus");
         let index = ShardIndex::scan(train, |_| {})?;
         (index, IssueLog::default())
     } else {
-        let out = shards_dir(run);
+        let out = std::path::absolute(shards_dir(run)).map_err(|e| Error::fs(run, e))?;
         if out.exists() {
             // Left by a run that stopped before its first checkpoint: made by ferry, from
             // the same corpus or another; split again.

@@ -203,3 +203,44 @@ threads = 2
         std::fs::read(streamed.join("best/model.safetensors")).unwrap()
     );
 }
+
+#[test]
+fn records_without_a_label_are_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    for lang in ["de", "fr"] {
+        std::fs::create_dir_all(corpus.join(lang)).unwrap();
+        let lines: String = (0..20)
+            .map(|i| {
+                format!(
+                    "{{\"text\": \"{lang} satz {i}\", \"label\": \"{}\"}}\n",
+                    i % 2
+                )
+            })
+            .collect();
+        std::fs::write(corpus.join(lang).join("part-0.jsonl"), lines).unwrap();
+    }
+    // One record of fr has no label.
+    std::fs::write(corpus.join("fr/part-1.jsonl"), "{\"text\": \"ohne\"}\n").unwrap();
+    let text = format!(
+        r#"
+[data]
+train = "{}"
+label = "label"
+stream = {{ window = 16, block = 4 }}
+{BAG_RUN}
+[output]
+dir = "{}"
+"#,
+        corpus.display(),
+        tmp.path().join("run").display()
+    );
+    let cfg: TrainConfig = toml::from_str(&text).unwrap();
+    let err = train(&cfg, &opts(None, false), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("without a label") && err.contains("part-1.jsonl:1"),
+        "{err}"
+    );
+}

@@ -22,6 +22,15 @@ pub fn open_text_at(path: &Path, offset: u64) -> Result<Box<dyn BufRead + Send>>
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
     let gzipped = n == 2 && magic == [0x1f, 0x8b];
+    if !gzipped {
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if offset > len {
+            return Err(Error::format(
+                path,
+                format!("has {len} bytes, fewer than the position {offset} to resume at (the file changed)"),
+            ));
+        }
+    }
     let start = if gzipped { 0 } else { offset };
     file.seek(SeekFrom::Start(start))
         .map_err(|e| Error::io(path, e))?;

@@ -52,6 +52,12 @@ pub struct LangShards {
     pub files: Vec<ShardFile>,
     /// Lines that held no record (blank, not UTF-8, not a JSON record).
     pub skipped: u64,
+    /// Records without a label (every record of a text file; JSON records without `label`).
+    #[serde(default)]
+    pub unlabeled: u64,
+    /// Where the first record without a label is (`file:line`).
+    #[serde(default)]
+    pub first_unlabeled: Option<String>,
 }
 
 impl LangShards {
@@ -100,6 +106,8 @@ impl ShardIndex {
                 lang,
                 files: Vec::new(),
                 skipped: 0,
+                unlabeled: 0,
+                first_unlabeled: None,
             };
             for path in sorted_entries(&sub)? {
                 if !path.is_file() || is_hidden(&path) {
@@ -113,6 +121,12 @@ impl ShardIndex {
                     match line.ok().and_then(|(_, l)| kind.parse(l)) {
                         Some((_, label)) => {
                             records += 1;
+                            if label.is_none() {
+                                shards.unlabeled += 1;
+                                shards.first_unlabeled.get_or_insert_with(|| {
+                                    format!("{}:{}", path.display(), lines.line())
+                                });
+                            }
                             if let Some(l) = label {
                                 labels.insert(l);
                                 if labels.len() > MAX_LABELS {

@@ -6,8 +6,12 @@
 //! continues exactly.
 //!
 //! Memory bound: `window + languages x block` records of text at once (the
-//! [`window::StreamConfig`] defaults: 8,192 + 1,024 per language), the window's encodings,
-//! and a 64 KiB read buffer per language; nothing grows with the corpus.
+//! [`window::StreamConfig`] defaults: 8,192 + 1,024 per language), the window's encodings
+//! (with snippet augmentation, a window's records plus their snippets), and a read buffer per
+//! language (64 KiB; twice that and the inflater's state for a gzipped shard); nothing grows
+//! with the corpus. Each language keeps one file open while it is read (and `write_shards`
+//! one per language), so a corpus of more languages than the open-file limit needs it raised.
+//! A single line is read whole: a shard without line breaks is held as one record.
 
 pub mod draws;
 pub mod index;

@@ -155,6 +155,7 @@ pub fn write_shards(
     let staging = ferry_io::atomic::staging_folder(ferry_io::atomic::parent_dir(out), &name)?;
     let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
     let mut labels = BTreeSet::new();
+    let mut unlabeled: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut n = 0u64;
     for r in records {
         let r = r?;
@@ -165,6 +166,12 @@ pub fn write_shards(
         }
         let p = parts.get_mut(&r.lang).expect("inserted above");
         p.append(&line(&r), part_bytes)?;
+        if r.label.is_none() {
+            let u = unlabeled
+                .entry(r.lang.clone())
+                .or_insert_with(|| (0, r.loc.to_string()));
+            u.0 += 1;
+        }
         n += 1;
         if n.is_multiple_of(65_536) {
             progress(n);
@@ -185,7 +192,7 @@ pub fn write_shards(
         let _ = std::fs::remove_dir_all(&staged);
         Error::io(out, e)
     })?;
-    index_of(out, written, labels)
+    index_of(out, written, labels, unlabeled)
 }
 
 /// The index of a folder just written: `written` holds each language's parts.
@@ -193,6 +200,7 @@ fn index_of(
     out: &Path,
     written: Vec<(String, Vec<(String, u64)>)>,
     labels: BTreeSet<String>,
+    mut unlabeled: BTreeMap<String, (u64, String)>,
 ) -> Result<ShardIndex> {
     let mut langs = Vec::new();
     for (lang, parts) in written {
@@ -208,10 +216,16 @@ fn index_of(
                 records,
             });
         }
+        let (unlabeled, first_unlabeled) = match unlabeled.remove(&lang) {
+            Some((n, at)) => (n, Some(at)),
+            None => (0, None),
+        };
         langs.push(LangShards {
             lang,
             files,
             skipped: 0,
+            unlabeled,
+            first_unlabeled,
         });
     }
     Ok(ShardIndex {

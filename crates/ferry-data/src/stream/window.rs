@@ -66,6 +66,13 @@ pub struct StreamState {
     pub window: u64,
     /// Batches of the current window already given.
     pub batch: usize,
+    /// The languages the readers read, in order: a restore into other languages is refused.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// (window, block, batch size, seed) the batches were made with: a restore with others
+    /// is refused (it would resume with other batches).
+    #[serde(default)]
+    pub settings: Option<(usize, usize, usize, u64)>,
 }
 
 /// Batches streamed from a sharded corpus; see the module documentation.
@@ -104,6 +111,8 @@ impl WindowStream {
             readers,
             window: 0,
             batch: 0,
+            languages: index.languages(),
+            settings: Some((cfg.window, cfg.block, batch_size, seed)),
         };
         Ok(WindowStream {
             cfg,
@@ -126,6 +135,7 @@ impl WindowStream {
                 readers,
                 window: self.start.window + u64::from(self.start.batch > 0),
                 batch: 0,
+                ..self.start.clone()
             };
         }
         self.start.clone()
@@ -133,9 +143,33 @@ impl WindowStream {
 
     /// Continues from a saved position (made by a stream over the same index and settings).
     pub fn restore(&mut self, state: StreamState) -> Result<()> {
+        if !state.languages.is_empty() && state.languages != self.start.languages {
+            return Err(Error::Invalid(format!(
+                "the saved stream read the languages {:?}, this corpus has {:?}: the data or \
+                 [data] languages changed since the run started",
+                state.languages, self.start.languages
+            )));
+        }
+        if let (Some((w, b, n, s)), Some(now)) = (state.settings, self.start.settings) {
+            if (w, b, n, s) != now {
+                return Err(Error::Invalid(format!(
+                    "the run streamed with window {w}, block {b}, batch size {n}, seed {s}; \
+                     the config now says window {}, block {}, batch size {}, seed {}: resuming \
+                     would draw other batches",
+                    now.0, now.1, now.2, now.3
+                )));
+            }
+        }
         self.draws.restore(state.sampler.clone(), &state.readers)?;
+        // The window is redrawn from `state` and its first `batch` batches dropped; until
+        // then the saved position stands as it was.
         self.skip = state.batch;
-        self.start = StreamState { batch: 0, ..state };
+        let (languages, settings) = (self.start.languages.clone(), self.start.settings);
+        self.start = StreamState {
+            languages,
+            settings,
+            ..state
+        };
         self.pending.clear();
         Ok(())
     }
@@ -274,5 +308,24 @@ mod tests {
             got.extend((cut..40).map(|_| b.next_batch(encode).unwrap()));
             assert_eq!(got, whole, "resumed after {cut} batches");
         }
+        // A position saved right after a restore is the restored one.
+        let mut a = WindowStream::new(&index, cfg(), 8, 0.3, 5).unwrap();
+        (0..6).for_each(|_| drop(a.next_batch(encode).unwrap()));
+        let saved = a.state();
+        assert!(saved.batch > 0, "mid-window");
+        let mut b = WindowStream::new(&index, cfg(), 8, 0.3, 5).unwrap();
+        b.restore(saved.clone()).unwrap();
+        assert_eq!(b.state(), saved);
+        // Other settings, or other languages, are refused.
+        let mut c = WindowStream::new(&index, cfg(), 4, 0.3, 5).unwrap();
+        let err = c.restore(saved.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("batch size 8") && err.contains("batch size 4"),
+            "{err}"
+        );
+        let mut other = saved;
+        other.languages[0] = "xx".into();
+        let err = b.restore(other).unwrap_err().to_string();
+        assert!(err.contains("languages"), "{err}");
     }
 }

@@ -211,7 +211,23 @@ pub(super) fn encode_training(
                          (a folder per language of text files has none)",
                     ))
                 }
-                LabelKind::Label => index.labels.clone(),
+                LabelKind::Label => {
+                    // Every record needs a class: refused before training, not at the step
+                    // that first draws one without.
+                    if let Some(l) = index.langs.iter().find(|l| l.unlabeled > 0) {
+                        return Err(Error::file(
+                            &cfg.data.train,
+                            format!(
+                                "has {} records without a label in language {} (the first at \
+                                 {}); every training record needs one",
+                                l.unlabeled,
+                                l.lang,
+                                l.first_unlabeled.as_deref().unwrap_or("?")
+                            ),
+                        ));
+                    }
+                    index.labels.clone()
+                }
             };
             Ok(TrainData {
                 languages: index.languages(),
