@@ -247,6 +247,26 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_cut_short_since_the_position_was_saved_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        corpus(dir.path());
+        let index = ShardIndex::scan(dir.path(), |_| {}).unwrap();
+        let mut a = LangReader::new(&index.langs[0], 0, 5, 3);
+        (0..6).for_each(|_| drop(a.next_record().unwrap()));
+        let saved = a.state().clone();
+        assert!(saved.offset > 0);
+        let file = &index.langs[0].files[saved.file].path;
+        std::fs::write(file, "de 0\n").unwrap();
+        let mut b = LangReader::new(&index.langs[0], 0, 5, 3);
+        b.restore(saved).unwrap();
+        let err = b.next_record().unwrap_err().to_string();
+        assert!(
+            err.contains("b.txt") && err.contains("the file changed"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn gzipped_shards_resume_too() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
