@@ -9,22 +9,10 @@ use crate::error::{Error, Result};
 /// every line of every file under `<lang>/` (sorted; blank lines skipped) is a record of that
 /// language. Hidden folders and files (`.git`, `.DS_Store`) are not read.
 pub fn open(dir: &Path) -> Result<LangFiles> {
-    let mut files = Vec::new();
-    for sub in sorted_entries(dir)? {
-        if !sub.is_dir() || is_hidden(&sub) {
-            continue;
-        }
-        let lang = sub
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        for f in sorted_entries(&sub)? {
-            if f.is_file() && !is_hidden(&f) {
-                files.push((lang.clone(), f));
-            }
-        }
-    }
+    let files: Vec<(String, PathBuf)> = languages(dir)?
+        .into_iter()
+        .flat_map(|(lang, files)| files.into_iter().map(move |f| (lang.clone(), f)))
+        .collect();
     if files.is_empty() {
         return Err(Error::format(
             dir,
@@ -34,6 +22,28 @@ pub fn open(dir: &Path) -> Result<LangFiles> {
     Ok(LangFiles::new(files, true))
 }
 
+/// The language folders of `dir` (sorted, hidden ones left out), each with its files (sorted,
+/// hidden ones left out).
+pub(crate) fn languages(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut out = Vec::new();
+    for sub in sorted_entries(dir)? {
+        if !sub.is_dir() || is_hidden(&sub) {
+            continue;
+        }
+        let lang = sub
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let files = sorted_entries(&sub)?
+            .into_iter()
+            .filter(|f| f.is_file() && !is_hidden(f))
+            .collect();
+        out.push((lang, files));
+    }
+    Ok(out)
+}
+
 /// Whether `path` is hidden (`.git`, `.DS_Store`): not read as corpus.
 pub(crate) fn is_hidden(path: &Path) -> bool {
     path.file_name()
@@ -41,7 +51,7 @@ pub(crate) fn is_hidden(path: &Path) -> bool {
 }
 
 /// The entries of `dir`, sorted by path.
-pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))

@@ -8,7 +8,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::by_lang::{is_hidden, sorted_entries};
+use crate::corpus::by_lang;
 use crate::corpus::lines::Lines;
 pub use crate::corpus::LineKind;
 use crate::error::{Error, Result};
@@ -58,6 +58,9 @@ pub struct LangShards {
     /// Where the first record without a label is (`file:line`).
     #[serde(default)]
     pub first_unlabeled: Option<String>,
+    /// The labels its records carry, sorted.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl LangShards {
@@ -82,7 +85,7 @@ pub struct ShardIndex {
 pub fn is_sharded(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|rd| {
         rd.flatten()
-            .any(|e| e.path().is_dir() && !is_hidden(&e.path()))
+            .any(|e| e.path().is_dir() && !by_lang::is_hidden(&e.path()))
     })
 }
 
@@ -93,26 +96,17 @@ impl ShardIndex {
         let mut langs = Vec::new();
         let mut labels = BTreeSet::new();
         let mut read = 0u64;
-        for sub in sorted_entries(dir)? {
-            if !sub.is_dir() || is_hidden(&sub) {
-                continue;
-            }
-            let lang = sub
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+        for (lang, paths) in by_lang::languages(dir)? {
             let mut shards = LangShards {
                 lang,
                 files: Vec::new(),
                 skipped: 0,
                 unlabeled: 0,
                 first_unlabeled: None,
+                labels: Vec::new(),
             };
-            for path in sorted_entries(&sub)? {
-                if !path.is_file() || is_hidden(&path) {
-                    continue;
-                }
+            let mut lang_labels = BTreeSet::new();
+            for path in paths {
                 let kind = LineKind::of(&path);
                 let (bytes, modified) = ShardFile::stat(&path)?;
                 let mut lines = Lines::open(&path)?;
@@ -128,6 +122,7 @@ impl ShardIndex {
                                 });
                             }
                             if let Some(l) = label {
+                                lang_labels.insert(l.clone());
                                 labels.insert(l);
                                 if labels.len() > MAX_LABELS {
                                     return Err(Error::format(
@@ -156,6 +151,7 @@ impl ShardIndex {
                     records,
                 });
             }
+            shards.labels = lang_labels.into_iter().collect();
             if shards.records() > 0 {
                 langs.push(shards);
             }
@@ -193,6 +189,9 @@ impl ShardIndex {
     /// Keeps only the languages in `keep`.
     pub fn retain_languages(&mut self, keep: &[String]) {
         self.langs.retain(|l| keep.contains(&l.lang));
+        // The classes are the labels of the languages kept.
+        let labels: BTreeSet<&String> = self.langs.iter().flat_map(|l| &l.labels).collect();
+        self.labels = labels.into_iter().cloned().collect();
     }
 
     /// The languages, sorted: language index `l` of a draw indexes this.

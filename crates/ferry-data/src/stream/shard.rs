@@ -155,6 +155,7 @@ pub fn write_shards(
     let staging = ferry_io::atomic::staging_folder(ferry_io::atomic::parent_dir(out), &name)?;
     let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
     let mut labels = BTreeSet::new();
+    let mut by_lang: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut unlabeled: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut n = 0u64;
     for r in records {
@@ -166,6 +167,11 @@ pub fn write_shards(
         }
         let p = parts.get_mut(&r.lang).expect("inserted above");
         p.append(&line(&r), part_bytes)?;
+        if let Some(l) = &r.label {
+            if !by_lang.get(&r.lang).is_some_and(|s| s.contains(l)) {
+                by_lang.entry(r.lang.clone()).or_default().insert(l.clone());
+            }
+        }
         if r.label.is_none() {
             let u = unlabeled
                 .entry(r.lang.clone())
@@ -192,7 +198,7 @@ pub fn write_shards(
         let _ = std::fs::remove_dir_all(&staged);
         Error::io(out, e)
     })?;
-    index_of(out, written, labels, unlabeled)
+    index_of(out, written, labels, by_lang, unlabeled)
 }
 
 /// The index of a folder just written: `written` holds each language's parts.
@@ -200,6 +206,7 @@ fn index_of(
     out: &Path,
     written: Vec<(String, Vec<(String, u64)>)>,
     labels: BTreeSet<String>,
+    mut by_lang: BTreeMap<String, BTreeSet<String>>,
     mut unlabeled: BTreeMap<String, (u64, String)>,
 ) -> Result<ShardIndex> {
     let mut langs = Vec::new();
@@ -220,12 +227,14 @@ fn index_of(
             Some((n, at)) => (n, Some(at)),
             None => (0, None),
         };
+        let lang_labels = by_lang.remove(&lang).unwrap_or_default();
         langs.push(LangShards {
             lang,
             files,
             skipped: 0,
             unlabeled,
             first_unlabeled,
+            labels: lang_labels.into_iter().collect(),
         });
     }
     Ok(ShardIndex {
@@ -256,6 +265,7 @@ mod tests {
         assert_eq!(index.languages(), ["de", "en", "fr"]);
         assert_eq!(index.sizes(), [100, 100, 100]);
         assert_eq!(index.labels, ["0", "1"]);
+        assert_eq!(index.langs[0].labels, ["0", "1"]);
         assert!(
             index.langs[0].files.len() > 1,
             "parts roll over at the size given"
@@ -277,6 +287,21 @@ mod tests {
         let again = corpus::open(&tsv, &CorpusOptions::default()).unwrap();
         let err = write_shards(again, &out, 1000, |_| {}).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn keeping_some_languages_keeps_their_labels_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsv = dir.path().join("c.tsv");
+        std::fs::write(&tsv, "lang\ttext\tlabel\nde\teins\ta\nfr\tun\tb\n").unwrap();
+        let reader = corpus::open(&tsv, &CorpusOptions::default()).unwrap();
+        let mut index = write_shards(reader, &dir.path().join("s"), PART_BYTES, |_| {}).unwrap();
+        assert_eq!(index.labels, ["a", "b"]);
+        index.retain_languages(&["de".to_string()]);
+        assert_eq!(index.labels, ["a"]);
+        let mut scanned = ShardIndex::scan(&dir.path().join("s"), |_| {}).unwrap();
+        scanned.retain_languages(&["fr".to_string()]);
+        assert_eq!(scanned.labels, ["b"]);
     }
 
     #[test]
