@@ -86,7 +86,8 @@ pub fn encode_corpus(
                             add_lang_tag(t, tok.token_id(&style.tag(&tr.lang))?, style, true);
                         }
                     }
-                    if let Some(n) = opts.max_len {
+                    // Only a cut example gives memory back (the others are not reallocated).
+                    if let Some(n) = opts.max_len.filter(|&n| ids.len() > n) {
                         ids.truncate(n);
                         ids.shrink_to_fit();
                     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use ferry_data::batch::Example;
 use ferry_data::corpus::{self, CorpusOptions};
 use ferry_data::issues::IssueLog;
-use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig};
-use ferry_data::stream::{self, LangReader, ShardIndex, StreamConfig, WindowStream};
+use ferry_data::sampling::{ByLanguage, LanguageSampler, SamplerConfig, SamplerState};
+use ferry_data::stream::{self, LangReader, ShardIndex, StreamConfig, StreamState, WindowStream};
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
 
@@ -166,29 +166,29 @@ impl<'a> Feed<'a> {
 
     /// The state of a run that has not taken a step.
     pub fn initial_state(&self) -> TrainerState {
-        let mut state = TrainerState {
+        let (sampler, stream) = self.position();
+        TrainerState {
             step: 0,
-            sampler: match self {
-                Feed::InMemory { sampler, .. } => sampler.state().clone(),
-                Feed::Streamed { stream, .. } => stream.state().sampler,
-            },
+            sampler,
             best: None,
             since_best: 0,
             stopped_early: false,
-            stream: None,
-        };
-        self.save(&mut state);
-        state
+            stream,
+        }
     }
 
     /// Records the position in `state`.
     pub fn save(&self, state: &mut TrainerState) {
+        (state.sampler, state.stream) = self.position();
+    }
+
+    /// The sampler's state and, streamed, the stream's position (whose sampler is the same).
+    fn position(&self) -> (SamplerState, Option<StreamState>) {
         match self {
-            Feed::InMemory { sampler, .. } => state.sampler = sampler.state().clone(),
+            Feed::InMemory { sampler, .. } => (sampler.state().clone(), None),
             Feed::Streamed { stream, .. } => {
                 let s = stream.state();
-                state.sampler = s.sampler.clone();
-                state.stream = Some(s);
+                (s.sampler.clone(), Some(s))
             }
         }
     }

@@ -6,6 +6,9 @@
 use std::path::Path;
 
 use ferry_testkit::repo_root;
+
+mod common;
+use common::step_losses;
 use ferry_train::config::TrainConfig;
 use ferry_train::run::{train, RunOptions};
 
@@ -60,19 +63,6 @@ threads = 2
 "#;
 
 const STREAM: &str = "max_len = 64\nstream = { window = 40, block = 16 }";
-
-fn step_losses(dir: &Path) -> Vec<(u64, u32)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| {
-            let loss = v["loss"].as_f64().unwrap() as f32;
-            (v["step"].as_u64().unwrap(), loss.to_bits())
-        })
-        .collect()
-}
 
 fn opts(stop: Option<u64>, resume: bool) -> RunOptions {
     RunOptions {

@@ -9,6 +9,7 @@ use ferry_data::rng::Rng;
 use ferry_testkit::repo_root;
 
 mod common;
+use common::step_losses;
 use ferry_train::config::{LossKind, TrainConfig};
 use ferry_train::grads::Grads;
 use ferry_train::models::{Arch, BertConfig, Model, ModelSpec, Pooling, TransformerConfig};
@@ -67,21 +68,6 @@ dir = "{out}"
 
 const TRANSFORMER: &str =
     "kind = \"transformer\"\nlayers = 1\nheads = 2\ndim = 16\nff = 32\nmax_len = 48";
-
-fn step_losses(dir: &Path) -> Vec<(u64, u32)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| {
-            (
-                v["step"].as_u64().unwrap(),
-                (v["loss"].as_f64().unwrap() as f32).to_bits(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn a_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {

@@ -135,7 +135,8 @@ impl WindowStream {
                 readers,
                 window: self.start.window + u64::from(self.start.batch > 0),
                 batch: 0,
-                ..self.start.clone()
+                languages: self.start.languages.clone(),
+                settings: self.start.settings,
             };
         }
         self.start.clone()
