@@ -10,9 +10,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ferry_graph::exec::Executor;
 use ferry_graph::passes::{all, PassManager};
 use ferry_graph::verify::synth_inputs;
-use ferry_graph::Model;
+use ferry_graph::OnnxModel;
 
-fn encoder() -> Model {
+fn encoder() -> OnnxModel {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/graph/encoder.onnx");
     ferry_graph::onnx::read_model(&path).expect("fixtures/graph/encoder.onnx")

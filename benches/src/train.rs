@@ -5,13 +5,13 @@
 use candle_core::{Device, Tensor};
 use ferry_data::rng::Rng;
 use ferry_train::grads::{clip_factor, Grads};
-use ferry_train::models::{Arch, Model, ModelSpec, Pooling, TransformerConfig};
+use ferry_train::models::{Arch, Classifier, ModelSpec, Pooling, TransformerConfig};
 use ferry_train::nn::Activation;
 use ferry_train::optim::{Optimizer, OptimizerConfig};
 
 /// A workload: model, batch shape, and its optimizer state.
 pub struct Workload {
-    model: Model,
+    model: Classifier,
     optimizer: Optimizer,
     batches: Vec<(Tensor, Tensor)>,
     next: usize,
@@ -51,7 +51,7 @@ impl Workload {
             classes: (0..classes).map(|c| c.to_string()).collect(),
         };
         let dev = Device::Cpu;
-        let model = Model::new(&spec, 0, &dev).ok()?;
+        let model = Classifier::new(&spec, 0, &dev).ok()?;
         let optimizer = OptimizerConfig::Adamw {
             lr: 1e-3,
             betas: (0.9, 0.999),

@@ -82,7 +82,8 @@ pub fn cycles(edges: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeSet<Ve
     found
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every `.rs` file under `dir`.
+pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

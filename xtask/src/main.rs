@@ -18,6 +18,8 @@ mod codegen;
 mod fixtures;
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod lengths;
 mod util;
 
 use std::process::{Command, ExitCode};

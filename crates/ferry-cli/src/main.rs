@@ -125,3 +125,38 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command, `ferry data tokenizer encode` as much as `ferry migrate`, takes `--quiet`
+    /// and `--json` (issue 19's CLI consistency), so scripts and people get the same choices everywhere.
+    #[test]
+    fn every_command_takes_quiet_and_json() {
+        fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+            for sub in cmd.get_subcommands() {
+                leaves(sub, format!("{path} {}", sub.get_name()), out);
+            }
+            if cmd.get_subcommands().next().is_none() {
+                out.push((path, cmd.clone()));
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), "ferry".into(), &mut all);
+        assert!(all.len() >= 15, "{} commands", all.len());
+        let mut missing = Vec::new();
+        for (path, cmd) in &all {
+            for flag in ["quiet", "json"] {
+                if !cmd.get_arguments().any(|a| a.get_long() == Some(flag)) {
+                    missing.push(format!("{path}: --{flag}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "commands without:\n{}",
+            missing.join("\n")
+        );
+    }
+}

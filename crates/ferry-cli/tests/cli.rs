@@ -370,6 +370,51 @@ fn missing_file_error_names_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/model.pth"));
 }
 
+/// Every crate reports a file it cannot read in one shape (ferry-io's `FileError`): the path
+/// first, then the reason, each once (the reason used to be repeated as its own source).
+#[test]
+fn file_errors_name_the_file_and_the_reason_once_in_every_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["inspect", "no/such/model.pth"], "no/such/model.pth"),
+        (&["run", "no/such/model.onnx"], "no/such/model.onnx"),
+        (
+            &["verify", "--replay", "no/such/report.json"],
+            "no/such/report.json",
+        ),
+        (
+            &["data", "stats", "no/such/corpus.jsonl"],
+            "no/such/corpus.jsonl",
+        ),
+        (
+            &["eval", "--model", "bad-model", "--data", "x.jsonl"],
+            "ferry-model.json",
+        ),
+    ];
+    std::fs::create_dir(dir.path().join("bad-model")).unwrap();
+    std::fs::write(dir.path().join("bad-model/ferry-model.json"), "{").unwrap();
+    for (args, path) in cases {
+        let out = ferry(args, dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            err.starts_with(&format!("error: {path}")) || err.contains(&format!("/{path}: ")),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            err.matches(path).count(),
+            1,
+            "{args:?}: the path once: {err}"
+        );
+        let reason = err.trim_end().rsplit(": ").next().unwrap();
+        assert_eq!(
+            err.matches(reason).count(),
+            1,
+            "{args:?}: the reason once: {err}"
+        );
+    }
+}
+
 #[test]
 fn every_fixture_format_migrates_and_verifies() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,25 +9,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What can go wrong reading, tokenizing, sampling or batching a corpus.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// A file that could not be read or written, or whose layout ferry cannot read.
+    #[error(transparent)]
+    File(#[from] ferry_io::FileError),
     /// A record that breaks the corpus format, under `--on-error fail`.
     #[error("{0}")]
     BadRecord(crate::issues::Issue),
-    /// A file or folder whose layout ferry cannot read.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file or folder.
-        path: PathBuf,
-        /// What is wrong, and the fix.
-        msg: String,
-    },
     /// A tokenizer that cannot be loaded, trained, saved or applied.
     #[error("tokenizer {path}: {msg}")]
     Tokenizer {
@@ -48,19 +35,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::Io`] for `path`.
+    /// The operating system refused `source` on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::File(ferry_io::FileError::io(path, source))
     }
 
-    /// An [`Error::Format`] for `path`.
-    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            msg: msg.into(),
-        }
+    /// `path` (a file or folder) is laid out in a way ferry cannot read: `msg` says how, and
+    /// the fix.
+    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::File(ferry_io::FileError::malformed(path, msg))
     }
 }

@@ -200,68 +200,10 @@ fn budgets(
     if opts.devices.is_empty() {
         return Err(Error::Option("no device to place on".into()));
     }
-    let mut list: Vec<(DeviceSpec, bool)> = opts.devices.iter().map(|d| (*d, true)).collect();
-    for (_, d) in &opts.maps {
-        if !list.iter().any(|(x, _)| x == d) {
-            list.push((*d, false));
-        }
-    }
-    if let Some((d, _)) = opts
-        .max_memory
-        .iter()
-        .find(|(d, _)| !list.iter().any(|(x, _)| x == d))
-    {
-        return Err(Error::Option(format!(
-            "--max-memory names {d}, which is not among the devices placed on ({}); add it to \
-             --devices",
-            list.iter()
-                .map(|(d, _)| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    let mut plans = list
+    let mut plans = devices_placed_on(opts)?
         .into_iter()
         .map(|(device, auto)| {
-            let cap = opts
-                .max_memory
-                .iter()
-                .find(|(d, _)| *d == device)
-                .map(|(_, b)| *b);
-            let (total, budget, reserve) = match (cap, inventory.memory(device)) {
-                (Some(c), Some((t, free))) => (Some(t), c.min(free), 0),
-                (Some(c), None) => (None, c, 0),
-                (None, Some((t, free))) => {
-                    let r = if device.is_accelerator() {
-                        opts.reserve.of(t)
-                    } else {
-                        0
-                    };
-                    (Some(t), free.saturating_sub(r), r)
-                }
-                (None, None) if !crate::spec::compiled(device.kind) => {
-                    // The build command, not "not on this machine".
-                    return Err(crate::spec::not_compiled(device));
-                }
-                (None, None) => {
-                    return Err(Error::Option(format!(
-                        "device {device} is not usable on this machine (it has {}{}): use \
-                         --devices cpu, or plan for it without loading it: ferry place \
-                         --dry-run --max-memory {device}=SIZE",
-                        inventory
-                            .devices()
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        inventory
-                            .notes
-                            .iter()
-                            .map(|n| format!("; {n}"))
-                            .collect::<String>()
-                    )))
-                }
-            };
+            let (total, budget, reserve) = memory(inventory, opts, device)?;
             Ok(DevicePlan {
                 device,
                 dtype: model
@@ -283,6 +225,82 @@ fn budgets(
         p.budget_bytes = p.budget_bytes.saturating_sub(opts.held_on_cpu);
     }
     Ok(plans)
+}
+
+/// The devices placed on, each with whether `auto` fills it: those of `--devices`, then
+/// those only a map names; an error when `--max-memory` names another.
+fn devices_placed_on(opts: &PlanOptions) -> Result<Vec<(DeviceSpec, bool)>> {
+    let mut list: Vec<(DeviceSpec, bool)> = opts.devices.iter().map(|d| (*d, true)).collect();
+    for (_, d) in &opts.maps {
+        if !list.iter().any(|(x, _)| x == d) {
+            list.push((*d, false));
+        }
+    }
+    if let Some((d, _)) = opts
+        .max_memory
+        .iter()
+        .find(|(d, _)| !list.iter().any(|(x, _)| x == d))
+    {
+        return Err(Error::Option(format!(
+            "--max-memory names {d}, which is not among the devices placed on ({}); add it to \
+             --devices",
+            list.iter()
+                .map(|(d, _)| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(list)
+}
+
+/// `(total, budget, reserve)` of `device`: its cap (at most its free memory), else its free
+/// memory less the reserve of an accelerator; an error when it has neither.
+fn memory(
+    inventory: &Inventory,
+    opts: &PlanOptions,
+    device: DeviceSpec,
+) -> Result<(Option<u64>, u64, u64)> {
+    let cap = opts
+        .max_memory
+        .iter()
+        .find(|(d, _)| *d == device)
+        .map(|(_, b)| *b);
+    Ok(match (cap, inventory.memory(device)) {
+        (Some(c), Some((t, free))) => (Some(t), c.min(free), 0),
+        (Some(c), None) => (None, c, 0),
+        (None, Some((t, free))) => {
+            let r = if device.is_accelerator() {
+                opts.reserve.of(t)
+            } else {
+                0
+            };
+            (Some(t), free.saturating_sub(r), r)
+        }
+        (None, None) if !crate::spec::compiled(device.kind) => {
+            // The build command, not "not on this machine".
+            return Err(crate::spec::not_compiled(device));
+        }
+        (None, None) => return Err(not_usable(inventory, device)),
+    })
+}
+
+/// The error for a `device` this machine lacks (and no cap plans it without loading it).
+fn not_usable(inventory: &Inventory, device: DeviceSpec) -> Error {
+    Error::Option(format!(
+        "device {device} is not usable on this machine (it has {}{}): use --devices cpu, or \
+         plan for it without loading it: ferry place --dry-run --max-memory {device}=SIZE",
+        inventory
+            .devices()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        inventory
+            .notes
+            .iter()
+            .map(|n| format!("; {n}"))
+            .collect::<String>()
+    ))
 }
 
 /// Apple GPUs use the host's RAM: an uncapped Metal device may use three quarters of what is
@@ -340,76 +358,119 @@ fn add(d: &mut DevicePlan, name: &str, (w, kv, act): (u64, u64, u64)) {
 /// caller turns any overflow into an error).
 fn place(model: &ModelCost, inventory: &Inventory, opts: &PlanOptions) -> Result<Plan> {
     let mut devices = budgets(model, inventory, opts)?;
-    let w = opts.workload;
     let auto: Vec<usize> = (0..devices.len()).filter(|&i| devices[i].auto).collect();
-    let specs: Vec<DeviceSpec> = devices.iter().map(|d| d.device).collect();
-    let mapped = |name: &str| -> Option<usize> {
-        let (_, dev) = opts.maps.iter().find(|(re, _)| re.is_match(name))?;
-        specs.iter().position(|d| d == dev)
-    };
-    let mut assignment = Vec::with_capacity(model.units.len());
-    if !model.splittable {
-        // One device for the whole model: a map's, else the first that holds all of it.
-        let target = model
-            .units
-            .iter()
-            .find_map(|u| mapped(&u.name))
-            .unwrap_or_else(|| {
-                let whole = |d: &DevicePlan| {
-                    let mut probe = d.clone();
-                    for u in &model.units {
-                        let c = unit_cost(model, u, &probe, w);
-                        add(&mut probe, &u.name, c);
-                    }
-                    probe.over() == 0
-                };
-                auto.iter()
-                    .copied()
-                    .find(|&i| whole(&devices[i]))
-                    .unwrap_or(*auto.last().expect("budgets lists a device"))
-            });
-        for u in &model.units {
-            let c = unit_cost(model, u, &devices[target], w);
-            add(&mut devices[target], &u.name, c);
-            assignment.push((u.name.clone(), devices[target].device));
-        }
+    let assignment = if !model.splittable {
+        place_whole(model, opts, &mut devices, &auto)
     } else {
-        // Mapped units take their room first, so filling in order leaves it to them.
-        let mut slots: Vec<Option<usize>> = model.units.iter().map(|u| mapped(&u.name)).collect();
-        for (u, slot) in model.units.iter().zip(&slots) {
-            if let Some(i) = *slot {
-                let c = unit_cost(model, u, &devices[i], w);
-                add(&mut devices[i], &u.name, c);
-            }
-        }
-        let mut cursor = 0;
-        for (u, slot) in model.units.iter().zip(slots.iter_mut()) {
-            if slot.is_some() {
-                continue;
-            }
-            while cursor + 1 < auto.len()
-                && !fits(
-                    &devices[auto[cursor]],
-                    unit_cost(model, u, &devices[auto[cursor]], w),
-                )
-            {
-                cursor += 1;
-            }
-            let i = auto[cursor];
+        place_units(model, opts, &mut devices, &auto)
+    };
+    check_maps(model, opts)?;
+    Ok(Plan {
+        arch: model.arch.clone(),
+        workload: opts.workload,
+        devices,
+        assignment,
+    })
+}
+
+/// The index in `devices` of the device a `--map` sends unit `name` to (first match wins).
+fn mapped(opts: &PlanOptions, devices: &[DevicePlan], name: &str) -> Option<usize> {
+    let (_, dev) = opts.maps.iter().find(|(re, _)| re.is_match(name))?;
+    devices.iter().position(|d| d.device == *dev)
+}
+
+/// Places a model that is not split on one device: a map's, else the first of `auto` that
+/// holds all of it, else the last; returns each unit and its device.
+fn place_whole(
+    model: &ModelCost,
+    opts: &PlanOptions,
+    devices: &mut [DevicePlan],
+    auto: &[usize],
+) -> Vec<(String, DeviceSpec)> {
+    let w = opts.workload;
+    let target = model
+        .units
+        .iter()
+        .find_map(|u| mapped(opts, devices, &u.name))
+        .unwrap_or_else(|| {
+            auto.iter()
+                .copied()
+                .find(|&i| holds_all(model, &devices[i], w))
+                .unwrap_or(*auto.last().expect("budgets lists a device"))
+        });
+    let mut assignment = Vec::with_capacity(model.units.len());
+    for u in &model.units {
+        let c = unit_cost(model, u, &devices[target], w);
+        add(&mut devices[target], &u.name, c);
+        assignment.push((u.name.clone(), devices[target].device));
+    }
+    assignment
+}
+
+/// Whether `d` has room for every unit of `model` besides what it holds.
+fn holds_all(model: &ModelCost, d: &DevicePlan, w: Workload) -> bool {
+    let mut probe = d.clone();
+    for u in &model.units {
+        let c = unit_cost(model, u, &probe, w);
+        add(&mut probe, &u.name, c);
+    }
+    probe.over() == 0
+}
+
+/// Places a model unit by unit: mapped units where their map says, the others filling the
+/// devices of `auto` in order; returns each unit and its device, in forward order.
+fn place_units(
+    model: &ModelCost,
+    opts: &PlanOptions,
+    devices: &mut [DevicePlan],
+    auto: &[usize],
+) -> Vec<(String, DeviceSpec)> {
+    let w = opts.workload;
+    // Mapped units take their room first, so filling in order leaves it to them.
+    let mut slots: Vec<Option<usize>> = model
+        .units
+        .iter()
+        .map(|u| mapped(opts, devices, &u.name))
+        .collect();
+    for (u, slot) in model.units.iter().zip(&slots) {
+        if let Some(i) = *slot {
             let c = unit_cost(model, u, &devices[i], w);
             add(&mut devices[i], &u.name, c);
-            *slot = Some(i);
-        }
-        // Each device lists its units in forward order.
-        for d in devices.iter_mut() {
-            d.units.clear();
-        }
-        for (u, slot) in model.units.iter().zip(&slots) {
-            let i = slot.expect("every unit has a device");
-            devices[i].units.push(u.name.clone());
-            assignment.push((u.name.clone(), devices[i].device));
         }
     }
+    let mut cursor = 0;
+    for (u, slot) in model.units.iter().zip(slots.iter_mut()) {
+        if slot.is_some() {
+            continue;
+        }
+        while cursor + 1 < auto.len()
+            && !fits(
+                &devices[auto[cursor]],
+                unit_cost(model, u, &devices[auto[cursor]], w),
+            )
+        {
+            cursor += 1;
+        }
+        let i = auto[cursor];
+        let c = unit_cost(model, u, &devices[i], w);
+        add(&mut devices[i], &u.name, c);
+        *slot = Some(i);
+    }
+    // Each device lists its units in forward order.
+    for d in devices.iter_mut() {
+        d.units.clear();
+    }
+    let mut assignment = Vec::with_capacity(model.units.len());
+    for (u, slot) in model.units.iter().zip(&slots) {
+        let i = slot.expect("every unit has a device");
+        devices[i].units.push(u.name.clone());
+        assignment.push((u.name.clone(), devices[i].device));
+    }
+    assignment
+}
+
+/// An error when a `--map` matches no unit of `model`.
+fn check_maps(model: &ModelCost, opts: &PlanOptions) -> Result<()> {
     if let Some((re, _)) = opts
         .maps
         .iter()
@@ -430,12 +491,7 @@ fn place(model: &ModelCost, inventory: &Inventory, opts: &PlanOptions) -> Result
                 .join(", ")
         )));
     }
-    Ok(Plan {
-        arch: model.arch.clone(),
-        workload: w,
-        devices,
-        assignment,
-    })
+    Ok(())
 }
 
 /// The message for a model `over` bytes too large: what it needs, what the devices hold, and

@@ -6,13 +6,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read, parsed or written.
-    #[error("{}: {msg}", path.display())]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    #[error(transparent)]
+    File(#[from] ferry_io::FileError),
     /// A node could not be run or rewritten.
     #[error("node `{node}` ({op}): {msg}")]
     Node {
@@ -57,12 +52,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// An error about `path`.
-    pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File {
-            path: path.into(),
-            msg: msg.into(),
-        }
+    /// The operating system refused `source` on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::File(ferry_io::FileError::io(path, source))
+    }
+
+    /// `path` could not be parsed, or was not what it should be: `msg` says how.
+    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::File(ferry_io::FileError::malformed(path, msg))
     }
 }
 

@@ -28,7 +28,7 @@ pub fn read_arrays(path: &Path, device: &Device) -> Result<IndexMap<String, Tens
     }
     let ck = Checkpoint::open(path)?;
     if !matches!(ck.format, ferry_io::Format::Npy | ferry_io::Format::Npz) {
-        return Err(Error::file(
+        return Err(Error::malformed(
             path,
             format!(
                 "expected a .npy, .npz or .pb (ONNX TensorProto) file, found {}",

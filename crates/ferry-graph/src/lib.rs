@@ -19,4 +19,4 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use exec::Executor;
-pub use ir::{Attr, Dim, Graph, Model, Node, ValueInfo};
+pub use ir::{Attr, Dim, Graph, Node, OnnxModel, ValueInfo};

@@ -181,10 +181,10 @@ fn a_graph_reading_an_undefined_value_is_invalid() {
 
 #[test]
 fn a_graph_asking_for_1e16_elements_gets_an_error_not_an_allocation() {
-    use ferry_graph::ir::{entry_from_candle, Graph, Model, ValueInfo};
+    use ferry_graph::ir::{entry_from_candle, Graph, OnnxModel, ValueInfo};
     use ferry_graph::passes::{by_names, PassManager};
     let shape = candle_core::Tensor::new(&[100_000_000i64, 100_000_000], &Device::Cpu).unwrap();
-    let mut model = Model {
+    let mut model = OnnxModel {
         graph: Graph {
             outputs: vec![ValueInfo::untyped("y")],
             nodes: vec![Node::new(
@@ -196,7 +196,7 @@ fn a_graph_asking_for_1e16_elements_gets_an_error_not_an_allocation() {
             ..Graph::default()
         },
         opsets: [(String::new(), 17)].into_iter().collect(),
-        ..Model::default()
+        ..OnnxModel::default()
     };
     model
         .graph
@@ -524,7 +524,7 @@ fn run_one(
     consts: &[(&str, candle_core::Tensor)],
     attrs: &[(&str, ferry_graph::Attr)],
 ) -> Result<Vec<usize>, String> {
-    use ferry_graph::ir::{entry_from_candle, Graph, Model, ValueInfo};
+    use ferry_graph::ir::{entry_from_candle, Graph, OnnxModel, ValueInfo};
     let mut node = Node::new(
         "n",
         op,
@@ -547,7 +547,7 @@ fn run_one(
             .initializers
             .insert(k.to_string(), entry_from_candle(k, t).unwrap());
     }
-    let model = Model {
+    let model = OnnxModel {
         graph,
         opsets: [
             (String::new(), 17),
@@ -555,7 +555,7 @@ fn run_one(
         ]
         .into_iter()
         .collect(),
-        ..Model::default()
+        ..OnnxModel::default()
     };
     let out = Executor::new(&model, &Device::Cpu)
         .unwrap()

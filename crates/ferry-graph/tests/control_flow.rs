@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use ferry_graph::exec::{MemoryBudget, MAX_ITERATIONS};
 use ferry_graph::ir::entry_from_candle;
 use ferry_graph::onnx::{read_model, write_model, ExportOptions};
-use ferry_graph::{Attr, Error, Executor, Graph, Model, Node, ValueInfo};
+use ferry_graph::{Attr, Error, Executor, Graph, Node, OnnxModel, ValueInfo};
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
@@ -34,12 +34,12 @@ fn sub(g: Graph) -> Attr {
     Attr::Graph(Box::new(g))
 }
 
-fn model(graph: Graph, opset: i64) -> Model {
-    Model {
+fn model(graph: Graph, opset: i64) -> OnnxModel {
+    OnnxModel {
         graph,
         opsets: [(String::new(), opset)].into_iter().collect(),
         ir_version: 8,
-        ..Model::default()
+        ..OnnxModel::default()
     }
 }
 
@@ -66,7 +66,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 /// `r = Relu(x)`, `a = Neg(r)` (the last direct reader of `r`), then
 /// `Loop(m, "", x)` whose body adds `r` (captured: it must outlive `a`) to the carried value
 /// and emits twice the sum (a body initializer) as its scan output.
-fn accumulate() -> Model {
+fn accumulate() -> OnnxModel {
     let mut body = graph(
         "acc_body",
         &["i", "c", "acc"],
@@ -116,7 +116,7 @@ fn loop_carries_values_stacks_scan_outputs_and_reads_the_enclosing_graph() {
 
 /// A Loop with a condition whose body holds an If: the branches read the Loop body's carried
 /// value (one scope up) and the main graph's initializer `one` (two scopes up).
-fn nested() -> Model {
+fn nested() -> OnnxModel {
     let branch = |name: &str, op: &str| {
         graph(
             name,
@@ -273,7 +273,7 @@ fn subgraphs_survive_a_round_trip_through_onnx() {
 
 /// A Loop whose body is `c_out = Identity(c)` (the condition, when given, stays true) and
 /// whose node has the trip count and condition inputs `m` and `cond`.
-fn endless(m: &str, cond: &str) -> Model {
+fn endless(m: &str, cond: &str) -> OnnxModel {
     let body = graph(
         "body",
         &["i", "c", "v"],

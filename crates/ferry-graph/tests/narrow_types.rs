@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use ferry_graph::ir::{entry_from_candle, Dim, Narrow, ValueInfo};
 use ferry_graph::onnx::{read_model, write_model, ExportOptions};
-use ferry_graph::{Attr, Executor, Graph, Model, Node};
+use ferry_graph::{Attr, Executor, Graph, Node, OnnxModel};
 use ferry_io::{DType, Layout, Storage, TensorEntry};
 
 fn vi(name: &str, dtype: DType, dims: &[usize]) -> ValueInfo {
@@ -36,7 +36,7 @@ fn int4(name: &str, values: &[i8], dims: &[usize]) -> TensorEntry {
 /// `y = MatMul(DequantizeLinear(QuantizeLinear(x) as int8), DequantizeLinear(w as int4))` and
 /// the int4 quantization of `x`, dequantized, as a second output (onnxruntime's Python API
 /// cannot hand out int4 arrays).
-fn model() -> Model {
+fn model() -> OnnxModel {
     let dev = Device::Cpu;
     let w: Vec<i8> = (0..24).map(|i| ((i * 5) % 16 - 8) as i8).collect();
     let mut g = Graph {
@@ -92,11 +92,11 @@ fn model() -> Model {
             "q4f",
         ),
     ];
-    Model {
+    OnnxModel {
         graph: g,
         opsets: [(String::new(), 21)].into_iter().collect(),
         ir_version: 10,
-        ..Model::default()
+        ..OnnxModel::default()
     }
 }
 

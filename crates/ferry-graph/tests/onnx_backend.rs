@@ -33,7 +33,7 @@ use candle_core::{DType as C, Device, Tensor};
 use ferry_graph::exec::is_supported;
 use ferry_graph::ir::entry_to_candle;
 use ferry_graph::onnx::{read_model, read_tensor};
-use ferry_graph::{Error, Executor, Model};
+use ferry_graph::{Error, Executor, OnnxModel};
 use ferry_io::DType;
 
 const SCRIPT: &str = "scripts/make_onnx_node_tests.py";
@@ -122,14 +122,14 @@ fn tidy(msg: &str, suite: &Path) -> String {
 /// An error without the file it names (the case's own).
 fn short(e: &Error) -> String {
     match e {
-        Error::File { msg, .. } => msg.clone(),
+        Error::File(f) => f.problem.to_string(),
         Error::Io(ferry_io::Error::Tensor { tensor, msg, .. }) => format!("`{tensor}`: {msg}"),
         other => other.to_string(),
     }
 }
 
 /// An error as `Op: what went wrong` where a node is involved.
-fn error_reason(e: &Error, model: &Model) -> String {
+fn error_reason(e: &Error, model: &OnnxModel) -> String {
     match e {
         Error::Node { op, msg, .. } => format!("{op}: {msg}"),
         Error::NodeOverBudget { op, exceeded, .. } => format!("{op}: {exceeded}"),

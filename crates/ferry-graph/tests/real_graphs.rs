@@ -12,7 +12,7 @@ use ferry_graph::feeds::{read_arrays, write_npz};
 use ferry_graph::onnx::{read_model, write_model, ExportOptions, ExternalData};
 use ferry_graph::passes::{all, PassManager, VerifyOptions};
 use ferry_graph::verify::compare_outputs;
-use ferry_graph::Model;
+use ferry_graph::OnnxModel;
 use indexmap::IndexMap;
 
 fn fixture(name: &str) -> PathBuf {
@@ -40,7 +40,7 @@ fn io(model: &Path) -> (HashMap<String, Tensor>, IndexMap<String, Tensor>) {
 
 fn assert_matches(
     what: &str,
-    model: &Model,
+    model: &OnnxModel,
     inputs: &HashMap<String, Tensor>,
     want: &IndexMap<String, Tensor>,
     rel: f64,
@@ -63,7 +63,7 @@ fn assert_matches(
     }
 }
 
-fn optimize(model: &Model) -> Model {
+fn optimize(model: &OnnxModel) -> OnnxModel {
     let mut opt = model.clone();
     let r = PassManager::new(all())
         .verify(VerifyOptions::default())
@@ -372,7 +372,7 @@ fn attempt<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 /// `DIR/<file>.<what>.npz` (`what`: `plain`, `optimized` or `written`, then `.saved` or `.alt`),
 /// to compare them with onnxruntime's in Python.
 fn run_export(
-    model: &Model,
+    model: &OnnxModel,
     inputs: &HashMap<String, Tensor>,
     file: &str,
     what: &str,
@@ -427,7 +427,7 @@ fn export_cases(model: &Path) -> Vec<Case> {
 
 /// Runs `model` on every case and compares with onnxruntime.
 fn run_cases(
-    model: &Model,
+    model: &OnnxModel,
     cases: &[Case],
     qdq: bool,
     file: &str,

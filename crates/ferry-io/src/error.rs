@@ -8,23 +8,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Everything that can go wrong while reading, transforming or writing a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The operating system refused a read, write, rename or map.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid for its format (truncated, corrupt, inconsistent).
-    #[error("{}: {msg}", path.display())]
-    Malformed {
-        /// The file involved.
-        path: PathBuf,
-        /// What is wrong, in words.
-        msg: String,
-    },
+    /// A file that could not be read, written or understood.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A pickle asked for a global that ferry does not allow; nothing was imported or called.
     #[error(
         "{}: refused to load: the pickle references `{global}`, which is not on ferry's allow-list \
@@ -87,12 +73,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// A [`Error::Malformed`] for `path`.
+    /// A file whose content is wrong (truncated, corrupt, inconsistent) at `path`.
     pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Malformed {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::File(FileError::malformed(path, msg))
     }
 
     /// A [`Error::Tensor`] for `tensor` in `path`.
@@ -108,11 +91,52 @@ impl Error {
         }
     }
 
-    /// An [`Error::Io`] for `path`.
+    /// The operating system refused a read, write, rename or map of `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
+        Error::File(FileError::io(path, source))
+    }
+}
+
+/// A file that could not be read, written or understood, with its path. Every ferry crate
+/// carries file problems in this one shape (its error enum's `File` variant), so a message
+/// always starts with the file, and a caller tells the operating system's refusals from bad
+/// content by its [`FileProblem`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct FileError {
+    /// The file (or folder) involved.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub problem: FileProblem,
+}
+
+/// What went wrong with a file. The message is part of [`FileError`]'s own, so neither variant
+/// is reported again as a source.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    /// The operating system refused a read, write, rename or map.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The content is not what its format says (truncated, corrupt, inconsistent, a layout
+    /// ferry cannot read); the message says what is wrong and the fix where there is one.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl FileError {
+    /// The operating system refused `source` on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        FileError {
             path: path.into(),
-            source,
+            problem: FileProblem::Io(source),
+        }
+    }
+
+    /// `path`'s content is wrong: `msg` says how.
+    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        FileError {
+            path: path.into(),
+            problem: FileProblem::Malformed(msg.into()),
         }
     }
 }

@@ -39,6 +39,9 @@ const SUM2: &str = ".in_sum2";
 const COUNTS: &str = ".counts";
 const SUM: &str = ".in_sum";
 
+/// A weight's `in_sum2` and `counts` tensors, in that order, each `None` until found.
+type TensorPair<'a> = [Option<&'a crate::tensor::TensorEntry>; 2];
+
 /// One weight matrix's statistics (several matrices for a mixture of experts' stacked
 /// tensors, as llama.cpp stores them).
 #[derive(Debug, Clone, PartialEq)]
@@ -94,136 +97,177 @@ fn f32_values(t: &crate::tensor::TensorEntry) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// Refuses a file at `path` that does not start with GGUF's magic (llama.cpp's legacy `.dat`
+/// form among them), with how to get a GGUF importance matrix instead.
+fn check_gguf_magic(path: &Path) -> Result<()> {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::io(path, e))?;
+    if n < 4 || &head != b"GGUF" {
+        return Err(Error::malformed(
+            path,
+            "not a GGUF importance matrix (llama.cpp's legacy .dat form is not read: \
+             convert it with `llama-imatrix --in-file FILE.dat -o FILE.gguf`, or make one \
+             with `ferry calibrate MODEL --out imatrix.gguf`)",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a GGUF whose `general.type` in `metadata` is set to anything but
+/// [`GENERAL_TYPE`] (a model, say).
+fn check_general_type(path: &Path, metadata: &Metadata) -> Result<()> {
+    match metadata.get("general.type").and_then(MetaValue::as_str) {
+        None | Some(GENERAL_TYPE) => Ok(()),
+        Some(other) => Err(Error::malformed(
+            path,
+            format!(
+                "is a GGUF `{other}` (general.type), not an importance matrix; make one \
+                 with `ferry calibrate MODEL --out imatrix.gguf`"
+            ),
+        )),
+    }
+}
+
+/// The `in_sum2` and `counts` tensors of each weight (in that order, either possibly
+/// missing), by weight name. `.in_sum` tensors are skipped; any other tensor, or one that is
+/// not f32, is an error.
+fn pair_tensors<'a>(
+    path: &Path,
+    tensors: &'a [crate::tensor::TensorEntry],
+) -> Result<BTreeMap<String, TensorPair<'a>>> {
+    let mut parts: BTreeMap<String, TensorPair<'a>> = BTreeMap::new();
+    for t in tensors {
+        let (base, slot) = if let Some(b) = t.name.strip_suffix(SUM2) {
+            (b, 0)
+        } else if let Some(b) = t.name.strip_suffix(COUNTS) {
+            (b, 1)
+        } else if t.name.ends_with(SUM) {
+            continue; // llama.cpp's newer per-column sums: not needed to quantize
+        } else {
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                "is not an importance-matrix tensor (`<weight>.in_sum2`, `<weight>.counts`); \
+                 is this a model file rather than an imatrix?",
+            ));
+        };
+        if t.dtype != DType::F32 {
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                format!("is {}; importance-matrix tensors are f32", t.dtype),
+            ));
+        }
+        parts.entry(base.to_string()).or_default()[slot] = Some(t);
+    }
+    Ok(parts)
+}
+
+/// The entry of weight `name` from its `in_sum2` and `counts` tensors: both present, the sums
+/// whole matrices of the counts, every value finite and non-negative.
+fn read_entry(path: &Path, name: &str, [sums, counts]: TensorPair<'_>) -> Result<ImatrixEntry> {
+    let (Some(sums), Some(counts)) = (sums, counts) else {
+        let (has, lacks) = if sums.is_some() {
+            (SUM2, COUNTS)
+        } else {
+            (COUNTS, SUM2)
+        };
+        return Err(Error::tensor(
+            path,
+            format!("{name}{has}"),
+            format!("has no `{name}{lacks}` beside it (truncated or corrupt imatrix)"),
+        ));
+    };
+    let (sum_sq, counts) = (f32_values(sums)?, f32_values(counts)?);
+    let tensor_err = |msg: String| Error::tensor(path, format!("{name}{SUM2}"), msg);
+    if counts.is_empty() || sum_sq.is_empty() || sum_sq.len() % counts.len() != 0 {
+        return Err(tensor_err(format!(
+            "{} sums do not split into {} matrices (one count each)",
+            sum_sq.len(),
+            counts.len()
+        )));
+    }
+    let invalid = |v: &[f32]| v.iter().position(|x| !x.is_finite() || *x < 0.0);
+    if let Some(i) = invalid(&sum_sq) {
+        return Err(tensor_err(format!(
+            "value {} at {i} is not a finite non-negative sum of squares",
+            sum_sq[i]
+        )));
+    }
+    if let Some(i) = invalid(&counts) {
+        return Err(Error::tensor(
+            path,
+            format!("{name}{COUNTS}"),
+            format!(
+                "count {} at {i} is not a finite non-negative number",
+                counts[i]
+            ),
+        ));
+    }
+    Ok(ImatrixEntry { sum_sq, counts })
+}
+
+/// Removes [`KEY_DATASETS`] from `extra` and returns its strings (none when absent); any
+/// other value is an error.
+fn take_datasets(path: &Path, extra: &mut Metadata) -> Result<Vec<String>> {
+    let bad = |msg: String| Error::malformed(path, msg);
+    match extra.remove(KEY_DATASETS) {
+        None => Ok(Vec::new()),
+        Some(MetaValue::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(format!("`{KEY_DATASETS}` is not an array of strings"))),
+        Some(other) => Err(bad(format!(
+            "`{KEY_DATASETS}` is {}, not an array of strings",
+            other.display_short()
+        ))),
+    }
+}
+
+/// Removes `key` from `extra` and returns it as a u32 (0 when absent); a value that is not
+/// one is an error.
+fn take_u32(path: &Path, extra: &mut Metadata, key: &str) -> Result<u32> {
+    match extra.remove(key) {
+        None => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| {
+                Error::malformed(path, format!("`{key}` is {}, not a u32", v.display_short()))
+            }),
+    }
+}
+
 impl Imatrix {
     /// Reads llama.cpp's GGUF importance matrix at `path`. Errors name the file, and the
     /// tensor where there is one: not a GGUF (llama.cpp's legacy `.dat` form is not read), a
     /// GGUF of another kind (a model), tensors other than `<weight>.in_sum2`/`.counts`/
     /// `.in_sum`, sums without counts, non-f32 or non-finite or negative values, no entries.
     pub fn read(path: &Path) -> Result<Imatrix> {
-        let mut head = [0u8; 4];
-        let n = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .map_err(|e| Error::io(path, e))?;
-        if n < 4 || &head != b"GGUF" {
-            return Err(Error::malformed(
-                path,
-                "not a GGUF importance matrix (llama.cpp's legacy .dat form is not read: \
-                 convert it with `llama-imatrix --in-file FILE.dat -o FILE.gguf`, or make one \
-                 with `ferry calibrate MODEL --out imatrix.gguf`)",
-            ));
-        }
+        check_gguf_magic(path)?;
         let ck = crate::formats::gguf::open(path)?;
-        let bad = |msg: String| Error::malformed(path, msg);
-        match ck.metadata.get("general.type").and_then(MetaValue::as_str) {
-            None | Some(GENERAL_TYPE) => {}
-            Some(other) => {
-                return Err(bad(format!(
-                    "is a GGUF `{other}` (general.type), not an importance matrix; make one \
-                     with `ferry calibrate MODEL --out imatrix.gguf`"
-                )))
-            }
-        }
-        let mut parts: BTreeMap<String, [Option<&crate::tensor::TensorEntry>; 2]> = BTreeMap::new();
-        for t in &ck.tensors {
-            let (base, slot) = if let Some(b) = t.name.strip_suffix(SUM2) {
-                (b, 0)
-            } else if let Some(b) = t.name.strip_suffix(COUNTS) {
-                (b, 1)
-            } else if t.name.ends_with(SUM) {
-                continue; // llama.cpp's newer per-column sums: not needed to quantize
-            } else {
-                return Err(Error::tensor(
-                    path,
-                    &t.name,
-                    "is not an importance-matrix tensor (`<weight>.in_sum2`, `<weight>.counts`); \
-                     is this a model file rather than an imatrix?",
-                ));
-            };
-            if t.dtype != DType::F32 {
-                return Err(Error::tensor(
-                    path,
-                    &t.name,
-                    format!("is {}; importance-matrix tensors are f32", t.dtype),
-                ));
-            }
-            parts.entry(base.to_string()).or_default()[slot] = Some(t);
-        }
+        check_general_type(path, &ck.metadata)?;
+        let parts = pair_tensors(path, &ck.tensors)?;
         let mut entries = BTreeMap::new();
-        for (name, [sums, counts]) in parts {
-            let (Some(sums), Some(counts)) = (sums, counts) else {
-                let (has, lacks) = if sums.is_some() {
-                    (SUM2, COUNTS)
-                } else {
-                    (COUNTS, SUM2)
-                };
-                return Err(Error::tensor(
-                    path,
-                    format!("{name}{has}"),
-                    format!("has no `{name}{lacks}` beside it (truncated or corrupt imatrix)"),
-                ));
-            };
-            let (sum_sq, counts) = (f32_values(sums)?, f32_values(counts)?);
-            let tensor_err = |msg: String| Error::tensor(path, format!("{name}{SUM2}"), msg);
-            if counts.is_empty() || sum_sq.is_empty() || sum_sq.len() % counts.len() != 0 {
-                return Err(tensor_err(format!(
-                    "{} sums do not split into {} matrices (one count each)",
-                    sum_sq.len(),
-                    counts.len()
-                )));
-            }
-            let invalid = |v: &[f32]| v.iter().position(|x| !x.is_finite() || *x < 0.0);
-            if let Some(i) = invalid(&sum_sq) {
-                return Err(tensor_err(format!(
-                    "value {} at {i} is not a finite non-negative sum of squares",
-                    sum_sq[i]
-                )));
-            }
-            if let Some(i) = invalid(&counts) {
-                return Err(Error::tensor(
-                    path,
-                    format!("{name}{COUNTS}"),
-                    format!(
-                        "count {} at {i} is not a finite non-negative number",
-                        counts[i]
-                    ),
-                ));
-            }
-            entries.insert(name, ImatrixEntry { sum_sq, counts });
+        for (name, pair) in parts {
+            let entry = read_entry(path, &name, pair)?;
+            entries.insert(name, entry);
         }
         if entries.is_empty() {
-            return Err(bad(
-                "holds no importance-matrix entries (`<weight>.in_sum2` with `<weight>.counts`)"
-                    .into(),
+            return Err(Error::malformed(
+                path,
+                "holds no importance-matrix entries (`<weight>.in_sum2` with `<weight>.counts`)",
             ));
         }
         let mut extra = ck.metadata;
         extra.remove("ferry.gguf_version");
         extra.remove("general.type");
-        let datasets = match extra.remove(KEY_DATASETS) {
-            None => Vec::new(),
-            Some(MetaValue::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(format!("`{KEY_DATASETS}` is not an array of strings")))?,
-            Some(other) => {
-                return Err(bad(format!(
-                    "`{KEY_DATASETS}` is {}, not an array of strings",
-                    other.display_short()
-                )))
-            }
-        };
-        let mut u32_key = |key: &str| -> Result<u32> {
-            match extra.remove(key) {
-                None => Ok(0),
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|x| u32::try_from(x).ok())
-                    .ok_or_else(|| bad(format!("`{key}` is {}, not a u32", v.display_short()))),
-            }
-        };
-        let chunk_count = u32_key(KEY_CHUNK_COUNT)?;
-        let chunk_size = u32_key(KEY_CHUNK_SIZE)?;
+        let datasets = take_datasets(path, &mut extra)?;
+        let chunk_count = take_u32(path, &mut extra, KEY_CHUNK_COUNT)?;
+        let chunk_size = take_u32(path, &mut extra, KEY_CHUNK_SIZE)?;
         Ok(Imatrix {
             path: path.to_path_buf(),
             entries,

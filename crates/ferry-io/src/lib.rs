@@ -30,7 +30,7 @@ pub mod write;
 
 pub use checkpoint::{Checkpoint, Format};
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{Error, FileError, FileProblem, Result};
 pub use meta::{MetaValue, Metadata};
 pub use tensor::{Layout, Storage, TensorEntry};
 pub use write::OutTensor;

@@ -341,7 +341,10 @@ fn truncated_fixtures_fail_cleanly() {
         for cut in (0..bytes.len()).step_by(13) {
             std::fs::write(&cut_path, &bytes[..cut]).unwrap();
             match Checkpoint::open(&cut_path) {
-                Err(Error::Malformed { .. })
+                Err(Error::File(ferry_io::FileError {
+                    problem: ferry_io::FileProblem::Malformed(_),
+                    ..
+                }))
                 | Err(Error::UnknownFormat { .. })
                 | Err(Error::Tensor { .. }) => {}
                 other => panic!("{rel} cut at {cut}: {other:?}"),

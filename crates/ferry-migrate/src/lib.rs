@@ -12,7 +12,6 @@
 
 mod embedded;
 mod graph;
-mod hash;
 mod outputs;
 mod pipeline;
 mod report;
@@ -22,7 +21,6 @@ mod tensors;
 
 pub use embedded::{embedded_default, write_embedded, EMBEDDED_NAME};
 pub use graph::is_graph;
-pub use hash::sha256_file;
 pub use outputs::{implied_budget, OutputCheck, OutputsRecord};
 pub use pipeline::{Event, Input, MigrateOptions, Target};
 pub use report::{FileRecord, GraphRecord, MigrationReport, StageRecord, TensorRecord};
@@ -47,15 +45,10 @@ pub enum Error {
     /// Loading or evaluating a model trained by ferry failed.
     #[error(transparent)]
     Train(Box<ferry_train::Error>),
-    /// A file-system error outside ferry-io's readers and writers.
-    #[error("{path}: {source}")]
-    Fs {
-        /// The file involved.
-        path: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file or folder that could not be read or written outside ferry-io's readers and
+    /// writers.
+    #[error(transparent)]
+    File(#[from] ferry_io::FileError),
 }
 
 impl From<ferry_runtime::Error> for Error {
@@ -73,9 +66,9 @@ impl From<ferry_verify::Error> for Error {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn fs_err(path: &std::path::Path, source: std::io::Error) -> Error {
-    Error::Fs {
-        path: path.display().to_string(),
-        source,
+impl Error {
+    /// The operating system refused `source` on `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        Error::File(ferry_io::FileError::io(path, source))
     }
 }

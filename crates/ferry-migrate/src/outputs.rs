@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ferry_io::convert::Plan;
 use ferry_io::DType;
+use ferry_runtime::ArchConfig;
 use ferry_verify::probes::{self, ProbeOptions};
 use ferry_verify::{Budget, Job, VerifyOptions, VerifyReport};
 use serde::Serialize;
@@ -96,50 +97,16 @@ pub fn run(
     implied: Budget,
     check: &OutputCheck,
 ) -> Result<OutputsRecord> {
-    // Only architectures the runtime knows can be run; say why others are skipped.
-    let arch = match ferry_runtime::Model::probe(original) {
+    let arch = match runnable(original, migrated) {
         Ok(a) => a,
-        Err(e) => {
-            return Ok(OutputsRecord::skipped(format!(
-                "the original cannot be run: {e}"
-            )))
-        }
+        Err(why) => return Ok(OutputsRecord::skipped(why)),
     };
-    if matches!(arch, ferry_runtime::ArchConfig::Graph(_))
-        && !original.with_file_name("tokenizer.json").is_file()
-    {
-        return Ok(OutputsRecord::skipped(format!(
-            "no tokenizer.json beside {} to turn the probe texts into input_ids",
-            original.display()
-        )));
-    }
-    if let Err(e) = ferry_runtime::Model::probe(migrated) {
-        return Ok(OutputsRecord::skipped(format!(
-            "the written model cannot be run (with --keep-names its names are not the consumer's): {e}"
-        )));
-    }
     let popts = ProbeOptions {
         languages: check.languages.clone(),
         limit: check.limit.or(probes::default_limit(&arch)),
     };
     let (probe_source, probes) = probes::load(check.probes.as_deref(), &popts)?;
-    let plan = match &check.placement {
-        Some(opts) => {
-            let inventory = ferry_device::Inventory::detect();
-            let run = ferry_verify::Error::from;
-            // The original runs on the CPU in f32 beside the placed model.
-            let opts = ferry_device::PlanOptions {
-                held_on_cpu: ferry_runtime::planning::reference_bytes(original, check.kernels)
-                    .map_err(run)?,
-                ..opts.clone()
-            };
-            let (_, plan) =
-                ferry_runtime::planning::plan(migrated, check.kernels, &inventory, &opts)
-                    .map_err(run)?;
-            Some(plan)
-        }
-        None => None,
-    };
+    let plan = placement(original, migrated, check)?;
     // The placement's compute adds its own error to the conversion's.
     let implied = match plan.as_ref().and_then(Budget::for_placement) {
         Some(b) => implied.looser(b),
@@ -159,7 +126,58 @@ pub fn run(
         },
         placement: plan,
     };
-    let report = match ferry_verify::run_job(&job, |_, _| {}) {
+    verify(&job)
+}
+
+/// The architecture of `original` when the runtime can run both models on the probes, else
+/// why the stage is skipped.
+fn runnable(original: &Path, migrated: &Path) -> std::result::Result<ArchConfig, String> {
+    // Only architectures the runtime knows can be run; say why others are skipped.
+    let arch = match ferry_runtime::Model::probe(original) {
+        Ok(a) => a,
+        Err(e) => return Err(format!("the original cannot be run: {e}")),
+    };
+    if matches!(arch, ArchConfig::Graph(_)) && !original.with_file_name("tokenizer.json").is_file()
+    {
+        return Err(format!(
+            "no tokenizer.json beside {} to turn the probe texts into input_ids",
+            original.display()
+        ));
+    }
+    if let Err(e) = ferry_runtime::Model::probe(migrated) {
+        return Err(format!(
+            "the written model cannot be run (with --keep-names its names are not the consumer's): {e}"
+        ));
+    }
+    Ok(arch)
+}
+
+/// Where `migrated` runs when `check.placement` plans it on this machine (the original
+/// running on the CPU in f32 beside it); `None`: the CPU in f32.
+fn placement(
+    original: &Path,
+    migrated: &Path,
+    check: &OutputCheck,
+) -> Result<Option<ferry_device::Plan>> {
+    let Some(opts) = &check.placement else {
+        return Ok(None);
+    };
+    let inventory = ferry_device::Inventory::detect();
+    let run = ferry_verify::Error::from;
+    // The original runs on the CPU in f32 beside the placed model.
+    let opts = ferry_device::PlanOptions {
+        held_on_cpu: ferry_runtime::planning::reference_bytes(original, check.kernels)
+            .map_err(run)?,
+        ..opts.clone()
+    };
+    let (_, plan) =
+        ferry_runtime::planning::plan(migrated, check.kernels, &inventory, &opts).map_err(run)?;
+    Ok(Some(plan))
+}
+
+/// Runs `job`; a model with no tokenizer to make the probes' ids is skipped, not failed.
+fn verify(job: &Job) -> Result<OutputsRecord> {
+    let report = match ferry_verify::run_job(job, |_, _| {}) {
         Ok(r) => r,
         // No tokenizer, no probe ids: say so rather than fail the migration.
         Err(ferry_verify::Error::Runtime(e @ ferry_runtime::Error::Tokenizer { .. })) => {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use ferry_io::convert::{ConvertOptions, TargetFormat};
 
 use crate::report::{FileRecord, MigrationReport, StageRecord};
-use crate::{fs_err, sha256_file, Result};
+use crate::{Error, Result};
 
 /// What to migrate.
 #[derive(Debug, Clone)]
@@ -103,11 +103,13 @@ impl Stages<'_> {
 }
 
 pub(crate) fn file_record(path: &Path, shown: Option<String>) -> Result<FileRecord> {
-    let bytes = std::fs::metadata(path).map_err(|e| fs_err(path, e))?.len();
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     Ok(FileRecord {
         path: shown.unwrap_or_else(|| path.display().to_string()),
         bytes,
-        sha256: sha256_file(path)?,
+        sha256: ferry_verify::report::sha256_of(path)?,
     })
 }
 
@@ -115,7 +117,7 @@ pub(crate) fn file_record(path: &Path, shown: Option<String>) -> Result<FileReco
 pub(crate) fn copy_companion(src: &Path, dir: &Path) -> Result<PathBuf> {
     let name = src.file_name().unwrap_or_default();
     let dst = dir.join(name);
-    let bytes = std::fs::read(src).map_err(|e| fs_err(src, e))?;
+    let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
     ferry_io::atomic::write_atomic(&dst, |w| {
         std::io::Write::write_all(w, &bytes).map_err(|e| ferry_io::Error::io(&dst, e))
     })?;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use ferry_train::checkpoint::{load_model, LoadedModel};
 use ferry_train::eval::Evaluation;
+use ferry_train::model_dir::{load_model, LoadedModel};
 use ferry_train::run::evaluate_file;
 use serde::Serialize;
 

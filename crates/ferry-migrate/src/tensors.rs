@@ -12,7 +12,7 @@ use crate::pipeline::{
     copy_companion, file_record, outputs_summary, Event, Input, MigrateOptions, Stages,
 };
 use crate::report::{MigrationReport, TensorRecord};
-use crate::{fs_err, OutputsRecord, Result, TaskEval};
+use crate::{Error, OutputsRecord, Result, TaskEval};
 
 /// What the `resolve` stage found.
 struct Resolved {
@@ -93,10 +93,10 @@ fn resolve(
         let (path, shown) = match &opts.input {
             Input::Path(p) => (p.clone(), None),
             Input::Embedded => {
-                let dir = tempfile::tempdir().map_err(|e| fs_err(Path::new("tempdir"), e))?;
+                let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
                 let p = dir.path().join("langid-demo");
-                std::fs::create_dir(&p).map_err(|e| fs_err(&p, e))?;
-                crate::write_embedded(&p).map_err(|e| fs_err(&p, e))?;
+                std::fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+                crate::write_embedded(&p).map_err(|e| Error::io(&p, e))?;
                 *scratch = Some(dir);
                 (p, Some(crate::EMBEDDED_NAME.to_string()))
             }
@@ -153,7 +153,7 @@ fn write_and_check(
     stages: &mut Stages<'_>,
 ) -> Result<Written> {
     let ferry_model: Option<PathBuf> =
-        ferry_train::checkpoint::is_model_dir(input).then(|| input.to_path_buf());
+        ferry_train::model_dir::is_model_dir(input).then(|| input.to_path_buf());
     let model_path = opts
         .out_dir
         .join(format!("{}.{}", opts.file_stem, target.extension()));
@@ -203,7 +203,7 @@ fn write(
     stages: &mut Stages<'_>,
 ) -> Result<(Vec<PathBuf>, PathBuf)> {
     stages.run("convert", |ev| {
-        std::fs::create_dir_all(&opts.out_dir).map_err(|e| fs_err(&opts.out_dir, e))?;
+        std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
         let metadata = convert::output_metadata(ck, plan)?;
         ev(Event::WriteTotal(plan.output_bytes()));
         let mut progress = |name: &str, bytes: u64| ev(Event::TensorWritten { name, bytes });
@@ -238,7 +238,7 @@ fn write(
         // A ferry model folder stays one: its card travels with the weights.
         if let Some(dir) = ferry_model {
             files.push(copy_companion(
-                &dir.join(ferry_train::checkpoint::CARD),
+                &dir.join(ferry_train::model_dir::CARD),
                 &opts.out_dir,
             )?);
         }
@@ -324,7 +324,7 @@ fn input_files(ck: &Checkpoint) -> Vec<PathBuf> {
 /// model: its weights file must be the one just written (`--name` other than `model`, or an
 /// older `model.*` that takes precedence, would load something else).
 fn classifier_folder(out_dir: &Path, model_path: &Path) -> std::result::Result<PathBuf, String> {
-    match ferry_train::checkpoint::weights_file(out_dir) {
+    match ferry_train::model_dir::weights_file(out_dir) {
         Some(w) if w == model_path => Ok(out_dir.to_path_buf()),
         Some(w) => Err(format!(
             "{} would load {} as the model's weights, not the file just written ({}); use --name model and an empty --out folder",

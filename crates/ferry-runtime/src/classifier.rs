@@ -5,15 +5,15 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use ferry_train::checkpoint::{self, LoadedModel};
 use ferry_train::config::LabelKind;
+use ferry_train::model_dir::{self, LoadedModel};
 
 use crate::config::ClassifierConfig;
 use crate::error::{Error, Result};
 
 /// Whether `path` is a ferry model folder.
 pub fn is_classifier(path: &Path) -> bool {
-    path.is_dir() && checkpoint::is_model_dir(path)
+    path.is_dir() && model_dir::is_model_dir(path)
 }
 
 fn train_err(e: ferry_train::Error) -> Error {
@@ -29,7 +29,7 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the model folder `dir` on `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Classifier> {
-        let loaded = checkpoint::load_model(dir, None, device).map_err(train_err)?;
+        let loaded = model_dir::load_model(dir, None, device).map_err(train_err)?;
         Ok(Classifier {
             loaded,
             device: device.clone(),
@@ -38,7 +38,7 @@ impl Classifier {
 
     /// The configuration its card describes, read without loading the weights.
     pub fn config(dir: &Path) -> Result<ClassifierConfig> {
-        let card: checkpoint::ModelCard = checkpoint::read_card(dir).map_err(train_err)?;
+        let card: model_dir::ModelCard = model_dir::read_card(dir).map_err(train_err)?;
         Ok(ClassifierConfig {
             arch: card.spec.arch.name().to_string(),
             classes: card.spec.classes,

@@ -196,10 +196,7 @@ fn hidden_act(cfg: &Value, key: &str, path: &Path) -> Result<bert::HiddenAct> {
 
 /// Reads and normalizes a Hugging Face `config.json`.
 pub fn from_config_json(path: &Path) -> Result<ArchConfig> {
-    let text = std::fs::read(path).map_err(|source| Error::File {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read(path).map_err(|e| ferry_io::FileError::io(path, e))?;
     let cfg: Value =
         serde_json::from_slice(&text).map_err(|e| cfg_err(path, format!("not valid JSON: {e}")))?;
     from_json(&cfg, path)
@@ -273,104 +270,120 @@ fn sliding_window(cfg: &Value, model_type: &str, path: &Path) -> Result<Option<u
 /// Normalizes a parsed `config.json`.
 pub fn from_json(cfg: &Value, path: &Path) -> Result<ArchConfig> {
     let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
-    let u = |k: &str| -> Result<usize> {
-        cfg.get(k)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .ok_or_else(|| cfg_err(path, format!("`{k}` is missing or not a whole number")))
-    };
-    let f = |k: &str| -> Result<f64> {
-        cfg.get(k)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| cfg_err(path, format!("`{k}` is missing or not a number")))
-    };
     match model_type {
-        "llama" | "mistral" | "qwen2" => {
-            let heads = u("num_attention_heads")?;
-            let hidden = u("hidden_size")?;
-            let act = cfg
-                .get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("silu");
-            if act != "silu" {
-                return Err(cfg_err(
-                    path,
-                    format!("hidden_act `{act}`: only silu is supported"),
-                ));
-            }
-            Ok(ArchConfig::Decoder(DecoderConfig {
-                hidden,
-                intermediate: u("intermediate_size")?,
-                layers: u("num_hidden_layers")?,
-                heads,
-                kv_heads: u("num_key_value_heads").unwrap_or(heads),
-                head_dim: u("head_dim").unwrap_or(hidden / heads.max(1)),
-                rms_eps: f("rms_norm_eps")?,
-                rope_theta: rope_theta(cfg, path)?,
-                vocab: u("vocab_size")?,
-                tied: cfg
-                    .get("tie_word_embeddings")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                qkv_bias: model_type == "qwen2"
-                    || cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
-                sliding_window: sliding_window(cfg, model_type, path)?,
-            }))
-        }
-        "bert" | "xlm-roberta" | "roberta" => {
-            let (family, pad) = match model_type {
-                "bert" => (EncoderFamily::Bert, 0),
-                _ => (EncoderFamily::Roberta, 1),
-            };
-            let act = hidden_act(cfg, "hidden_act", path)?;
-            let pos = cfg.get("position_embedding_type").and_then(Value::as_str);
-            if let Some(other) = pos.filter(|p| *p != "absolute") {
-                return Err(cfg_err(
-                    path,
-                    format!("position_embedding_type `{other}`: only absolute is supported"),
-                ));
-            }
-            Ok(ArchConfig::Encoder(EncoderConfig {
-                family,
-                bert: bert_config(
-                    [
-                        u("vocab_size")?,
-                        u("hidden_size")?,
-                        u("num_hidden_layers")?,
-                        u("num_attention_heads")?,
-                        u("intermediate_size")?,
-                        u("max_position_embeddings")?,
-                        u("type_vocab_size").unwrap_or(2),
-                        u("pad_token_id").unwrap_or(pad),
-                    ],
-                    act,
-                    f("layer_norm_eps").unwrap_or(1e-12),
-                ),
-            }))
-        }
-        "distilbert" => {
-            // DistilBERT's LayerNorms are built with eps 1e-12 whatever the config says.
-            let act = hidden_act(cfg, "activation", path)?;
-            Ok(ArchConfig::Encoder(EncoderConfig {
-                family: EncoderFamily::DistilBert,
-                bert: bert_config(
-                    [
-                        u("vocab_size")?,
-                        u("dim")?,
-                        u("n_layers")?,
-                        u("n_heads")?,
-                        u("hidden_dim")?,
-                        u("max_position_embeddings")?,
-                        0,
-                        u("pad_token_id").unwrap_or(0),
-                    ],
-                    act,
-                    1e-12,
-                ),
-            }))
-        }
+        "llama" | "mistral" | "qwen2" => decoder_from_json(cfg, model_type, path),
+        "bert" | "xlm-roberta" | "roberta" => bert_from_json(cfg, model_type, path),
+        "distilbert" => distilbert_from_json(cfg, path),
         other => Err(unsupported(path, other, "model_type")),
     }
+}
+
+/// The whole number at `config.json` key `k`.
+fn json_usize(cfg: &Value, k: &str, path: &Path) -> Result<usize> {
+    cfg.get(k)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| cfg_err(path, format!("`{k}` is missing or not a whole number")))
+}
+
+/// The number at `config.json` key `k`.
+fn json_f64(cfg: &Value, k: &str, path: &Path) -> Result<f64> {
+    cfg.get(k)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| cfg_err(path, format!("`{k}` is missing or not a number")))
+}
+
+/// A Llama-family decoder's `config.json` (`model_type` `llama`, `mistral` or `qwen2`).
+fn decoder_from_json(cfg: &Value, model_type: &str, path: &Path) -> Result<ArchConfig> {
+    let u = |k: &str| json_usize(cfg, k, path);
+    let heads = u("num_attention_heads")?;
+    let hidden = u("hidden_size")?;
+    let act = cfg
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("silu");
+    if act != "silu" {
+        return Err(cfg_err(
+            path,
+            format!("hidden_act `{act}`: only silu is supported"),
+        ));
+    }
+    Ok(ArchConfig::Decoder(DecoderConfig {
+        hidden,
+        intermediate: u("intermediate_size")?,
+        layers: u("num_hidden_layers")?,
+        heads,
+        kv_heads: u("num_key_value_heads").unwrap_or(heads),
+        head_dim: u("head_dim").unwrap_or(hidden / heads.max(1)),
+        rms_eps: json_f64(cfg, "rms_norm_eps", path)?,
+        rope_theta: rope_theta(cfg, path)?,
+        vocab: u("vocab_size")?,
+        tied: cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        qkv_bias: model_type == "qwen2"
+            || cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
+        sliding_window: sliding_window(cfg, model_type, path)?,
+    }))
+}
+
+/// A BERT or RoBERTa (XLM-RoBERTa) encoder's `config.json`: absolute positions only.
+fn bert_from_json(cfg: &Value, model_type: &str, path: &Path) -> Result<ArchConfig> {
+    let u = |k: &str| json_usize(cfg, k, path);
+    let (family, pad) = match model_type {
+        "bert" => (EncoderFamily::Bert, 0),
+        _ => (EncoderFamily::Roberta, 1),
+    };
+    let act = hidden_act(cfg, "hidden_act", path)?;
+    let pos = cfg.get("position_embedding_type").and_then(Value::as_str);
+    if let Some(other) = pos.filter(|p| *p != "absolute") {
+        return Err(cfg_err(
+            path,
+            format!("position_embedding_type `{other}`: only absolute is supported"),
+        ));
+    }
+    Ok(ArchConfig::Encoder(EncoderConfig {
+        family,
+        bert: bert_config(
+            [
+                u("vocab_size")?,
+                u("hidden_size")?,
+                u("num_hidden_layers")?,
+                u("num_attention_heads")?,
+                u("intermediate_size")?,
+                u("max_position_embeddings")?,
+                u("type_vocab_size").unwrap_or(2),
+                u("pad_token_id").unwrap_or(pad),
+            ],
+            act,
+            json_f64(cfg, "layer_norm_eps", path).unwrap_or(1e-12),
+        ),
+    }))
+}
+
+/// A DistilBERT encoder's `config.json`, its keys mapped to BERT's.
+fn distilbert_from_json(cfg: &Value, path: &Path) -> Result<ArchConfig> {
+    let u = |k: &str| json_usize(cfg, k, path);
+    // DistilBERT's LayerNorms are built with eps 1e-12 whatever the config says.
+    let act = hidden_act(cfg, "activation", path)?;
+    Ok(ArchConfig::Encoder(EncoderConfig {
+        family: EncoderFamily::DistilBert,
+        bert: bert_config(
+            [
+                u("vocab_size")?,
+                u("dim")?,
+                u("n_layers")?,
+                u("n_heads")?,
+                u("hidden_dim")?,
+                u("max_position_embeddings")?,
+                0,
+                u("pad_token_id").unwrap_or(0),
+            ],
+            act,
+            1e-12,
+        ),
+    }))
 }
 
 /// The configuration of a GGUF model from its metadata (`general.architecture` and the

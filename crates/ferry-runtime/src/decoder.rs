@@ -247,29 +247,18 @@ impl Decoder {
         self.run(ids, mask, false, Some(stats))
     }
 
+    /// The forward pass behind [`Decoder::forward`] and [`Decoder::forward_collecting`]:
+    /// every block's hidden state kept with `taps`, projection inputs fed to `stats` when
+    /// given.
     fn run(
         &self,
         ids: &Tensor,
         mask: Option<&Tensor>,
         taps: bool,
-        mut stats: Option<&mut ActivationStats>,
+        stats: Option<&mut ActivationStats>,
     ) -> Result<DecoderOutput> {
         // The mask as host flags, read once: the attention and the statistics share them.
         let keep = token_flags(mask)?;
-        // Feeds `x` to the statistics of the named projections of block `i`, when collecting.
-        let mut observe = |i: Option<usize>, stems: &[&str], x: &Tensor| -> Result<()> {
-            let Some(s) = stats.as_deref_mut() else {
-                return Ok(());
-            };
-            let names: Vec<String> = stems
-                .iter()
-                .map(|stem| match i {
-                    Some(i) => format!("model.layers.{i}.{stem}.weight"),
-                    None => format!("{stem}.weight"),
-                })
-                .collect();
-            s.record(&names, x, keep.as_deref())
-        };
         let (b, t) = ids.dims2()?;
         if let Some(k) = keep.as_deref().filter(|k| k.len() != b * t) {
             return Err(candle_core::Error::Msg(format!(
@@ -278,15 +267,18 @@ impl Decoder {
             ))
             .into());
         }
+        let mut pass = Pass {
+            b,
+            t,
+            keep: keep.as_deref(),
+            stats,
+        };
         let c = &self.cfg;
-        let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
-        let eps = c.rms_eps as f32;
         let (cos, sin) = self.rotary(t)?;
         let bias = self.attention_mask(b, t, keep.as_deref())?;
         // The rotary tables on each block's device in its dtype (the mask in f32, with the
         // scores), made once per placement change.
         let mut tables: Option<(Device, DType, [Tensor; 3])> = None;
-        let scale = 1.0 / (hd as f64).sqrt();
         let mut x = self
             .embed
             .embedding(&ids.flatten_all()?.to_device(self.embed.device())?)?
@@ -297,75 +289,146 @@ impl Decoder {
         }
         for blk in &self.blocks {
             x = x.to_device(&blk.device)?.to_dtype(blk.dtype)?;
-            let stale = tables
-                .as_ref()
-                .is_none_or(|(d, t, _)| !d.same_device(&blk.device) || *t != blk.dtype);
-            if stale {
-                let on = |t: &Tensor| t.to_device(&blk.device)?.to_dtype(blk.dtype);
-                let mask = bias.to_device(&blk.device)?;
-                tables = Some((blk.device.clone(), blk.dtype, [on(&cos)?, on(&sin)?, mask]));
-            }
-            let [cos, sin, bias] = &tables.as_ref().expect("set above").2;
-            let h = rms_norm(&x, &blk.attn_norm, eps)?;
-            let at = Some(blk.index);
-            observe(
-                at,
-                &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
-                &h,
-            )?;
-            let (q, k, v) = (blk.q.forward(&h)?, blk.k.forward(&h)?, blk.v.forward(&h)?);
-            let heads = |x: Tensor, n: usize| -> Result<Tensor> {
-                Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-            };
-            // Q, K and V in the block's dtype; the attention itself (scores, softmax, their
-            // product with V) in f32, as PyTorch's fused attention accumulates in any dtype.
-            let f32 = |x: Tensor| x.to_dtype(DType::F32);
-            let q = f32(rope(&heads(q, nh)?, cos, sin)?)?;
-            let k = f32(rope(&heads(k, nkv)?, cos, sin)?)?;
-            let v = f32(heads(v, nkv)?)?;
-            // bf16/f16 blocks keep the composed form their agreement with f32 was measured on
-            // (docs/benchmarks.md): with ~60 probe tokens per language, one top-1 that flips
-            // moves a language across the bf16 preset's 0.9, and the kernel's different (not
-            // worse) f32 rounding flipped two in Portuguese.
-            let y = if blk.device.is_cpu() && blk.dtype == DType::F32 {
-                // ferry's kernel: keys and values shared by their query heads in place, only
-                // the visible keys scored, the context written merged.
-                let mask = CausalMask {
-                    keep: keep.as_deref(),
-                    window: c.sliding_window,
-                };
-                causal_attention(&q, &k, &v, scale as f32, mask)?
-            } else {
-                let k = repeat_kv(k, nh / nkv)?.contiguous()?;
-                let v = repeat_kv(v, nh / nkv)?.contiguous()?;
-                let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-                softmax_last_dim(&att)?
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((b, t, nh * hd))?
-            };
-            let y = y.to_dtype(blk.dtype)?;
-            observe(at, &["self_attn.o_proj"], &y)?;
-            x = (x + blk.o.forward(&y)?)?;
-            let h = rms_norm(&x, &blk.ffn_norm, eps)?;
-            observe(at, &["mlp.gate_proj", "mlp.up_proj"], &h)?;
-            let ff = (candle_nn::ops::silu(&blk.gate.forward(&h)?)? * blk.up.forward(&h)?)?;
-            observe(at, &["mlp.down_proj"], &ff)?;
-            x = (x + blk.down.forward(&ff)?)?;
+            let on_block = block_tables(&mut tables, blk, [&cos, &sin, &bias])?;
+            x = self.block(blk, x, on_block, &mut pass)?;
             if taps {
                 kept.push(x.to_dtype(DType::F32)?);
             }
         }
         let x = x.to_device(&self.head_at.0)?.to_dtype(self.head_at.1)?;
-        let x = rms_norm(&x, &self.norm, eps)?;
+        let x = rms_norm(&x, &self.norm, c.rms_eps as f32)?;
         if taps {
             kept.push(x.to_dtype(DType::F32)?);
         }
         if !c.tied {
-            observe(None, &["lm_head"], &x)?;
+            pass.observe(None, &["lm_head"], &x)?;
         }
         let logits = self.head.forward(&x)?.to_dtype(DType::F32)?;
         debug_assert_eq!(logits.dim(D::Minus1)?, c.vocab);
         Ok(DecoderOutput { logits, taps: kept })
     }
+
+    /// Block `blk` on `x` (on its device in its dtype): attention, then the gated MLP, each
+    /// added to the residual stream; the projections' inputs go to `pass`'s statistics.
+    fn block(
+        &self,
+        blk: &Block,
+        x: Tensor,
+        tables: &[Tensor; 3],
+        pass: &mut Pass,
+    ) -> Result<Tensor> {
+        let eps = self.cfg.rms_eps as f32;
+        let h = rms_norm(&x, &blk.attn_norm, eps)?;
+        let at = Some(blk.index);
+        pass.observe(
+            at,
+            &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+            &h,
+        )?;
+        let y = self.attention(blk, &h, tables, pass)?;
+        pass.observe(at, &["self_attn.o_proj"], &y)?;
+        let x = (x + blk.o.forward(&y)?)?;
+        let h = rms_norm(&x, &blk.ffn_norm, eps)?;
+        pass.observe(at, &["mlp.gate_proj", "mlp.up_proj"], &h)?;
+        let ff = (candle_nn::ops::silu(&blk.gate.forward(&h)?)? * blk.up.forward(&h)?)?;
+        pass.observe(at, &["mlp.down_proj"], &ff)?;
+        Ok((x + blk.down.forward(&ff)?)?)
+    }
+
+    /// Block `blk`'s self-attention on its normed input `h` `[batch, seq, hidden]`, with the
+    /// rotary tables and mask on its device: the context `[batch, seq, heads * head_dim]` in
+    /// the block's dtype, before the output projection.
+    fn attention(
+        &self,
+        blk: &Block,
+        h: &Tensor,
+        [cos, sin, bias]: &[Tensor; 3],
+        pass: &Pass,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (nh, nkv, hd) = (c.heads, c.kv_heads, c.head_dim);
+        let (b, t) = (pass.b, pass.t);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let (q, k, v) = (blk.q.forward(h)?, blk.k.forward(h)?, blk.v.forward(h)?);
+        let heads = |x: Tensor, n: usize| -> Result<Tensor> {
+            Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        // Q, K and V in the block's dtype; the attention itself (scores, softmax, their
+        // product with V) in f32, as PyTorch's fused attention accumulates in any dtype.
+        let f32 = |x: Tensor| x.to_dtype(DType::F32);
+        let q = f32(rope(&heads(q, nh)?, cos, sin)?)?;
+        let k = f32(rope(&heads(k, nkv)?, cos, sin)?)?;
+        let v = f32(heads(v, nkv)?)?;
+        // bf16/f16 blocks keep the composed form their agreement with f32 was measured on
+        // (docs/benchmarks.md): with ~60 probe tokens per language, one top-1 that flips
+        // moves a language across the bf16 preset's 0.9, and the kernel's different (not
+        // worse) f32 rounding flipped two in Portuguese.
+        let y = if blk.device.is_cpu() && blk.dtype == DType::F32 {
+            // ferry's kernel: keys and values shared by their query heads in place, only
+            // the visible keys scored, the context written merged.
+            let mask = CausalMask {
+                keep: pass.keep,
+                window: c.sliding_window,
+            };
+            causal_attention(&q, &k, &v, scale as f32, mask)?
+        } else {
+            let k = repeat_kv(k, nh / nkv)?.contiguous()?;
+            let v = repeat_kv(v, nh / nkv)?.contiguous()?;
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+            softmax_last_dim(&att)?
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?
+        };
+        Ok(y.to_dtype(blk.dtype)?)
+    }
+}
+
+/// One forward pass's batch shape, mask flags and statistics, shared by its blocks.
+struct Pass<'a> {
+    /// Batch size.
+    b: usize,
+    /// Sequence length.
+    t: usize,
+    /// The mask as host flags (1 for real tokens), when given.
+    keep: Option<&'a [u8]>,
+    /// Where projection inputs are recorded, when collecting.
+    stats: Option<&'a mut ActivationStats>,
+}
+
+impl Pass<'_> {
+    /// Feeds `x` to the statistics of the named projections of block `i` (top-level names
+    /// without one), when collecting.
+    fn observe(&mut self, i: Option<usize>, stems: &[&str], x: &Tensor) -> Result<()> {
+        let Some(s) = self.stats.as_deref_mut() else {
+            return Ok(());
+        };
+        let names: Vec<String> = stems
+            .iter()
+            .map(|stem| match i {
+                Some(i) => format!("model.layers.{i}.{stem}.weight"),
+                None => format!("{stem}.weight"),
+            })
+            .collect();
+        s.record(&names, x, self.keep)
+    }
+}
+
+/// The rotary tables and mask (`[cos, sin, mask]`, CPU f32) on `blk`'s device, the tables in
+/// its dtype and the mask in f32: `cache`'s when made for the same device and dtype, else
+/// made again and kept there.
+fn block_tables<'a>(
+    cache: &'a mut Option<(Device, DType, [Tensor; 3])>,
+    blk: &Block,
+    [cos, sin, mask]: [&Tensor; 3],
+) -> Result<&'a [Tensor; 3]> {
+    let stale = cache
+        .as_ref()
+        .is_none_or(|(d, t, _)| !d.same_device(&blk.device) || *t != blk.dtype);
+    if stale {
+        let on = |t: &Tensor| t.to_device(&blk.device)?.to_dtype(blk.dtype);
+        let mask = mask.to_device(&blk.device)?;
+        *cache = Some((blk.device.clone(), blk.dtype, [on(cos)?, on(sin)?, mask]));
+    }
+    Ok(&cache.as_ref().expect("set above").2)
 }

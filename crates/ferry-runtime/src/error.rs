@@ -9,13 +9,8 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] ferry_io::Error),
     /// A file could not be read.
-    #[error("{path}: {source}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] ferry_io::FileError),
     /// A model's configuration is missing or wrong.
     #[error("{path}: {msg}")]
     Config {

@@ -39,7 +39,7 @@ pub struct GraphInfo {
 
 impl GraphInfo {
     /// Reads the graph at `path` and checks it takes token ids.
-    pub fn read(path: &Path) -> Result<(ferry_graph::Model, GraphInfo)> {
+    pub fn read(path: &Path) -> Result<(ferry_graph::OnnxModel, GraphInfo)> {
         let model = ferry_graph::onnx::read_model(path).map_err(|e| graph_err(path, e))?;
         let g = &model.graph;
         if !g.inputs.iter().any(|v| v.name == "input_ids") {
@@ -142,7 +142,7 @@ impl GraphNet {
 
 /// Sets each node's device to its unit's (see [`units`]) where it differs from the input
 /// device, the executor's default.
-pub fn assign_devices(model: &mut ferry_graph::Model, place: &Placement) {
+pub fn assign_devices(model: &mut ferry_graph::OnnxModel, place: &Placement) {
     let (names, of_node) = units(&model.graph);
     let default = place.input_device().clone();
     for (node, &u) in model.graph.nodes.iter_mut().zip(&of_node) {

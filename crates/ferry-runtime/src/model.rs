@@ -168,13 +168,13 @@ impl Model {
     /// tokenizer.
     fn load_classifier(dir: &Path, device: &Device) -> Result<Model> {
         let config = Classifier::config(dir)?;
-        let weights = ferry_train::checkpoint::weights_file(dir).ok_or_else(|| Error::Config {
+        let weights = ferry_train::model_dir::weights_file(dir).ok_or_else(|| Error::Config {
             path: dir.to_path_buf(),
             msg: "has no model.safetensors (or model.gguf/.npz/.pth)".into(),
         })?;
         let format = Checkpoint::open(&weights)?.format.name();
         let net = Net::Classifier(Box::new(Classifier::load(dir, device)?));
-        let tokenizer = dir.join(ferry_train::checkpoint::TOKENIZER);
+        let tokenizer = dir.join(ferry_train::model_dir::TOKENIZER);
         Ok(Model {
             path: dir.to_path_buf(),
             source: dir.to_path_buf(),

@@ -82,128 +82,173 @@ impl Tokenizer {
     /// split for `smollm`) and WordPiece (`bert`, llama.cpp's phantom-space vocabulary turned
     /// back into `##` continuations, lower-cased, `[CLS] ... [SEP]`).
     pub fn from_gguf(meta: &Metadata, path: &Path) -> Result<Tokenizer> {
-        let err = |msg: String| Error::Tokenizer {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let strings = |key: &str| -> Vec<String> {
-            match meta.get(key) {
-                Some(MetaValue::Array(a)) => a
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_string())
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let tokens = strings("tokenizer.ggml.tokens");
+        let tokens = gguf_strings(meta, "tokenizer.ggml.tokens");
         if tokens.is_empty() {
-            return Err(err(
+            return Err(gguf_error(
+                path,
                 "the GGUF has no tokenizer.ggml.tokens; pass --tokenizer".into(),
             ));
         }
-        let types: Vec<i64> = match meta.get("tokenizer.ggml.token_type") {
-            Some(MetaValue::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    MetaValue::I32(x) => *x as i64,
-                    other => other.as_u64().map_or(1, |u| u as i64),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let control = |i: usize| types.get(i).is_some_and(|&t| t == 3);
-        let added: Vec<Value> = (0..tokens.len())
-            .filter(|&i| control(i))
-            .map(|i| {
-                json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
-                            "rstrip": false, "normalized": false, "special": true})
-            })
-            .collect();
+        let types = gguf_token_types(meta);
+        let added = gguf_added_tokens(&tokens, &types);
         let model = meta
             .get("tokenizer.ggml.model")
             .and_then(MetaValue::as_str)
             .unwrap_or("");
         let spec = match model {
-            "gpt2" => {
-                let vocab: serde_json::Map<String, Value> = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.clone(), json!(i)))
-                    .collect();
-                let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
-                                        "trim_offsets": true, "use_regex": true});
-                let pre = meta.get("tokenizer.ggml.pre").and_then(MetaValue::as_str);
-                let pre_tokenizer = match pre {
-                    Some("smollm") => json!({"type": "Sequence", "pretokenizers": [
-                        {"type": "Digits", "individual_digits": true}, byte_level]}),
-                    None | Some("gpt-2" | "gpt2" | "default") => byte_level.clone(),
-                    Some(other) => {
-                        return Err(err(format!(
-                            "the GGUF's pre-tokenizer `{other}` cannot be rebuilt (gpt-2, smollm and default can); pass --tokenizer tokenizer.json"
-                        )))
-                    }
-                };
-                json!({"version": "1.0", "added_tokens": added, "normalizer": null,
-                       "pre_tokenizer": pre_tokenizer, "post_processor": null,
-                       "decoder": byte_level,
-                       "model": {"type": "BPE", "vocab": vocab,
-                                 "merges": strings("tokenizer.ggml.merges"),
-                                 "dropout": null, "unk_token": null,
-                                 "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                                 "fuse_unk": false, "byte_fallback": false,
-                                 "ignore_merges": false}})
-            }
-            "bert" => {
-                let id = |k: &str, d: usize| {
-                    meta.get(&format!("tokenizer.ggml.{k}"))
-                        .and_then(MetaValue::as_u64)
-                        .map_or(d, |v| v as usize)
-                };
-                let word = |i: usize, t: &str| -> String {
-                    if control(i) || (t.starts_with('[') && t.ends_with(']')) {
-                        t.to_string()
-                    } else if let Some(rest) = t.strip_prefix('\u{2581}') {
-                        rest.to_string()
-                    } else {
-                        format!("##{t}")
-                    }
-                };
-                let vocab: serde_json::Map<String, Value> = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (word(i, t), json!(i)))
-                    .collect();
-                let (cls, sep, unk) = (id("bos_token_id", 101), id("seperator_token_id", 102), id("unknown_token_id", 100));
-                let name = |i: usize| tokens.get(i).cloned().unwrap_or_default();
-                json!({"version": "1.0", "added_tokens": added,
-                       "normalizer": {"type": "BertNormalizer", "clean_text": true,
-                                      "handle_chinese_chars": true, "strip_accents": null,
-                                      "lowercase": true},
-                       "pre_tokenizer": {"type": "BertPreTokenizer"},
-                       "post_processor": {"type": "TemplateProcessing",
-                           "single": [{"SpecialToken": {"id": name(cls), "type_id": 0}},
-                                      {"Sequence": {"id": "A", "type_id": 0}},
-                                      {"SpecialToken": {"id": name(sep), "type_id": 0}}],
-                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
-                           "special_tokens": {
-                               name(cls): {"id": name(cls), "ids": [cls], "tokens": [name(cls)]},
-                               name(sep): {"id": name(sep), "ids": [sep], "tokens": [name(sep)]}}},
-                       "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-                       "model": {"type": "WordPiece", "unk_token": name(unk),
-                                 "continuing_subword_prefix": "##",
-                                 "max_input_chars_per_word": 100, "vocab": vocab}})
-            }
+            "gpt2" => gguf_bpe_spec(meta, &tokens, &added, path)?,
+            "bert" => gguf_wordpiece_spec(meta, &tokens, &types, &added),
             other => {
-                return Err(err(format!(
+                return Err(gguf_error(path, format!(
                     "the GGUF's tokenizer model `{other}` cannot be rebuilt (gpt2 and bert can); pass --tokenizer tokenizer.json"
                 )))
             }
         };
         let inner = tokenizers::Tokenizer::from_str(&spec.to_string())
-            .map_err(|e| err(format!("cannot rebuild the GGUF's tokenizer: {e}")))?;
+            .map_err(|e| gguf_error(path, format!("cannot rebuild the GGUF's tokenizer: {e}")))?;
         Ok(Tokenizer {
             inner: ferry_data::tokenize::Tokenizer::from_inner(inner, path),
             special: true,
         })
     }
+}
+
+/// The error for a GGUF whose tokenizer cannot be rebuilt.
+fn gguf_error(path: &Path, msg: String) -> Error {
+    Error::Tokenizer {
+        path: path.to_path_buf(),
+        msg,
+    }
+}
+
+/// The strings of the GGUF array `key` (none when absent; a non-string entry as empty).
+fn gguf_strings(meta: &Metadata, key: &str) -> Vec<String> {
+    match meta.get(key) {
+        Some(MetaValue::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Each token's `tokenizer.ggml.token_type` (none when absent; an unreadable entry as 1,
+/// normal).
+fn gguf_token_types(meta: &Metadata) -> Vec<i64> {
+    match meta.get("tokenizer.ggml.token_type") {
+        Some(MetaValue::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                MetaValue::I32(x) => *x as i64,
+                other => other.as_u64().map_or(1, |u| u as i64),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether token `i` is a control token (type 3).
+fn is_control(types: &[i64], i: usize) -> bool {
+    types.get(i).is_some_and(|&t| t == 3)
+}
+
+/// The control tokens as a `tokenizer.json`'s special `added_tokens`.
+fn gguf_added_tokens(tokens: &[String], types: &[i64]) -> Vec<Value> {
+    (0..tokens.len())
+        .filter(|&i| is_control(types, i))
+        .map(|i| {
+            json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
+                        "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect()
+}
+
+/// The `tokenizer.json` of a GGUF's byte-level BPE (`gpt2`): its pre-tokenizer from
+/// `tokenizer.ggml.pre` (SmolLM's single-digit split for `smollm`; others refused by name).
+fn gguf_bpe_spec(
+    meta: &Metadata,
+    tokens: &[String],
+    added: &[Value],
+    path: &Path,
+) -> Result<Value> {
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                            "trim_offsets": true, "use_regex": true});
+    let pre = meta.get("tokenizer.ggml.pre").and_then(MetaValue::as_str);
+    let pre_tokenizer = match pre {
+        Some("smollm") => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]}),
+        None | Some("gpt-2" | "gpt2" | "default") => byte_level.clone(),
+        Some(other) => {
+            return Err(gguf_error(path, format!(
+                "the GGUF's pre-tokenizer `{other}` cannot be rebuilt (gpt-2, smollm and default can); pass --tokenizer tokenizer.json"
+            )))
+        }
+    };
+    let spec = json!({"version": "1.0", "added_tokens": added, "normalizer": null,
+                      "pre_tokenizer": pre_tokenizer, "post_processor": null,
+                      "decoder": byte_level,
+                      "model": {"type": "BPE", "vocab": vocab,
+                                "merges": gguf_strings(meta, "tokenizer.ggml.merges"),
+                                "dropout": null, "unk_token": null,
+                                "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                                "fuse_unk": false, "byte_fallback": false,
+                                "ignore_merges": false}});
+    Ok(spec)
+}
+
+/// The `tokenizer.json` of a GGUF's WordPiece (`bert`): llama.cpp's phantom-space vocabulary
+/// turned back into `##` continuations, lower-cased, `[CLS] ... [SEP]` around each text.
+fn gguf_wordpiece_spec(
+    meta: &Metadata,
+    tokens: &[String],
+    types: &[i64],
+    added: &[Value],
+) -> Value {
+    let id = |k: &str, d: usize| {
+        meta.get(&format!("tokenizer.ggml.{k}"))
+            .and_then(MetaValue::as_u64)
+            .map_or(d, |v| v as usize)
+    };
+    let word = |i: usize, t: &str| -> String {
+        if is_control(types, i) || (t.starts_with('[') && t.ends_with(']')) {
+            t.to_string()
+        } else if let Some(rest) = t.strip_prefix('\u{2581}') {
+            rest.to_string()
+        } else {
+            format!("##{t}")
+        }
+    };
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (word(i, t), json!(i)))
+        .collect();
+    let (cls, sep, unk) = (
+        id("bos_token_id", 101),
+        id("seperator_token_id", 102),
+        id("unknown_token_id", 100),
+    );
+    let name = |i: usize| tokens.get(i).cloned().unwrap_or_default();
+    json!({"version": "1.0", "added_tokens": added,
+           "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                          "handle_chinese_chars": true, "strip_accents": null,
+                          "lowercase": true},
+           "pre_tokenizer": {"type": "BertPreTokenizer"},
+           "post_processor": {"type": "TemplateProcessing",
+               "single": [{"SpecialToken": {"id": name(cls), "type_id": 0}},
+                          {"Sequence": {"id": "A", "type_id": 0}},
+                          {"SpecialToken": {"id": name(sep), "type_id": 0}}],
+               "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+               "special_tokens": {
+                   name(cls): {"id": name(cls), "ids": [cls], "tokens": [name(cls)]},
+                   name(sep): {"id": name(sep), "ids": [sep], "tokens": [name(sep)]}}},
+           "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+           "model": {"type": "WordPiece", "unk_token": name(unk),
+                     "continuing_subword_prefix": "##",
+                     "max_input_chars_per_word": 100, "vocab": vocab}})
 }

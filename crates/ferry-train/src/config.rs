@@ -268,10 +268,10 @@ pub struct OutputConfig {
 impl TrainConfig {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::fs(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg: TrainConfig =
-            toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
-        cfg.check().map_err(|msg| Error::file(path, msg))?;
+            toml::from_str(&text).map_err(|e| Error::malformed(path, e.to_string()))?;
+        cfg.check().map_err(|msg| Error::malformed(path, msg))?;
         Ok(cfg)
     }
 

@@ -74,7 +74,7 @@ pub fn from_records(
     opts: &ExampleOptions<'_>,
 ) -> Result<Examples> {
     if records.is_empty() {
-        return Err(Error::file(
+        return Err(Error::malformed(
             source,
             "has no records (for the chosen languages)",
         ));
@@ -92,7 +92,7 @@ pub fn from_records(
     let mut examples = enc.examples;
     let Some(classes) = opts.classes else {
         if examples.iter().any(|e| e.label.is_none()) {
-            return Err(Error::file(
+            return Err(Error::malformed(
                 source,
                 "some records have no label; every training record needs one",
             ));

@@ -17,41 +17,23 @@ pub enum Error {
     /// Reading, tokenizing or batching data failed.
     #[error(transparent)]
     Data(#[from] ferry_data::Error),
-    /// A file-system error on a named file.
-    #[error("{path}: {source}")]
-    Fs {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A config, checkpoint or model file that does not make sense.
-    #[error("{path}: {msg}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, and the fix.
-        msg: String,
-    },
+    /// A file that could not be read or written, or a config, checkpoint or model file that
+    /// does not make sense.
+    #[error(transparent)]
+    File(#[from] ferry_io::FileError),
     /// Invalid settings or shapes.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
-    /// A file-system error on `path`.
-    pub fn fs(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Fs {
-            path: path.into(),
-            source,
-        }
+    /// The operating system refused `source` on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::File(ferry_io::FileError::io(path, source))
     }
 
-    /// A problem with the content of `path`.
-    pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File {
-            path: path.into(),
-            msg: msg.into(),
-        }
+    /// The content of `path` does not make sense: `msg` says how, and the fix.
+    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::File(ferry_io::FileError::malformed(path, msg))
     }
 }

@@ -9,8 +9,8 @@ use ferry_data::issues::IssueLog;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Examples;
-use crate::metrics::classification::{report, Prediction, Report};
-use crate::models::Model;
+use crate::metrics::classification::{report, ClassificationReport, Prediction};
+use crate::models::Classifier;
 use crate::Result;
 
 /// An evaluation's result.
@@ -19,7 +19,7 @@ pub struct Evaluation {
     /// Mean cross entropy over examples with a known class.
     pub loss: f64,
     /// Scores overall and per language.
-    pub report: Report,
+    pub report: ClassificationReport,
     /// Examples whose class the model does not know (counted as errors).
     pub unknown_class: usize,
     /// Languages seen in training.
@@ -239,7 +239,7 @@ pub struct EvalContext<'a> {
 
 /// Predicts every example of `set` (in length-sorted batches) and scores them.
 pub fn evaluate(
-    model: &Model,
+    model: &Classifier,
     set: &Examples,
     ctx: &EvalContext<'_>,
     device: &Device,

@@ -13,9 +13,9 @@ use ferry_data::stream::{self, LangReader, ShardIndex, StreamConfig, StreamState
 use ferry_data::tokenize::Tokenizer;
 use ferry_data::Record;
 
-use crate::checkpoint::TrainerState;
 use crate::config::{LabelKind, TrainConfig};
 use crate::data::{self, ExampleOptions};
+use crate::model_dir::TrainerState;
 use crate::{Error, Result};
 
 /// Records encoded per step of a pass over a streamed corpus (naive Bayes counts).
@@ -236,26 +236,26 @@ pub fn prepare_index(
     mut stage: impl FnMut(&'static str),
 ) -> Result<(ShardIndex, IssueLog)> {
     let file = index_file(run);
-    std::fs::create_dir_all(run).map_err(|e| Error::fs(run, e))?;
+    std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     if resume {
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::fs(&file, e))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
         let index: ShardIndex = serde_json::from_str(&text)
-            .map_err(|e| Error::file(&file, format!("is not a shard index: {e}")))?;
+            .map_err(|e| Error::malformed(&file, format!("is not a shard index: {e}")))?;
         index.check()?;
         return Ok((index, IssueLog::default()));
     }
     // Absolute paths in the index: a resumed run may start from another folder.
-    let train = &std::path::absolute(&cfg.data.train).map_err(|e| Error::fs(&cfg.data.train, e))?;
+    let train = &std::path::absolute(&cfg.data.train).map_err(|e| Error::io(&cfg.data.train, e))?;
     let (index, issues) = if train.is_dir() && stream::is_sharded(train) {
         stage("counting the training corpus");
         let index = ShardIndex::scan(train, |_| {})?;
         (index, IssueLog::default())
     } else {
-        let out = std::path::absolute(shards_dir(run)).map_err(|e| Error::fs(run, e))?;
+        let out = std::path::absolute(shards_dir(run)).map_err(|e| Error::io(run, e))?;
         if out.exists() {
             // Left by a run that stopped before its first checkpoint: made by ferry, from
             // the same corpus or another; split again.
-            std::fs::remove_dir_all(&out).map_err(|e| Error::fs(&out, e))?;
+            std::fs::remove_dir_all(&out).map_err(|e| Error::io(&out, e))?;
         }
         let copts = CorpusOptions {
             label_required: cfg.data.label == LabelKind::Label,

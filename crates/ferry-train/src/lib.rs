@@ -7,13 +7,13 @@
 //! - [`optim`]: AdamW and SGD with PyTorch's update rules as fused CPU kernels, schedules.
 //! - [`grads`]: gradient collection, accumulation and global-norm clipping.
 //! - [`loss`]: cross entropy with label smoothing, NLL.
+//! - [`model_dir`]: model folders and the training checkpoints that resume a run.
 //! - [`data`] and [`feed`]: corpora to labelled examples; micro-batches drawn from memory or
 //!   streamed from a folder per language.
 //! - [`run`]: a whole run (prepare, start or resume, the loop, the final report).
 //! - [`eval`], [`report`], [`metrics`]: per-language evaluation and its reports.
 #![warn(missing_docs)]
 
-pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -23,6 +23,7 @@ pub mod grads;
 mod host;
 pub mod loss;
 pub mod metrics;
+pub mod model_dir;
 pub mod models;
 pub mod nn;
 pub mod optim;

@@ -136,13 +136,13 @@ impl Params {
     pub fn assign(&self, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
         for (name, var) in self.names.iter().zip(&self.vars) {
             let t = tensors.get(name).ok_or_else(|| {
-                Error::file(
+                Error::malformed(
                     source,
                     format!("has no tensor {name}, which the model needs"),
                 )
             })?;
             if t.dims() != var.dims() {
-                return Err(Error::file(
+                return Err(Error::malformed(
                     source,
                     format!(
                         "tensor {name} has shape {:?}, the model expects {:?}",

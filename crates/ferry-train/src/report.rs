@@ -388,12 +388,12 @@ pub fn coverage_svg(evals: &[Named<'_>]) -> String {
 
 /// The training loss per step (and dev loss at evaluations) from a `metrics.jsonl`.
 pub fn loss_curve_svg(metrics: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| Error::fs(metrics, e))?;
+    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
     let mut train = Vec::new();
     let mut dev = Vec::new();
     for line in text.lines() {
         let v: Value =
-            serde_json::from_str(line).map_err(|e| Error::file(metrics, e.to_string()))?;
+            serde_json::from_str(line).map_err(|e| Error::malformed(metrics, e.to_string()))?;
         let step = v["step"].as_f64().unwrap_or(0.0);
         if let Some(l) = v["loss"].as_f64() {
             train.push((step, l));

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device};
 use ferry_testkit::{fixture, minilm, repo_root};
 use ferry_train::config::TrainConfig;
-use ferry_train::models::{Model, ModelConfig, Pooling};
+use ferry_train::models::{Classifier, ModelConfig, Pooling};
 use ferry_train::params::load_tensors;
 use ferry_train::run::{train, RunOptions};
 
@@ -22,7 +22,7 @@ fn minilm_hidden_states_match_transformers() {
         freeze_encoder: false,
     };
     let spec = cfg.resolve(30522, vec!["a".into(), "b".into()]).unwrap();
-    let model = Model::from_pretrained(&spec, &dir, 0, &dev).unwrap();
+    let model = Classifier::from_pretrained(&spec, &dir, 0, &dev).unwrap();
     let r = load_tensors(&fixture("bert/minilm_reference.safetensors"), &dev).unwrap();
     let ids = r["input_ids"].to_dtype(DType::U32).unwrap();
     let mask = r["attention_mask"].to_dtype(DType::U8).unwrap();
@@ -90,7 +90,7 @@ dir = "{}"
     cfg.check().unwrap();
     let s = train(&cfg, &RunOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(s.steps, 8);
-    let loaded = ferry_train::checkpoint::load_model(&s.model_dir, None, &Device::Cpu).unwrap();
+    let loaded = ferry_train::model_dir::load_model(&s.model_dir, None, &Device::Cpu).unwrap();
     let ev =
         ferry_train::run::evaluate_file(&loaded, &udhr.join("dev.tsv"), None, 32, 2, &Device::Cpu)
             .unwrap();

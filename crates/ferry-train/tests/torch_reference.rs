@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use ferry_testkit::fixture;
 use ferry_train::grads::{clip_factor, Grads};
-use ferry_train::models::{Arch, Model, ModelSpec, Pooling, TransformerConfig};
+use ferry_train::models::{Arch, Classifier, ModelSpec, Pooling, TransformerConfig};
 use ferry_train::nn::Activation;
 use ferry_train::optim::{OptimizerConfig, Schedule};
 use ferry_train::params::load_tensors;
@@ -89,7 +89,7 @@ fn run_case(name: &str) {
     let r = reference();
     let case = &r["cases"][name];
     let spec = spec(case);
-    let model = Model::new(&spec, 0, &dev).unwrap();
+    let model = Classifier::new(&spec, 0, &dev).unwrap();
     let init = fixture(&format!("train/{name}.init.safetensors"));
     model
         .params()

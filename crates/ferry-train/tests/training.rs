@@ -12,7 +12,7 @@ mod common;
 use common::step_losses;
 use ferry_train::config::{LossKind, TrainConfig};
 use ferry_train::grads::Grads;
-use ferry_train::models::{Arch, BertConfig, Model, ModelSpec, Pooling, TransformerConfig};
+use ferry_train::models::{Arch, BertConfig, Classifier, ModelSpec, Pooling, TransformerConfig};
 use ferry_train::nn::Activation;
 use ferry_train::run::{micro_batch, train, LossSpec, RunOptions};
 
@@ -108,7 +108,7 @@ fn a_killed_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
         );
     }
     // keep_last = 1 plus the best: at most two checkpoints, the newest among them.
-    let ckpts = ferry_train::checkpoint::list_checkpoints(&b.join("checkpoints"));
+    let ckpts = ferry_train::model_dir::list_checkpoints(&b.join("checkpoints"));
     assert!(
         ckpts.len() <= 2 && ckpts.last().unwrap().0 == 12,
         "{ckpts:?}"
@@ -224,7 +224,7 @@ fn every_parameter_of_every_model_gets_a_gradient() {
     let rows = random_batch(40, 3, 6, 1);
     let refs: Vec<&Example> = rows.iter().collect();
     for spec in specs() {
-        let model = Model::new(&spec, 3, &Device::Cpu).unwrap();
+        let model = Classifier::new(&spec, 3, &Device::Cpu).unwrap();
         let (_, grads) = micro_batch(
             &model,
             &refs,
@@ -269,7 +269,7 @@ fn data_parallel_workers_compute_the_same_gradient_as_one() {
     let rows = random_batch(40, 3, 10, 2);
     let refs: Vec<&Example> = rows.iter().collect();
     for spec in specs() {
-        let model = Model::new(&spec, 4, &Device::Cpu).unwrap();
+        let model = Classifier::new(&spec, 4, &Device::Cpu).unwrap();
         let run = |w| {
             micro_batch(
                 &model,
@@ -306,7 +306,7 @@ fn data_parallel_workers_compute_the_same_gradient_as_one() {
 #[test]
 fn accumulated_gradients_add_up() {
     let spec = &specs()[1];
-    let model = Model::new(spec, 1, &Device::Cpu).unwrap();
+    let model = Classifier::new(spec, 1, &Device::Cpu).unwrap();
     let rows = random_batch(40, 3, 4, 3);
     let refs: Vec<&Example> = rows.iter().collect();
     let (_, mut a) = micro_batch(
@@ -365,7 +365,7 @@ fn early_stopping_ends_a_run_that_stops_improving() {
 
 #[test]
 fn broken_model_folders_and_checkpoints_are_errors_naming_the_file() {
-    use ferry_train::checkpoint::load_model;
+    use ferry_train::model_dir::load_model;
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path(), "kind = \"bag\"\ndim = 8", 4);
     cfg.train.eval_every = Some(2);
@@ -412,7 +412,7 @@ fn broken_model_folders_and_checkpoints_are_errors_naming_the_file() {
     assert!(e.contains("embedding.weight") && e.contains("shape"), "{e}");
 
     // A corrupt trainer state stops --resume with the file's name.
-    let ckpt = ferry_train::checkpoint::list_checkpoints(&tmp.path().join("checkpoints"))
+    let ckpt = ferry_train::model_dir::list_checkpoints(&tmp.path().join("checkpoints"))
         .pop()
         .unwrap()
         .1;

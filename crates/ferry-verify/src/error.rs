@@ -18,14 +18,9 @@ pub enum Error {
     /// The two models cannot be compared.
     #[error("{0}")]
     Mismatch(String),
-    /// A report could not be read or written.
-    #[error("{path}: {msg}")]
-    Report {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What went wrong.
-        msg: String,
-    },
+    /// A report or an input could not be read or written.
+    #[error(transparent)]
+    File(#[from] ferry_io::FileError),
     /// An error raised inside candle.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),

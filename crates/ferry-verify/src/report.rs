@@ -4,10 +4,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use ferry_io::FileError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::probes::Probe;
 use crate::run::Verification;
 
@@ -44,10 +45,7 @@ pub struct VerifyReport {
 
 /// SHA-256 of a file, or of a folder's regular files in name order (names included).
 pub fn sha256_of(path: &Path) -> Result<String> {
-    let err = |e: std::io::Error| Error::Report {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
+    let err = |e: std::io::Error| FileError::io(path, e);
     let mut h = Sha256::new();
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -71,14 +69,8 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 }
 
 fn hash_file(path: &Path, h: &mut Sha256) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::Report {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    std::io::copy(&mut f, h).map_err(|e| Error::Report {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
+    let mut f = std::fs::File::open(path).map_err(|e| FileError::io(path, e))?;
+    std::io::copy(&mut f, h).map_err(|e| FileError::io(path, e))?;
     Ok(())
 }
 
@@ -254,12 +246,9 @@ pub fn svg(v: &Verification) -> String {
 
 /// Writes `report.json`, `report.md` and `report.svg` into `dir` (each atomically).
 pub fn write(dir: &Path, r: &VerifyReport) -> Result<Vec<PathBuf>> {
-    let err = |p: &Path, msg: String| Error::Report {
-        path: p.to_path_buf(),
-        msg,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
-    let json = serde_json::to_string_pretty(r).map_err(|e| err(dir, e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| FileError::io(dir, e))?;
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| FileError::malformed(dir.join("report.json"), e.to_string()))?;
     let files = [
         ("report.json", json + "\n"),
         ("report.md", markdown(r)),
@@ -270,8 +259,7 @@ pub fn write(dir: &Path, r: &VerifyReport) -> Result<Vec<PathBuf>> {
         let p = dir.join(name);
         ferry_io::atomic::write_atomic(&p, |w| {
             std::io::Write::write_all(w, text.as_bytes()).map_err(|e| ferry_io::Error::io(&p, e))
-        })
-        .map_err(|e| err(&p, e.to_string()))?;
+        })?;
         out.push(p);
     }
     Ok(out)
@@ -279,12 +267,7 @@ pub fn write(dir: &Path, r: &VerifyReport) -> Result<Vec<PathBuf>> {
 
 /// Reads a `report.json`.
 pub fn read(path: &Path) -> Result<VerifyReport> {
-    let text = std::fs::read(path).map_err(|e| Error::Report {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    serde_json::from_slice(&text).map_err(|e| Error::Report {
-        path: path.to_path_buf(),
-        msg: format!("not a ferry verify report: {e}"),
-    })
+    let text = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
+    Ok(serde_json::from_slice(&text)
+        .map_err(|e| FileError::malformed(path, format!("not a ferry verify report: {e}")))?)
 }

@@ -100,7 +100,36 @@ pub fn print(p: &AutoPlan) {
         .iter()
         .map(|(d, n)| format!("{n} {}", d.name()))
         .collect();
-    let goal = match (&p.goal.size, &p.goal.budget) {
+    let goal = goal(p);
+    println!(
+        "--quant auto ({goal}): {} tensors -> {}; {} of tensor data, {:.2} bits per weight ({:.0}s, {} round{})",
+        p.tensors.len(),
+        types.join(", "),
+        human_bytes(p.bytes),
+        p.bpw,
+        p.seconds,
+        p.rounds,
+        if p.rounds == 1 { "" } else { "s" }
+    );
+    println!("  per group: {}", per_group(p));
+    let factors: Vec<String> = p
+        .type_factors
+        .iter()
+        .map(|(d, f)| format!("{} {f:.2}", d.name()))
+        .collect();
+    println!(
+        "  measured/predicted with every tensor at one type (errors scaled by it): {}",
+        factors.join(", ")
+    );
+    print_languages(p);
+    if !p.ok {
+        println!("  ! the measured choice misses the budget in some language (see above)");
+    }
+}
+
+/// The goal in words: the size and the budget, or the budget alone.
+fn goal(p: &AutoPlan) -> String {
+    match (&p.goal.size, &p.goal.budget) {
         (Some(Size::Bytes(n)), b) => format!(
             "least worst-language {} within {}{}",
             p.metric,
@@ -118,17 +147,11 @@ pub fn print(p: &AutoPlan) {
         ),
         (None, Some(b)) => format!("smallest file with every language within {b}"),
         (None, None) => String::new(),
-    };
-    println!(
-        "--quant auto ({goal}): {} tensors -> {}; {} of tensor data, {:.2} bits per weight ({:.0}s, {} round{})",
-        p.tensors.len(),
-        types.join(", "),
-        human_bytes(p.bytes),
-        p.bpw,
-        p.seconds,
-        p.rounds,
-        if p.rounds == 1 { "" } else { "s" }
-    );
+    }
+}
+
+/// How many tensors of each group got each type: `attn_q: 20 q4_k + 10 q6_k; ...`.
+fn per_group(p: &AutoPlan) -> String {
     let mut by_group: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
     for c in &p.tensors {
         *by_group
@@ -144,16 +167,11 @@ pub fn print(p: &AutoPlan) {
             format!("{g}: {}", t.join(" + "))
         })
         .collect();
-    println!("  per group: {}", cells.join("; "));
-    let factors: Vec<String> = p
-        .type_factors
-        .iter()
-        .map(|(d, f)| format!("{} {f:.2}", d.name()))
-        .collect();
-    println!(
-        "  measured/predicted with every tensor at one type (errors scaled by it): {}",
-        factors.join(", ")
-    );
+    cells.join("; ")
+}
+
+/// The five worst languages and the median, predicted against measured.
+fn print_languages(p: &AutoPlan) {
     let mut langs: Vec<_> = p.languages.iter().collect();
     langs.sort_by(|a, b| b.measured.total_cmp(&a.measured));
     println!(
@@ -181,8 +199,5 @@ pub fn print(p: &AutoPlan) {
     }
     if let Some(m) = langs.get(langs.len() / 2) {
         show(&format!("median {}", m.lang), m);
-    }
-    if !p.ok {
-        println!("  ! the measured choice misses the budget in some language (see above)");
     }
 }

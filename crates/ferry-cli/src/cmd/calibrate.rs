@@ -87,37 +87,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         },
     );
     let sample = calibrate::sample(&texts, &tokenizer, &opts)?;
-    let (entries, columns) = observed;
     if a.dry_run {
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "dry_run": true, "model": a.model, "dataset": dataset, "out": a.out,
-                    "options": opts, "sequences": sample.sequences.len(),
-                    "tokens": sample.tokens(), "languages": sample.languages,
-                    "entries": entries, "statistics_bytes": columns * 8,
-                }))?
-            );
-        } else {
-            println!(
-                "would run {} on {} tokens in {} sequences of at most {} tokens from {} ({} texts), alpha {}, seed {}:",
-                a.model.display(),
-                sample.tokens(),
-                sample.sequences.len(),
-                opts.max_seq,
-                dataset,
-                texts.len(),
-                opts.alpha,
-                opts.seed
-            );
-            print_languages(&sample.languages, true);
-            println!(
-                "dry run: nothing run, nothing written ({} would hold {entries} matrices, {columns} columns; {} of statistics while running)",
-                a.out.display(),
-                human_bytes(columns as u64 * 8)
-            );
-        }
+        print_dry_run(&a, (&dataset, texts.len()), &opts, &sample, observed)?;
         return Ok(ExitCode::SUCCESS);
     }
     let bar = count_bar(sample.sequences.len() as u64, "texts", a.quiet || a.json);
@@ -148,6 +119,46 @@ pub fn run(a: Args) -> Result<ExitCode> {
         print_languages(&run.languages, false);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--dry-run` prints: the sample that would run, as JSON or in words.
+fn print_dry_run(
+    a: &Args,
+    (dataset, texts): (&str, usize),
+    opts: &CalibrateOptions,
+    sample: &calibrate::Sample,
+    (entries, columns): (usize, usize),
+) -> Result<()> {
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "dry_run": true, "model": a.model, "dataset": dataset, "out": a.out,
+                "options": opts, "sequences": sample.sequences.len(),
+                "tokens": sample.tokens(), "languages": sample.languages,
+                "entries": entries, "statistics_bytes": columns * 8,
+            }))?
+        );
+    } else {
+        println!(
+            "would run {} on {} tokens in {} sequences of at most {} tokens from {} ({} texts), alpha {}, seed {}:",
+            a.model.display(),
+            sample.tokens(),
+            sample.sequences.len(),
+            opts.max_seq,
+            dataset,
+            texts,
+            opts.alpha,
+            opts.seed
+        );
+        print_languages(&sample.languages, true);
+        println!(
+            "dry run: nothing run, nothing written ({} would hold {entries} matrices, {columns} columns; {} of statistics while running)",
+            a.out.display(),
+            human_bytes(columns as u64 * 8)
+        );
+    }
+    Ok(())
 }
 
 /// Tokens per language, several to a line (with the sampling probability when `probability`).

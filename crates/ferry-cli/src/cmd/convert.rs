@@ -37,15 +37,7 @@ pub struct Args {
 
 /// Runs `ferry convert`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let target = match &a.to {
-        Some(t) => t.parse::<TargetFormat>()?,
-        None => TargetFormat::from_path(&a.output).with_context(|| {
-            format!(
-                "cannot tell the output format from `{}`; pass --to safetensors|gguf|npz|pth",
-                a.output.display()
-            )
-        })?,
-    };
+    let target = target_format(&a)?;
     let shard = a.write.shard_bytes()?;
     let mut opts = a.transform.to_options()?;
     anyhow::ensure!(
@@ -65,24 +57,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         eprintln!("warning: rename step `{r}` matched no tensor name");
     }
     if a.write.dry_run {
-        if a.write.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &json!({"dry_run": true, "output_bytes": plan.output_bytes(), "plan": plan, "auto": auto})
-                )?
-            );
-        } else {
-            print_plan(&plan);
-            print_layout(&plan);
-            print_imatrix(&plan);
-            print_dropped_tied(&plan);
-            println!(
-                "dry run: nothing written ({} would be {})",
-                a.output.display(),
-                human_bytes(plan.output_bytes())
-            );
-        }
+        print_dry_run(&a, &plan, &auto)?;
         return Ok(ExitCode::SUCCESS);
     }
     let metadata = convert::output_metadata(&ck, &plan)?;
@@ -127,7 +102,64 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.write.quiet {
         return Ok(code);
     }
-    for f in &files {
+    print_written(&files, &plan, &ck, target, secs, &errors);
+    if let Some(r) = &verified {
+        print_verified(r, &a.output);
+    }
+    Ok(code)
+}
+
+/// The output format: `--to`, else the output's extension.
+fn target_format(a: &Args) -> Result<TargetFormat> {
+    match &a.to {
+        Some(t) => Ok(t.parse::<TargetFormat>()?),
+        None => TargetFormat::from_path(&a.output).with_context(|| {
+            format!(
+                "cannot tell the output format from `{}`; pass --to safetensors|gguf|npz|pth",
+                a.output.display()
+            )
+        }),
+    }
+}
+
+/// What `--dry-run` prints: the plan, as JSON or in words.
+fn print_dry_run(
+    a: &Args,
+    plan: &Plan,
+    auto: &Option<ferry_verify::autoquant::AutoPlan>,
+) -> Result<()> {
+    if a.write.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"dry_run": true, "output_bytes": plan.output_bytes(), "plan": plan, "auto": auto})
+            )?
+        );
+    } else {
+        print_plan(plan);
+        print_layout(plan);
+        print_imatrix(plan);
+        print_dropped_tied(plan);
+        println!(
+            "dry run: nothing written ({} would be {})",
+            a.output.display(),
+            human_bytes(plan.output_bytes())
+        );
+    }
+    Ok(())
+}
+
+/// What was written, in words: files, size and time, layouts, fallbacks, the imatrix, the
+/// tensors kept in float and each quantized tensor's error.
+fn print_written(
+    files: &[std::path::PathBuf],
+    plan: &Plan,
+    ck: &Checkpoint,
+    target: TargetFormat,
+    secs: f64,
+    errors: &std::collections::BTreeMap<String, ferry_io::quant::QuantError>,
+) {
+    for f in files {
         println!("wrote {}", f.display());
     }
     println!(
@@ -138,8 +170,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ck.format,
         target
     );
-    print_layout(&plan);
-    print_dropped_tied(&plan);
+    print_layout(plan);
+    print_dropped_tied(plan);
     let fallbacks = plan.fallbacks();
     if !fallbacks.is_empty() {
         println!("{} tensors got llama.cpp's fallback type:", fallbacks.len());
@@ -147,7 +179,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             println!("  {n}: {why}");
         }
     }
-    print_imatrix(&plan);
+    print_imatrix(plan);
     let kept = plan.kept_float();
     if !kept.is_empty() {
         println!("{} tensors kept in float (not quantizable):", kept.len());
@@ -166,10 +198,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
             }
         }
     }
-    if let Some(r) = &verified {
-        print_verified(r, &a.output);
-    }
-    Ok(code)
 }
 
 /// `ferry verify INPUT OUTPUT --tolerance BUDGET` on the held-out probes (one text of 64

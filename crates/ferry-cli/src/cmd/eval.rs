@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 use ferry_data::corpus::lines::Lines;
 use ferry_data::corpus::moses_files;
-use ferry_train::checkpoint;
 use ferry_train::metrics::translation::{self, Segment};
+use ferry_train::model_dir;
 use ferry_train::report::{self, Named};
 use ferry_train::run::evaluate_file;
 
@@ -91,7 +91,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("--reject-below {p}: a confidence is between 0 and 1");
     }
     let device = Device::Cpu;
-    let mut loaded = checkpoint::load_model(&model, a.weights.as_deref(), &device)?;
+    let mut loaded = model_dir::load_model(&model, a.weights.as_deref(), &device)?;
     loaded.card.strict_language_codes |= a.strict_languages;
     let mut evals = vec![(
         "full".to_string(),

@@ -56,29 +56,43 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ck.validate()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let tied = ck.tied_groups();
     if a.json {
-        let tensors: Vec<_> = ck
-            .tensors
-            .iter()
-            .map(|t| {
-                json!({"name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.nbytes(),
-                       "layout": layout_name(&t.layout), "file": t.file.display().to_string()})
-            })
-            .collect();
-        let meta: serde_json::Map<_, _> = ck
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect();
-        let out = json!({
-            "path": ck.path.display().to_string(), "format": ck.format, "parameters": ck.param_count(),
-            "bytes": ck.total_bytes(), "tensors": tensors, "tied_groups": tied, "metadata": meta,
-            "companions": ck.companions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        print_json(&ck)?;
+    } else {
+        print_summary(&ck);
+        print_tensors(&ck, a.limit);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every tensor, the metadata, tied groups and companions, as one JSON document.
+fn print_json(ck: &Checkpoint) -> Result<()> {
+    let tied = ck.tied_groups();
+    let tensors: Vec<_> = ck
+        .tensors
+        .iter()
+        .map(|t| {
+            json!({"name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.nbytes(),
+                   "layout": layout_name(&t.layout), "file": t.file.display().to_string()})
+        })
+        .collect();
+    let meta: serde_json::Map<_, _> = ck
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
+    let out = json!({
+        "path": ck.path.display().to_string(), "format": ck.format, "parameters": ck.param_count(),
+        "bytes": ck.total_bytes(), "tensors": tensors, "tied_groups": tied, "metadata": meta,
+        "companions": ck.companions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// The checkpoint's format, sizes, tied groups, companions and metadata.
+fn print_summary(ck: &Checkpoint) {
+    let tied = ck.tied_groups();
     println!("{}", ck.path.display());
     println!("  format      {}", ck.format);
     println!("  tensors     {}", ck.tensors.len());
@@ -96,6 +110,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
             println!("    {k} = {}", v.display_short());
         }
     }
+}
+
+/// The tensor table: the first `limit` tensors (all with 0).
+fn print_tensors(ck: &Checkpoint, limit: usize) {
     let width = ck
         .tensors
         .iter()
@@ -107,11 +125,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "\n  {:width$}  {:7}  {:>12}  SHAPE",
         "NAME", "DTYPE", "BYTES"
     );
-    let shown = if a.limit == 0 {
-        ck.tensors.len()
-    } else {
-        a.limit
-    };
+    let shown = if limit == 0 { ck.tensors.len() } else { limit };
     for t in ck.tensors.iter().take(shown) {
         let strided = if matches!(t.layout, Layout::Strided { .. }) {
             "  (strided view)"
@@ -129,5 +143,4 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if shown < ck.tensors.len() {
         println!("  ... {} more (use --limit 0)", ck.tensors.len() - shown);
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -85,6 +85,44 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
         a.to = Some("gguf".into());
         a.transform.quant = Some("q4_k".into());
     }
+    let opts = options(&a)?;
+    let chatty = !a.write.quiet && !a.write.json;
+    let mut bar = None;
+    let mut on_event = |ev: Event<'_>| match ev {
+        Event::WriteTotal(n) => bar = Some(bytes_bar(n, !chatty)),
+        Event::TensorWritten { name, bytes } => {
+            if let Some(b) = &bar {
+                b.set_message(name.to_string());
+                b.inc(bytes);
+            }
+        }
+        Event::StageFinished(rec) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            if chatty {
+                eprintln!("{:>14}  {:7.3}s  {}", rec.name, rec.seconds, rec.summary);
+            }
+        }
+        _ => {}
+    };
+    let report = migrate(&opts, &mut on_event)?;
+    if a.write.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if a.write.dry_run {
+        println!("dry run: nothing written");
+    } else {
+        print_verdict(&a, &report);
+    }
+    Ok(if report.ok || a.write.dry_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The migration's options from the command line (running `--quant auto`'s search first).
+fn options(a: &Args) -> Result<MigrateOptions> {
     let graph = a.input.as_deref().is_some_and(ferry_migrate::is_graph);
     let to =
         a.to.clone()
@@ -116,7 +154,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
         .tolerance
         .clone()
         .or_else(|| auto.as_ref().and(a.transform.budget.clone()));
-    let opts = MigrateOptions {
+    Ok(MigrateOptions {
         input: a.input.clone().map(Input::Path).unwrap_or(Input::Embedded),
         out_dir: a.out.clone(),
         target,
@@ -136,7 +174,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
                     max_tokens: a.probe.max_tokens,
                     tolerance: tolerance.as_deref().map(str::parse).transpose()?,
                     kernels: a.kernels.parse().map_err(anyhow::Error::msg)?,
-                    placement: placement(&a)?,
+                    placement: placement(a)?,
                 })
             })
             .transpose()?,
@@ -149,88 +187,59 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
             "devices": a.place.devices, "max_memory": a.place.max_memory, "map": a.place.map, "reserve": a.place.reserve, "compute_dtype": a.compute_dtype,
             "auto_quant": auto,
         }),
+    })
+}
+
+/// The verdict in words: a graph's node counts and end-to-end checks, or the tensors verified,
+/// the task check and what failed.
+fn print_verdict(a: &Args, report: &ferry_migrate::MigrationReport) {
+    let verdict = if report.ok {
+        "migration verified"
+    } else {
+        "VERIFICATION FAILED"
     };
-    let chatty = !a.write.quiet && !a.write.json;
-    let mut bar = None;
-    let mut on_event = |ev: Event<'_>| match ev {
-        Event::WriteTotal(n) => bar = Some(bytes_bar(n, !chatty)),
-        Event::TensorWritten { name, bytes } => {
-            if let Some(b) = &bar {
-                b.set_message(name.to_string());
-                b.inc(bytes);
-            }
-        }
-        Event::StageFinished(rec) => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
-            if chatty {
-                eprintln!("{:>14}  {:7.3}s  {}", rec.name, rec.seconds, rec.summary);
-            }
-        }
-        _ => {}
-    };
-    let report = migrate(&opts, &mut on_event)?;
-    if a.write.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if a.write.dry_run {
-        println!("dry run: nothing written");
-    } else if let Some(g) = &report.graph {
+    let report_md = a.out.join("report.md");
+    if let Some(g) = &report.graph {
         println!(
-            "{}: {} -> {} nodes, {} of {} output checks within tolerance; report in {}",
-            if report.ok {
-                "migration verified"
-            } else {
-                "VERIFICATION FAILED"
-            },
+            "{verdict}: {} -> {} nodes, {} of {} output checks within tolerance; report in {}",
             g.pipeline.ops_before.values().sum::<usize>(),
             g.pipeline.ops_after.values().sum::<usize>(),
             g.end_to_end.iter().filter(|c| c.ok).count(),
             g.end_to_end.len(),
-            a.out.join("report.md").display()
+            report_md.display()
         );
         if let Some(p) = &g.pipeline.failed {
             println!("  ! pass `{p}` broke the tolerance; nothing was written (run `ferry optimize --verify` for details)");
         }
-        print_outputs(&report);
-    } else {
-        println!(
-            "{}: {} of {} tensors verified ({} bit-exact); report in {}",
-            if report.ok {
-                "migration verified"
-            } else {
-                "VERIFICATION FAILED"
-            },
-            report.tensors.iter().filter(|t| t.check.ok).count(),
-            report.tensors.len(),
-            report.tensors.iter().filter(|t| t.check.bit_exact).count(),
-            a.out.join("report.md").display()
-        );
-        if let Some(t) = &report.task_eval {
-            println!(
-                "task check on {}: accuracy {:.2}% -> {:.2}%, macro-F1 {:.2}% -> {:.2}% ({} of {} languages changed)",
-                t.data.display(),
-                100.0 * t.accuracy_before,
-                100.0 * t.accuracy_after,
-                100.0 * t.macro_f1_before,
-                100.0 * t.macro_f1_after,
-                t.changed(),
-                t.per_language.len()
-            );
-        }
-        print_outputs(&report);
-        for t in report.tensors.iter().filter(|t| !t.check.ok) {
-            println!(
-                "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",
-                t.planned.name, t.planned.from, t.planned.to, t.check.max_abs, t.check.cosine
-            );
-        }
+        print_outputs(report);
+        return;
     }
-    Ok(if report.ok || a.write.dry_run {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    println!(
+        "{verdict}: {} of {} tensors verified ({} bit-exact); report in {}",
+        report.tensors.iter().filter(|t| t.check.ok).count(),
+        report.tensors.len(),
+        report.tensors.iter().filter(|t| t.check.bit_exact).count(),
+        report_md.display()
+    );
+    if let Some(t) = &report.task_eval {
+        println!(
+            "task check on {}: accuracy {:.2}% -> {:.2}%, macro-F1 {:.2}% -> {:.2}% ({} of {} languages changed)",
+            t.data.display(),
+            100.0 * t.accuracy_before,
+            100.0 * t.accuracy_after,
+            100.0 * t.macro_f1_before,
+            100.0 * t.macro_f1_after,
+            t.changed(),
+            t.per_language.len()
+        );
+    }
+    print_outputs(report);
+    for t in report.tensors.iter().filter(|t| !t.check.ok) {
+        println!(
+            "  ! {} ({} -> {}): max abs {:?}, cosine {:?}",
+            t.planned.name, t.planned.from, t.planned.to, t.check.max_abs, t.check.cosine
+        );
+    }
 }
 
 /// What verify-outputs found: the verdict, the languages outside tolerance, and the five

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ferry_device::{Inventory, Workload};
+use ferry_device::{Inventory, ModelCost, Plan, Workload};
 use ferry_runtime::Kernels;
 use ferry_verify::{report, Budget, Job, VerifyOptions};
 use serde_json::json;
@@ -74,23 +74,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (cost, plan) = ferry_runtime::planning::plan(&a.model, kernels, &inventory, &opts)
         .with_context(|| format!("placing {}", a.model.display()))?;
     if !a.quiet && !a.json {
-        println!(
-            "{} ({}), {} unit{}, batch {} x context {}{}",
-            a.model.display(),
-            cost.arch,
-            cost.units.len(),
-            if cost.units.len() == 1 { "" } else { "s" },
-            workload.batch,
-            workload.context,
-            if cost.splittable {
-                ""
-            } else {
-                "; runs on one device"
-            }
-        );
-        print!("{}", plan_table(&plan));
-        let total: u64 = plan.devices.iter().map(|d| d.used_bytes()).sum();
-        println!("total {}", human_bytes(total));
+        print_plan(&a, &cost, &plan, workload);
     }
     if a.dry_run {
         if a.json {
@@ -103,25 +87,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let budget: Budget = match &a.tolerance {
-        Some(t) => t.parse()?,
-        None => Budget::for_placement(&plan).unwrap_or_else(|| Budget::for_dtype("f32")),
-    };
-    let (probe_source, probes) = a.probe.load(&a.model)?;
-    let job = Job {
-        original: a.model.clone(),
-        migrated: a.model.clone(),
-        tokenizer: None,
-        probe_source,
-        probes,
-        options: VerifyOptions {
-            max_tokens: a.probe.max_tokens,
-            budget,
-            attribution: true,
-            kernels,
-        },
-        placement: Some(plan.clone()),
-    };
+    let job = verification(&a, &plan, kernels)?;
     let bar = count_bar(0, "probes", a.quiet || a.json);
     let r = ferry_verify::run_job(&job, |i, n| {
         bar.set_length(n as u64);
@@ -143,4 +109,49 @@ pub fn run(a: Args) -> Result<ExitCode> {
         print!("{}", report::markdown(&r));
     }
     Ok(super::verify::verdict(&r))
+}
+
+/// The model, its units and the table of what each device holds.
+fn print_plan(a: &Args, cost: &ModelCost, plan: &Plan, workload: Workload) {
+    println!(
+        "{} ({}), {} unit{}, batch {} x context {}{}",
+        a.model.display(),
+        cost.arch,
+        cost.units.len(),
+        if cost.units.len() == 1 { "" } else { "s" },
+        workload.batch,
+        workload.context,
+        if cost.splittable {
+            ""
+        } else {
+            "; runs on one device"
+        }
+    );
+    print!("{}", plan_table(plan));
+    let total: u64 = plan.devices.iter().map(|d| d.used_bytes()).sum();
+    println!("total {}", human_bytes(total));
+}
+
+/// The placed model against its f32 CPU run, on the probes, judged by `--tolerance` or the
+/// budget the placement's dtypes imply.
+fn verification(a: &Args, plan: &Plan, kernels: Kernels) -> Result<Job> {
+    let budget: Budget = match &a.tolerance {
+        Some(t) => t.parse()?,
+        None => Budget::for_placement(plan).unwrap_or_else(|| Budget::for_dtype("f32")),
+    };
+    let (probe_source, probes) = a.probe.load(&a.model)?;
+    Ok(Job {
+        original: a.model.clone(),
+        migrated: a.model.clone(),
+        tokenizer: None,
+        probe_source,
+        probes,
+        options: VerifyOptions {
+            max_tokens: a.probe.max_tokens,
+            budget,
+            attribution: true,
+            kernels,
+        },
+        placement: Some(plan.clone()),
+    })
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
-use ferry_runtime::{Model, Placement, Tokenizer};
+use ferry_runtime::{Model, Output, Placement, Tokenizer};
 use indexmap::IndexMap;
 use serde_json::json;
 
@@ -91,20 +91,7 @@ pub fn run(a: Args, placement: (Placement, Option<ferry_device::Plan>)) -> Resul
         }
     }
     let classifier = model.classifier().cloned();
-    if a.top_k.is_some() && model.kind() == "encoder" {
-        bail!(
-            "--top-k applies to decoders (next tokens) and classifiers (classes); {} is a {}",
-            a.model.display(),
-            model.config.name()
-        );
-    }
-    if a.taps && classifier.is_some() {
-        bail!(
-            "--taps applies to decoders and encoders; {} is a {}",
-            a.model.display(),
-            model.config.name()
-        );
-    }
+    check_options(&a, &model)?;
     let (ids, mask, tok) = inputs(&a, &model)?;
     let device = place.input_device();
     let (ids, mask) = (
@@ -114,20 +101,7 @@ pub fn run(a: Args, placement: (Placement, Option<ferry_device::Plan>)) -> Resul
     let t0 = Instant::now();
     let out = model.forward(&ids, mask.as_ref(), a.taps)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    let name = if model.kind() == "encoder" {
-        "last_hidden_state"
-    } else {
-        "logits"
-    };
-    let mut arrays: IndexMap<String, Tensor> = IndexMap::new();
-    arrays.insert(
-        "input_ids".into(),
-        ids.to_dtype(DType::I64)?.to_device(&Device::Cpu)?,
-    );
-    arrays.insert(name.into(), out.values.to_device(&Device::Cpu)?);
-    for (i, t) in out.taps.iter().enumerate() {
-        arrays.insert(format!("hidden.{i}"), t.to_device(&Device::Cpu)?);
-    }
+    let arrays = output_arrays(&model, &ids, &out)?;
     if let Some(path) = &a.output {
         ferry_graph::feeds::write_npz(path, &arrays)?;
     }
@@ -155,12 +129,57 @@ pub fn run(a: Args, placement: (Placement, Option<ferry_device::Plan>)) -> Resul
     if a.quiet {
         return Ok(ExitCode::SUCCESS);
     }
+    print_outputs(&a, &model, &out.values, ms, &top);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--top-k` and `--taps` where the model has them.
+fn check_options(a: &Args, model: &Model) -> Result<()> {
+    if a.top_k.is_some() && model.kind() == "encoder" {
+        bail!(
+            "--top-k applies to decoders (next tokens) and classifiers (classes); {} is a {}",
+            a.model.display(),
+            model.config.name()
+        );
+    }
+    if a.taps && model.classifier().is_some() {
+        bail!(
+            "--taps applies to decoders and encoders; {} is a {}",
+            a.model.display(),
+            model.config.name()
+        );
+    }
+    Ok(())
+}
+
+/// What `--output` holds, on the CPU: the input ids, the logits (or the encoder's last hidden
+/// state) and every tapped hidden state.
+fn output_arrays(model: &Model, ids: &Tensor, out: &Output) -> Result<IndexMap<String, Tensor>> {
+    let name = if model.kind() == "encoder" {
+        "last_hidden_state"
+    } else {
+        "logits"
+    };
+    let mut arrays: IndexMap<String, Tensor> = IndexMap::new();
+    arrays.insert(
+        "input_ids".into(),
+        ids.to_dtype(DType::I64)?.to_device(&Device::Cpu)?,
+    );
+    arrays.insert(name.into(), out.values.to_device(&Device::Cpu)?);
+    for (i, t) in out.taps.iter().enumerate() {
+        arrays.insert(format!("hidden.{i}"), t.to_device(&Device::Cpu)?);
+    }
+    Ok(arrays)
+}
+
+/// The run in words: the output's shape and time, then each row's top candidates.
+fn print_outputs(a: &Args, model: &Model, values: &Tensor, ms: f64, top: &[serde_json::Value]) {
     println!(
         "{} ({}, {}): {:?} in {ms:.1} ms",
         a.model.display(),
         model.format,
         model.config.name(),
-        out.values.dims()
+        values.dims()
     );
     for (row, cands) in top.iter().enumerate() {
         let label = a
@@ -181,7 +200,6 @@ pub fn run(a: Args, placement: (Placement, Option<ferry_device::Plan>)) -> Resul
     if let Some(p) = &a.output {
         println!("outputs in {}", p.display());
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The `k` most likely entries of one row of logits, with their probabilities, most likely first.

@@ -64,27 +64,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(path) = &a.replay {
         let r = ferry_verify::replay(path, &mut progress)?;
         bar.finish_and_clear();
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "replayed": path, "matches": r.differences.is_empty(),
-                    "differences": r.differences, "today": r.today,
-                }))?
-            );
-        } else if r.differences.is_empty() {
-            println!(
-                "replay of {}: today's result matches ({} languages, verdict {})",
-                path.display(),
-                r.today.result.languages.len(),
-                if r.today.result.ok { "ok" } else { "FAIL" }
-            );
-        } else {
-            println!("replay of {}: today's result differs:", path.display());
-            for d in &r.differences {
-                println!("  {d}");
-            }
-        }
+        print_replay(path, &r, a.json)?;
         return Ok(if r.differences.is_empty() {
             ExitCode::SUCCESS
         } else {
@@ -95,23 +75,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("give ORIGINAL and MIGRATED, or --replay REPORT");
     };
     let kernels = a.kernels.parse().map_err(anyhow::Error::msg)?;
-    let plan = if a.place.requested(a.dtype.as_deref()) {
-        let inventory = ferry_device::Inventory::detect();
-        let workload = ferry_device::Workload {
-            batch: 1,
-            context: a.probe.max_tokens.max(1),
-        };
-        let mut opts = a
-            .place
-            .options(&inventory, "cpu", a.dtype.as_deref(), workload)?;
-        // The original runs on the CPU in f32 beside the placed model.
-        opts.held_on_cpu = ferry_runtime::planning::reference_bytes(&original, kernels)?;
-        let (_, plan) = ferry_runtime::planning::plan(&migrated, kernels, &inventory, &opts)
-            .with_context(|| format!("placing {}", migrated.display()))?;
-        Some(plan)
-    } else {
-        None
-    };
+    let plan = placement(&a, &original, &migrated, kernels)?;
     let budget: Budget = a.tolerance.parse()?;
     let (probe_source, probes) = a.probe.load(&original)?;
     let job = Job {
@@ -139,6 +103,58 @@ pub fn run(a: Args) -> Result<ExitCode> {
         print!("{}", report::markdown(&r));
     }
     Ok(verdict(&r))
+}
+
+/// A replay's outcome: whether today's result matches, and every difference.
+fn print_replay(path: &std::path::Path, r: &ferry_verify::Replay, json: bool) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "replayed": path, "matches": r.differences.is_empty(),
+                "differences": r.differences, "today": r.today,
+            }))?
+        );
+    } else if r.differences.is_empty() {
+        println!(
+            "replay of {}: today's result matches ({} languages, verdict {})",
+            path.display(),
+            r.today.result.languages.len(),
+            if r.today.result.ok { "ok" } else { "FAIL" }
+        );
+    } else {
+        println!("replay of {}: today's result differs:", path.display());
+        for d in &r.differences {
+            println!("  {d}");
+        }
+    }
+    Ok(())
+}
+
+/// The migrated model's placement when `--devices`, `--map` or `--dtype` ask for one.
+fn placement(
+    a: &Args,
+    original: &std::path::Path,
+    migrated: &std::path::Path,
+    kernels: ferry_runtime::Kernels,
+) -> Result<Option<ferry_device::Plan>> {
+    Ok(if a.place.requested(a.dtype.as_deref()) {
+        let inventory = ferry_device::Inventory::detect();
+        let workload = ferry_device::Workload {
+            batch: 1,
+            context: a.probe.max_tokens.max(1),
+        };
+        let mut opts = a
+            .place
+            .options(&inventory, "cpu", a.dtype.as_deref(), workload)?;
+        // The original runs on the CPU in f32 beside the placed model.
+        opts.held_on_cpu = ferry_runtime::planning::reference_bytes(original, kernels)?;
+        let (_, plan) = ferry_runtime::planning::plan(migrated, kernels, &inventory, &opts)
+            .with_context(|| format!("placing {}", migrated.display()))?;
+        Some(plan)
+    } else {
+        None
+    })
 }
 
 /// Writes `r` as report.json, report.md and report.svg into `dir`, naming them unless `quiet`.

@@ -14,7 +14,7 @@ pub fn open(dir: &Path) -> Result<LangFiles> {
         .flat_map(|(lang, files)| files.into_iter().map(move |f| (lang.clone(), f)))
         .collect();
     if files.is_empty() {
-        return Err(Error::format(
+        return Err(Error::malformed(
             dir,
             "no <lang>/<file> text files (a folder per language, e.g. en/part-0.txt)",
         ));

@@ -32,7 +32,7 @@ fn resolve(path: &Path, first: &[String], opts: &CorpusOptions) -> Result<(Colum
         match c {
             Column::Index(i) => Ok(Some(*i)),
             Column::Name(n) if header => Ok(first.iter().position(|f| f == n)),
-            Column::Name(n) => Err(Error::format(
+            Column::Name(n) => Err(Error::malformed(
                 path,
                 format!(
                     "the {what} column is named {n:?} but the file has no header row; \
@@ -42,7 +42,7 @@ fn resolve(path: &Path, first: &[String], opts: &CorpusOptions) -> Result<(Colum
         }
     };
     let text = find(&opts.text, "text")?.ok_or_else(|| {
-        Error::format(
+        Error::malformed(
             path,
             format!(
                 "no text column {:?} in the header {first:?}; name it with --text-col",
@@ -55,7 +55,7 @@ fn resolve(path: &Path, first: &[String], opts: &CorpusOptions) -> Result<(Colum
         Some(c) => {
             let found = find(c, "lang")?;
             if found.is_none() && opts.default_lang.is_none() {
-                return Err(Error::format(
+                return Err(Error::malformed(
                     path,
                     format!(
                         "no language column {c:?} in the header {first:?}; name it with \
@@ -71,7 +71,7 @@ fn resolve(path: &Path, first: &[String], opts: &CorpusOptions) -> Result<(Colum
         Some(c) => {
             let found = find(c, "label")?;
             if found.is_none() && opts.label_required {
-                return Err(Error::format(
+                return Err(Error::malformed(
                     path,
                     format!("no label column {c:?} in the header {first:?}"),
                 ));
@@ -196,7 +196,7 @@ impl Source for Csv {
             let more = self
                 .reader
                 .read_byte_record(&mut self.record)
-                .map_err(|e| Error::format(&*self.file, format!("CSV: {e}")))?;
+                .map_err(|e| Error::malformed(&*self.file, format!("CSV: {e}")))?;
             if !more {
                 return Ok(None);
             }

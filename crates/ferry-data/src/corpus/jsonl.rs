@@ -20,7 +20,7 @@ pub struct Jsonl {
 fn field_name(path: &Path, c: &Column, what: &str) -> Result<String> {
     match c {
         Column::Name(n) => Ok(n.clone()),
-        Column::Index(i) => Err(Error::format(
+        Column::Index(i) => Err(Error::malformed(
             path,
             format!("JSONL fields have names, not positions: give --{what}-col a name, not {i}"),
         )),

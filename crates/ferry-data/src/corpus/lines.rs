@@ -25,7 +25,7 @@ pub fn open_text_at(path: &Path, offset: u64) -> Result<Box<dyn BufRead + Send>>
     if !gzipped {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if offset > len {
-            return Err(Error::format(
+            return Err(Error::malformed(
                 path,
                 format!("has {len} bytes, fewer than the position {offset} to resume at (the file changed)"),
             ));
@@ -45,7 +45,7 @@ pub fn open_text_at(path: &Path, offset: u64) -> Result<Box<dyn BufRead + Send>>
         let skipped = std::io::copy(&mut (&mut text).take(offset), &mut std::io::sink())
             .map_err(|e| Error::io(path, e))?;
         if skipped < offset {
-            return Err(Error::format(
+            return Err(Error::malformed(
                 path,
                 format!(
                     "has {skipped} bytes of text, fewer than the position {offset} to resume at"

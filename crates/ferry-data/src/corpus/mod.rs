@@ -170,7 +170,7 @@ pub fn detect(path: &Path) -> Result<CorpusFormat> {
         } else if has_subdirs {
             Ok(CorpusFormat::ByLang)
         } else {
-            Err(Error::format(
+            Err(Error::malformed(
                 path,
                 "a folder that is neither Moses-style ({split}.{lang} files) nor a folder per \
                  language (<lang>/<files>); pass --format",
@@ -203,7 +203,7 @@ pub fn detect(path: &Path) -> Result<CorpusFormat> {
     } else if first.contains(&b',') || name.ends_with(".csv") {
         Ok(CorpusFormat::Csv)
     } else {
-        Err(Error::format(
+        Err(Error::malformed(
             path,
             "cannot tell the corpus format from the content (no tabs, commas, JSON or Parquet \
              magic); pass --format",

@@ -52,7 +52,7 @@ pub fn looks_like(dir: &Path) -> bool {
 pub fn monolingual(dir: &Path, split: &str) -> Result<LangFiles> {
     let files = languages(dir, split)?;
     if files.is_empty() {
-        return Err(Error::format(
+        return Err(Error::malformed(
             dir,
             format!("no {split}.<lang> files (Moses layout, e.g. {split}.en, {split}.de)"),
         ));
@@ -79,7 +79,7 @@ impl Parallel {
                 .map(|(_, p)| p.clone())
                 .ok_or_else(|| {
                     let have: Vec<&str> = langs.iter().map(|(l, _)| l.as_str()).collect();
-                    Error::format(
+                    Error::malformed(
                         dir,
                         format!("no {split}.{l} file; this split has languages {have:?}"),
                     )
@@ -106,7 +106,7 @@ impl Source for Parallel {
                 } else {
                     (&self.tgt, &self.src)
                 };
-                return Err(Error::format(
+                return Err(Error::malformed(
                     &**short.file(),
                     format!(
                         "ends before {}: the two sides of a parallel corpus must have the same \

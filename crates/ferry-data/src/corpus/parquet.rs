@@ -28,7 +28,7 @@ impl Parquet {
     pub fn open(path: &Path, opts: &CorpusOptions) -> Result<Self> {
         let f = File::open(path).map_err(|e| Error::io(path, e))?;
         let reader = SerializedFileReader::new(f)
-            .map_err(|e| Error::format(path, format!("not a readable Parquet file: {e}")))?;
+            .map_err(|e| Error::malformed(path, format!("not a readable Parquet file: {e}")))?;
         let schema = reader.metadata().file_metadata().schema_descr();
         let names: Vec<String> = schema
             .root_schema()
@@ -43,7 +43,7 @@ impl Parquet {
             }
         };
         let text = find(&opts.text).ok_or_else(|| {
-            Error::format(
+            Error::malformed(
                 path,
                 format!(
                     "no text column {:?}; the columns are {names:?} (name one with --text-col)",
@@ -53,7 +53,7 @@ impl Parquet {
         })?;
         let lang = opts.lang.as_ref().and_then(&find);
         if lang.is_none() && opts.default_lang.is_none() {
-            return Err(Error::format(
+            return Err(Error::malformed(
                 path,
                 format!(
                     "no language column {:?}; the columns are {names:?} (name one with \
@@ -64,7 +64,7 @@ impl Parquet {
         }
         let label = opts.label.as_ref().and_then(find);
         if label.is_none() && opts.label_required {
-            return Err(Error::format(
+            return Err(Error::malformed(
                 path,
                 format!(
                     "no label column {:?}; the columns are {names:?}",
@@ -104,7 +104,7 @@ impl Source for Parquet {
             return Ok(None);
         };
         let row =
-            row.map_err(|e| Error::format(&*self.file, format!("row {}: {e}", self.row + 1)))?;
+            row.map_err(|e| Error::malformed(&*self.file, format!("row {}: {e}", self.row + 1)))?;
         self.row += 1;
         let loc = Location {
             file: self.file.clone(),

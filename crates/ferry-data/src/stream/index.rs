@@ -125,7 +125,7 @@ impl ShardIndex {
                                 lang_labels.insert(l.clone());
                                 labels.insert(l);
                                 if labels.len() > MAX_LABELS {
-                                    return Err(Error::format(
+                                    return Err(Error::malformed(
                                         &path,
                                         format!(
                                             "holds more than {MAX_LABELS} distinct labels: the \
@@ -157,7 +157,7 @@ impl ShardIndex {
             }
         }
         if langs.is_empty() {
-            return Err(Error::format(
+            return Err(Error::malformed(
                 dir,
                 "holds no records in <lang>/<file> shards (a folder per language, e.g. \
                  en/part-0.txt; `ferry data shard CORPUS --out DIR` makes one from any corpus)",
@@ -176,7 +176,7 @@ impl ShardIndex {
         for f in self.langs.iter().flat_map(|l| &l.files) {
             let (bytes, modified) = ShardFile::stat(&f.path)?;
             if bytes != f.bytes || modified != f.modified {
-                return Err(Error::format(
+                return Err(Error::malformed(
                     &f.path,
                     "changed since the run indexed it (size or modification time); a resumed \
                      run must read the same records: restore the file or start a new run",

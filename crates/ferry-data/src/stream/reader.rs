@@ -124,7 +124,7 @@ impl LangReader {
         let mut records = self.read_block()?;
         if records.is_empty() {
             if at_start {
-                return Err(Error::format(
+                return Err(Error::malformed(
                     &self.files[0].path,
                     format!(
                         "language {} has no records to read (were its shards emptied?)",

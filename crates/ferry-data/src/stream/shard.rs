@@ -109,7 +109,7 @@ fn line(r: &Record) -> String {
 /// does not push the distinct labels past [`MAX_LABELS`].
 fn check(r: &Record, labels: &mut BTreeSet<String>) -> Result<()> {
     if !folder_name_ok(&r.lang) {
-        return Err(Error::format(
+        return Err(Error::malformed(
             &*r.loc.file,
             format!(
                 "line {}: the language label {:?} cannot name a folder",
@@ -119,7 +119,7 @@ fn check(r: &Record, labels: &mut BTreeSet<String>) -> Result<()> {
     }
     if let Some(l) = &r.label {
         if labels.len() >= MAX_LABELS && !labels.contains(l) {
-            return Err(Error::format(
+            return Err(Error::malformed(
                 &*r.loc.file,
                 format!(
                     "has more than {MAX_LABELS} distinct labels: the label column should name a \
@@ -142,14 +142,14 @@ pub fn write_shards(
     mut progress: impl FnMut(u64),
 ) -> Result<ShardIndex> {
     if out.exists() {
-        return Err(Error::format(
+        return Err(Error::malformed(
             out,
             "already exists; remove it or choose another --out",
         ));
     }
     let name = out
         .file_name()
-        .ok_or_else(|| Error::format(out, "is not a folder path"))?
+        .ok_or_else(|| Error::malformed(out, "is not a folder path"))?
         .to_string_lossy()
         .into_owned();
     let staging = ferry_io::atomic::staging_folder(ferry_io::atomic::parent_dir(out), &name)?;

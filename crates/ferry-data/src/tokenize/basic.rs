@@ -113,7 +113,8 @@ impl Vocab {
 
     /// Saves as JSON (`{"itos": [...], "default_index": n}`), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string(self).map_err(|e| Error::format(path, e.to_string()))?;
+        let text =
+            serde_json::to_string(self).map_err(|e| Error::malformed(path, e.to_string()))?;
         ferry_io::atomic::write_atomic(path, |w| {
             use std::io::Write;
             w.write_all(text.as_bytes())
@@ -126,9 +127,12 @@ impl Vocab {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let v: Vocab = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("not a ferry vocabulary: {e}")))?;
+            .map_err(|e| Error::malformed(path, format!("not a ferry vocabulary: {e}")))?;
         if v.default_index.is_some_and(|i| i as usize >= v.itos.len()) {
-            return Err(Error::format(path, "default_index is past the end of itos"));
+            return Err(Error::malformed(
+                path,
+                "default_index is past the end of itos",
+            ));
         }
         Ok(Self::from_itos(v.itos, v.default_index))
     }

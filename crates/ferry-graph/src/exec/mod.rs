@@ -32,7 +32,7 @@ pub(crate) use types::{elem_types, input_types};
 use util::OpError;
 
 use crate::error::{Error, Result};
-use crate::ir::{entry_to_candle, Graph, Model, Node};
+use crate::ir::{entry_to_candle, Graph, Node, OnnxModel};
 
 /// What a run did besides computing outputs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,7 +67,7 @@ impl Executor {
     /// Prepares `model` to run on `device` (nodes with their own device run there), under the
     /// memory budget of [`MemoryBudget::from_env`] and at most [`MAX_ITERATIONS`] Loop and
     /// Scan body iterations per run. Every unsupported op, in subgraphs too, is listed at once.
-    pub fn new(model: &Model, device: &Device) -> Result<Self> {
+    pub fn new(model: &OnnxModel, device: &Device) -> Result<Self> {
         let opset = model.opset();
         let mut unsupported = Vec::new();
         list_unsupported(&model.graph, opset, "", &mut unsupported);
@@ -509,13 +509,13 @@ mod tests {
                 .initializers
                 .insert(name.into(), entry_from_candle(name, t).unwrap());
         }
-        let model = Model {
+        let model = OnnxModel {
             graph,
             opsets: [(String::new(), 17), (FERRY_DOMAIN.to_string(), 1)]
                 .into_iter()
                 .collect(),
             ir_version: 8,
-            ..Model::default()
+            ..OnnxModel::default()
         };
         let exec = Executor::new(&model, &dev).unwrap();
         assert_eq!(

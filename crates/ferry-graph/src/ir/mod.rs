@@ -262,7 +262,7 @@ impl PartialEq for Graph {
 
 /// A model: a graph plus the opsets and producer it declares.
 #[derive(Debug, Clone, Default)]
-pub struct Model {
+pub struct OnnxModel {
     /// The main graph.
     pub graph: Graph,
     /// Opset versions by domain (`""` is standard ONNX).
@@ -275,7 +275,7 @@ pub struct Model {
     pub metadata: IndexMap<String, String>,
 }
 
-impl Model {
+impl OnnxModel {
     /// Parameters: the elements of the floating-point initializers.
     pub fn parameters(&self) -> u64 {
         self.graph

@@ -1,4 +1,4 @@
-//! [`Model`] -> `.onnx`. Initializers go inline, or into one external-data file beside the
+//! [`OnnxModel`] -> `.onnx`. Initializers go inline, or into one external-data file beside the
 //! model when they would pass protobuf's 2 GiB limit (or when asked). Both files are written
 //! atomically: an interrupted run leaves no half-written model.
 
@@ -12,7 +12,7 @@ use prost::Message;
 use super::dtype::dtype_to_onnx;
 use super::proto;
 use crate::error::{Error, Result};
-use crate::ir::{Attr, Dim, Graph, Model, Narrow, Node, ValueInfo};
+use crate::ir::{Attr, Dim, Graph, Narrow, Node, OnnxModel, ValueInfo};
 
 /// Where initializer bytes go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,14 +44,14 @@ pub struct ExportOptions {
 /// Writes `model` to `path` (and `path.data` when weights go external). Returns the
 /// external-data file's path when one was written.
 pub fn write_model(
-    model: &Model,
+    model: &OnnxModel,
     path: &Path,
     opts: &ExportOptions,
 ) -> Result<Option<std::path::PathBuf>> {
     model
         .graph
         .validate()
-        .map_err(|e| Error::file(path, e.to_string()))?;
+        .map_err(|e| Error::malformed(path, e.to_string()))?;
     let total: u64 = model
         .graph
         .initializers
@@ -61,7 +61,7 @@ pub fn write_model(
     let external = match opts.external_data {
         ExternalData::Always => true,
         ExternalData::Never if total >= INLINE_LIMIT => {
-            return Err(Error::file(
+            return Err(Error::malformed(
                 path,
                 format!("{total} bytes of weights cannot be stored inline (protobuf's limit is 2 GiB); use external data"),
             ))
@@ -71,7 +71,7 @@ pub fn write_model(
     };
     let file_name = path
         .file_name()
-        .ok_or_else(|| Error::file(path, "not a file path"))?
+        .ok_or_else(|| Error::malformed(path, "not a file path"))?
         .to_string_lossy()
         .into_owned();
     let data_name = format!("{file_name}.data");
@@ -174,7 +174,7 @@ fn narrow_tensor_proto(e: &TensorEntry, n: Narrow, path: &Path) -> Result<proto:
 }
 
 fn model_proto(
-    model: &Model,
+    model: &OnnxModel,
     initializer: Vec<proto::TensorProto>,
     path: &Path,
 ) -> Result<proto::ModelProto> {

@@ -18,14 +18,14 @@
 use indexmap::IndexMap;
 
 use super::proto::{self, attribute_proto::AttributeType as T};
-use crate::ir::Model;
+use crate::ir::OnnxModel;
 
 /// The domain of ferry's fused ops.
 pub const FERRY_DOMAIN: &str = "com.ferry";
 
 /// Function definitions for the `com.ferry` ops `model` uses, at the model's opsets.
 pub(super) fn for_model(
-    model: &Model,
+    model: &OnnxModel,
     opsets: &IndexMap<String, i64>,
 ) -> Vec<proto::FunctionProto> {
     let opset = opsets.get("").copied().unwrap_or(13);

@@ -1,4 +1,4 @@
-//! `.onnx` -> [`Model`]. The file is memory-mapped and decoded with `Bytes` fields, so each
+//! `.onnx` -> [`OnnxModel`]. The file is memory-mapped and decoded with `Bytes` fields, so each
 //! initializer's `raw_data` is a slice of the map and becomes a mapped ferry-io tensor;
 //! external-data files are mapped too. Nothing is executed and no size is trusted: every
 //! tensor's byte count is checked against its shape before it is accepted.
@@ -16,7 +16,7 @@ use prost::Message;
 use super::dtype::{dtype_from_onnx, onnx_type_name};
 use super::proto;
 use crate::error::{Error, Result};
-use crate::ir::{Attr, Dim, Graph, Model, Narrow, Node, ValueInfo};
+use crate::ir::{Attr, Dim, Graph, Narrow, Node, OnnxModel, ValueInfo};
 
 /// Owner of a mapped file for `Bytes::from_owner`.
 struct MapOwner(Arc<Mmap>);
@@ -28,15 +28,15 @@ impl AsRef<[u8]> for MapOwner {
 }
 
 fn map_file(path: &Path) -> Result<Arc<Mmap>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::file(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only; like every reader of ferry-io, ferry assumes model files
     // are not modified while they are open.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::file(path, e.to_string()))?;
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     Ok(Arc::new(map))
 }
 
 /// Reads an `.onnx` file, with external data resolved relative to its folder.
-pub fn read_model(path: &Path) -> Result<Model> {
+pub fn read_model(path: &Path) -> Result<OnnxModel> {
     let map = map_file(path)?;
     let bytes = Bytes::from_owner(MapOwner(map.clone()));
     decode_model(bytes, Some((path, map)))
@@ -44,13 +44,13 @@ pub fn read_model(path: &Path) -> Result<Model> {
 
 /// Decodes ONNX bytes. `source` (the file and its map) lets initializers borrow the map and
 /// resolves external data; without it, tensors are copied and external data is an error.
-pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<Model> {
+pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<OnnxModel> {
     let path: PathBuf = source
         .as_ref()
         .map(|(p, _)| p.to_path_buf())
         .unwrap_or_else(|| PathBuf::from("<memory>"));
     let proto = proto::ModelProto::decode(bytes).map_err(|e| {
-        Error::file(
+        Error::malformed(
             &path,
             format!("not an ONNX model (protobuf decoding failed: {e})"),
         )
@@ -62,7 +62,7 @@ pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<
     };
     let g = proto
         .graph
-        .ok_or_else(|| Error::file(&path, "the model has no graph"))?;
+        .ok_or_else(|| Error::malformed(&path, "the model has no graph"))?;
     let opsets: IndexMap<String, i64> = proto
         .opset_import
         .iter()
@@ -77,8 +77,8 @@ pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<
     let graph = ctx.graph(g, None)?;
     graph
         .validate()
-        .map_err(|e| Error::file(&path, e.to_string()))?;
-    Ok(Model {
+        .map_err(|e| Error::malformed(&path, e.to_string()))?;
+    Ok(OnnxModel {
         graph,
         opsets,
         ir_version: proto.ir_version.unwrap_or(0),
@@ -99,15 +99,15 @@ pub fn decode_model(bytes: Bytes, source: Option<(&Path, Arc<Mmap>)>) -> Result<
 /// element type, a byte count that matches the shape, raw or typed data. Load it with
 /// [`crate::ir::entry_to_candle`]. External data and segments are refused.
 pub fn read_tensor(path: &Path) -> Result<TensorEntry> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let t = proto::TensorProto::decode(bytes.as_slice()).map_err(|e| {
-        Error::file(
+        Error::malformed(
             path,
             format!("not an ONNX TensorProto (protobuf decoding failed: {e})"),
         )
     })?;
     if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
-        return Err(Error::file(
+        return Err(Error::malformed(
             path,
             "a TensorProto with external data: only inline tensors are read here",
         ));
@@ -128,7 +128,7 @@ struct Importer {
 
 impl Importer {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::file(&self.path, msg)
+        Error::malformed(&self.path, msg)
     }
 
     /// Reads a graph and, recursively, its subgraphs. `scope` is `None` for the main graph,
@@ -275,7 +275,7 @@ impl Importer {
                 let g = a.g.ok_or("graph attribute without a graph")?;
                 let scope = format!("{node}/{}", a.name.as_deref().unwrap_or_default());
                 let g = self.graph(g, Some(&scope)).map_err(|e| match e {
-                    Error::File { msg, .. } => msg,
+                    Error::File(f) => f.problem.to_string(),
                     e => e.to_string(),
                 })?;
                 Attr::Graph(Box::new(g))

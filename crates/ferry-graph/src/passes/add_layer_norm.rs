@@ -7,7 +7,7 @@
 use super::pattern::{Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Attr, Model, Node};
+use crate::ir::{Attr, Node, OnnxModel};
 use crate::onnx::FERRY_DOMAIN;
 
 /// Fuses residual adds into the layer norm after them.
@@ -22,7 +22,7 @@ impl Pass for AddLayerNormFusion {
         "fuse a residual Add into the LayerNormalization that follows it"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         if !model
             .graph

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::pattern::{const_ints, scalar, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Attr, Graph, Model, Node};
+use crate::ir::{Attr, Graph, Node, OnnxModel};
 use crate::onnx::FERRY_DOMAIN;
 
 /// Fuses scaled dot-product attention.
@@ -41,7 +41,7 @@ impl Pass for AttentionFusion {
         "fuse scaled dot-product attention (MatMul, scale, mask, Softmax, MatMul) into one op"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         if !model.graph.nodes.iter().any(|n| n.op_type == "Softmax") {
             return Ok(report.finish(model));
@@ -95,51 +95,8 @@ impl Pass for AttentionFusion {
                             }
                         },
                     };
-                    let base = sm.name.trim_end_matches("/Softmax");
-                    let name = g.fresh_name(&format!("{base}/Attention"));
-                    let (op, inputs) = match packed_split(g, &idx, &m) {
-                        Some((si, packed)) => {
-                            rw.remove([si]);
-                            ("PackedAttention", vec![packed, bias])
-                        }
-                        None => (
-                            "Attention",
-                            vec![m.q.clone(), m.k.clone(), m.v.clone(), bias],
-                        ),
-                    };
-                    let out = if m.flat {
-                        g.fresh_name(&format!("{}_3d", m.out))
-                    } else {
-                        m.out.clone()
-                    };
-                    let mut node = Node::new(name.clone(), op, inputs, vec![out.clone()])
-                        .with_attr("num_heads", Attr::Int(m.heads))
-                        .with_attr("scale", Attr::Float(m.scale));
-                    node.domain = FERRY_DOMAIN.into();
-                    let last = *m.nodes.iter().max().expect("matched nodes");
-                    rw.remove(m.nodes.iter().copied());
-                    rw.add(last, node);
-                    if m.flat {
-                        let width = flat_width(g, &idx, &m)?;
-                        let target = rw.constant(
-                            g,
-                            &format!("{name}_flat_shape"),
-                            &candle_core::Tensor::new(&[-1i64, width], &candle_core::Device::Cpu)?,
-                        )?;
-                        let flat = Node::new(
-                            g.fresh_name(&format!("{name}_flat")),
-                            "Reshape",
-                            vec![out, target],
-                            vec![m.out.clone()],
-                        );
-                        rw.add(last, flat);
-                    }
-                    report.matched.push(format!(
-                        "com.ferry.{op} `{name}`: {} heads, scale {}, {} nodes",
-                        m.heads,
-                        m.scale,
-                        m.nodes.len()
-                    ));
+                    let fused = fuse(g, &idx, &mut rw, (sm, &m), bias)?;
+                    report.matched.push(fused);
                 }
                 Err(why) => report.skip(&sm.name, format!("attention: {why}")),
             }
@@ -161,6 +118,63 @@ fn flat_width(g: &Graph, idx: &Index, m: &Matched) -> Result<i64> {
     const_ints(g, idx, &merge.inputs[1])
         .and_then(|t| t.get(1).copied())
         .ok_or_else(|| crate::Error::Invalid(format!("`{}`'s merge shape is not constant", m.out)))
+}
+
+/// Replaces the matched nodes `m` (ending in the Softmax `sm`) by one ferry `Attention` (or
+/// `PackedAttention` when q, k and v are a Split of one tensor), reshaped back when the
+/// pattern's output was flat; returns what was fused, in words.
+fn fuse(
+    g: &Graph,
+    idx: &Index,
+    rw: &mut Rewrite,
+    (sm, m): (&Node, &Matched),
+    bias: String,
+) -> Result<String> {
+    let base = sm.name.trim_end_matches("/Softmax");
+    let name = g.fresh_name(&format!("{base}/Attention"));
+    let (op, inputs) = match packed_split(g, idx, m) {
+        Some((si, packed)) => {
+            rw.remove([si]);
+            ("PackedAttention", vec![packed, bias])
+        }
+        None => (
+            "Attention",
+            vec![m.q.clone(), m.k.clone(), m.v.clone(), bias],
+        ),
+    };
+    let out = if m.flat {
+        g.fresh_name(&format!("{}_3d", m.out))
+    } else {
+        m.out.clone()
+    };
+    let mut node = Node::new(name.clone(), op, inputs, vec![out.clone()])
+        .with_attr("num_heads", Attr::Int(m.heads))
+        .with_attr("scale", Attr::Float(m.scale));
+    node.domain = FERRY_DOMAIN.into();
+    let last = *m.nodes.iter().max().expect("matched nodes");
+    rw.remove(m.nodes.iter().copied());
+    rw.add(last, node);
+    if m.flat {
+        let width = flat_width(g, idx, m)?;
+        let target = rw.constant(
+            g,
+            &format!("{name}_flat_shape"),
+            &candle_core::Tensor::new(&[-1i64, width], &candle_core::Device::Cpu)?,
+        )?;
+        let flat = Node::new(
+            g.fresh_name(&format!("{name}_flat")),
+            "Reshape",
+            vec![out, target],
+            vec![m.out.clone()],
+        );
+        rw.add(last, flat);
+    }
+    Ok(format!(
+        "com.ferry.{op} `{name}`: {} heads, scale {}, {} nodes",
+        m.heads,
+        m.scale,
+        m.nodes.len()
+    ))
 }
 
 /// When Q, K and V are the three equal outputs of one Split along the last axis (what

@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 use super::pattern::{constant, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Attr, Model, Node};
+use crate::ir::{Attr, Graph, Node, OnnxModel};
 
 /// Folds inference BatchNormalization into the preceding linear op.
 pub struct BatchNormFold;
@@ -21,7 +21,7 @@ impl Pass for BatchNormFold {
         "fold BatchNormalization into the Conv, Gemm or MatMul before it"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         // Only a MatMul before the BatchNorm needs dimensions, so the graph is probed only
         // then; a graph the probe cannot run (over the memory budget, say) still gets its Conv
@@ -41,23 +41,13 @@ impl Pass for BatchNormFold {
                 report.skip(&bn.name, why("it runs in training mode"));
                 continue;
             }
-            let stats: Option<Vec<Tensor>> = (1..5)
-                .map(|i| {
-                    bn.input(i)
-                        .and_then(|v| constant(g, &idx, v))
-                        .and_then(|t| t.to_dtype(DType::F64).ok())
-                })
-                .collect();
-            let Some(stats) = stats else {
+            let Some((s, shift)) = scale_shift(g, &idx, bn)? else {
                 report.skip(
                     &bn.name,
                     why("its scale, bias, mean or variance is not a constant"),
                 );
                 continue;
             };
-            let eps = bn.attr_float("epsilon", 1e-5) as f64;
-            let s = (&stats[0] / (&stats[3] + eps)?.sqrt()?)?;
-            let shift = (&stats[1] - (&stats[2] * &s)?)?;
             let x = &bn.inputs[0];
             let Some(&pi) = idx.producer.get(x) else {
                 report.skip(&bn.name, why("its input is a graph input"));
@@ -91,27 +81,8 @@ impl Pass for BatchNormFold {
                 op => Err(format!("its input comes from {op} `{}`, not Conv, Gemm or MatMul", prev.name)),
             };
             match folded {
-                Ok((weight, bias, mut node)) => {
-                    let w = rw.constant(g, &format!("{}_folded_w", prev.name), &weight)?;
-                    let b = rw.constant(g, &format!("{}_folded_b", prev.name), &bias)?;
-                    node.inputs[1] = w;
-                    if node.op_type == "MatMul" {
-                        let mm_out = g.fresh_name(&format!("{}_out", node.name));
-                        node.outputs = vec![mm_out.clone()];
-                        let add = Node::new(
-                            g.fresh_name(&format!("{}_bias", node.name)),
-                            "Add",
-                            vec![mm_out, b],
-                            vec![bn.outputs[0].clone()],
-                        );
-                        rw.add(bi, add);
-                    } else {
-                        node.inputs.truncate(2);
-                        node.inputs.push(b);
-                        node.outputs = vec![bn.outputs[0].clone()];
-                    }
-                    rw.remove([pi, bi]);
-                    rw.add(bi, node);
+                Ok(folded) => {
+                    replace(g, &mut rw, (bi, bn), pi, folded)?;
                     report.matched.push(format!(
                         "BatchNormalization `{}` folded into {} `{}`",
                         bn.name, prev.op_type, prev.name
@@ -125,9 +96,60 @@ impl Pass for BatchNormFold {
     }
 }
 
+/// The BatchNormalization as `x * scale + shift` per channel (in f64), when its statistics
+/// are constants.
+fn scale_shift(g: &Graph, idx: &Index, bn: &Node) -> Result<Option<(Tensor, Tensor)>> {
+    let stats: Option<Vec<Tensor>> = (1..5)
+        .map(|i| {
+            bn.input(i)
+                .and_then(|v| constant(g, idx, v))
+                .and_then(|t| t.to_dtype(DType::F64).ok())
+        })
+        .collect();
+    let Some(stats) = stats else {
+        return Ok(None);
+    };
+    let eps = bn.attr_float("epsilon", 1e-5) as f64;
+    let s = (&stats[0] / (&stats[3] + eps)?.sqrt()?)?;
+    let shift = (&stats[1] - (&stats[2] * &s)?)?;
+    Ok(Some((s, shift)))
+}
+
+/// Replaces the producer at `pi` and the BatchNormalization at `bi` by the folded node (a
+/// MatMul gets its bias as an Add after it).
+fn replace(
+    g: &Graph,
+    rw: &mut Rewrite,
+    (bi, bn): (usize, &Node),
+    pi: usize,
+    (weight, bias, mut node): (Tensor, Tensor, Node),
+) -> Result<()> {
+    let w = rw.constant(g, &format!("{}_folded_w", g.nodes[pi].name), &weight)?;
+    let b = rw.constant(g, &format!("{}_folded_b", g.nodes[pi].name), &bias)?;
+    node.inputs[1] = w;
+    if node.op_type == "MatMul" {
+        let mm_out = g.fresh_name(&format!("{}_out", node.name));
+        node.outputs = vec![mm_out.clone()];
+        let add = Node::new(
+            g.fresh_name(&format!("{}_bias", node.name)),
+            "Add",
+            vec![mm_out, b],
+            vec![bn.outputs[0].clone()],
+        );
+        rw.add(bi, add);
+    } else {
+        node.inputs.truncate(2);
+        node.inputs.push(b);
+        node.outputs = vec![bn.outputs[0].clone()];
+    }
+    rw.remove([pi, bi]);
+    rw.add(bi, node);
+    Ok(())
+}
+
 type Folded = std::result::Result<(Tensor, Tensor, Node), String>;
 
-fn weight(g: &crate::ir::Graph, idx: &Index, n: &Node) -> std::result::Result<Tensor, String> {
+fn weight(g: &Graph, idx: &Index, n: &Node) -> std::result::Result<Tensor, String> {
     n.input(1).and_then(|w| constant(g, idx, w)).ok_or_else(|| {
         format!(
             "the weights of {} `{}` are not a constant",

@@ -9,7 +9,7 @@ use ferry_io::{DType, TensorEntry};
 use super::{types, Pass, PassReport};
 use crate::error::{Error, Result};
 use crate::exec::{elem_types, input_types, is_supported, run_node, MemoryBudget};
-use crate::ir::{entry_from_candle, Graph, Model, Narrow, Node};
+use crate::ir::{entry_from_candle, Graph, Narrow, Node, OnnxModel};
 
 /// Outputs larger than this stay computed (folding would bloat the file): 64 MiB, 2^24 f32
 /// values. Nodes are run under this budget, so a larger output is never made.
@@ -27,7 +27,7 @@ impl Pass for ConstFold {
         "run nodes whose inputs are all constants once and store their outputs"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let opset = model.opset();
         let onnx_types = types::infer(&model.graph);

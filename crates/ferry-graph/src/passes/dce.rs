@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Graph, Model};
+use crate::ir::{Graph, OnnxModel};
 
 /// Removes nodes and initializers that do not contribute to any output.
 pub struct DeadNodeElimination;
@@ -20,7 +20,7 @@ impl Pass for DeadNodeElimination {
         "remove nodes and initializers no output depends on"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let g = &mut model.graph;
         let mut live: HashSet<String> = g.outputs.iter().map(|o| o.name.clone()).collect();

@@ -6,7 +6,7 @@
 use super::pattern::{close, other_input, scalar, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Attr, Graph, Model, Node};
+use crate::ir::{Attr, Graph, Node, OnnxModel};
 use crate::onnx::FERRY_DOMAIN;
 
 /// Fuses GELU activations.
@@ -21,7 +21,7 @@ impl Pass for GeluFusion {
         "fuse the erf and tanh GELU patterns into one op"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let standard = model.opset() >= 20;
         let g = &model.graph;
@@ -231,7 +231,7 @@ mod tests {
     use super::*;
     use crate::passes::testing::{assert_same_outputs, load_fixture};
 
-    fn fuse(file: &str) -> (Model, Model, super::super::PassReport) {
+    fn fuse(file: &str) -> (OnnxModel, OnnxModel, super::super::PassReport) {
         let model = load_fixture(file);
         let mut opt = model.clone();
         crate::passes::const_fold::ConstFold.run(&mut opt).unwrap();

@@ -6,7 +6,7 @@
 use super::{Pass, PassReport};
 use crate::error::Result;
 use crate::exec::elem_types;
-use crate::ir::{Model, Node};
+use crate::ir::{Node, OnnxModel};
 
 /// Removes Identity nodes, inference-time Dropout and Casts to the type their input has.
 pub struct IdentityRemoval;
@@ -35,7 +35,7 @@ impl Pass for IdentityRemoval {
         "remove Identity, Dropout (inference) and Casts to the type their input has"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let types = elem_types(&model.graph);
         let g = &mut model.graph;

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use super::pattern::{const_ints, constant, other_input, scalar, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Attr, Graph, Model, Node};
+use crate::ir::{Attr, Graph, Node, OnnxModel};
 
 /// Fuses decomposed layer normalization.
 pub struct LayerNormFusion;
@@ -35,7 +35,7 @@ impl Pass for LayerNormFusion {
         "fuse the decomposed ReduceMean/Sub/Pow/Sqrt/Div pattern into LayerNormalization"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let anchors: Vec<usize> = model
             .graph

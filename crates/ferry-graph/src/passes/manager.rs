@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Pass, PassReport};
 use crate::error::Result;
 use crate::exec::Executor;
-use crate::ir::Model;
+use crate::ir::OnnxModel;
 use crate::verify::{compare_outputs, symbol_sizes, synth_inputs};
 
 /// How to verify each pass.
@@ -100,7 +100,7 @@ impl PassManager {
     /// failing pass made it and [`PipelineReport::failed`] names the pass.
     pub fn run(
         &self,
-        model: &mut Model,
+        model: &mut OnnxModel,
         mut progress: impl FnMut(&PassReport),
     ) -> Result<PipelineReport> {
         let ops_before = model.graph.op_histogram();
@@ -149,7 +149,7 @@ impl PassManager {
     }
 }
 
-fn run(model: &Model, inputs: &HashMap<String, Tensor>) -> Result<IndexMap<String, Tensor>> {
+fn run(model: &OnnxModel, inputs: &HashMap<String, Tensor>) -> Result<IndexMap<String, Tensor>> {
     Executor::new(model, &Device::Cpu)?.run(inputs)
 }
 
@@ -168,7 +168,7 @@ mod tests {
         fn description(&self) -> &'static str {
             "breaks the graph"
         }
-        fn run(&self, model: &mut Model) -> Result<PassReport> {
+        fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
             for n in &mut model.graph.nodes {
                 if n.op_type == "Relu" {
                     n.op_type = "Neg".into();

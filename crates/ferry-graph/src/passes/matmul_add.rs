@@ -4,7 +4,7 @@
 use super::pattern::{bias_add, constant, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Model, Node};
+use crate::ir::{Node, OnnxModel};
 
 /// Turns 2-D MatMul + Add into Gemm.
 pub struct MatMulAddToGemm;
@@ -18,7 +18,7 @@ impl Pass for MatMulAddToGemm {
         "turn a 2-D MatMul followed by a bias Add into one Gemm"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         if !model.graph.nodes.iter().any(|n| n.op_type == "MatMul") {
             return Ok(report.finish(model));

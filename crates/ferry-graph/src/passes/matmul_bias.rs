@@ -7,7 +7,7 @@
 use super::pattern::{bias_add, constant, Index, Rewrite};
 use super::{Pass, PassReport};
 use crate::error::Result;
-use crate::ir::{Model, Node};
+use crate::ir::{Node, OnnxModel};
 use crate::onnx::FERRY_DOMAIN;
 
 /// Fuses projections with their bias and GELU.
@@ -22,7 +22,7 @@ impl Pass for MatMulBiasFusion {
         "fuse MatMul + bias Add (+ erf GELU) over constant weights into one op"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let g = &model.graph;
         let idx = Index::new(g);

@@ -1,6 +1,6 @@
 //! Optimization and fusion passes, and the [`PassManager`] that runs them in order.
 //!
-//! Each pass is a small module that rewrites a [`Model`] and returns a [`PassReport`]: what
+//! Each pass is a small module that rewrites an [`OnnxModel`] and returns a [`PassReport`]: what
 //! it changed, and for every candidate it left alone, the node and the reason ("LayerNorm
 //! at node `/encoder/layer.3/.../ReduceMean`: epsilon is not a constant"). Each has its own
 //! test comparing outputs before and after on seeded inputs.
@@ -29,7 +29,7 @@ use serde::Serialize;
 pub use manager::{PassManager, PipelineReport, VerifyOptions};
 
 use crate::error::Result;
-use crate::ir::Model;
+use crate::ir::OnnxModel;
 
 /// A graph rewrite.
 pub trait Pass {
@@ -38,7 +38,7 @@ pub trait Pass {
     /// One line on what it does.
     fn description(&self) -> &'static str;
     /// Rewrites `model` in place.
-    fn run(&self, model: &mut Model) -> Result<PassReport>;
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport>;
 }
 
 /// A candidate a pass looked at and left alone.
@@ -67,7 +67,7 @@ pub struct PassReport {
 }
 
 impl PassReport {
-    fn new(pass: &dyn Pass, model: &Model) -> Self {
+    fn new(pass: &dyn Pass, model: &OnnxModel) -> Self {
         PassReport {
             pass: pass.name().into(),
             nodes: (model.graph.nodes.len(), model.graph.nodes.len()),
@@ -82,7 +82,7 @@ impl PassReport {
         });
     }
 
-    fn finish(mut self, model: &Model) -> Self {
+    fn finish(mut self, model: &OnnxModel) -> Self {
         self.nodes.1 = model.graph.nodes.len();
         self
     }

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::exec::Executor;
-use crate::ir::Model;
+use crate::ir::OnnxModel;
 use crate::verify::{symbol_sizes, synth_inputs};
 
 /// Symbolic-dimension sizes of the two probes: different primes, so a dimension that equals
@@ -16,7 +16,7 @@ use crate::verify::{symbol_sizes, synth_inputs};
 pub(crate) const PROBE_SIZES: [&[usize]; 2] = [&[2, 7, 3, 5], &[3, 11, 5, 13]];
 
 /// Every value of one run of `model` at `sizes`.
-pub(crate) fn run_all(model: &Model, sizes: &[usize]) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn run_all(model: &OnnxModel, sizes: &[usize]) -> Result<HashMap<String, Tensor>> {
     let exec = Executor::new(model, &Device::Cpu)?;
     let dims = symbol_sizes(&model.graph, sizes);
     let inputs = synth_inputs(&model.graph, &dims, 7)?;
@@ -27,7 +27,7 @@ pub(crate) fn run_all(model: &Model, sizes: &[usize]) -> Result<HashMap<String, 
 }
 
 /// The dimensions of every value in one probe run.
-pub(crate) fn dims(model: &Model) -> Result<HashMap<String, Vec<usize>>> {
+pub(crate) fn dims(model: &OnnxModel) -> Result<HashMap<String, Vec<usize>>> {
     let mut out: HashMap<String, Vec<usize>> = run_all(model, PROBE_SIZES[0])?
         .into_iter()
         .map(|(k, v)| (k, v.dims().to_vec()))

@@ -17,7 +17,7 @@ use super::probe::{run_all, PROBE_SIZES};
 use super::{Pass, PassReport};
 use crate::error::Result;
 use crate::exec::reshape_dims;
-use crate::ir::{Graph, Model};
+use crate::ir::{Graph, OnnxModel};
 
 /// Replaces computed Reshape targets by constants.
 pub struct ShapeSimplify;
@@ -31,7 +31,7 @@ impl Pass for ShapeSimplify {
         "give Reshape nodes constant targets (0 = copy, -1 = infer) instead of computed shapes"
     }
 
-    fn run(&self, model: &mut Model) -> Result<PassReport> {
+    fn run(&self, model: &mut OnnxModel) -> Result<PassReport> {
         let mut report = PassReport::new(self, model);
         let idx = Index::new(&model.graph);
         let candidates: Vec<usize> = model

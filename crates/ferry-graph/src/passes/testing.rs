@@ -6,11 +6,11 @@ use candle_core::Device;
 use ferry_io::DType;
 
 use crate::exec::Executor;
-use crate::ir::{Dim, Graph, Model, Node, ValueInfo};
+use crate::ir::{Dim, Graph, Node, OnnxModel, ValueInfo};
 use crate::verify::{compare_outputs, symbol_sizes, synth_inputs};
 
 /// `x [batch, 8] -> op1 -> op2 ... -> y` (unary ops).
-pub(crate) fn chain_model(ops: &[&str]) -> Model {
+pub(crate) fn chain_model(ops: &[&str]) -> OnnxModel {
     let mut nodes = Vec::new();
     let mut prev = "x".to_string();
     for (i, op) in ops.iter().enumerate() {
@@ -32,7 +32,7 @@ pub(crate) fn chain_model(ops: &[&str]) -> Model {
         dtype: Some(DType::F32),
         shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Fixed(8)]),
     };
-    Model {
+    OnnxModel {
         graph: Graph {
             name: "chain".into(),
             inputs: vec![vi("x")],
@@ -42,7 +42,7 @@ pub(crate) fn chain_model(ops: &[&str]) -> Model {
         },
         opsets: [(String::new(), 17)].into_iter().collect(),
         ir_version: 8,
-        ..Model::default()
+        ..OnnxModel::default()
     }
 }
 
@@ -52,13 +52,13 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-pub(crate) fn load_fixture(name: &str) -> Model {
+pub(crate) fn load_fixture(name: &str) -> OnnxModel {
     crate::onnx::read_model(&fixture(name)).unwrap()
 }
 
 /// Runs both models on the same seeded inputs (two shapes) and asserts every output agrees
 /// within `rel` of its scale.
-pub(crate) fn assert_same_outputs(a: &Model, b: &Model, rel: f64) {
+pub(crate) fn assert_same_outputs(a: &OnnxModel, b: &OnnxModel, rel: f64) {
     for sizes in [&[2usize, 7][..], &[3, 5]] {
         let dims = symbol_sizes(&a.graph, sizes);
         let inputs = synth_inputs(&a.graph, &dims, 1).unwrap();

@@ -9,8 +9,8 @@
 //! `_codecs.encode`) that are built directly.
 //!
 //! Everything is bounded: strings are checked against the remaining bytes before they are
-//! sliced, each opcode adds at most one object, truncated input gives [`Error::Malformed`]
-//! naming the file and the byte offset, and the bytes of values built (containers, the copies
+//! sliced, each opcode adds at most one object, truncated input gives a
+//! [`crate::FileProblem::Malformed`] error naming the file and the byte offset, and the bytes of values built (containers, the copies
 //! calls make of their arguments, encoded strings) count against the pickle memory budget
 //! ([`crate::budget::PICKLE`]), so a kilobyte of memo references cannot build gigabytes.
 
@@ -1267,7 +1267,10 @@ mod tests {
         assert!(run(full).is_ok());
         for n in 0..full.len() {
             match run(&full[..n]) {
-                Err(Error::Malformed { msg, .. }) => assert!(msg.starts_with("pickle:"), "{msg}"),
+                Err(Error::File(crate::FileError {
+                    problem: crate::FileProblem::Malformed(msg),
+                    ..
+                })) => assert!(msg.starts_with("pickle:"), "{msg}"),
                 other => panic!("cut at {n}: {other:?}"),
             }
         }
@@ -1298,7 +1301,16 @@ mod tests {
             b"\x80\x09N.",
             b"\xffN.",
         ] {
-            assert!(matches!(run(bad), Err(Error::Malformed { .. })), "{bad:?}");
+            assert!(
+                matches!(
+                    run(bad),
+                    Err(Error::File(crate::FileError {
+                        problem: crate::FileProblem::Malformed(_),
+                        ..
+                    }))
+                ),
+                "{bad:?}"
+            );
         }
     }
 

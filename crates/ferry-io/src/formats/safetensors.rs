@@ -58,6 +58,38 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
     // SAFETY: the map is read-only; ferry does not modify files it reads. A file truncated by
     // another process while mapped is outside what any reader can defend against.
     let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    let header_end = header_end(path, &map)?;
+    let header: Map<String, Value> = serde_json::from_slice(&map[8..header_end])
+        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let file_arc: Arc<Path> = Arc::from(path);
+
+    let mut metadata = Metadata::new();
+    let mut tied: BTreeMap<String, String> = BTreeMap::new();
+    let mut entries: Vec<(usize, usize, TensorEntry)> = Vec::new();
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            (metadata, tied) = read_metadata(path, info)?;
+            continue;
+        }
+        entries.push(tensor_entry(path, name, info, &map, header_end, &file_arc)?);
+    }
+    entries.sort_by_key(|(s, e, _)| (*s, *e));
+    check_no_overlap(path, &entries, header_end)?;
+    let mut tensors: Vec<TensorEntry> = entries.into_iter().map(|(_, _, t)| t).collect();
+    restore_tied(path, &mut tensors, &tied)?;
+    Ok(Checkpoint {
+        format: Format::Safetensors,
+        path: path.to_path_buf(),
+        tensors,
+        metadata,
+        companions: Vec::new(),
+    })
+}
+
+/// The offset in `map` (the file at `path`) where the header ends and the data begins, after
+/// checking the length prefix against the file and [`MAX_HEADER`].
+fn header_end(path: &Path, map: &[u8]) -> Result<usize> {
+    let bad = |msg: String| Error::malformed(path, msg);
     let len = map.len() as u64;
     if len < 8 {
         return Err(bad(format!(
@@ -71,92 +103,115 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
             len - 8
         )));
     }
-    let header_end = 8 + n as usize;
-    let header: Map<String, Value> = serde_json::from_slice(&map[8..header_end])
-        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
-    let data_len = map.len() - header_end;
-    let file_arc: Arc<Path> = Arc::from(path);
+    Ok(8 + n as usize)
+}
 
+/// The header's `__metadata__` object `info`: its string entries, and the tied tensors listed
+/// under [`TIED_KEY`] (alias to target).
+fn read_metadata(path: &Path, info: &Value) -> Result<(Metadata, BTreeMap<String, String>)> {
+    let bad = |msg: String| Error::malformed(path, msg);
     let mut metadata = Metadata::new();
     let mut tied: BTreeMap<String, String> = BTreeMap::new();
-    let mut entries: Vec<(usize, usize, TensorEntry)> = Vec::new();
-    for (name, info) in &header {
-        if name == "__metadata__" {
-            let obj = info
-                .as_object()
-                .ok_or_else(|| bad("`__metadata__` is not an object".into()))?;
-            for (k, v) in obj {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| bad(format!("`__metadata__.{k}` is not a string")))?;
-                if k == TIED_KEY {
-                    tied = serde_json::from_str(s).map_err(|e| {
-                        bad(format!("`{TIED_KEY}` is not a JSON object of names: {e}"))
-                    })?;
-                } else {
-                    metadata.insert(k.clone(), MetaValue::String(s.to_string()));
-                }
-            }
-            continue;
+    let obj = info
+        .as_object()
+        .ok_or_else(|| bad("`__metadata__` is not an object".into()))?;
+    for (k, v) in obj {
+        let s = v
+            .as_str()
+            .ok_or_else(|| bad(format!("`__metadata__.{k}` is not a string")))?;
+        if k == TIED_KEY {
+            tied = serde_json::from_str(s)
+                .map_err(|e| bad(format!("`{TIED_KEY}` is not a JSON object of names: {e}")))?;
+        } else {
+            metadata.insert(k.clone(), MetaValue::String(s.to_string()));
         }
-        let terr = |msg: String| Error::tensor(path, name, msg);
-        let dtype_s = info
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| terr("no `dtype` string in the header".into()))?;
-        let dtype = parse_dtype(dtype_s).ok_or_else(|| {
-            terr(format!("dtype `{dtype_s}` is not supported by ferry (supported: BOOL, U8, I8, I16, U16, I32, U32, I64, U64, F8_E4M3, F16, BF16, F32, F64)"))
-        })?;
-        let shape: Vec<usize> = info
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| terr("no `shape` array in the header".into()))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| terr("`shape` holds a value that is not a size".into()))?;
-        let offs = info
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-            .ok_or_else(|| terr("`data_offsets` is not a pair of offsets".into()))?;
-        let (start, end) = offs;
-        let numel = crate::tensor::numel(&shape).ok_or_else(|| terr("shape overflows".into()))?;
-        let nbytes = dtype
-            .storage_bytes(numel)
-            .ok_or_else(|| terr("shape overflows".into()))?;
-        if start > end || end > data_len as u64 {
-            return Err(terr(format!(
-                "data_offsets [{start}, {end}] run past the {data_len} data bytes of the file (truncated or corrupt)"
-            )));
-        }
-        if end - start != nbytes {
-            return Err(terr(format!(
-                "data_offsets [{start}, {end}] span {} bytes but {dtype} {shape:?} needs {nbytes}",
-                end - start
-            )));
-        }
-        let (s, e) = (header_end + start as usize, header_end + end as usize);
-        entries.push((
-            s,
-            e,
-            TensorEntry {
-                name: name.clone(),
-                dtype,
-                shape,
-                storage: Storage::mapped(map.clone(), s..e),
-                layout: Layout::Contiguous { offset: 0 },
-                storage_key: None,
-                file: file_arc.clone(),
-            },
-        ));
     }
-    entries.sort_by_key(|(s, e, _)| (*s, *e));
+    Ok((metadata, tied))
+}
+
+/// The tensor `name` of the header, described by `info`: its byte range in `map` (start,
+/// end) and its entry, after checking its offsets against the data and its dtype and shape.
+fn tensor_entry(
+    path: &Path,
+    name: &str,
+    info: &Value,
+    map: &Arc<memmap2::Mmap>,
+    header_end: usize,
+    file: &Arc<Path>,
+) -> Result<(usize, usize, TensorEntry)> {
+    let terr = |msg: String| Error::tensor(path, name, msg);
+    let (dtype, shape, (start, end)) = tensor_fields(path, name, info)?;
+    let data_len = map.len() - header_end;
+    let numel = crate::tensor::numel(&shape).ok_or_else(|| terr("shape overflows".into()))?;
+    let nbytes = dtype
+        .storage_bytes(numel)
+        .ok_or_else(|| terr("shape overflows".into()))?;
+    if start > end || end > data_len as u64 {
+        return Err(terr(format!(
+            "data_offsets [{start}, {end}] run past the {data_len} data bytes of the file (truncated or corrupt)"
+        )));
+    }
+    if end - start != nbytes {
+        return Err(terr(format!(
+            "data_offsets [{start}, {end}] span {} bytes but {dtype} {shape:?} needs {nbytes}",
+            end - start
+        )));
+    }
+    let (s, e) = (header_end + start as usize, header_end + end as usize);
+    Ok((
+        s,
+        e,
+        TensorEntry {
+            name: name.to_string(),
+            dtype,
+            shape,
+            storage: Storage::mapped(map.clone(), s..e),
+            layout: Layout::Contiguous { offset: 0 },
+            storage_key: None,
+            file: file.clone(),
+        },
+    ))
+}
+
+/// The `dtype`, `shape` and `data_offsets` fields of the header entry `info` of tensor `name`,
+/// each checked for its type (not yet against the file).
+fn tensor_fields(path: &Path, name: &str, info: &Value) -> Result<(DType, Vec<usize>, (u64, u64))> {
+    let terr = |msg: String| Error::tensor(path, name, msg);
+    let dtype_s = info
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| terr("no `dtype` string in the header".into()))?;
+    let dtype = parse_dtype(dtype_s).ok_or_else(|| {
+        terr(format!("dtype `{dtype_s}` is not supported by ferry (supported: BOOL, U8, I8, I16, U16, I32, U32, I64, U64, F8_E4M3, F16, BF16, F32, F64)"))
+    })?;
+    let shape: Vec<usize> = info
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| terr("no `shape` array in the header".into()))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| terr("`shape` holds a value that is not a size".into()))?;
+    let offs = info
+        .get("data_offsets")
+        .and_then(Value::as_array)
+        .filter(|a| a.len() == 2)
+        .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+        .ok_or_else(|| terr("`data_offsets` is not a pair of offsets".into()))?;
+    Ok((dtype, shape, offs))
+}
+
+/// Refuses two of `entries` (sorted by byte range, offsets in the file) sharing bytes; the
+/// error gives their ranges relative to the data, which starts at `header_end`.
+fn check_no_overlap(
+    path: &Path,
+    entries: &[(usize, usize, TensorEntry)],
+    header_end: usize,
+) -> Result<()> {
     for w in entries.windows(2) {
         let (a, b) = (&w[0], &w[1]);
         if b.0 < a.1 {
-            return Err(bad(format!(
+            return Err(Error::malformed(path, format!(
                 "tensors `{}` and `{}` overlap (bytes {}..{} and {}..{}); a valid file never shares bytes",
                 a.2.name,
                 b.2.name,
@@ -167,8 +222,19 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
             )));
         }
     }
-    let mut tensors: Vec<TensorEntry> = entries.into_iter().map(|(_, _, t)| t).collect();
-    for (alias, target) in &tied {
+    Ok(())
+}
+
+/// Adds to `tensors` each alias of `tied` (alias to target) as a copy of its target, both
+/// marked as sharing the target's storage. An alias that is already a tensor, or a target
+/// that is not one, is an error.
+fn restore_tied(
+    path: &Path,
+    tensors: &mut Vec<TensorEntry>,
+    tied: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bad = |msg: String| Error::malformed(path, msg);
+    for (alias, target) in tied {
         if tensors.iter().any(|t| &t.name == alias) {
             return Err(bad(format!(
                 "`{TIED_KEY}` ties `{alias}` to `{target}`, but the file already holds a tensor named `{alias}`"
@@ -187,13 +253,7 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         copy.name = alias.clone();
         tensors.push(copy);
     }
-    Ok(Checkpoint {
-        format: Format::Safetensors,
-        path: path.to_path_buf(),
-        tensors,
-        metadata,
-        companions: Vec::new(),
-    })
+    Ok(())
 }
 
 fn meta_string(v: &MetaValue) -> String {

@@ -29,62 +29,21 @@ const MAX_INDEX: u64 = 256 * 1024 * 1024;
 /// Opens a shard index and every shard it names.
 pub fn open(path: &Path) -> Result<Checkpoint> {
     let bad = |msg: String| Error::malformed(path, msg);
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
-    if len > MAX_INDEX {
-        return Err(bad(format!("{len} bytes is too large for a shard index")));
-    }
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let index: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let index = read_index(path)?;
     let weight_map = index
         .get("weight_map")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("no `weight_map` object: not a shard index".into()))?;
     let dir = path.parent().unwrap_or(Path::new(""));
-    let mut files = BTreeSet::new();
-    for (name, file) in weight_map {
-        let f = file
-            .as_str()
-            .ok_or_else(|| bad(format!("`weight_map.{name}` is not a file name")))?;
-        if f.contains('/') || f.contains('\\') || f == ".." {
-            return Err(bad(format!(
-                "shard `{f}` for `{name}` is not a plain file name"
-            )));
-        }
-        files.insert(f.to_string());
-    }
+    let files = shard_files(path, weight_map)?;
     let mut tensors = Vec::new();
     let mut metadata = crate::meta::Metadata::new();
     let mut shard_format = None;
     let mut found: HashMap<String, String> = HashMap::new();
     for f in &files {
-        let shard_path = dir.join(f);
-        // A shard that is itself an index (or the index itself) would recurse without end.
-        if crate::formats::sniff(&shard_path)? == crate::formats::Sniffed::ShardIndex {
-            return Err(Error::malformed(
-                path,
-                format!("`weight_map` names `{f}`, which is an index, not a shard; an index may only name shard files"),
-            ));
-        }
-        let shard = crate::formats::open_file(&shard_path)?;
+        let shard = open_shard(path, &dir.join(f), f)?;
         shard_format.get_or_insert(shard.format);
-        let set = |m: Option<&MetaValue>| match m {
-            Some(MetaValue::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let index_set = index
-            .get("metadata")
-            .and_then(|m| m.get(SET_KEY))
-            .and_then(Value::as_str);
-        if let (Some(want), Some(got)) = (index_set, set(shard.metadata.get(SET_KEY))) {
-            if want != got {
-                return Err(bad(format!(
-                    "shard `{f}` was written by another run than this index (set {got}, index {want}): \
-                     the folder mixes files of two writes; write the model again"
-                )));
-            }
-        }
+        check_same_set(path, f, &index, &shard.metadata)?;
         for t in shard.tensors {
             if !weight_map.contains_key(&t.name) {
                 return Err(bad(format!(
@@ -99,22 +58,7 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
             metadata.entry(k).or_insert(v);
         }
     }
-    for (name, file) in weight_map {
-        let f = file.as_str().unwrap_or_default();
-        match found.get(name) {
-            Some(actual) if actual == f => {}
-            Some(actual) => {
-                return Err(bad(format!(
-                    "the index puts `{name}` in `{f}` but it is in `{actual}`"
-                )))
-            }
-            None => {
-                return Err(bad(format!(
-                    "the index names `{name}` in `{f}` but that shard does not hold it"
-                )))
-            }
-        }
-    }
+    check_weight_map(path, weight_map, &found)?;
     if let Some(meta) = index.get("metadata").and_then(Value::as_object) {
         for (k, v) in meta {
             metadata.insert(format!("index.{k}"), MetaValue::from_json(v));
@@ -131,6 +75,103 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         metadata,
         companions: Vec::new(),
     })
+}
+
+/// The JSON of the shard index at `path`, refused unread when larger than [`MAX_INDEX`].
+fn read_index(path: &Path) -> Result<Value> {
+    let bad = |msg: String| Error::malformed(path, msg);
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > MAX_INDEX {
+        return Err(bad(format!("{len} bytes is too large for a shard index")));
+    }
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
+/// The distinct shard files `weight_map` (of the index at `path`) names, sorted; each must be a
+/// plain file name in the index's folder.
+fn shard_files(path: &Path, weight_map: &Map<String, Value>) -> Result<BTreeSet<String>> {
+    let bad = |msg: String| Error::malformed(path, msg);
+    let mut files = BTreeSet::new();
+    for (name, file) in weight_map {
+        let f = file
+            .as_str()
+            .ok_or_else(|| bad(format!("`weight_map.{name}` is not a file name")))?;
+        if f.contains('/') || f.contains('\\') || f == ".." {
+            return Err(bad(format!(
+                "shard `{f}` for `{name}` is not a plain file name"
+            )));
+        }
+        files.insert(f.to_string());
+    }
+    Ok(files)
+}
+
+/// Opens the shard `f` at `shard_path`, named by the index at `path`; a shard that is itself
+/// an index is refused.
+fn open_shard(path: &Path, shard_path: &Path, f: &str) -> Result<Checkpoint> {
+    // A shard that is itself an index (or the index itself) would recurse without end.
+    if crate::formats::sniff(shard_path)? == crate::formats::Sniffed::ShardIndex {
+        return Err(Error::malformed(
+            path,
+            format!("`weight_map` names `{f}`, which is an index, not a shard; an index may only name shard files"),
+        ));
+    }
+    crate::formats::open_file(shard_path)
+}
+
+/// Refuses the shard `f` when both it (`shard_meta`) and the index at `path` (`index`) carry
+/// a set id ([`SET_KEY`]) and the ids differ.
+fn check_same_set(path: &Path, f: &str, index: &Value, shard_meta: &Metadata) -> Result<()> {
+    let set = |m: Option<&MetaValue>| match m {
+        Some(MetaValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let index_set = index
+        .get("metadata")
+        .and_then(|m| m.get(SET_KEY))
+        .and_then(Value::as_str);
+    if let (Some(want), Some(got)) = (index_set, set(shard_meta.get(SET_KEY))) {
+        if want != got {
+            return Err(Error::malformed(
+                path,
+                format!(
+                "shard `{f}` was written by another run than this index (set {got}, index {want}): \
+                 the folder mixes files of two writes; write the model again"
+            ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every tensor `weight_map` (of the index at `path`) lists was `found` in the
+/// shard it names (`found`: tensor name to the shard that holds it).
+fn check_weight_map(
+    path: &Path,
+    weight_map: &Map<String, Value>,
+    found: &HashMap<String, String>,
+) -> Result<()> {
+    let bad = |msg: String| Error::malformed(path, msg);
+    for (name, file) in weight_map {
+        let f = file.as_str().unwrap_or_default();
+        match found.get(name) {
+            Some(actual) if actual == f => {}
+            Some(actual) => {
+                return Err(bad(format!(
+                    "the index puts `{name}` in `{f}` but it is in `{actual}`"
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "the index names `{name}` in `{f}` but that shard does not hold it"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `NAME-00001-of-00003.safetensors`: the shard number and count, when `file` is named as a

@@ -2,8 +2,8 @@
 //! archives (`torch.save`, `torch.jit.save`) and NumPy `.npz` files use.
 //!
 //! The reader maps the file once and trusts nothing in it: every offset and size is checked
-//! against the file length before use, so a truncated or crafted archive gives
-//! [`Error::Malformed`] naming the file, never a panic or an oversized allocation. Stored
+//! against the file length before use, so a truncated or crafted archive gives a
+//! [`crate::FileProblem::Malformed`] error naming the file, never a panic or an oversized allocation. Stored
 //! entries are served straight from the map; deflated ones are inflated on demand.
 //!
 //! The writer produces stored (uncompressed) entries whose data start on 64-byte boundaries,
@@ -817,7 +817,10 @@ mod tests {
         for n in 0..bytes.len() {
             let (_d, a) = open_bytes(&bytes[..n]);
             match a {
-                Err(Error::Malformed { msg, .. }) => assert!(!msg.is_empty()),
+                Err(Error::File(crate::FileError {
+                    problem: crate::FileProblem::Malformed(msg),
+                    ..
+                })) => assert!(!msg.is_empty()),
                 Err(e) => panic!("unexpected error kind at {n}: {e}"),
                 Ok(a) => {
                     // A cut that leaves a valid-looking directory must still serve only checked ranges.

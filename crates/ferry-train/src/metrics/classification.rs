@@ -31,7 +31,7 @@ pub struct Scores {
 
 /// Scores overall and per language.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
+pub struct ClassificationReport {
     /// All predictions together.
     pub overall: Scores,
     /// Per language, sorted by language.
@@ -103,7 +103,11 @@ pub fn score(preds: &[&Prediction], classes: &[String]) -> Scores {
 /// (language identification), a language's macro-F1 is its class's F1 over all predictions
 /// (a false positive can only come from another language's examples); otherwise it is the
 /// macro-F1 of that language's examples alone.
-pub fn report(preds: &[Prediction], classes: &[String], classes_are_languages: bool) -> Report {
+pub fn report(
+    preds: &[Prediction],
+    classes: &[String],
+    classes_are_languages: bool,
+) -> ClassificationReport {
     let all: Vec<&Prediction> = preds.iter().collect();
     let mut by_lang: BTreeMap<String, Vec<&Prediction>> = BTreeMap::new();
     for p in preds {
@@ -120,7 +124,7 @@ pub fn report(preds: &[Prediction], classes: &[String], classes_are_languages: b
             (l, s)
         })
         .collect();
-    Report {
+    ClassificationReport {
         overall,
         per_language,
     }

@@ -58,9 +58,9 @@ impl BertConfig {
         } else {
             path.with_file_name("config.json")
         };
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::fs(&file, e))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
         let cfg: BertConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::file(&file, format!("not a BERT config.json: {e}")))?;
+            .map_err(|e| Error::malformed(&file, format!("not a BERT config.json: {e}")))?;
         cfg.activation(&file)?;
         Ok(cfg)
     }
@@ -69,7 +69,7 @@ impl BertConfig {
         match self.hidden_act.as_str() {
             "gelu" => Ok(Activation::Gelu),
             "relu" => Ok(Activation::Relu),
-            other => Err(Error::file(
+            other => Err(Error::malformed(
                 file,
                 format!("hidden_act {other:?} is not supported (gelu, relu)"),
             )),

@@ -207,13 +207,13 @@ enum Net {
 
 /// A classifier and its parameters.
 #[derive(Debug, Clone)]
-pub struct Model {
+pub struct Classifier {
     spec: ModelSpec,
     params: Params,
     net: Net,
 }
 
-impl Model {
+impl Classifier {
     /// A freshly initialized model (seeded), on `device`.
     pub fn new(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Self> {
         if spec.classes.is_empty() {
@@ -234,7 +234,7 @@ impl Model {
             Arch::Transformer(_) => Net::Transformer(TransformerClassifier::new(&mut b, spec, c)?),
             Arch::Bert { config, pooling } => Net::Bert(Bert::new(&mut b, config, *pooling, c)?),
         };
-        Ok(Model {
+        Ok(Classifier {
             spec: spec.clone(),
             params,
             net,
@@ -250,7 +250,7 @@ impl Model {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let model = Model::new(spec, seed, device)?;
+        let model = Classifier::new(spec, seed, device)?;
         let mut tensors = crate::params::load_tensors(weights, device)?;
         let prefixed: Vec<String> = tensors
             .keys()
@@ -266,7 +266,7 @@ impl Model {
                 continue;
             }
             let t = tensors.get(name).ok_or_else(|| {
-                Error::file(
+                Error::malformed(
                     weights,
                     format!(
                         "has no tensor {name}, which a {} model needs",
@@ -275,7 +275,7 @@ impl Model {
                 )
             })?;
             if t.dims() != var.dims() {
-                return Err(Error::file(
+                return Err(Error::malformed(
                     weights,
                     format!(
                         "tensor {name} has shape {:?}, config.json implies {:?}",
@@ -361,7 +361,7 @@ pub(crate) fn pool(
     }
 }
 
-impl Model {
+impl Classifier {
     /// Starts a bag model as multinomial naive Bayes from `counts` (made over the training
     /// examples): see [`BagInit::NaiveBayes`]. With `calibration`
     /// examples (held out from `examples`), `fc` becomes `s * I` with the one scale `s` that

@@ -6,17 +6,17 @@ use candle_core::Device;
 use ferry_data::tokenize;
 
 use super::{RunDirs, Summary};
-use crate::checkpoint;
 use crate::config::{LabelKind, TrainConfig};
 use crate::data::{self, ExampleOptions};
 use crate::eval::{evaluate, EvalContext, Evaluation};
+use crate::model_dir;
 use crate::Result;
 
 /// Evaluates a model folder on a corpus file (optionally as snippets), reading it as the
 /// training data was read (the card's `strict_language_codes`); the evaluation carries what
 /// reading dropped or kept with a warning.
 pub fn evaluate_file(
-    loaded: &checkpoint::LoadedModel,
+    loaded: &model_dir::LoadedModel,
     path: &Path,
     snippet_words: Option<usize>,
     batch_size: usize,
@@ -67,7 +67,7 @@ pub fn final_report(
     let Some(test) = &cfg.data.test else {
         return Ok(Vec::new());
     };
-    let loaded = checkpoint::load_model(&summary.model_dir, None, device)?;
+    let loaded = model_dir::load_model(&summary.model_dir, None, device)?;
     let threads = cfg
         .train
         .threads

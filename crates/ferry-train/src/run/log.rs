@@ -13,9 +13,9 @@ pub(super) fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| Error::fs(path, e))?;
+        .map_err(|e| Error::io(path, e))?;
     let line = serde_json::to_string(value).map_err(|e| Error::Invalid(e.to_string()))?;
-    writeln!(f, "{line}").map_err(|e| Error::fs(path, e))
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
 }
 
 /// Drops metrics lines after `step` (written by a run that was killed after its last

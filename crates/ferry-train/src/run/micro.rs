@@ -5,7 +5,7 @@ use ferry_data::batch::{collate, BatchConfig, Example};
 
 use crate::config::LossKind;
 use crate::grads::Grads;
-use crate::models::Model;
+use crate::models::Classifier;
 use crate::{Error, Result};
 
 /// The loss of a micro-batch.
@@ -23,7 +23,7 @@ pub struct LossSpec {
 /// worker takes a contiguous share of the rows; losses are weighted by share size so the sum
 /// is the whole batch's mean; gradients are summed in worker order (deterministic).
 pub fn micro_batch(
-    model: &Model,
+    model: &Classifier,
     rows: &[&Example],
     bcfg: &BatchConfig,
     loss: &LossSpec,

@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use ferry_data::issues::IssueLog;
-use ferry_data::tokenize;
+use ferry_data::tokenize::{self, Tokenizer};
 use serde::Serialize;
 
-use crate::checkpoint::{self, ModelCard};
 use crate::config::{LabelKind, TrainConfig};
 use crate::data::ExampleOptions;
 use crate::eval::{EvalContext, Evaluation};
-use crate::feed::{self, Feed};
-use crate::models::BagInit;
+use crate::feed;
+use crate::model_dir::{self, ModelCard};
+use crate::models::{BagInit, ModelSpec};
 use crate::{Error, Result};
 
 pub use final_report::{evaluate_file, final_report};
@@ -183,13 +183,13 @@ struct Run<'a> {
 /// The newest checkpoint to resume from; an error when `--resume` has none, or when a fresh
 /// run would overwrite one.
 fn resume_point(run: &Run<'_>) -> Result<Option<PathBuf>> {
-    let latest = checkpoint::list_checkpoints(&run.dirs.checkpoints()).pop();
+    let latest = model_dir::list_checkpoints(&run.dirs.checkpoints()).pop();
     match (run.opts.resume, latest) {
-        (true, None) => Err(Error::file(
+        (true, None) => Err(Error::malformed(
             &run.dirs.root,
             "has no checkpoint to resume from (checkpoints/step-*)",
         )),
-        (false, Some(_)) => Err(Error::file(
+        (false, Some(_)) => Err(Error::malformed(
             &run.dirs.root,
             "already holds a run; pass --resume to continue it, or choose another output dir",
         )),
@@ -239,20 +239,7 @@ pub fn train(
     let dev = prepare::dev_sets(cfg, &tok, &pool, &class_opts, naive_bayes, on_event)?;
 
     let spec = cfg.model.resolve(tok.vocab_size(), data.classes.clone())?;
-    let mut card = ModelCard::new(
-        spec.clone(),
-        cfg.data.label,
-        data.languages.clone(),
-        cfg.data.add_special_tokens,
-        cfg.data.max_len,
-    );
-    card.eval_data = cfg
-        .data
-        .test
-        .clone()
-        .or_else(|| cfg.data.dev.clone())
-        .map(|p| std::path::absolute(&p).unwrap_or(p));
-    card.strict_language_codes = cfg.data.strict_language_codes;
+    let card = model_card(cfg, &spec, &data.languages);
     let encoder = feed::StreamEncoder {
         tok: &tok,
         pool: &pool,
@@ -269,31 +256,39 @@ pub fn train(
         &dev,
         on_event,
     )?;
+    let mut t = start::training(cfg, started, data.set, encoder, card)?;
+    on_event(started_event(cfg, &t));
+    let lp = steps::Loop {
+        run,
+        dev: dev.dev.as_ref(),
+        dev_ctx: dev_context(cfg, &data.languages, &tok),
+    };
+    let losses = steps::run(&lp, &mut t, on_event)?;
+    finish(&lp, &mut t, losses, on_event)
+}
 
-    let (alpha, seed) = (cfg.train.alpha, cfg.train.seed);
-    let mut feed = match (data.set, &cfg.data.stream) {
-        (prepare::TrainSet::InMemory(set), _) => Feed::in_memory(set.examples, alpha, seed)?,
-        (prepare::TrainSet::Streamed(index), Some(s)) => {
-            let bs = cfg.train.batch_size;
-            Feed::streamed(&index, s.clone(), bs, alpha, seed, encoder)?
-        }
-        (prepare::TrainSet::Streamed(_), None) => unreachable!("only a streamed run indexes"),
-    };
-    let state = match started.state {
-        Some(s) => {
-            feed.restore(&s)?;
-            s
-        }
-        None => feed.initial_state(),
-    };
-    let mut t = steps::Training {
-        model: started.model,
-        optimizer: started.optimizer,
-        state,
-        card,
-        feed,
-    };
-    on_event(Event::Started {
+/// The card saved with every model folder of the run, trained on `languages`.
+fn model_card(cfg: &TrainConfig, spec: &ModelSpec, languages: &[String]) -> ModelCard {
+    let mut card = ModelCard::new(
+        spec.clone(),
+        cfg.data.label,
+        languages.to_vec(),
+        cfg.data.add_special_tokens,
+        cfg.data.max_len,
+    );
+    card.eval_data = cfg
+        .data
+        .test
+        .clone()
+        .or_else(|| cfg.data.dev.clone())
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
+    card.strict_language_codes = cfg.data.strict_language_codes;
+    card
+}
+
+/// [`Event::Started`] for the loop about to run `t`.
+fn started_event(cfg: &TrainConfig, t: &steps::Training<'_>) -> Event<'static> {
+    Event::Started {
         start: t.state.step,
         total: cfg.train.steps,
         params: t
@@ -304,19 +299,17 @@ pub fn train(
             .map(|p| p.1.elem_count())
             .sum(),
         examples: usize::try_from(t.feed.len()).unwrap_or(usize::MAX),
-    });
-    let lp = steps::Loop {
-        run,
-        dev: dev.dev.as_ref(),
-        dev_ctx: EvalContext {
-            train_languages: &data.languages,
-            classes_are_languages: cfg.data.label == LabelKind::Lang,
-            pad_id: tok.pad_id(),
-            batch_size: cfg.eval.batch_size.unwrap_or(cfg.train.batch_size.max(32)),
-        },
-    };
-    let losses = steps::run(&lp, &mut t, on_event)?;
-    finish(&lp, &mut t, losses, on_event)
+    }
+}
+
+/// How the dev set is evaluated, for a run trained on `languages`.
+fn dev_context<'a>(cfg: &TrainConfig, languages: &'a [String], tok: &Tokenizer) -> EvalContext<'a> {
+    EvalContext {
+        train_languages: languages,
+        classes_are_languages: cfg.data.label == LabelKind::Lang,
+        pad_id: tok.pad_id(),
+        batch_size: cfg.eval.batch_size.unwrap_or(cfg.train.batch_size.max(32)),
+    }
 }
 
 /// Saves `last/` when the run is over (and `best/` for a run of no steps), and sums it up.
@@ -337,13 +330,13 @@ fn finish(
             on_event(Event::Evaluated(&er));
         }
         t.card.step = 0;
-        checkpoint::save_model(&dirs.best(), &t.model, &t.card, &dirs.tokenizer())?;
+        model_dir::save_model(&dirs.best(), &t.model, &t.card, &dirs.tokenizer())?;
     }
     if t.state.step >= total || t.state.stopped_early {
         t.card.step = t.state.step;
-        checkpoint::save_model(&dirs.last(), &t.model, &t.card, &dirs.tokenizer())?;
+        model_dir::save_model(&dirs.last(), &t.model, &t.card, &dirs.tokenizer())?;
     }
-    let model_dir = if dirs.best().join(checkpoint::CARD).is_file() {
+    let model_dir = if dirs.best().join(model_dir::CARD).is_file() {
         dirs.best()
     } else {
         dirs.last()

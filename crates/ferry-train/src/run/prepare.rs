@@ -39,12 +39,12 @@ fn prepare_tokenizer(
 ) -> Result<Tokenizer> {
     if let Some(file) = cfg.tokenizer_file() {
         let tok = Tokenizer::from_file(&file)?;
-        std::fs::create_dir_all(&dirs.root).map_err(|e| Error::fs(&dirs.root, e))?;
-        std::fs::copy(&file, dirs.tokenizer()).map_err(|e| Error::fs(&file, e))?;
+        std::fs::create_dir_all(&dirs.root).map_err(|e| Error::io(&dirs.root, e))?;
+        std::fs::copy(&file, dirs.tokenizer()).map_err(|e| Error::io(&file, e))?;
         return Ok(tok);
     }
     if let Some(n) = &cfg.tokenizer.char_ngrams {
-        std::fs::create_dir_all(&dirs.root).map_err(|e| Error::fs(&dirs.root, e))?;
+        std::fs::create_dir_all(&dirs.root).map_err(|e| Error::io(&dirs.root, e))?;
         n.save(&dirs.tokenizer())?;
         return Ok(Tokenizer::from_char_ngrams(n.clone(), dirs.tokenizer()));
     }
@@ -132,7 +132,7 @@ pub(super) fn read_training(
     if let Some(keep) = keep {
         index.retain_languages(keep);
         if index.langs.is_empty() {
-            return Err(Error::file(
+            return Err(Error::malformed(
                 &cfg.data.train,
                 "has no records in the languages of [data] languages",
             ));
@@ -205,7 +205,7 @@ pub(super) fn encode_training(
             let classes = match cfg.data.label {
                 LabelKind::Lang => index.languages(),
                 LabelKind::Label if index.labels.is_empty() => {
-                    return Err(Error::file(
+                    return Err(Error::malformed(
                         &cfg.data.train,
                         "has no labels to train on: label = \"label\" needs a label column \
                          (a folder per language of text files has none)",
@@ -215,7 +215,7 @@ pub(super) fn encode_training(
                     // Every record needs a class: refused before training, not at the step
                     // that first draws one without.
                     if let Some(l) = index.langs.iter().find(|l| l.unlabeled > 0) {
-                        return Err(Error::file(
+                        return Err(Error::malformed(
                             &cfg.data.train,
                             format!(
                                 "has {} records without a label in language {} (the first at \

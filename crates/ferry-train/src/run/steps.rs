@@ -7,13 +7,13 @@ use ferry_data::batch::{BatchConfig, BatchSize, PadSide};
 use super::log::append_jsonl;
 use super::micro::{micro_batch, LossSpec};
 use super::{EvalRecord, Event, Run, RunDirs, StepRecord};
-use crate::checkpoint::{self, ModelCard, TrainerState};
 use crate::config::Metric;
 use crate::data::Examples;
 use crate::eval::{evaluate, EvalContext};
 use crate::feed::Feed;
 use crate::grads::{clip_factor, Grads};
-use crate::models::Model;
+use crate::model_dir::{self, ModelCard, TrainerState};
+use crate::models::Classifier;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
 
@@ -30,7 +30,7 @@ pub(super) struct Loop<'a> {
 /// What the loop changes.
 pub(super) struct Training<'f> {
     /// The model being trained.
-    pub(super) model: Model,
+    pub(super) model: Classifier,
     /// Its optimizer.
     pub(super) optimizer: Optimizer,
     /// Step, sampler position, best evaluation, early stopping.
@@ -150,7 +150,7 @@ fn evaluate_dev(
         state.best = Some((state.step, value));
         state.since_best = 0;
         t.card.step = state.step;
-        checkpoint::save_model(&dirs.best(), &t.model, &t.card, &dirs.tokenizer())?;
+        model_dir::save_model(&dirs.best(), &t.model, &t.card, &dirs.tokenizer())?;
     } else {
         state.since_best += 1;
         let patience = cfg.train.early_stopping.map(|e| e.patience);
@@ -174,9 +174,9 @@ fn save_checkpoint(
     t.card.step = t.state.step;
     let dir = dirs
         .checkpoints()
-        .join(checkpoint::checkpoint_name(t.state.step));
+        .join(model_dir::checkpoint_name(t.state.step));
     let tok = dirs.tokenizer();
-    checkpoint::save_checkpoint(&dir, &t.model, &t.card, &tok, &t.optimizer, &t.state)?;
+    model_dir::save_checkpoint(&dir, &t.model, &t.card, &tok, &t.optimizer, &t.state)?;
     prune(dirs, cfg.train.keep_last, t.state.best.map(|b| b.0));
     on_event(Event::Checkpoint(&dir));
     Ok(())
@@ -184,7 +184,7 @@ fn save_checkpoint(
 
 /// Keeps the newest `keep` checkpoints and the best one.
 fn prune(dirs: &RunDirs, keep: usize, best: Option<u64>) {
-    let all = checkpoint::list_checkpoints(&dirs.checkpoints());
+    let all = model_dir::list_checkpoints(&dirs.checkpoints());
     let n = all.len();
     for (i, (step, dir)) in all.into_iter().enumerate() {
         if i + keep.max(1) < n && Some(step) != best {

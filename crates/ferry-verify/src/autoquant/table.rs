@@ -144,78 +144,20 @@ pub fn build(
             ..ConvertOptions::default()
         },
     )?;
-    let layers = base
-        .entries
-        .iter()
-        .filter_map(|e| {
-            e.name
-                .strip_prefix("blk.")?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .map_or(0, |n| n + 1);
-    let mut fixed_bytes = 0;
-    let mut params = 0;
-    let mut chosen = Vec::new();
-    for e in &base.entries {
-        let n = ferry_io::tensor::numel(&e.shape).unwrap_or(0);
-        if e.tied_to.is_some() {
-            continue;
-        }
-        params += n;
-        let fitting: Vec<DType> = candidates
-            .iter()
-            .copied()
-            .filter(|&d| fits(&e.shape, d))
-            .collect();
-        if e.action != Action::Quantize || fitting.is_empty() {
-            fixed_bytes += e.to.storage_bytes(n).unwrap_or(0);
-            continue;
-        }
-        chosen.push((e.name.clone(), e.shape.clone(), fitting));
-    }
-    if chosen.is_empty() {
+    let layers = block_count(&base);
+    let parts = Partition::new(&base, candidates);
+    if parts.chosen.is_empty() {
         return Err(Error::Options(format!(
             "{}: no weight matrix can take any of the candidate types",
             path.display()
         )));
     }
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-    let mut entries = Vec::with_capacity(chosen.len());
-    let total = chosen.len();
-    for (i, (name, shape, fitting)) in chosen.into_iter().enumerate() {
+    let mut entries = Vec::with_capacity(parts.chosen.len());
+    let total = parts.chosen.len();
+    for (i, (name, shape, fitting)) in parts.chosen.into_iter().enumerate() {
         progress(i, total);
-        let t = ck
-            .get(&name)
-            .ok_or_else(|| Error::Options(format!("tensor `{name}` vanished from the plan")))?;
-        let data: Vec<f32> = t
-            .to_candle(&Device::Cpu)?
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
-        let columns = *shape.last().unwrap_or(&1);
-        let q = quantize_with
-            .map(|m| m.importance_for(&name, columns))
-            .transpose()?
-            .flatten();
-        let w = weigh_errors
-            .map(|m| m.importance_for(&name, columns))
-            .transpose()?
-            .flatten();
-        let n = data.len() as u64;
-        let mut options = Vec::with_capacity(fitting.len());
-        for dtype in fitting {
-            let back = fake_quant(&data, columns, dtype, q.as_deref())?;
-            options.push(Candidate {
-                dtype,
-                bytes: dtype.storage_bytes(n).unwrap_or(u64::MAX),
-                error: weighted_error(&data, &back, columns, w.as_deref()),
-            });
-        }
-        options.sort_by(|a, b| a.bytes.cmp(&b.bytes).then(b.error.total_cmp(&a.error)));
+        let options = measure(&ck, &name, &shape, fitting, quantize_with, weigh_errors)?;
         let g = group_of(&name, layers, bands);
         let next = groups.len();
         let group = *groups.entry(g).or_insert(next);
@@ -234,9 +176,111 @@ pub fn build(
     Ok(Table {
         entries,
         groups: names,
-        fixed_bytes,
-        params,
+        fixed_bytes: parts.fixed_bytes,
+        params: parts.params,
     })
+}
+
+/// Blocks of the model `base` plans (one past the highest `blk.N`), 0 when it has none.
+fn block_count(base: &Plan) -> usize {
+    base.entries
+        .iter()
+        .filter_map(|e| {
+            e.name
+                .strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |n| n + 1)
+}
+
+/// The tensors of a plan, parted into those a type is chosen for and those that stay as
+/// planned.
+struct Partition {
+    /// Each tensor a type is chosen for: its name, shape and the candidates that fit it.
+    chosen: Vec<(String, Vec<usize>, Vec<DType>)>,
+    /// Bytes of the others, as planned.
+    fixed_bytes: u64,
+    /// Elements of every tensor written (tied copies left out).
+    params: u64,
+}
+
+impl Partition {
+    /// Parts the tensors of `base`: a weight it quantizes that some of `candidates` fit is
+    /// chosen for.
+    fn new(base: &Plan, candidates: &[DType]) -> Partition {
+        let mut parts = Partition {
+            chosen: Vec::new(),
+            fixed_bytes: 0,
+            params: 0,
+        };
+        for e in &base.entries {
+            let n = ferry_io::tensor::numel(&e.shape).unwrap_or(0);
+            if e.tied_to.is_some() {
+                continue;
+            }
+            parts.params += n;
+            let fitting: Vec<DType> = candidates
+                .iter()
+                .copied()
+                .filter(|&d| fits(&e.shape, d))
+                .collect();
+            if e.action != Action::Quantize || fitting.is_empty() {
+                parts.fixed_bytes += e.to.storage_bytes(n).unwrap_or(0);
+                continue;
+            }
+            parts
+                .chosen
+                .push((e.name.clone(), e.shape.clone(), fitting));
+        }
+        parts
+    }
+}
+
+/// What each of `fitting` costs tensor `name` of `ck` (of `shape`), cheapest first (the
+/// larger error first among equal sizes).
+fn measure(
+    ck: &Checkpoint,
+    name: &str,
+    shape: &[usize],
+    fitting: Vec<DType>,
+    quantize_with: Option<&Imatrix>,
+    weigh_errors: Option<&Imatrix>,
+) -> Result<Vec<Candidate>> {
+    let t = ck
+        .get(name)
+        .ok_or_else(|| Error::Options(format!("tensor `{name}` vanished from the plan")))?;
+    let data: Vec<f32> = t
+        .to_candle(&Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let columns = *shape.last().unwrap_or(&1);
+    let q = importance(quantize_with, name, columns)?;
+    let w = importance(weigh_errors, name, columns)?;
+    let n = data.len() as u64;
+    let mut options = Vec::with_capacity(fitting.len());
+    for dtype in fitting {
+        let back = fake_quant(&data, columns, dtype, q.as_deref())?;
+        options.push(Candidate {
+            dtype,
+            bytes: dtype.storage_bytes(n).unwrap_or(u64::MAX),
+            error: weighted_error(&data, &back, columns, w.as_deref()),
+        });
+    }
+    options.sort_by(|a, b| a.bytes.cmp(&b.bytes).then(b.error.total_cmp(&a.error)));
+    Ok(options)
+}
+
+/// The mean square input of each of the `columns` of tensor `name`, when `matrix` has them.
+fn importance(matrix: Option<&Imatrix>, name: &str, columns: usize) -> Result<Option<Vec<f32>>> {
+    Ok(matrix
+        .map(|m| m.importance_for(name, columns))
+        .transpose()?
+        .flatten())
 }
 
 #[cfg(test)]

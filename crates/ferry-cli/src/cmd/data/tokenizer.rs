@@ -81,6 +81,9 @@ pub struct EncodeArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Print nothing: the exit status says whether the tokenizer loads and encodes the text.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Runs `ferry data tokenizer ...`.
@@ -93,7 +96,7 @@ pub fn run(c: Command) -> Result<ExitCode> {
             let tokens = tok.tokens(&a.text, !a.no_special_tokens)?;
             if a.json {
                 println!("{}", serde_json::json!({"ids": ids, "tokens": tokens}));
-            } else {
+            } else if !a.quiet {
                 println!("{} tokens: {}", ids.len(), tokens.join(" "));
                 println!("ids: {ids:?}");
             }

@@ -221,7 +221,13 @@ fn legacy_truncated_and_wrong_magic() {
         b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9",
     )
     .unwrap();
-    assert!(matches!(open_legacy(&p), Err(Error::Malformed { .. })));
+    assert!(matches!(
+        open_legacy(&p),
+        Err(Error::File(crate::FileError {
+            problem: crate::FileProblem::Malformed(_),
+            ..
+        }))
+    ));
 }
 
 #[test]

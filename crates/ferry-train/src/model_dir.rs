@@ -20,7 +20,7 @@ use ferry_io::{DType, Metadata, OutTensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::LabelKind;
-use crate::models::{Model, ModelSpec};
+use crate::models::{Classifier, ModelSpec};
 use crate::optim::Optimizer;
 use crate::params::load_tensors;
 use crate::{Error, Result};
@@ -140,8 +140,9 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::fs(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("cannot be parsed: {e}")))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::malformed(path, format!("cannot be parsed: {e}")))
 }
 
 /// Fills a fresh folder beside `dir` with `fill`, then renames it over `dir`.
@@ -150,7 +151,7 @@ fn write_folder(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::fs(parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -159,35 +160,40 @@ fn write_folder(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()
         .prefix(&format!(".{name}."))
         .suffix(".ferry-tmp")
         .tempdir_in(parent)
-        .map_err(|e| Error::fs(parent, e))?;
+        .map_err(|e| Error::io(parent, e))?;
     fill(tmp.path())?;
     let old = parent.join(format!(".{name}.old"));
     if dir.exists() {
         let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old).map_err(|e| Error::fs(dir, e))?;
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = tmp.keep();
-    std::fs::rename(&tmp, dir).map_err(|e| Error::fs(dir, e))?;
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
 
-fn fill_model(dir: &Path, model: &Model, card: &ModelCard, tokenizer: &Path) -> Result<()> {
+fn fill_model(dir: &Path, model: &Classifier, card: &ModelCard, tokenizer: &Path) -> Result<()> {
     write_tensors(&dir.join(WEIGHTS), &model.params().snapshot())?;
     write_json(&dir.join(CARD), card)?;
-    std::fs::copy(tokenizer, dir.join(TOKENIZER)).map_err(|e| Error::fs(tokenizer, e))?;
+    std::fs::copy(tokenizer, dir.join(TOKENIZER)).map_err(|e| Error::io(tokenizer, e))?;
     Ok(())
 }
 
 /// Writes a model folder at `dir` (replacing it atomically).
-pub fn save_model(dir: &Path, model: &Model, card: &ModelCard, tokenizer: &Path) -> Result<()> {
+pub fn save_model(
+    dir: &Path,
+    model: &Classifier,
+    card: &ModelCard,
+    tokenizer: &Path,
+) -> Result<()> {
     write_folder(dir, |tmp| fill_model(tmp, model, card, tokenizer))
 }
 
 /// Writes a checkpoint at `dir` (replacing it atomically).
 pub fn save_checkpoint(
     dir: &Path,
-    model: &Model,
+    model: &Classifier,
     card: &ModelCard,
     tokenizer: &Path,
     optimizer: &Optimizer,
@@ -203,7 +209,7 @@ pub fn save_checkpoint(
 /// A model folder read back.
 pub struct LoadedModel {
     /// The model.
-    pub model: Model,
+    pub model: Classifier,
     /// Its card.
     pub card: ModelCard,
     /// Its tokenizer.
@@ -230,7 +236,7 @@ pub fn is_model_dir(dir: &Path) -> bool {
 pub fn read_card(dir: &Path) -> Result<ModelCard> {
     let card_path = dir.join(CARD);
     if !card_path.is_file() {
-        return Err(Error::file(
+        return Err(Error::malformed(
             dir,
             format!(
                 "is not a ferry model folder: {CARD} is missing (train one with `ferry train`)"
@@ -239,7 +245,7 @@ pub fn read_card(dir: &Path) -> Result<ModelCard> {
     }
     let card: ModelCard = read_json(&card_path)?;
     if card.format != FORMAT {
-        return Err(Error::file(
+        return Err(Error::malformed(
             &card_path,
             format!("format {:?} is not {FORMAT}", card.format),
         ));
@@ -251,11 +257,11 @@ pub fn read_card(dir: &Path) -> Result<ModelCard> {
 /// copy: f16 safetensors, q8_0 GGUF, ...); its tensors must carry the same names.
 pub fn load_model(dir: &Path, weights: Option<&Path>, device: &Device) -> Result<LoadedModel> {
     let card = read_card(dir)?;
-    let model = Model::new(&card.spec, 0, device)?;
+    let model = Classifier::new(&card.spec, 0, device)?;
     let wpath = match weights {
         Some(w) => w.to_path_buf(),
         None => weights_file(dir).ok_or_else(|| {
-            Error::file(dir, "has no model.safetensors (or model.gguf/.npz/.pth)")
+            Error::malformed(dir, "has no model.safetensors (or model.gguf/.npz/.pth)")
         })?,
     };
     model
@@ -274,7 +280,7 @@ pub fn load_model(dir: &Path, weights: Option<&Path>, device: &Device) -> Result
 /// loaded into `model` by [`load_model`]).
 pub fn load_training_state(
     dir: &Path,
-    model: &Model,
+    model: &Classifier,
     optimizer: &mut Optimizer,
 ) -> Result<TrainerState> {
     let state: TrainerState = read_json(&dir.join(STATE))?;
