@@ -34,15 +34,4 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
-impl Error {
-    /// The operating system refused `source` on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::File(ferry_io::FileError::io(path, source))
-    }
-
-    /// `path` (a file or folder) is laid out in a way ferry cannot read: `msg` says how, and
-    /// the fix.
-    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File(ferry_io::FileError::malformed(path, msg))
-    }
-}
+ferry_io::file_error_constructors!(Error);

@@ -1,7 +1,5 @@
 //! Errors of graph reading, checking, running and rewriting.
 
-use std::path::PathBuf;
-
 /// A ferry-graph error. Messages name the file, the node and its op where one is involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,17 +49,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
-impl Error {
-    /// The operating system refused `source` on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::File(ferry_io::FileError::io(path, source))
-    }
-
-    /// `path` could not be parsed, or was not what it should be: `msg` says how.
-    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File(ferry_io::FileError::malformed(path, msg))
-    }
-}
+ferry_io::file_error_constructors!(Error);
 
 /// A tensor over the executor's memory budget ([`crate::exec::MemoryBudget`]), found before it
 /// was allocated.

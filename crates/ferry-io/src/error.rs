@@ -73,11 +73,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// A file whose content is wrong (truncated, corrupt, inconsistent) at `path`.
-    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File(FileError::malformed(path, msg))
-    }
-
     /// A [`Error::Tensor`] for `tensor` in `path`.
     pub fn tensor(
         path: impl Into<PathBuf>,
@@ -90,11 +85,29 @@ impl Error {
             msg: msg.into(),
         }
     }
+}
 
-    /// The operating system refused a read, write, rename or map of `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::File(FileError::io(path, source))
-    }
+crate::file_error_constructors!(Error);
+
+/// Gives a crate's error enum, which carries file problems as `File(FileError)`, the two
+/// constructors every ferry crate makes them with: `Error::io(path, source)` for the operating
+/// system's refusal and `Error::malformed(path, msg)` for content that is wrong.
+#[macro_export]
+macro_rules! file_error_constructors {
+    ($error:ty) => {
+        impl $error {
+            /// The operating system refused `source` on `path`.
+            pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+                Self::File($crate::FileError::io(path, source))
+            }
+
+            /// `path`'s content is wrong (truncated, corrupt, inconsistent, a layout ferry
+            /// cannot read): `msg` says how, and the fix where there is one.
+            pub fn malformed(path: impl Into<std::path::PathBuf>, msg: impl Into<String>) -> Self {
+                Self::File($crate::FileError::malformed(path, msg))
+            }
+        }
+    };
 }
 
 /// A file that could not be read, written or understood, with its path. Every ferry crate

@@ -23,7 +23,7 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// e^x, with fused multiply-adds (half the instructions) when `FMA`, for code compiled with
 /// the `fma` target feature.
 #[inline(always)]
-fn exp_with<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn exp_with<const FMA: bool>(x: f32) -> f32 {
     // max/min (not clamp) so NaN becomes -87 instead of reaching the integer conversion.
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);

@@ -34,7 +34,7 @@ pub use attention::{attention_inference, self_attention};
 pub use causal_attention::{causal_attention, CausalMask};
 pub use embedding::{embedding, embedding_with_positions};
 pub use encoder_layer::{encoder_layer, EncoderLayerParams, EncoderLayerSpec};
-pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed, linear_q8};
+pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed, linear_q8, silu_mul};
 pub use layer_norm::{add_layer_norm, layer_norm};
 pub use linear::linear;
 pub use packed_gemm::{avx512_available, gemm_packed, PackedMatrix};

@@ -66,9 +66,4 @@ impl From<ferry_verify::Error> for Error {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-impl Error {
-    /// The operating system refused `source` on `path`.
-    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
-        Error::File(ferry_io::FileError::io(path, source))
-    }
-}
+ferry_io::file_error_constructors!(Error);

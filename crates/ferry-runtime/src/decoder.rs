@@ -14,7 +14,9 @@ use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 use candle_transformers::utils::repeat_kv;
 use ferry_kernels::qgemm::PackedQ8;
-use ferry_kernels::{causal_attention, linear_packed, linear_q8, CausalMask, PackedMatrix};
+use ferry_kernels::{
+    causal_attention, linear_packed, linear_q8, silu_mul, CausalMask, PackedMatrix,
+};
 
 use crate::activations::{token_flags, ActivationStats};
 use crate::config::DecoderConfig;
@@ -330,7 +332,7 @@ impl Decoder {
         let x = (x + blk.o.forward(&y)?)?;
         let h = rms_norm(&x, &blk.ffn_norm, eps)?;
         pass.observe(at, &["mlp.gate_proj", "mlp.up_proj"], &h)?;
-        let ff = (candle_nn::ops::silu(&blk.gate.forward(&h)?)? * blk.up.forward(&h)?)?;
+        let ff = silu_mul(&blk.gate.forward(&h)?, &blk.up.forward(&h)?)?;
         pass.observe(at, &["mlp.down_proj"], &ff)?;
         Ok((x + blk.down.forward(&ff)?)?)
     }

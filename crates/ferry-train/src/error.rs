@@ -1,7 +1,5 @@
 //! Errors of ferry-train: each names the file, tensor or setting it is about and the fix.
 
-use std::path::PathBuf;
-
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -26,14 +24,4 @@ pub enum Error {
     Invalid(String),
 }
 
-impl Error {
-    /// The operating system refused `source` on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::File(ferry_io::FileError::io(path, source))
-    }
-
-    /// The content of `path` does not make sense: `msg` says how, and the fix.
-    pub fn malformed(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File(ferry_io::FileError::malformed(path, msg))
-    }
-}
+ferry_io::file_error_constructors!(Error);

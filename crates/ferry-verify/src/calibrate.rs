@@ -84,17 +84,8 @@ pub fn texts(path: Option<&Path>, languages: &[String]) -> Result<(String, Vec<P
     match path {
         Some(p) => Ok((p.display().to_string(), probes::from_corpus(p, &opts)?)),
         None => {
-            let all: Vec<Probe> = EMBEDDED
-                .lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let mut cols = l.splitn(3, '\t');
-                    let (lang, _article, text) = (cols.next()?, cols.next()?, cols.next()?);
-                    Some(Probe {
-                        lang: lang.to_string(),
-                        text: text.to_string(),
-                    })
-                })
+            let all: Vec<Probe> = probes::udhr_tsv(EMBEDDED)
+                .into_iter()
                 .filter(|p| languages.is_empty() || languages.contains(&p.lang))
                 .collect();
             if let Some(missing) = languages

@@ -46,8 +46,13 @@ pub fn default_limit(arch: &ferry_runtime::ArchConfig) -> Option<usize> {
 
 /// The embedded probes.
 pub fn embedded(opts: &ProbeOptions) -> Result<Vec<Probe>> {
-    let all = EMBEDDED
-        .lines()
+    select(udhr_tsv(EMBEDDED), opts, Path::new(EMBEDDED_NAME))
+}
+
+/// The texts of a UDHR split as the repository keeps it (`corpora/udhr/*.tsv`: a header,
+/// then `lang`, `article`, `text` per line).
+pub(crate) fn udhr_tsv(tsv: &str) -> Vec<Probe> {
+    tsv.lines()
         .skip(1)
         .filter_map(|l| {
             let mut cols = l.splitn(3, '\t');
@@ -57,8 +62,7 @@ pub fn embedded(opts: &ProbeOptions) -> Result<Vec<Probe>> {
                 text: text.to_string(),
             })
         })
-        .collect();
-    select(all, opts, Path::new(EMBEDDED_NAME))
+        .collect()
 }
 
 /// The probes of `corpus` (any layout ferry-data reads), else the embedded set, with the name

@@ -473,8 +473,8 @@ impl Gathered {
 }
 
 /// The mean of a text's rows (mean pooling).
-fn mean_row(r: &[Vec<f32>]) -> Vec<f32> {
-    let mut m = vec![0f32; r[0].len()];
+pub(crate) fn mean_row(r: &[Vec<f32>]) -> Vec<f32> {
+    let mut m = vec![0f32; r.first().map_or(0, Vec::len)];
     for row in r {
         for (acc, v) in m.iter_mut().zip(row) {
             *acc += v / r.len() as f32;

@@ -341,7 +341,8 @@ fn read_tensor_info(c: &mut Cursor<'_>) -> Result<RawInfo> {
     })
 }
 
-/// The alignment the file declares, checked.
+/// The alignment `general.alignment` declares (32 without it), checked: read from a file,
+/// or given to the writer.
 fn alignment_of(meta: &Metadata, path: &Path) -> Result<u64> {
     match meta.get(ALIGNMENT_KEY) {
         None => Ok(DEFAULT_ALIGNMENT),
@@ -350,7 +351,7 @@ fn alignment_of(meta: &Metadata, path: &Path) -> Result<u64> {
             _ => Err(Error::malformed(
                 path,
                 format!(
-                    "`{ALIGNMENT_KEY}` is {}, not a power of two",
+                    "`{ALIGNMENT_KEY}` is {}; GGUF needs a power of two such as 32",
                     v.display_short()
                 ),
             )),
@@ -615,23 +616,6 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
     }
 }
 
-/// The alignment to write with, from `general.alignment` if given.
-fn write_alignment(path: &Path, metadata: &Metadata) -> Result<u64> {
-    match metadata.get(ALIGNMENT_KEY) {
-        None => Ok(DEFAULT_ALIGNMENT),
-        Some(v) => match v.as_u64() {
-            Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 30 => Ok(a),
-            _ => Err(Error::malformed(
-                path,
-                format!(
-                    "`{ALIGNMENT_KEY}` is {}; GGUF needs a power of two such as 32",
-                    v.display_short()
-                ),
-            )),
-        },
-    }
-}
-
 /// Checks that GGUF can hold `t` and returns its ggml type id.
 fn tensor_type(path: &Path, t: &OutTensor<'_>) -> Result<u32> {
     let terr = |msg: String| Error::tensor(path, &t.name, msg);
@@ -677,7 +661,7 @@ fn encode_header(
             format!("the source holds tensors ferry cannot decode (`{UNSUPPORTED_KEY}`: {first}...); refusing to write a GGUF without them"),
         ));
     }
-    let alignment = write_alignment(path, metadata)?;
+    let alignment = alignment_of(metadata, path)?;
     let kvs: Vec<(&String, MetaValue)> = metadata
         .iter()
         .filter(|(k, v)| !matches!(v, MetaValue::Null) && !k.starts_with("ferry.gguf_version"))

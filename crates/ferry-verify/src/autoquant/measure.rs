@@ -16,7 +16,7 @@ use ferry_runtime::{Kernels, Model};
 
 use super::table::fake_quant;
 use crate::error::{Error, Result};
-use crate::run::rows;
+use crate::run::{mean_row, rows};
 use crate::stats;
 
 /// One calibration text: its language (an index) and token ids.
@@ -56,11 +56,9 @@ pub struct Distances {
     pub top1: Vec<f64>,
 }
 
+/// The mean over positions of one text's last hidden state, as verification pools it.
 fn pooled(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.squeeze(0)?
-        .to_dtype(candle_core::DType::F32)?
-        .mean(0)?
-        .to_vec1()?)
+    Ok(mean_row(&rows(t)?))
 }
 
 /// `model`'s outputs on `texts`.

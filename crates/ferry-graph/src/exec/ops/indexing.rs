@@ -118,6 +118,25 @@ fn gather_elements(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<T
     Ok(vec![take(data, map, idx.dims())?])
 }
 
+/// `data` with `upd`'s element `j` written at `t` for each `(t, j)` of `pairs`, `upd` cast to
+/// `data`'s type.
+fn scattered(
+    node: &Node,
+    cx: &OpCx,
+    data: &Tensor,
+    upd: &Tensor,
+    pairs: &[(usize, usize)],
+) -> R<Vec<Tensor>> {
+    let mut out = Vals::of(data)?;
+    scatter_into(
+        node,
+        &mut out,
+        &Vals::of(&upd.to_dtype(data.dtype())?)?,
+        pairs,
+    )?;
+    Ok(vec![out.tensor(data.dims(), data.dtype(), cx.device)?])
+}
+
 /// Writes `upd[j]` to `out[t]` for each pair `(t, j)` in order, combined with what is there
 /// by the `reduction` attribute (`none`, `add`, `mul`, `max`, `min`).
 fn scatter_into(node: &Node, out: &mut Vals, upd: &Vals, pairs: &[(usize, usize)]) -> R<()> {
@@ -171,14 +190,7 @@ fn scatter_elements(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<
         .enumerate()
         .map(|(j, t)| (t, j))
         .collect();
-    let mut out = Vals::of(data)?;
-    scatter_into(
-        node,
-        &mut out,
-        &Vals::of(&upd.to_dtype(data.dtype())?)?,
-        &pairs,
-    )?;
-    Ok(vec![out.tensor(data.dims(), data.dtype(), cx.device)?])
+    scattered(node, cx, data, upd, &pairs)
 }
 
 fn scatter_nd(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
@@ -216,14 +228,7 @@ fn scatter_nd(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor
             .map(|j| (j % inner.max(1), j))
             .collect();
     }
-    let mut out = Vals::of(data)?;
-    scatter_into(
-        node,
-        &mut out,
-        &Vals::of(&upd.to_dtype(data.dtype())?)?,
-        &pairs,
-    )?;
-    Ok(vec![out.tensor(dd, data.dtype(), cx.device)?])
+    scattered(node, cx, data, upd, &pairs)
 }
 
 fn one_hot(node: &Node, cx: &OpCx, args: Vec<Option<Tensor>>) -> R<Vec<Tensor>> {
