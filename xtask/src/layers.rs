@@ -22,15 +22,11 @@ pub fn imports(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for f in &files {
         let Some(from) = top(f) else { continue };
-        if f.file_name().is_some_and(|n| n == "tests.rs") {
+        if is_test_file(f) {
             continue;
         }
         let text = std::fs::read_to_string(f).unwrap_or_default();
-        let code = text
-            .split("#[cfg(test)]\nmod tests")
-            .next()
-            .unwrap_or_default();
-        for (n, line) in code.lines().enumerate() {
+        for (n, line) in non_test_code(&text).lines().enumerate() {
             if line.trim_start().starts_with("//") {
                 continue;
             }
@@ -80,6 +76,18 @@ pub fn cycles(edges: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeSet<Ve
         walk(edges, &mut vec![start.clone()], &mut found);
     }
     found
+}
+
+/// A file of tests only: a module's `tests.rs`.
+pub fn is_test_file(f: &Path) -> bool {
+    f.file_name().is_some_and(|n| n == "tests.rs")
+}
+
+/// A file's code before its `#[cfg(test)] mod tests`.
+pub fn non_test_code(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or_default()
 }
 
 /// Every `.rs` file under `dir`.

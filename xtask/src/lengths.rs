@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::layers::rust_files;
+use crate::layers::{is_test_file, non_test_code, rust_files};
 
 /// A screen of code, in lines.
 pub const SCREEN: usize = 100;
@@ -25,11 +25,7 @@ pub struct Function {
 /// Every function with a body in `text` (a file's code before its test module). A function
 /// ends at the first line that is its indentation followed by `}`, as rustfmt writes it.
 pub fn functions(file: &str, text: &str) -> Vec<Function> {
-    let code = text
-        .split("#[cfg(test)]\nmod tests")
-        .next()
-        .unwrap_or_default();
-    let lines: Vec<&str> = code.lines().collect();
+    let lines: Vec<&str> = non_test_code(text).lines().collect();
     let mut found = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let Some((indent, name)) = signature(line) else {
@@ -102,21 +98,22 @@ pub fn recorded(doc: &str) -> BTreeSet<String> {
 pub fn long_functions(crates: &Path) -> Vec<Function> {
     let mut files = Vec::new();
     rust_files(crates, &mut files);
-    let generated = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(crate::codegen::GENERATED);
+    let generated = Path::new(crate::codegen::GENERATED)
+        .strip_prefix("crates")
+        .ok();
     let mut long = Vec::new();
     for f in files {
-        let skip = f
+        let rel = f.strip_prefix(crates).unwrap_or(&f);
+        let skip = rel
             .components()
             .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "target")
-            || f.file_name().is_some_and(|n| n == "tests.rs")
-            || same_file(&f, &generated);
+            || is_test_file(&f)
+            || Some(rel) == generated;
         if skip {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let shown = f.strip_prefix(crates).unwrap_or(&f).display().to_string();
+        let shown = rel.display().to_string();
         long.extend(
             functions(&shown, &text)
                 .into_iter()
@@ -124,10 +121,6 @@ pub fn long_functions(crates: &Path) -> Vec<Function> {
         );
     }
     long
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 #[cfg(test)]

@@ -190,6 +190,12 @@ impl LoopConfig {
                 .map_err(|e: ferry_device::Error| format!("[train] {e}")),
         }
     }
+
+    /// The threads to use: `threads`, else every core.
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 }
 
 fn one() -> usize {

@@ -68,10 +68,7 @@ pub fn final_report(
         return Ok(Vec::new());
     };
     let loaded = model_dir::load_model(&summary.model_dir, None, device)?;
-    let threads = cfg
-        .train
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cfg.train.thread_count();
     let bs = cfg.eval.batch_size.unwrap_or(64);
     let mut evals = vec![(
         "test".to_string(),

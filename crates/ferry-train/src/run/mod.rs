@@ -212,10 +212,7 @@ pub fn train(
         opts,
         dirs: &dirs,
     };
-    let threads = cfg
-        .train
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cfg.train.thread_count();
     let pool = tokenize::thread_pool(threads)?;
     let resume_from = resume_point(&run)?;
 
