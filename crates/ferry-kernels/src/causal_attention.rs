@@ -9,7 +9,8 @@
 //! Per (batch, head), on one thread: `K^T` packed once (`[head, seq]`), then per query row
 //! the visible scores `q K^T * scale` (vectorized over keys), a softmax over them, and
 //! `sum_j p_j v_j` (vectorized over the head). The loops are written for the compiler to
-//! vectorize; on CPUs with AVX-512F they are compiled with it and fused multiply-adds.
+//! vectorize; on CPUs with AVX-512F they are compiled with it and fused multiply-adds, on others with AVX2
+//! and FMA where the CPU has them.
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -105,11 +106,33 @@ fn head(
     window: Option<usize>,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if crate::avx512_available() {
-        // SAFETY: the CPU has AVX-512F (which implies FMA), checked just above.
-        return unsafe { head_avx512(q, k, v, dims, scale, keep, window) };
+    {
+        let f = crate::cpu::features();
+        if f.avx512f {
+            // SAFETY: the CPU has AVX-512F (which implies FMA), checked just above.
+            return unsafe { head_avx512(q, k, v, dims, scale, keep, window) };
+        }
+        if f.avx2 && f.fma {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { head_avx2(q, k, v, dims, scale, keep, window) };
+        }
     }
     head_with::<false>(q, k, v, dims, scale, keep, window)
+}
+
+/// [`head_with`] with fused multiply-adds, compiled for AVX2 (8 lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn head_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: (usize, usize),
+    scale: f32,
+    keep: Option<&[u8]>,
+    window: Option<usize>,
+) -> Vec<f32> {
+    head_with::<true>(q, k, v, dims, scale, keep, window)
 }
 
 #[cfg(target_arch = "x86_64")]

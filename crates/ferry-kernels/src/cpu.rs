@@ -2,11 +2,12 @@
 //! this crate's AVX-512 kernels (packed GEMM, int8 GEMM, attention heads, GELU) and
 //! ferry-io's AVX2 quantization kernels, so `FERRY_PORTABLE_KERNELS=1` turns all of them off
 //! at once: the portable loops and candle's kernels run instead (to compare the two, to chase
-//! a numerical difference, or to test what an older CPU runs on one that has more). Read once
-//! per process.
+//! a numerical difference, or to test what an older CPU runs on one that has more), and
+//! `FERRY_NO_AVX512=1` turns off only the AVX-512 ones (the AVX2 paths then run, as on a CPU
+//! without AVX-512). Read once per process.
 
 /// The instruction sets the kernels use, as detected (all off under
-/// `FERRY_PORTABLE_KERNELS`).
+/// `FERRY_PORTABLE_KERNELS`, the AVX-512 ones under `FERRY_NO_AVX512`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Features {
     /// AVX-512 Foundation.
@@ -17,7 +18,7 @@ pub struct Features {
     pub avx512vnni: bool,
     /// Fused multiply-add.
     pub fma: bool,
-    /// AVX2 (ferry-io's quantization kernels).
+    /// AVX2 (ferry-io's quantization kernels; with FMA, the packed GEMM without AVX-512).
     pub avx2: bool,
 }
 
@@ -28,7 +29,13 @@ pub fn features() -> Features {
         if std::env::var_os("FERRY_PORTABLE_KERNELS").is_some() {
             return Features::default();
         }
-        detect()
+        let mut f = detect();
+        if std::env::var_os("FERRY_NO_AVX512").is_some() {
+            f.avx512f = false;
+            f.avx512bw = false;
+            f.avx512vnni = false;
+        }
+        f
     })
 }
 
