@@ -9,8 +9,8 @@
 //! Per (batch, head), on one thread: `K^T` packed once (`[head, seq]`), then per query row
 //! the visible scores `q K^T * scale` (vectorized over keys), a softmax over them, and
 //! `sum_j p_j v_j` (vectorized over the head). The loops are written for the compiler to
-//! vectorize; on CPUs with AVX-512F they are compiled with it and fused multiply-adds, on others with AVX2
-//! and FMA where the CPU has them.
+//! vectorize; on CPUs with AVX-512F they are compiled with it and fused multiply-adds, on
+//! others with AVX2 and FMA where the CPU has them.
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -120,34 +120,27 @@ fn head(
     head_with::<false>(q, k, v, dims, scale, keep, window)
 }
 
-/// [`head_with`] with fused multiply-adds, compiled for AVX2 (8 lanes).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn head_avx2(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dims: (usize, usize),
-    scale: f32,
-    keep: Option<&[u8]>,
-    window: Option<usize>,
-) -> Vec<f32> {
-    head_with::<true>(q, k, v, dims, scale, keep, window)
+/// `$name`: [`head_with`] with fused multiply-adds, compiled with the target features
+/// `$features` (one build per instruction set; the caller checks the CPU has them).
+macro_rules! fma_head {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            dims: (usize, usize),
+            scale: f32,
+            keep: Option<&[u8]>,
+            window: Option<usize>,
+        ) -> Vec<f32> {
+            head_with::<true>(q, k, v, dims, scale, keep, window)
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn head_avx512(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dims: (usize, usize),
-    scale: f32,
-    keep: Option<&[u8]>,
-    window: Option<usize>,
-) -> Vec<f32> {
-    head_with::<true>(q, k, v, dims, scale, keep, window)
-}
+fma_head!(head_avx512, "avx512f,fma");
+fma_head!(head_avx2, "avx2,fma");
 
 #[inline(always)]
 fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
