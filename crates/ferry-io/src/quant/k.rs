@@ -345,12 +345,13 @@ fn q3_scales<S: Lane, const K: usize>(x: &[[S; K]; 16], scales: &mut [f32]) {
                 }
                 let slx0 = sumlx[k] - wx * lj;
                 let sl20 = suml2[k] - w * (lj * lj);
-                let new_l = (v * sl20 / slx0).round_clamp(-NMAX, NMAX - 1.0);
+                let q = v * sl20 / slx0;
                 // Most levels stay: the rest of the step only runs where one may move.
-                if !S::any(slx0.gt(zero) & new_l.ne(lj)) {
+                if !S::any(slx0.gt(zero) & q.far(lj, -NMAX, NMAX - 1.0)) {
                     l[i][k] = lj;
                     continue;
                 }
+                let new_l = q.round_clamp(-NMAX, NMAX - 1.0);
                 let slx = slx0 + wx * new_l;
                 let sl2 = sl20 + w * (new_l * new_l);
                 // No `active` here: a lane whose last pass changed nothing (or that is all
@@ -479,12 +480,13 @@ fn qx_quants<S: Lane, const K: usize>(x: &[[S; K]; 16], ls: &mut [[S; K]; 16], s
                 let (v, w, wx, lj) = (x[i][k], w[i][k], wx[i][k], l0[i][k]);
                 let slx0 = sumlx[k] - wx * lj;
                 let sl20 = suml2[k] - w * lj * lj;
-                let new_l = (v * sl20 / slx0).round_clamp(-NMAX, NMAX - 1.0);
+                let q = v * sl20 / slx0;
                 // As in `q3_scales`: the rest only where a level may move, no `active`.
-                if !S::any(slx0.gt(zero) & new_l.ne(lj)) {
+                if !S::any(slx0.gt(zero) & q.far(lj, -NMAX, NMAX - 1.0)) {
                     l[i][k] = lj;
                     continue;
                 }
+                let new_l = q.round_clamp(-NMAX, NMAX - 1.0);
                 let slx = slx0 + wx * new_l;
                 let sl2 = sl20 + w * new_l * new_l;
                 let take = slx0.gt(zero)

@@ -46,6 +46,11 @@ pub(super) trait Lane:
     /// [`Lane::round_clamp`] with `lo == 0`, in fewer steps: a negative value rounds to a
     /// non-positive whole number, which the clamp makes 0 anyway.
     fn round_clamp_pos(self, hi: f32) -> Self;
+    /// Whether `self.round_clamp(lo, hi)` may differ from `l`, a whole number in `[lo, hi]`:
+    /// false only where it certainly equals `l` (`self` clamped to `[lo, hi]` lies strictly
+    /// within 0.5 of `l`), true elsewhere (at a tie, or NaN). Cheaper than rounding and
+    /// comparing, for loops where most levels stay; callers round where this is true.
+    fn far(self, l: Self, lo: f32, hi: f32) -> Self::Mask;
     /// The 8 x 8 transpose: lane `j` of result `i` is lane `i` of `rows[j]`.
     fn transpose8(rows: [Self; 8]) -> [Self; 8];
 }
@@ -160,6 +165,13 @@ impl Lane for Portable {
     #[inline(always)]
     fn round_clamp_pos(self, hi: f32) -> Self {
         self.round_clamp(0.0, hi)
+    }
+    #[inline(always)]
+    fn far(self, l: Self, lo: f32, hi: f32) -> PortableMask {
+        // `clamp` keeps a NaN, whose distance compares false.
+        PortableMask(std::array::from_fn(|j| {
+            !((self.0[j].clamp(lo, hi) - l.0[j]).abs() < 0.5)
+        }))
     }
     #[inline(always)]
     fn transpose8(rows: [Self; 8]) -> [Self; 8] {
@@ -339,6 +351,22 @@ mod avx2 {
             }
         }
         #[inline(always)]
+        fn far(self, l: Self, lo: f32, hi: f32) -> Avx2Mask {
+            // SAFETY: see the module comment.
+            unsafe {
+                // `max` and `min` return their second operand where either is NaN: `self` goes
+                // last, so a NaN stays NaN, and `NLT_UQ` (not less than, true if unordered)
+                // marks it. Rounding is monotone and 0.5 exact, so a computed distance below
+                // 0.5 means a true one below 0.5.
+                let c = _mm256_min_ps(
+                    _mm256_set1_ps(hi),
+                    _mm256_max_ps(_mm256_set1_ps(lo), self.0),
+                );
+                let d = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(c, l.0));
+                Avx2Mask(_mm256_cmp_ps::<_CMP_NLT_UQ>(d, _mm256_set1_ps(0.5)))
+            }
+        }
+        #[inline(always)]
         fn transpose8(r: [Self; 8]) -> [Self; 8] {
             // SAFETY: see the module comment.
             unsafe {
@@ -369,6 +397,86 @@ mod avx2 {
                     Avx2(_mm256_permute2f128_ps::<0x31>(u3, u7)),
                 ]
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(value, level)` pairs around every level of `-32..=31`: ties, one float either side of
+    /// them, points inside, values past the clamp, NaN and infinities.
+    fn probes() -> (Vec<f32>, Vec<f32>) {
+        let (mut q, mut l) = (Vec::new(), Vec::new());
+        for level in -32..=31 {
+            let lf = level as f32;
+            for t in [-0.5f32, 0.5] {
+                let tie = lf + t;
+                for v in [tie, tie.next_down(), tie.next_up()] {
+                    q.push(v);
+                    l.push(lf);
+                }
+            }
+            for v in [lf, lf + 0.25, lf - 0.49, lf + 3.0, -40.0, 40.0, 1e30, -1e30]
+                .into_iter()
+                .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY])
+            {
+                q.push(v);
+                l.push(lf);
+            }
+        }
+        while !q.len().is_multiple_of(8) {
+            q.push(0.0);
+            l.push(0.0);
+        }
+        (q, l)
+    }
+
+    /// Per probe, whether [`Lane::far`] marked it; asserts that every unmarked one rounds to
+    /// its level.
+    fn far_marks<S: Lane>() -> Vec<bool> {
+        let (q, l) = probes();
+        let mut marks = Vec::new();
+        for at in (0..q.len()).step_by(8) {
+            let (vq, vl) = (
+                S::load(q[at..at + 8].try_into().unwrap()),
+                S::load(l[at..at + 8].try_into().unwrap()),
+            );
+            let far = S::select(vq.far(vl, -32.0, 31.0), S::splat(1.0), S::splat(0.0)).to_array();
+            let rounded = vq.round_clamp(-32.0, 31.0).to_array();
+            for j in 0..8 {
+                let far = far[j] == 1.0;
+                assert!(
+                    far || rounded[j] == l[at + j],
+                    "{} near {} rounds to {}",
+                    q[at + j],
+                    l[at + j],
+                    rounded[j]
+                );
+                marks.push(far);
+            }
+        }
+        marks
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn far_marks_avx2() -> Vec<bool> {
+        far_marks::<Avx2>()
+    }
+
+    #[test]
+    fn far_is_false_only_where_the_level_stays() {
+        let marks = far_marks::<Portable>();
+        // Not a test that cannot fail the other way: the five probes strictly inside each of
+        // the 64 levels' intervals are recognized as staying (and the clamped ones past the ends).
+        let near = marks.iter().filter(|&&m| !m).count();
+        assert!(near >= 5 * 64, "only {near} of {} probes near", marks.len());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            assert_eq!(unsafe { far_marks_avx2() }, marks);
         }
     }
 }
