@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--only", choices=["torch", "ferry"])
     ap.add_argument("--ggml", action="store_true",
-                    help="also time the GGUFs on candle's quantized kernels (slow: q4_k about 45 s a run)")
+                    help="also time the GGUFs kept quantized (ferry's int8 GEMM where the CPU has AVX-512 VNNI or AVX2 + FMA)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     cfg = json.loads((args.model / "config.json").read_text())

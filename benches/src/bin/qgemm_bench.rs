@@ -1,7 +1,8 @@
 //! Quantized GEMM throughput on SmolLM2-135M's projection shapes (a batch of 8 x 128 tokens):
-//! ferry-kernels' int8 VNNI kernel against candle's quantized matmul (`QMatMul`, what
-//! `quantized_llama` runs; one output at a time) and against ferry's packed f32 GEMM on the
-//! same matrix in f32. All three quantize nothing the others do not: the int8 kernel and
+//! ferry-kernels' int8 kernel (its VNNI build, or its AVX2 build on CPUs without AVX-512)
+//! against candle's quantized matmul (`QMatMul`, what `quantized_llama` runs; one output at a
+//! time) and against the f32 product ferry runs on the same matrix in f32 (its packed GEMM
+//! with AVX-512, else candle's `matmul`, the `gemm` crate). All three quantize nothing the others do not: the int8 kernel and
 //! candle quantize the activations to 8 bits per call, as llama.cpp's CPU path.
 //!
 //! `cargo run --release -p ferry-benches --bin qgemm_bench -- [--threads 2] [--runs 10]`
@@ -13,7 +14,7 @@ use ferry_kernels::qgemm::{qgemm, PackedQ8};
 use ferry_kernels::{gemm_packed, PackedMatrix};
 
 /// What `--help` prints.
-const USAGE: &str = "qgemm_bench [--threads 2] [--runs 10]: int8 GEMM against candle QMatMul and the packed f32 GEMM on SmolLM2-135M shapes (a Markdown table)";
+const USAGE: &str = "qgemm_bench [--threads 2] [--runs 10]: int8 GEMM against candle QMatMul and the f32 product ferry runs on SmolLM2-135M shapes (a Markdown table)";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +23,7 @@ fn main() {
     }
     set_threads(&arg(&args, "--threads").unwrap_or_else(|| "2".into()));
     let runs: usize = arg(&args, "--runs").map_or(10, |r| r.parse().expect("--runs N"));
-    println!("| type | m x k x n | candle QMatMul GFLOP/s | ferry int8 GFLOP/s | ferry f32 packed GFLOP/s | int8 / f32 | int8 / candle |");
+    println!("| type | m x k x n | candle QMatMul GFLOP/s | ferry int8 GFLOP/s | ferry f32 GFLOP/s | int8 / f32 | int8 / candle |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     // (m, k, n): q/o projections, gate/up, down (k-quant rows need k % 256 == 0).
     let shapes = [(1024, 576, 576), (1024, 576, 1536), (1024, 1536, 576)];
@@ -35,22 +36,27 @@ fn main() {
             let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let bytes = q.data().unwrap().to_vec();
-            let packed = PackedQ8::from_ggml(dtype, &bytes, n, k).expect("AVX-512 VNNI");
+            let packed =
+                PackedQ8::from_ggml(dtype, &bytes, n, k).expect("AVX-512 VNNI or AVX2 and FMA");
             let mm = QMatMul::from_qtensor(q).unwrap();
             let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let wt = w.t().unwrap().contiguous().unwrap();
             let f32w =
-                PackedMatrix::pack(&wt.flatten_all().unwrap().to_vec1::<f32>().unwrap(), k, n)
-                    .expect("AVX-512");
+                PackedMatrix::pack(&wt.flatten_all().unwrap().to_vec1::<f32>().unwrap(), k, n);
             let candle = best_ms(runs.min(3), || {
                 mm.forward(&x).unwrap();
             });
             let int8 = best_ms(runs, || {
                 qgemm(m, &xv, &packed, None);
             });
-            let f32_ = best_ms(runs, || {
-                gemm_packed(m, &xv, &f32w, None, &|_| {});
-            });
+            let f32_ = match &f32w {
+                Some(f32w) => best_ms(runs, || {
+                    gemm_packed(m, &xv, f32w, None, &|_| {});
+                }),
+                None => best_ms(runs, || {
+                    x.matmul(&wt).unwrap();
+                }),
+            };
             let g = |ms: f64| 2.0 * (m * k * n) as f64 / ms / 1e6;
             println!(
                 "| {dtype:?} | {m} x {k} x {n} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.1}x |",

@@ -29,7 +29,7 @@ fn tensor_cost(t: &TensorEntry, name: &str, matrix: bool, kernels: Kernels) -> T
                 && t.shape.len() == 2 =>
         {
             let stored = t.nbytes();
-            let cpu = ferry_kernels::qgemm::vnni_available()
+            let cpu = ferry_kernels::qgemm::available()
                 .then(|| ferry_kernels::qgemm::packed_bytes(g, t.shape[0], t.shape[1]))
                 .flatten()
                 .map_or(stored, |b| b as u64);

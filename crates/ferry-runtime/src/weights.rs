@@ -194,7 +194,7 @@ impl Weights {
             Some(g) if self.kernels == Kernels::Ggml && device.is_cpu() => g,
             _ => return Ok(None),
         };
-        if !ferry_kernels::qgemm::vnni_available() || shape.len() != 2 {
+        if !ferry_kernels::qgemm::available() || shape.len() != 2 {
             return Ok(None);
         }
         Ok(PackedQ8::from_ggml(ggml, &t.data()?, shape[0], shape[1]))

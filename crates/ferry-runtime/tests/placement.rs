@@ -95,7 +95,7 @@ fn quantized_matrices_cost_what_the_runtime_holds() {
             assert_eq!(accelerator_bytes, stored);
             // Two 32-feature panels of one 32-deep block: 32 x 32 int8 and 3 x 32 f32/i32.
             let int8 = 2 * (32 * 32 + 3 * 32 * 4);
-            let expect = if ferry_kernels::qgemm::vnni_available() {
+            let expect = if ferry_kernels::qgemm::available() {
                 int8
             } else {
                 stored

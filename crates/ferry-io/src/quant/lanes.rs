@@ -168,9 +168,10 @@ impl Lane for Portable {
     }
     #[inline(always)]
     fn far(self, l: Self, lo: f32, hi: f32) -> PortableMask {
-        // `clamp` keeps a NaN, whose distance compares false.
+        // `clamp` keeps a NaN, whose distance is unordered: far.
         PortableMask(std::array::from_fn(|j| {
-            !((self.0[j].clamp(lo, hi) - l.0[j]).abs() < 0.5)
+            let d = (self.0[j].clamp(lo, hi) - l.0[j]).abs();
+            d.partial_cmp(&0.5) != Some(std::cmp::Ordering::Less)
         }))
     }
     #[inline(always)]

@@ -1,6 +1,6 @@
 //! Activations quantized to 8 bits per call, as llama.cpp's CPU dot products take them:
 //! `q8_0`/`q8_1` blocks of 32 for the classic GGML types, `q8_K` blocks of 256 for the
-//! k-quants; vectorized on CPUs with AVX-512 (tested equal to the scalar form).
+//! k-quants; vectorized on CPUs with AVX-512 or AVX2 (tested equal to the scalar form).
 
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
@@ -51,13 +51,24 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, how: ActQuant) -> QuantizedR
         .zip(x.par_chunks(k))
         .for_each(|(((q, d), dsum), x)| {
             #[cfg(target_arch = "x86_64")]
-            if super::vnni_available() {
+            if super::vnni() {
                 // SAFETY: the CPU has AVX-512F and BW (checked); the slices have the lengths
                 // the row functions expect (k, k / 32, k / 32).
                 unsafe {
                     match how {
                         ActQuant::Q8_0 => avx512::q8_0_row(x, q, d, dsum),
                         ActQuant::Q8K => avx512::q8k_row(x, q, d, dsum),
+                    }
+                }
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if crate::cpu::features().avx2 {
+                // SAFETY: the CPU has AVX2 (checked); lengths as above.
+                unsafe {
+                    match how {
+                        ActQuant::Q8_0 => avx2::q8_0_row(x, q, d, dsum),
+                        ActQuant::Q8K => avx2::q8k_row(x, q, d, dsum),
                     }
                 }
                 return;
@@ -232,6 +243,128 @@ mod avx512 {
                     let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
                     store_u8(qs.add(32 * j), qa);
                     store_u8(qs.add(32 * j + 16), qb);
+                    d[sb * 8 + j] = scale;
+                    dsum[sb * 8 + j] = scale * sum as f32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// The largest lane of `v`.
+    #[target_feature(enable = "avx2")]
+    fn reduce_max(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        _mm_cvtss_f32(m)
+    }
+
+    /// The sum of the eight lanes of `v`.
+    #[target_feature(enable = "avx2")]
+    fn reduce_add(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// `|v|` per lane.
+    #[target_feature(enable = "avx2")]
+    fn abs(v: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
+    }
+
+    /// Stores `q + 128` of four vectors of eight lanes (each in -127..=127) as 32 bytes at
+    /// `dst`, in lane order.
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_u8(dst: *mut u8, q: [__m256i; 4]) {
+        // `packs` works within 128-bit halves: the permutation puts the dwords back in order.
+        let ab = _mm256_packs_epi32(q[0], q[1]);
+        let cd = _mm256_packs_epi32(q[2], q[3]);
+        let bytes = _mm256_packs_epi16(ab, cd);
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let u = _mm256_xor_si256(bytes, _mm256_set1_epi8(-128));
+        // SAFETY: the caller gives 32 writable bytes at `dst`.
+        unsafe { _mm256_storeu_si256(dst as *mut __m256i, u) };
+    }
+
+    /// As [`super::q8_0_row`], 32 values at a time.
+    ///
+    /// # Safety
+    /// AVX2; `x.len() == q.len() == 32 * d.len() == 32 * dsum.len()`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q8_0_row(x: &[f32], q: &mut [u8], d: &mut [f32], dsum: &mut [f32]) {
+        for b in 0..d.len() {
+            // SAFETY: block b's 32 values and bytes are inside `x` and `q` (lengths above).
+            unsafe {
+                let xa = x.as_ptr().add(b * 32);
+                let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xa.add(8 * i)));
+                let m = _mm256_max_ps(
+                    _mm256_max_ps(abs(v[0]), abs(v[1])),
+                    _mm256_max_ps(abs(v[2]), abs(v[3])),
+                );
+                let scale = reduce_max(m) / 127.0;
+                let inv = _mm256_set1_ps(if scale != 0.0 { 1.0 / scale } else { 0.0 });
+                // Round to nearest even (the default rounding mode).
+                let qi: [__m256i; 4] =
+                    std::array::from_fn(|i| _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv)));
+                let sum = reduce_add(_mm256_add_epi32(
+                    _mm256_add_epi32(qi[0], qi[1]),
+                    _mm256_add_epi32(qi[2], qi[3]),
+                ));
+                store_u8(q.as_mut_ptr().add(b * 32), qi);
+                d[b] = half::f16::from_f32(scale).to_f32();
+                dsum[b] = half::f16::from_f32(scale * sum as f32).to_f32();
+            }
+        }
+    }
+
+    /// As [`super::q8k_row`], 32 values at a time.
+    ///
+    /// # Safety
+    /// AVX2; `x.len() == q.len() == 32 * d.len() == 32 * dsum.len()`, a multiple of 256.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q8k_row(x: &[f32], q: &mut [u8], d: &mut [f32], dsum: &mut [f32]) {
+        for sb in 0..x.len() / 256 {
+            let xs = &x[sb * 256..(sb + 1) * 256];
+            // SAFETY: the 256 values of the super-block and its 256 bytes (lengths above).
+            unsafe {
+                let mut m = _mm256_setzero_ps();
+                for c in 0..32 {
+                    m = _mm256_max_ps(m, abs(_mm256_loadu_ps(xs.as_ptr().add(8 * c))));
+                }
+                let amax = reduce_max(m);
+                let qs = q.as_mut_ptr().add(sb * 256);
+                if amax == 0.0 {
+                    std::ptr::write_bytes(qs, 128, 256);
+                    d[sb * 8..(sb + 1) * 8].fill(0.0);
+                    dsum[sb * 8..(sb + 1) * 8].fill(0.0);
+                    continue;
+                }
+                // The first value of largest magnitude, with its sign (as llama.cpp's loop).
+                let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+                let iscale = -127.0 / max;
+                let scale = 1.0 / iscale;
+                let vi = _mm256_set1_ps(iscale);
+                let cap = _mm256_set1_epi32(127);
+                for j in 0..8 {
+                    let p = xs.as_ptr().add(32 * j);
+                    let qi: [__m256i; 4] = std::array::from_fn(|i| {
+                        _mm256_min_epi32(
+                            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(8 * i)), vi)),
+                            cap,
+                        )
+                    });
+                    let sum = reduce_add(_mm256_add_epi32(
+                        _mm256_add_epi32(qi[0], qi[1]),
+                        _mm256_add_epi32(qi[2], qi[3]),
+                    ));
+                    store_u8(qs.add(32 * j), qi);
                     d[sb * 8 + j] = scale;
                     dsum[sb * 8 + j] = scale * sum as f32;
                 }

@@ -1,4 +1,4 @@
-//! ferry's quantized matrix multiply on CPUs with AVX-512 VNNI: `y = x W^T (+ bias)` with `W`
+//! ferry's quantized matrix multiply on CPUs with AVX-512 VNNI or AVX2: `y = x W^T (+ bias)` with `W`
 //! GGML-quantized (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k) and `x` quantized per call to 8
 //! bits as llama.cpp's CPU dot products take it ([`ActQuant`]: `q8_0` blocks of 32 for the
 //! classic types, `q8_K` blocks of 256 for the k-quants), multiplied in int8 by `vpdpbusd` (64
@@ -13,7 +13,9 @@
 //! `s * dx * dot (+ o * dx * sum(xq))` to 12 f32 accumulators.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes: activations are stored as `xq + 128` and
-//! each block's `128 * sum(q)` (packed with the weights) is taken off the integer dot.
+//! each block's `128 * sum(q)` (packed with the weights) is taken off the integer dot. Without
+//! VNNI the AVX2 build of the tile (`kernel`) reads the same panels and activations and gives
+//! the same bits.
 
 pub mod activations;
 pub mod blocks;
@@ -60,6 +62,8 @@ pub struct PackedQ8 {
     k: usize,
     n: usize,
     offsets: bool,
+    /// The largest `|q|` of any block (the AVX2 build's choice of products depends on it).
+    qmax: u8,
     act: ActQuant,
     lines: Vec<Line>,
 }
@@ -70,19 +74,26 @@ impl std::fmt::Debug for PackedQ8 {
     }
 }
 
-/// Whether the int8 kernels run: the CPU has AVX-512F, BW and VNNI, and
-/// `FERRY_PORTABLE_KERNELS` is not set. Read once per process.
-pub fn vnni_available() -> bool {
+/// Whether the int8 kernels run: the CPU has AVX-512F, BW and VNNI, or AVX2 and FMA (a slower
+/// build of the same tile, same bits), and `FERRY_PORTABLE_KERNELS` is not set. Read once per
+/// process.
+pub fn available() -> bool {
+    let f = crate::cpu::features();
+    vnni() || (f.avx2 && f.fma)
+}
+
+/// Whether the AVX-512 VNNI build runs (else the AVX2 one).
+fn vnni() -> bool {
     let f = crate::cpu::features();
     f.avx512f && f.avx512bw && f.avx512vnni
 }
 
 impl PackedQ8 {
     /// Packs the `n x k` matrix stored as GGML `dtype` blocks in `bytes` (row after row, as in a
-    /// GGUF). `None` when this CPU has no VNNI, the type is not one the kernel reads exactly
+    /// GGUF). `None` where the int8 kernels do not run ([`available`]), the type is not one the kernel reads exactly
     /// (see [`blocks::layout`]), or the bytes do not hold `n x k` values.
     pub fn from_ggml(dtype: GgmlDType, bytes: &[u8], n: usize, k: usize) -> Option<PackedQ8> {
-        if !vnni_available() {
+        if !available() {
             return None;
         }
         Self::pack(dtype, bytes, n, k)
@@ -102,6 +113,7 @@ impl PackedQ8 {
         let panels = n.div_ceil(NR);
         let mut lines = vec![Line([0; 64]); panels * nb * BLOCK_BYTES / 64];
         let mut row = Vec::with_capacity(nb);
+        let mut qmax = 0u8;
         for f in 0..n {
             row.clear();
             for blk in bytes[f * row_bytes..(f + 1) * row_bytes].chunks_exact(block_bytes) {
@@ -109,6 +121,7 @@ impl PackedQ8 {
             }
             let (p, lane) = (f / NR, f % NR);
             for (b, blk) in row.iter().enumerate() {
+                qmax = blk.q.iter().fold(qmax, |m, &q| m.max(q.unsigned_abs()));
                 let base = (p * nb + b) * BLOCK_BYTES;
                 put_block(&mut lines, base, lane, blk);
             }
@@ -117,6 +130,7 @@ impl PackedQ8 {
             k,
             n,
             offsets: blocks::has_offsets(dtype),
+            qmax,
             act: ActQuant::for_weights(dtype),
             lines,
         })
@@ -210,10 +224,19 @@ impl OutPtr {
 /// `x[m x k] W^T + bias` as a new row-major `m x n` vector, `x` row-major and quantized to 8
 /// bits per block of 32 first. Runs on rayon's pool, in tasks of 48 rows x 128 features.
 ///
-/// Panics if `x` or `bias` is shorter than the shapes say or the CPU lacks VNNI (caller bugs:
-/// [`PackedQ8::from_ggml`] returns `None` there).
+/// Panics if `x` or `bias` is shorter than the shapes say or the int8 kernels do not run here
+/// (caller bugs: [`PackedQ8::from_ggml`] returns `None` there).
 pub fn qgemm(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32> {
-    assert!(vnni_available(), "the int8 GEMM needs AVX-512 VNNI");
+    assert!(
+        available(),
+        "the int8 GEMM needs AVX-512 VNNI or AVX2 and FMA"
+    );
+    qgemm_on(m, x, w, bias, vnni())
+}
+
+/// [`qgemm`] on the VNNI build of the tile where `vnni`, else on the AVX2 one (the tests run
+/// both where both run).
+fn qgemm_on(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>, vnni: bool) -> Vec<f32> {
     assert!(
         x.len() >= m * w.k && bias.is_none_or(|b| b.len() == w.n),
         "int8 GEMM: input or bias too short"
@@ -237,8 +260,8 @@ pub fn qgemm(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32
                 let mr = MR.min(m - r);
                 // SAFETY: `panel` holds nb blocks of this panel; rows r..r+mr of `xq` exist
                 // (r + mr <= m); the output tile (rows r..r+mr, columns p*32..p*32+width) is
-                // inside `out` (m x n) and written by this task alone; the CPU has VNNI
-                // (asserted above).
+                // inside `out` (m x n) and written by this task alone; the build `vnni` names
+                // runs here (the callers' checks).
                 unsafe {
                     kernel::tile(
                         mr,
@@ -250,11 +273,13 @@ pub fn qgemm(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32
                             d: xq.d[r * nb..].as_ptr(),
                             dsum: xq.dsum[r * nb..].as_ptr(),
                             offsets: w.offsets,
+                            qmax: w.qmax,
                             bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
                             c: c.get().add(r * w.n + p * NR),
                             ldc: w.n,
                             width,
                         },
+                        vnni,
                     )
                 };
             }

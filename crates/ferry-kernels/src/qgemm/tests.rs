@@ -121,8 +121,8 @@ fn k_quant_activations_are_llama_cpps_q8_k() {
 
 #[test]
 fn the_kernel_matches_its_f64_twin_and_the_float_product() {
-    if !vnni_available() {
-        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+    if !available() {
+        eprintln!("skipped: no int8 kernels on this CPU (neither AVX-512 VNNI nor AVX2 and FMA)");
         return;
     }
     // 13 rows (two full tiles and a 1-row one, across two tasks' row blocks with m = 53),
@@ -164,8 +164,8 @@ fn the_kernel_matches_its_f64_twin_and_the_float_product() {
 
 #[test]
 fn the_kernel_agrees_with_candles_quantized_matmul() {
-    if !vnni_available() {
-        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+    if !available() {
+        eprintln!("skipped: no int8 kernels on this CPU (neither AVX-512 VNNI nor AVX2 and FMA)");
         return;
     }
     use candle_core::Module;
@@ -221,5 +221,80 @@ fn vector_activation_quantization_equals_the_scalar_form() {
         assert_eq!(v.q, s.q, "{how:?}");
         assert_eq!(v.d, s.d, "{how:?}");
         assert_eq!(v.dsum, s.dsum, "{how:?}");
+    }
+}
+
+#[test]
+fn both_builds_of_the_tile_give_the_same_bits() {
+    let f = crate::cpu::features();
+    if !(vnni() && f.avx2 && f.fma) {
+        eprintln!("skipped: needs both AVX-512 VNNI and AVX2 + FMA (FERRY_NO_AVX512 runs the rest on the AVX2 build)");
+        return;
+    }
+    for dtype in TYPES {
+        let (m, n, k) = (13, 40, 512);
+        let (bytes, _) = quantized(dtype, n, k, 17);
+        let w = PackedQ8::from_ggml(dtype, &bytes, n, k).unwrap();
+        let (x, bias) = (values(m * k, 19), values(n, 23));
+        let vnni_out = qgemm_on(m, &x, &w, Some(&bias), true);
+        let avx2_out = qgemm_on(m, &x, &w, Some(&bias), false);
+        assert_eq!(vnni_out, avx2_out, "{dtype:?}");
+    }
+}
+
+#[test]
+fn extreme_bytes_multiply_exactly() {
+    if !available() {
+        eprintln!("skipped: no int8 kernels on this CPU (neither AVX-512 VNNI nor AVX2 and FMA)");
+        return;
+    }
+    // q8_0 weights at the edge of each product the AVX2 build picks by the largest |q| (16,
+    // 32 and 64 for 16-bit sums of 4, 2 and 1 steps; above, the sign trick, where |q| = 128
+    // must stay 128), against activations at both ends (+-127, stored as 255 and 1): features
+    // and rows of one value bring every 16-bit sum to its bound.
+    let (m, n, k) = (6, 32, 64);
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| match (i / k) % 3 {
+            0 => 1.0,
+            1 => -1.0,
+            _ if (i / 2 + i / 7) % 2 == 0 => 1.0,
+            _ => -1.0,
+        })
+        .collect();
+    for (lo, hi) in [
+        (-16i8, 16i8),
+        (-17, 17),
+        (-32, 32),
+        (-33, 33),
+        (-64, 64),
+        (-65, 65),
+        (-128, 127),
+    ] {
+        let mut bytes = Vec::new();
+        for f in 0..n {
+            for b in 0..k / 32 {
+                bytes.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+                bytes.extend((0..32).map(|i| {
+                    let v = match f % 3 {
+                        0 => hi,
+                        1 => lo,
+                        _ if (i + f + b) % 3 == 0 => lo,
+                        _ => hi,
+                    };
+                    v as u8
+                }));
+            }
+        }
+        let w = PackedQ8::from_ggml(GgmlDType::Q8_0, &bytes, n, k).unwrap();
+        let got = qgemm(m, &x, &w, None);
+        let want = qgemm_reference(m, &x, &w, None);
+        // Only the float rounding of the scaling differs from the f64 twin; a saturated or
+        // wrapped 16-bit sum would be off by thousands of times d * s.
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                ((*g as f64) - w).abs() <= 1e-6 * w.abs(),
+                "|q| up to {hi}: {g} vs {w}"
+            );
+        }
     }
 }
