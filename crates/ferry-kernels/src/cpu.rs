@@ -18,7 +18,8 @@ pub struct Features {
     pub avx512vnni: bool,
     /// Fused multiply-add.
     pub fma: bool,
-    /// AVX2 (ferry-io's quantization kernels; with FMA, the causal attention without AVX-512).
+    /// AVX2 (ferry-io's quantization kernels; with FMA, the causal attention and the int8 GEMM
+    /// without AVX-512).
     pub avx2: bool,
 }
 

@@ -26,7 +26,7 @@ use crate::weights::Weights;
 
 /// One projection `x W^T (+ b)`: f32 weights packed once for ferry's AVX-512 GEMM on CPUs that
 /// have it (the bias is the product's starting value); GGML weights kept quantized packed for
-/// ferry's int8 GEMM on CPUs with AVX-512 VNNI (activations in 8 bits per block of 32, as
+/// ferry's int8 GEMM on CPUs with AVX-512 VNNI or AVX2 + FMA (activations in 8 bits per block of 32, as
 /// llama.cpp's CPU path); candle's `QMatMul` otherwise (types the int8 kernel does not read,
 /// other devices).
 enum Proj {

@@ -5,7 +5,7 @@
 //!   detects the architecture from `config.json` (`model_type`) or `general.architecture`.
 //! - Llama-family decoders ([`decoder`]) run every position and keep per-layer hidden states;
 //!   GGML-quantized weights stay quantized with [`Kernels::Ggml`] (ferry-kernels' int8 GEMM
-//!   on CPUs with AVX-512 VNNI, else candle's `QMatMul`) or are dequantized at load with
+//!   on CPUs with AVX-512 VNNI or AVX2 + FMA, else candle's `QMatMul`) or are dequantized at load with
 //!   [`Kernels::F32`]. BERT-family encoders ([`encoder`]: BERT, XLM-RoBERTa, DistilBERT) run
 //!   candle-transformers' `BertEncoder` one layer at a time, for per-layer taps.
 //! - Classifiers trained by ferry ([`classifier`]: a `ferry train` or `ferry migrate` model

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::weights::Kernels;
 
 /// How the runtime holds one checkpoint tensor: a matrix that stays quantized (GGML type with
-/// [`Kernels::Ggml`]) takes ferry's int8 repack on CPUs with VNNI (else its GGML blocks), and
+/// [`Kernels::Ggml`]) takes ferry's int8 repack on CPUs it runs on (`qgemm::available`; else its GGML blocks), and
 /// its GGML blocks on accelerators; every other tensor is held in the compute dtype.
 fn tensor_cost(t: &TensorEntry, name: &str, matrix: bool, kernels: Kernels) -> TensorCost {
     let numel = t.shape.iter().product::<usize>() as u64;

@@ -182,7 +182,8 @@ impl Weights {
 
     /// The matrix `name` of `shape` (`[out, in]`) packed for ferry-kernels' int8 GEMM, when
     /// it stays quantized ([`Kernels::Ggml`]) on `device`, the CPU, its GGML type is one that
-    /// kernel reads exactly and the CPU has AVX-512 VNNI; `None` otherwise.
+    /// kernel reads exactly and the int8 GEMM runs on this CPU (`qgemm::available`: AVX-512
+    /// VNNI or AVX2 + FMA); `None` otherwise.
     pub fn packed_q8(
         &self,
         name: &str,

@@ -73,7 +73,7 @@ fn costs_cover_every_tensor_once_per_unit() {
 }
 
 /// A q8_0 GGUF of the fixture: its matrices stay quantized with ggml kernels (their bytes on
-/// the CPU are ferry's int8 repack where this CPU has VNNI, else the GGML blocks; on
+/// the CPU are ferry's int8 repack where the int8 GEMM runs (`qgemm::available`), else the GGML blocks; on
 /// accelerators the GGML blocks), and are held in the compute dtype with f32 kernels.
 #[test]
 fn quantized_matrices_cost_what_the_runtime_holds() {

@@ -262,7 +262,7 @@ fn smollm2_matches_transformers_and_its_gguf_loads_in_gguf_py_and_transformers()
         matches_within(&f, &hf_gguf, 1e-4, &format!("{quant} dequantized"));
         drop(f);
 
-        // ferry's quantized forward (ferry-kernels' int8 GEMM on CPUs with AVX-512 VNNI, else
+        // ferry's quantized forward (ferry-kernels' int8 GEMM on CPUs with AVX-512 VNNI or AVX2 + FMA, else
         // candle's kernels; activations in 8 bits either way, as llama.cpp's CPU path) agrees
         // with transformers' dequantized f32 forward of the same file, statistically.
         let q = Model::load(&gguf, &Device::Cpu, Kernels::Ggml).unwrap();

@@ -42,7 +42,7 @@ pub struct Args {
     /// Decoders and encoders: also write every layer's hidden state to --output (hidden.0 = embedding, then each block; decoders end with the final norm).
     #[arg(long)]
     pub(crate) taps: bool,
-    /// GGML-quantized matrices (GGUF): ggml (kept quantized, activations in 8 bits as llama.cpp's CPU path: ferry's int8 GEMM on CPUs with AVX-512 VNNI, else candle's quantized kernels) or f32 (dequantized at load, as transformers).
+    /// GGML-quantized matrices (GGUF): ggml (kept quantized, activations in 8 bits as llama.cpp's CPU path: ferry's int8 GEMM on CPUs with AVX-512 VNNI or AVX2 + FMA, else candle's quantized kernels) or f32 (dequantized at load, as transformers).
     #[arg(long, default_value = "ggml", value_parser = ["ggml", "f32"])]
     pub(crate) kernels: String,
     /// Print nothing but errors (the --output file is still written).

@@ -32,7 +32,7 @@ pub struct Args {
     /// Skip the per-layer SQNR (decoders).
     #[arg(long)]
     no_attribution: bool,
-    /// GGML-quantized matrices: f32 (dequantized at load, transformers' numerics, fast) or ggml (kept quantized with 8-bit activations, llama.cpp's CPU numerics: ferry's int8 GEMM on CPUs with AVX-512 VNNI, else candle's quantized kernels).
+    /// GGML-quantized matrices: f32 (dequantized at load, transformers' numerics, fast) or ggml (kept quantized with 8-bit activations, llama.cpp's CPU numerics: ferry's int8 GEMM on CPUs with AVX-512 VNNI or AVX2 + FMA, else candle's quantized kernels).
     #[arg(long, default_value = "f32", value_parser = ["f32", "ggml"])]
     kernels: String,
     #[command(flatten)]

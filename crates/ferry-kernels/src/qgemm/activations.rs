@@ -279,18 +279,25 @@ mod avx2 {
         _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
     }
 
-    /// Stores `q + 128` of four vectors of eight lanes (each in -127..=127) as 32 bytes at
-    /// `dst`, in lane order.
+    /// Stores `q + 128` of four vectors of eight lanes as 32 bytes at `dst`, in lane order,
+    /// each the low byte of its 32-bit lane (as the AVX-512 build's truncating store, so a
+    /// lane out of range, from a NaN, is stored as it is there).
     #[target_feature(enable = "avx2")]
     unsafe fn store_u8(dst: *mut u8, q: [__m256i; 4]) {
-        // `packs` works within 128-bit halves: the permutation puts the dwords back in order.
-        let ab = _mm256_packs_epi32(q[0], q[1]);
-        let cd = _mm256_packs_epi32(q[2], q[3]);
-        let bytes = _mm256_packs_epi16(ab, cd);
+        let low = |v: __m256i| {
+            _mm256_and_si256(
+                _mm256_add_epi32(v, _mm256_set1_epi32(128)),
+                _mm256_set1_epi32(0xFF),
+            )
+        };
+        // Every lane in 0..=255, so the saturating packs keep it; they work within 128-bit
+        // halves, and the permutation puts the dwords back in order.
+        let ab = _mm256_packus_epi32(low(q[0]), low(q[1]));
+        let cd = _mm256_packus_epi32(low(q[2]), low(q[3]));
+        let bytes = _mm256_packus_epi16(ab, cd);
         let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        let u = _mm256_xor_si256(bytes, _mm256_set1_epi8(-128));
         // SAFETY: the caller gives 32 writable bytes at `dst`.
-        unsafe { _mm256_storeu_si256(dst as *mut __m256i, u) };
+        unsafe { _mm256_storeu_si256(dst as *mut __m256i, bytes) };
     }
 
     /// As [`super::q8_0_row`], 32 values at a time.

@@ -5,14 +5,16 @@
 //! Without AVX-512 VNNI, an AVX2 build of the same tile: `vpmaddubsw` multiplies unsigned by
 //! signed bytes into saturating 16-bit pair sums, then `vpmaddwd` by ones widens them to
 //! 32-bit sums. Which products stay exact depends on the weights' largest `|q|`:
-//! - up to 64 (every type but q8_0: q4_0 and q4_k have `|q| <= 15`, q5_0 and q5_k 31), the
+//! - up to 64 (every type but q8_0: q4_0 has `|q| <= 8`, q4_1 and q4_k 15, q5_0 16, q5_1
+//!   and q5_k 31), the
 //!   stored `x + 128` times `q` as in the VNNI build: a pair is within `2 * 255 * qmax`, so
 //!   the 16-bit sums of 4, 2 or 1 steps (`qmax` up to 16, 32, 64) fit before widening;
 //! - above (q8_0), llama.cpp's sign trick: `|q|` (up to 128) times `x` carrying `q`'s sign
 //!   (`|x| <= 127`), a pair within 32,512, widened every step.
 //!
 //! The integer dots are the VNNI build's exactly, and the float steps are the same operations
-//! in the same order (fused multiply-adds included): both builds give the same bits.
+//! in the same order (fused multiply-adds included): both builds give the same bits (for
+//! finite activations: their quantizers may scale a block holding a NaN differently).
 
 /// One tile's operands; see [`tile`].
 pub(super) struct Tile {

@@ -1,4 +1,4 @@
-//! ferry's quantized matrix multiply on CPUs with AVX-512 VNNI or AVX2: `y = x W^T (+ bias)` with `W`
+//! ferry's quantized matrix multiply on CPUs with AVX-512 VNNI or AVX2 + FMA: `y = x W^T (+ bias)` with `W`
 //! GGML-quantized (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k) and `x` quantized per call to 8
 //! bits as llama.cpp's CPU dot products take it ([`ActQuant`]: `q8_0` blocks of 32 for the
 //! classic types, `q8_K` blocks of 256 for the k-quants), multiplied in int8 by `vpdpbusd` (64
@@ -47,7 +47,7 @@ struct Line([u8; 64]);
 /// The bytes [`PackedQ8::from_ggml`] holds for an `n x k` matrix of GGML `dtype` (32-feature
 /// panels of 32-element int8 blocks with their f32 scales, offsets and i32 corrections), or
 /// `None` when it would not pack it (a type the kernel does not read, `k` not a multiple of
-/// the type's block). Whether this CPU has VNNI is not checked.
+/// the type's block). Whether the int8 kernels run on this CPU ([`available`]) is not checked.
 pub fn packed_bytes(dtype: GgmlDType, n: usize, k: usize) -> Option<usize> {
     let (_, block_elems) = blocks::layout(dtype)?;
     if n == 0 || k == 0 || !k.is_multiple_of(block_elems) {
@@ -237,6 +237,12 @@ pub fn qgemm(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32
 /// [`qgemm`] on the VNNI build of the tile where `vnni`, else on the AVX2 one (the tests run
 /// both where both run).
 fn qgemm_on(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>, vnni: bool) -> Vec<f32> {
+    let f = crate::cpu::features();
+    assert!(
+        if vnni { self::vnni() } else { f.avx2 && f.fma },
+        "the int8 GEMM's {} build does not run on this CPU",
+        if vnni { "VNNI" } else { "AVX2" }
+    );
     assert!(
         x.len() >= m * w.k && bias.is_none_or(|b| b.len() == w.n),
         "int8 GEMM: input or bias too short"

@@ -224,43 +224,96 @@ fn vector_activation_quantization_equals_the_scalar_form() {
     }
 }
 
-#[test]
-fn both_builds_of_the_tile_give_the_same_bits() {
-    let f = crate::cpu::features();
-    if !(vnni() && f.avx2 && f.fma) {
-        eprintln!("skipped: needs both AVX-512 VNNI and AVX2 + FMA (FERRY_NO_AVX512 runs the rest on the AVX2 build)");
-        return;
+/// What both builds of the tile compute, element by element in f32: per block the exact
+/// integer dot, then `y = fma(dot * s, dx, y)` and, with offsets, `y = fma(o, dsum, y)`, from the
+/// bias (or 0). The kernels must give these bits.
+fn qgemm_f32_twin(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32> {
+    let xq = quantize_rows(&x[..m * w.k], m, w.k, w.act);
+    let (nb, bytes) = (w.k / 32, w.bytes());
+    let mut out = vec![0f32; m * w.n];
+    for f in 0..w.n {
+        let (p, lane) = (f / NR, f % NR);
+        let blocks: Vec<Block32> = (0..nb)
+            .map(|b| get_block(bytes, (p * nb + b) * BLOCK_BYTES, lane))
+            .collect();
+        for r in 0..m {
+            let mut y = bias.map_or(0.0, |b| b[f]);
+            for (b, blk) in blocks.iter().enumerate() {
+                let xs = &xq.q[r * w.k + b * 32..r * w.k + b * 32 + 32];
+                let dot: i32 = xs
+                    .iter()
+                    .zip(&blk.q)
+                    .map(|(&u, &q)| (u as i32 - 128) * q as i32)
+                    .sum();
+                // |dot| <= 32 * 127 * 128 < 2^24: exact in f32.
+                y = (dot as f32 * blk.s).mul_add(xq.d[r * nb + b], y);
+                if w.offsets {
+                    y = blk.o.mul_add(xq.dsum[r * nb + b], y);
+                }
+            }
+            out[r * w.n + f] = y;
+        }
     }
-    for dtype in TYPES {
-        let (m, n, k) = (13, 40, 512);
-        let (bytes, _) = quantized(dtype, n, k, 17);
-        let w = PackedQ8::from_ggml(dtype, &bytes, n, k).unwrap();
-        let (x, bias) = (values(m * k, 19), values(n, 23));
-        let vnni_out = qgemm_on(m, &x, &w, Some(&bias), true);
-        let avx2_out = qgemm_on(m, &x, &w, Some(&bias), false);
-        assert_eq!(vnni_out, avx2_out, "{dtype:?}");
+    out
+}
+
+/// q8_0 bytes of an `n x k` matrix whose blocks hold only `lo` and `hi` (scale 0.5): features of
+/// one value and mixed ones.
+fn two_valued_q8_0(n: usize, k: usize, lo: i8, hi: i8) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for f in 0..n {
+        for b in 0..k / 32 {
+            bytes.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+            bytes.extend((0..32).map(|i| {
+                let v = match f % 3 {
+                    0 => hi,
+                    1 => lo,
+                    _ if (i + f + b) % 3 == 0 => lo,
+                    _ => hi,
+                };
+                v as u8
+            }));
+        }
     }
+    bytes
 }
 
 #[test]
-fn extreme_bytes_multiply_exactly() {
+fn every_build_gives_the_f32_twins_bits() {
     if !available() {
         eprintln!("skipped: no int8 kernels on this CPU (neither AVX-512 VNNI nor AVX2 and FMA)");
         return;
     }
-    // q8_0 weights at the edge of each product the AVX2 build picks by the largest |q| (16,
-    // 32 and 64 for 16-bit sums of 4, 2 and 1 steps; above, the sign trick, where |q| = 128
-    // must stay 128), against activations at both ends (+-127, stored as 255 and 1): features
-    // and rows of one value bring every 16-bit sum to its bound.
-    let (m, n, k) = (6, 32, 64);
+    let f = crate::cpu::features();
+    let mut builds = vec![vnni()];
+    if vnni() && f.avx2 && f.fma {
+        builds.push(false);
+    }
+    // 53 rows (a 6-row tile's 3 + 3 and 2 + 0 sub-tiles, two tasks' row blocks), 52 features
+    // (a full panel and a 20-wide one: a partial second half).
+    let (m, n, k) = (53, 52, 512);
+    // Rows of +1 and of -1 (stored as 255 and 1, the ends of the unsigned activations: with a
+    // feature of one weight value they bring every 16-bit sum to its bound), and random rows.
+    let random = values(m * k, 19);
     let x: Vec<f32> = (0..m * k)
         .map(|i| match (i / k) % 3 {
             0 => 1.0,
             1 => -1.0,
-            _ if (i / 2 + i / 7) % 2 == 0 => 1.0,
-            _ => -1.0,
+            _ => random[i],
         })
         .collect();
+    let bias = values(n, 23);
+    let mut cases: Vec<(String, PackedQ8)> = TYPES
+        .iter()
+        .map(|&dtype| {
+            let (bytes, _) = quantized(dtype, n, k, 17);
+            (
+                format!("{dtype:?}"),
+                PackedQ8::from_ggml(dtype, &bytes, n, k).unwrap(),
+            )
+        })
+        .collect();
+    // Each product the AVX2 build picks by the largest |q|, at its bound and one past it.
     for (lo, hi) in [
         (-16i8, 16i8),
         (-17, 17),
@@ -270,30 +323,22 @@ fn extreme_bytes_multiply_exactly() {
         (-65, 65),
         (-128, 127),
     ] {
-        let mut bytes = Vec::new();
-        for f in 0..n {
-            for b in 0..k / 32 {
-                bytes.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
-                bytes.extend((0..32).map(|i| {
-                    let v = match f % 3 {
-                        0 => hi,
-                        1 => lo,
-                        _ if (i + f + b) % 3 == 0 => lo,
-                        _ => hi,
-                    };
-                    v as u8
-                }));
-            }
-        }
+        let bytes = two_valued_q8_0(n, k, lo, hi);
         let w = PackedQ8::from_ggml(GgmlDType::Q8_0, &bytes, n, k).unwrap();
-        let got = qgemm(m, &x, &w, None);
-        let want = qgemm_reference(m, &x, &w, None);
-        // Only the float rounding of the scaling differs from the f64 twin; a saturated or
-        // wrapped 16-bit sum would be off by thousands of times d * s.
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                ((*g as f64) - w).abs() <= 1e-6 * w.abs(),
-                "|q| up to {hi}: {g} vs {w}"
+        cases.push((format!("q8_0 of {lo} and {hi}"), w));
+    }
+    for (name, w) in &cases {
+        let want = qgemm_f32_twin(m, &x, w, Some(&bias));
+        for &on_vnni in &builds {
+            let got = qgemm_on(m, &x, w, Some(&bias), on_vnni);
+            let diff = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                diff, 0,
+                "{name}, VNNI build {on_vnni}: {diff} outputs differ from the twin"
             );
         }
     }
