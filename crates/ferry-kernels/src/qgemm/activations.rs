@@ -160,6 +160,31 @@ fn q8k_row(x: &[f32], q: &mut [u8], d: &mut [f32], dsum: &mut [f32]) {
     }
 }
 
+/// The vector forms' q8_K scales of super-block `sb` (`xs`, largest magnitude `amax`):
+/// `(iscale, scale)` from the first value of that magnitude, with its sign (llama.cpp's
+/// `-127 / max`), or `None` for an all-zero super-block, after writing its bytes (128: q = 0)
+/// and scales (0). The scalar form finds them on its own, as the reference they are tested
+/// against.
+#[cfg(target_arch = "x86_64")]
+fn q8k_scales(
+    xs: &[f32],
+    amax: f32,
+    sb: usize,
+    q: &mut [u8],
+    d: &mut [f32],
+    dsum: &mut [f32],
+) -> Option<(f32, f32)> {
+    if amax == 0.0 {
+        q[sb * 256..(sb + 1) * 256].fill(128);
+        d[sb * 8..(sb + 1) * 8].fill(0.0);
+        dsum[sb * 8..(sb + 1) * 8].fill(0.0);
+        return None;
+    }
+    let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    Some((iscale, 1.0 / iscale))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -217,17 +242,10 @@ mod avx512 {
                     m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs.as_ptr().add(16 * c))));
                 }
                 let amax = _mm512_reduce_max_ps(m);
-                let qs = q.as_mut_ptr().add(sb * 256);
-                if amax == 0.0 {
-                    std::ptr::write_bytes(qs, 128, 256);
-                    d[sb * 8..(sb + 1) * 8].fill(0.0);
-                    dsum[sb * 8..(sb + 1) * 8].fill(0.0);
+                let Some((iscale, scale)) = super::q8k_scales(xs, amax, sb, q, d, dsum) else {
                     continue;
-                }
-                // The first value of largest magnitude, with its sign (as llama.cpp's loop).
-                let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
-                let iscale = -127.0 / max;
-                let scale = 1.0 / iscale;
+                };
+                let qs = q.as_mut_ptr().add(sb * 256);
                 let vi = _mm512_set1_ps(iscale);
                 let cap = _mm512_set1_epi32(127);
                 for j in 0..8 {
@@ -346,17 +364,10 @@ mod avx2 {
                     m = _mm256_max_ps(m, abs(_mm256_loadu_ps(xs.as_ptr().add(8 * c))));
                 }
                 let amax = reduce_max(m);
-                let qs = q.as_mut_ptr().add(sb * 256);
-                if amax == 0.0 {
-                    std::ptr::write_bytes(qs, 128, 256);
-                    d[sb * 8..(sb + 1) * 8].fill(0.0);
-                    dsum[sb * 8..(sb + 1) * 8].fill(0.0);
+                let Some((iscale, scale)) = super::q8k_scales(xs, amax, sb, q, d, dsum) else {
                     continue;
-                }
-                // The first value of largest magnitude, with its sign (as llama.cpp's loop).
-                let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
-                let iscale = -127.0 / max;
-                let scale = 1.0 / iscale;
+                };
+                let qs = q.as_mut_ptr().add(sb * 256);
                 let vi = _mm256_set1_ps(iscale);
                 let cap = _mm256_set1_epi32(127);
                 for j in 0..8 {

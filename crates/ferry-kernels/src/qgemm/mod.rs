@@ -155,12 +155,9 @@ impl PackedQ8 {
 
     /// The weight as f32, `n x k` row-major: `s * q + o` per block, what ggml dequantizes to.
     pub fn dequantize(&self) -> Vec<f32> {
-        let (nb, bytes) = (self.k / 32, self.bytes());
         let mut out = vec![0f32; self.n * self.k];
         for f in 0..self.n {
-            let (p, lane) = (f / NR, f % NR);
-            for b in 0..nb {
-                let blk = get_block(bytes, (p * nb + b) * BLOCK_BYTES, lane);
+            for (b, blk) in self.feature_blocks(f).iter().enumerate() {
                 for (i, &q) in blk.q.iter().enumerate() {
                     out[f * self.k + b * 32 + i] = blk.s * q as f32 + blk.o;
                 }
@@ -168,6 +165,24 @@ impl PackedQ8 {
         }
         out
     }
+
+    /// Feature `f`'s blocks of 32, read back from its panel.
+    fn feature_blocks(&self, f: usize) -> Vec<Block32> {
+        let (nb, bytes) = (self.k / 32, self.bytes());
+        let (p, lane) = (f / NR, f % NR);
+        (0..nb)
+            .map(|b| get_block(bytes, (p * nb + b) * BLOCK_BYTES, lane))
+            .collect()
+    }
+}
+
+/// The integer dot of 32 stored activations (`q + 128`) with a block's `q`: exact in `i32`
+/// (at most 32 * 127 * 128 in magnitude).
+fn block_dot(xq: &[u8], q: &[i8; 32]) -> i32 {
+    xq.iter()
+        .zip(q)
+        .map(|(&u, &q)| (u as i32 - 128) * q as i32)
+        .sum()
 }
 
 /// Where feature `lane`'s byte `i` (0..32) of a block sits in its panel block: groups of four
@@ -227,10 +242,6 @@ impl OutPtr {
 /// Panics if `x` or `bias` is shorter than the shapes say or the int8 kernels do not run here
 /// (caller bugs: [`PackedQ8::from_ggml`] returns `None` there).
 pub fn qgemm(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32> {
-    assert!(
-        available(),
-        "the int8 GEMM needs AVX-512 VNNI or AVX2 and FMA"
-    );
     qgemm_on(m, x, w, bias, vnni())
 }
 
@@ -240,7 +251,7 @@ fn qgemm_on(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>, vnni: bool)
     let f = crate::cpu::features();
     assert!(
         if vnni { self::vnni() } else { f.avx2 && f.fma },
-        "the int8 GEMM's {} build does not run on this CPU",
+        "the int8 GEMM needs AVX-512 VNNI or AVX2 and FMA (its {} build does not run on this CPU)",
         if vnni { "VNNI" } else { "AVX2" }
     );
     assert!(
@@ -298,22 +309,14 @@ fn qgemm_on(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>, vnni: bool)
 /// kernel is tested against).
 pub fn qgemm_reference(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f64> {
     let xq = quantize_rows(&x[..m * w.k], m, w.k, w.act);
-    let (nb, bytes) = (w.k / 32, w.bytes());
+    let nb = w.k / 32;
     let mut out = vec![0f64; m * w.n];
     for f in 0..w.n {
-        let (p, lane) = (f / NR, f % NR);
-        let blocks: Vec<Block32> = (0..nb)
-            .map(|b| get_block(bytes, (p * nb + b) * BLOCK_BYTES, lane))
-            .collect();
+        let blocks = w.feature_blocks(f);
         for r in 0..m {
             let mut acc = bias.map_or(0.0, |b| b[f] as f64);
             for (b, blk) in blocks.iter().enumerate() {
-                let xs = &xq.q[r * w.k + b * 32..r * w.k + b * 32 + 32];
-                let dot: i64 = xs
-                    .iter()
-                    .zip(&blk.q)
-                    .map(|(&u, &q)| (u as i64 - 128) * q as i64)
-                    .sum();
+                let dot = block_dot(&xq.q[r * w.k + b * 32..][..32], &blk.q);
                 let d = xq.d[r * nb + b] as f64;
                 acc += blk.s as f64 * d * dot as f64 + blk.o as f64 * xq.dsum[r * nb + b] as f64;
             }

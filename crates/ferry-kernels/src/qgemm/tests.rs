@@ -229,22 +229,14 @@ fn vector_activation_quantization_equals_the_scalar_form() {
 /// bias (or 0). The kernels must give these bits.
 fn qgemm_f32_twin(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>) -> Vec<f32> {
     let xq = quantize_rows(&x[..m * w.k], m, w.k, w.act);
-    let (nb, bytes) = (w.k / 32, w.bytes());
+    let nb = w.k / 32;
     let mut out = vec![0f32; m * w.n];
     for f in 0..w.n {
-        let (p, lane) = (f / NR, f % NR);
-        let blocks: Vec<Block32> = (0..nb)
-            .map(|b| get_block(bytes, (p * nb + b) * BLOCK_BYTES, lane))
-            .collect();
+        let blocks = w.feature_blocks(f);
         for r in 0..m {
             let mut y = bias.map_or(0.0, |b| b[f]);
             for (b, blk) in blocks.iter().enumerate() {
-                let xs = &xq.q[r * w.k + b * 32..r * w.k + b * 32 + 32];
-                let dot: i32 = xs
-                    .iter()
-                    .zip(&blk.q)
-                    .map(|(&u, &q)| (u as i32 - 128) * q as i32)
-                    .sum();
+                let dot = block_dot(&xq.q[r * w.k + b * 32..][..32], &blk.q);
                 // |dot| <= 32 * 127 * 128 < 2^24: exact in f32.
                 y = (dot as f32 * blk.s).mul_add(xq.d[r * nb + b], y);
                 if w.offsets {
