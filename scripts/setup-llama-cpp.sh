@@ -3,10 +3,11 @@
 # llama.cpp 0c1e57098bba43ac29e6e3b677cdceebdd22334f), the consumer that judges ferry's GGUF
 # files in crates/ferry-verify/tests/consumers.rs (through scripts/llama_cpp_logits.py).
 # PyPI has only its source: it is built here (CPU, AVX2 kernels, and AVX-512 ones where this CPU
-# has AVX-512F: a build with them dies of SIGILL on a CPU without; no tests, examples or server):
-# about 5-7 minutes on 2 cores, 0.7 GB peak memory. The wheel is kept in target/llama-wheel/<isa>/
-# so a second run installs it in seconds (not in pip's cache: that one is keyed by the source alone,
-# and would hand an AVX-512 build to a CPU without). Idempotent.
+# has AVX-512F: a build with them dies of SIGILL on a CPU without; no tests, examples, server or
+# multimodal library (LLAVA_BUILD=OFF: ferry's scripts never load it)): a few minutes on 2 cores,
+# 0.7 GB peak memory. The wheel is kept in target/llama-wheel/<isa>/ so a second run installs it
+# in seconds (not in pip's cache: that one is keyed by the source alone, and would hand an
+# AVX-512 build to a CPU without). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/llama-venv
@@ -24,7 +25,7 @@ $venv/bin/python -m pip install --quiet numpy cmake ninja
 wheels=target/llama-wheel/$isa
 mkdir -p $wheels
 if ! ls $wheels/llama_cpp_python-$version-*.whl >/dev/null 2>&1; then
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=$avx512 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF" \
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=$avx512 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF" \
     MAKEFLAGS=-j"$(nproc)" \
         $venv/bin/python -m pip wheel --quiet --no-cache-dir --no-deps --no-binary llama-cpp-python \
         -w $wheels "llama-cpp-python==$version"

@@ -79,6 +79,7 @@ Tasks:
 
 Anything else is a ferry command: `cargo xtask migrate` builds ferry in release mode and runs
 `ferry migrate` (the built-in demo model, end to end); `cargo xtask inspect model.pth` likewise.
+FERRY_BIN=PATH runs that ferry binary instead of building one (CI: the one its tests built).
 ferry's own help: `cargo xtask help`. A task's options: `cargo xtask <task> --help`.
 ";
 

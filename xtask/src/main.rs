@@ -9,7 +9,8 @@
 //! Any other first word is a ferry command: xtask builds the `ferry` binary in release mode
 //! (numerical code is far too slow in debug builds) and runs it with the given arguments, so
 //! `cargo xtask migrate` runs `ferry migrate` on the built-in demo model, and
-//! `cargo xtask inspect model.pth` runs `ferry inspect model.pth`.
+//! `cargo xtask inspect model.pth` runs `ferry inspect model.pth`. With `FERRY_BIN=PATH` it runs
+//! that binary instead of building one (CI: the debug binary its test step built).
 
 mod bench;
 mod ci;
@@ -80,8 +81,37 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds ferry in release mode and runs `ferry <args>`; its exit status.
+/// `$FERRY_BIN`: a ferry binary to run instead of building one. CI sets it to the binary its
+/// test step built, so the README's commands it runs after the tests rebuild nothing (a
+/// release build is minutes of CI's budget on 2 cores).
+const FERRY_BIN: &str = "FERRY_BIN";
+
+/// Builds ferry in release mode (or takes `$FERRY_BIN`) and runs `ferry <args>`; its exit
+/// status.
 fn ferry(root: &std::path::Path, args: &[String]) -> Result<u8, String> {
+    let exe = match std::env::var_os(FERRY_BIN) {
+        Some(given) => {
+            let exe = std::path::PathBuf::from(given);
+            if !exe.is_file() {
+                return Err(format!(
+                    "{FERRY_BIN}={} is not a file: build ferry first, or unset {FERRY_BIN} to \
+                     build it in release mode",
+                    exe.display()
+                ));
+            }
+            exe
+        }
+        None => build_ferry(root)?,
+    };
+    let status = Command::new(&exe)
+        .args(args)
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", exe.display()))?;
+    Ok(status.code().unwrap_or(2).clamp(0, 255) as u8)
+}
+
+/// Builds the release ferry binary; its path.
+fn build_ferry(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
     let cargo = util::cargo();
     let program = cargo.get_program().to_string_lossy().into_owned();
     let status = util::cargo()
@@ -92,12 +122,7 @@ fn ferry(root: &std::path::Path, args: &[String]) -> Result<u8, String> {
     if !status.success() {
         return Err(format!("building ferry failed ({status})"));
     }
-    let exe = util::target_dir(root)
+    Ok(util::target_dir(root)
         .join("release")
-        .join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
-    let status = Command::new(&exe)
-        .args(args)
-        .status()
-        .map_err(|e| format!("could not run {}: {e}", exe.display()))?;
-    Ok(status.code().unwrap_or(2).clamp(0, 255) as u8)
+        .join(format!("ferry{}", std::env::consts::EXE_SUFFIX)))
 }
