@@ -94,7 +94,7 @@ the models). Uncommitted changes are not in the clone: commit them, or use --her
 left by a killed run is removed by the next `cargo xtask ci`. The exit status is .ci/run's.
 
 .ci/run stays the one list of CI's steps (this task runs it, it does not port the steps to
-Rust). A full run takes about 42 minutes on 2 cores from a cold cache (CI's budget: 45).
+Rust). A full run takes about 40 minutes on 2 cores from a cold cache (CI's budget: 45).
 
 Options:
   --here      run .ci/run in this working tree (its target/, .venv and models are reused)
