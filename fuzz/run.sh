@@ -6,7 +6,8 @@
 # FUZZ_JOBS=2 to run two targets at a time (default 1), FUZZ_NICE=19 to run under nice,
 # FUZZ_SANITIZER=none to build without AddressSanitizer (faster to build; memory errors in
 # unsafe code go unseen, huge allocations are caught by the RSS limit only),
-# FUZZ_NO_BUILD=1 to run the binaries already built, FUZZ_KEEP_GOING=1 to go on after a crash
+# FUZZ_NO_BUILD=1 to run the binaries already built, FUZZ_BUILD_ONLY=1 to build and stop (CI
+# builds under nice beside its tests, then runs with FUZZ_NO_BUILD), FUZZ_KEEP_GOING=1 to go on after a crash
 # (libFuzzer's fork mode: every crash is saved, the run lasts SECONDS; for long local runs).
 # Crashes land in fuzz/artifacts/<target>/, logs in fuzz/logs/<target>.log. Every run first
 # replays fuzz/regressions/<target>/ (committed inputs that once crashed a target).
@@ -40,7 +41,9 @@ if [ -z "${FUZZ_NO_BUILD:-}" ]; then
     "${nice[@]}" cargo +nightly fuzz build -a -s "${FUZZ_SANITIZER:-address}" "$t" 2>&1 \
       | { grep -vE '^ +(Compiling|Downloaded|Downloading|Finished|Locking|Adding|Updating) ' || true; }
   done
+  say "built"
 fi
+[ -n "${FUZZ_BUILD_ONLY:-}" ] && exit 0
 bin=target/x86_64-unknown-linux-gnu/release
 say "seed corpora"
 ./seed.sh >/dev/null

@@ -14,6 +14,9 @@ pub struct Features {
     pub avx512f: bool,
     /// AVX-512 byte and word instructions.
     pub avx512bw: bool,
+    /// AVX-512 on 256-bit registers (and 32 of them): ferry-io's quantization kernels, built a
+    /// second time with it.
+    pub avx512vl: bool,
     /// AVX-512 VNNI (int8 dot products).
     pub avx512vnni: bool,
     /// Fused multiply-add.
@@ -34,6 +37,7 @@ pub fn features() -> Features {
         if std::env::var_os("FERRY_NO_AVX512").is_some() {
             f.avx512f = false;
             f.avx512bw = false;
+            f.avx512vl = false;
             f.avx512vnni = false;
         }
         f
@@ -45,6 +49,7 @@ fn detect() -> Features {
     Features {
         avx512f: std::arch::is_x86_feature_detected!("avx512f"),
         avx512bw: std::arch::is_x86_feature_detected!("avx512bw"),
+        avx512vl: std::arch::is_x86_feature_detected!("avx512vl"),
         avx512vnni: std::arch::is_x86_feature_detected!("avx512vnni"),
         fma: std::arch::is_x86_feature_detected!("fma"),
         avx2: std::arch::is_x86_feature_detected!("avx2"),

@@ -1,5 +1,6 @@
 //! Eight f32 lanes for the k-quant kernels, with two builds of the same operations: AVX2
 //! intrinsics ([`Avx2`], used only inside functions compiled with the `avx2` target feature,
+//! alone or with AVX-512F and VL,
 //! after the CPU was checked) and plain arrays ([`Portable`], any CPU). Each operation is one
 //! IEEE operation per lane (no fused multiply-add, no reassociation), so both builds give the
 //! same bits, and an expression such as `w * v * l` is evaluated in the order written, as in
@@ -193,9 +194,10 @@ pub(super) use avx2::Avx2;
 mod avx2 {
     //! [`Lane`] on AVX2 registers. Every method is `#[inline(always)]` and calls intrinsics that
     //! need AVX2; the type is only used inside functions compiled with
-    //! `#[target_feature(enable = "avx2")]`, which callers enter after
-    //! `ferry_kernels::cpu::features().avx2`, so the intrinsics are inlined there and never run on a
-    //! CPU without AVX2.
+    //! `#[target_feature(enable = "avx2")]` (or `"avx2,avx512f,avx512vl"`: the same intrinsics,
+    //! which the compiler may then encode with AVX-512's 32 registers and mask compares), which
+    //! callers enter after `ferry_kernels::cpu::features()` says the CPU has those features, so
+    //! the intrinsics are inlined there and never run on a CPU without them.
     use std::arch::x86_64::*;
     use std::ops::{Add, BitAnd, BitOr, Div, Mul, Not, Sub};
 
