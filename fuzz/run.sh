@@ -7,8 +7,9 @@
 # FUZZ_SANITIZER=none to build without AddressSanitizer (faster to build; memory errors in
 # unsafe code go unseen, huge allocations are caught by the RSS limit only),
 # FUZZ_NO_BUILD=1 to run the binaries already built, FUZZ_BUILD_ONLY=1 to build and stop (CI
-# builds under nice beside its tests, then runs with FUZZ_NO_BUILD), FUZZ_KEEP_GOING=1 to go on after a crash
-# (libFuzzer's fork mode: every crash is saved, the run lasts SECONDS; for long local runs).
+# builds under nice beside its tests, then runs with FUZZ_NO_BUILD), FUZZ_KEEP_GOING=1 to go on
+# after a crash (libFuzzer's fork mode: every crash is saved, the run lasts SECONDS; for long
+# local runs).
 # Crashes land in fuzz/artifacts/<target>/, logs in fuzz/logs/<target>.log. Every run first
 # replays fuzz/regressions/<target>/ (committed inputs that once crashed a target).
 set -euo pipefail

@@ -14,8 +14,8 @@ pub struct Features {
     pub avx512f: bool,
     /// AVX-512 byte and word instructions.
     pub avx512bw: bool,
-    /// AVX-512 on 256-bit registers (and 32 of them): ferry-io's quantization kernels, built a
-    /// second time with it.
+    /// AVX-512 on 256-bit registers (and 32 of them): ferry-io's k-quant kernels have a build
+    /// with it beside their AVX2 and portable ones.
     pub avx512vl: bool,
     /// AVX-512 VNNI (int8 dot products).
     pub avx512vnni: bool,
