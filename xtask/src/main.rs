@@ -90,17 +90,7 @@ const FERRY_BIN: &str = "FERRY_BIN";
 /// status.
 fn ferry(root: &std::path::Path, args: &[String]) -> Result<u8, String> {
     let exe = match std::env::var_os(FERRY_BIN) {
-        Some(given) => {
-            let exe = std::path::PathBuf::from(given);
-            if !exe.is_file() {
-                return Err(format!(
-                    "{FERRY_BIN}={} is not a file: build ferry first, or unset {FERRY_BIN} to \
-                     build it in release mode",
-                    exe.display()
-                ));
-            }
-            exe
-        }
+        Some(given) => given_ferry(given.into())?,
         None => build_ferry(root)?,
     };
     let status = Command::new(&exe)
@@ -108,6 +98,18 @@ fn ferry(root: &std::path::Path, args: &[String]) -> Result<u8, String> {
         .status()
         .map_err(|e| format!("could not run {}: {e}", exe.display()))?;
     Ok(status.code().unwrap_or(2).clamp(0, 255) as u8)
+}
+
+/// The binary `$FERRY_BIN` names, or an error saying how to do without it when it is not a file.
+fn given_ferry(exe: std::path::PathBuf) -> Result<std::path::PathBuf, String> {
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    Err(format!(
+        "{FERRY_BIN}={} is not a file: build ferry first, or unset {FERRY_BIN} to build it in \
+         release mode",
+        exe.display()
+    ))
 }
 
 /// Builds the release ferry binary; its path.
@@ -125,4 +127,25 @@ fn build_ferry(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
     Ok(util::target_dir(root)
         .join("release")
         .join(format!("ferry{}", std::env::consts::EXE_SUFFIX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::given_ferry;
+
+    #[test]
+    fn ferry_bin_must_name_a_file() {
+        let dir = std::env::temp_dir().join(format!("ferry-xtask-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("ferry");
+        // A missing path and a folder are refused, naming the variable and the way out.
+        for bad in [exe.clone(), dir.clone()] {
+            let err = given_ferry(bad.clone()).unwrap_err();
+            assert!(err.starts_with(&format!("FERRY_BIN={} is not a file", bad.display())));
+            assert!(err.contains("unset FERRY_BIN"), "{err}");
+        }
+        std::fs::write(&exe, b"").unwrap();
+        assert_eq!(given_ferry(exe.clone()).unwrap(), exe);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
