@@ -6,6 +6,10 @@
 //! written; and the context is written merged, `[batch, seq, heads x head]`, ready for the
 //! output projection (no transpose copy).
 //!
+//! Queries, keys and values are read as they leave their projections (`[batch, seq, heads x
+//! head]`), each head gathered once per (batch, head), with the rotary embedding applied as
+//! it is gathered.
+//!
 //! Per (batch, head), on one thread: `K^T` packed once (`[head, seq]`), then per query row
 //! the visible scores `q K^T * scale` (vectorized over keys), a softmax over them, and
 //! `sum_j p_j v_j` (vectorized over the head). The loops are written for the compiler to
@@ -28,29 +32,48 @@ pub struct CausalMask<'a> {
     pub window: Option<usize>,
 }
 
-/// `q` `[batch, heads, seq, head]`, `k` and `v` `[batch, kv_heads, seq, head]` (f32, on the
-/// CPU) -> the context `[batch, seq, heads x head]`. `heads` must be a multiple of `kv_heads`.
-/// A query that sees no key (every visible key is padding) gets a context of zeros.
+/// The rotary embedding's tables for [`causal_attention`]: `cos` and `sin` `[seq, head / 2]`
+/// (f32, on the CPU), applied to queries and keys as candle's `rope` applies them (the two
+/// halves of a head rotated together, the same operations in the same order: the same bits).
+#[derive(Debug, Clone, Copy)]
+pub struct Rotary<'a> {
+    /// Cosines, `[seq, head / 2]`.
+    pub cos: &'a Tensor,
+    /// Sines, `[seq, head / 2]`.
+    pub sin: &'a Tensor,
+}
+
+/// `q` `[batch, seq, heads x head]`, `k` and `v` `[batch, seq, kv_heads x head]` as they leave
+/// their projections (f32, on the CPU), with `(heads, kv_heads)` -> the context `[batch, seq,
+/// heads x head]`. `heads` must be a multiple of `kv_heads`. With `rotary`, queries and keys
+/// get the rotary embedding as each head is gathered, so the heads are never transposed into
+/// a tensor of their own nor rotated in a pass of their own. A query that sees no key (every
+/// visible key is padding) gets a context of zeros.
 pub fn causal_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    (nh, nkv): (usize, usize),
+    rotary: Option<Rotary>,
     scale: f32,
     mask: CausalMask,
 ) -> candle_core::Result<Tensor> {
-    let (b, nh, t, hd) = q.dims4()?;
-    let (kb, nkv, kt, khd) = k.dims4()?;
-    if (kb, kt, khd) != (b, t, hd) || v.dims() != k.dims() {
+    let (b, t, width) = q.dims3()?;
+    if nh == 0 || nkv == 0 || nh % nkv != 0 || width % nh != 0 {
         candle_core::bail!(
-            "causal attention: keys {:?} and values {:?} do not fit queries {:?}",
-            k.dims(),
-            v.dims(),
+            "causal attention: {nh} query heads over {nkv} key/value heads do not fit queries \
+             {:?}",
             q.dims()
         );
     }
-    if nkv == 0 || nh % nkv != 0 {
+    let hd = width / nh;
+    if k.dims() != [b, t, nkv * hd] || v.dims() != k.dims() {
         candle_core::bail!(
-            "causal attention: {nh} query heads are not a multiple of {nkv} key/value heads"
+            "causal attention: keys {:?} and values {:?} do not fit queries {:?} ({nh} heads, \
+             {nkv} key/value heads)",
+            k.dims(),
+            v.dims(),
+            q.dims()
         );
     }
     if let Some(keep) = mask.keep {
@@ -61,29 +84,40 @@ pub fn causal_attention(
             );
         }
     }
-    if !super::fast_path(&[q, k, v]) {
+    let mut inputs = vec![q, k, v];
+    if let Some(r) = rotary {
+        let want = [t, hd / 2];
+        if hd % 2 != 0 || r.cos.dims() != want || r.sin.dims() != want {
+            candle_core::bail!(
+                "causal attention: rotary tables {:?} and {:?} do not fit seq {t} x head {hd} \
+                 (expected {want:?}, an even head)",
+                r.cos.dims(),
+                r.sin.dims()
+            );
+        }
+        inputs.extend([r.cos, r.sin]);
+    }
+    if !super::fast_path(&inputs) {
         candle_core::bail!("causal attention: expects f32 tensors on the CPU");
     }
     let group = nh / nkv;
-    let heads: Vec<Vec<f32>> = super::host_slices(&[q, k, v], |s| {
+    let heads: Vec<Vec<f32>> = super::host_slices(&inputs, |s| {
         let (q, k, v) = (s[0], s[1], s[2]);
+        let tables = (s.len() == 5).then(|| (s[3], s[4]));
         (0..b * nh)
             .into_par_iter()
             .map(|bh| {
                 let (bi, h) = (bh / nh, bh % nh);
-                let kvh = bi * nkv + h / group;
-                let span = |x: &[f32], head: usize| -> Vec<f32> {
-                    x[head * t * hd..(head + 1) * t * hd].to_vec()
-                };
-                let qh = &q[bh * t * hd..(bh + 1) * t * hd];
-                let (kh, vh) = (span(k, kvh), span(v, kvh));
+                let kvh = h / group;
+                let qh = gather(q, (bi, h), (t, hd), nh * hd, tables);
+                let kh = gather(k, (bi, kvh), (t, hd), nkv * hd, tables);
+                let vh = gather(v, (bi, kvh), (t, hd), nkv * hd, None);
                 let keep = mask.keep.map(|m| &m[bi * t..(bi + 1) * t]);
-                head(qh, &kh, &vh, (t, hd), scale, keep, mask.window)
+                head(&qh, &kh, &vh, (t, hd), scale, keep, mask.window)
             })
             .collect()
     })?;
     // Merge: head h of batch row b fills columns h*hd.. of rows b*t.. .
-    let width = nh * hd;
     let mut out = vec![0f32; b * t * width];
     for (bh, ctx) in heads.iter().enumerate() {
         let (bi, h) = (bh / nh, bh % nh);
@@ -93,6 +127,36 @@ pub fn causal_attention(
         }
     }
     Tensor::from_vec(out, (b, t, width), &Device::Cpu)
+}
+
+/// Head `h` of batch row `bi` of the projection `x` (rows of `width`, heads of `hd`) as a
+/// contiguous `[seq, head]`, rotated by the `(cos, sin)` tables when given, with candle's
+/// `rope` arithmetic: `x1 c - x2 s` and `x1 s + x2 c` for the halves `x1`, `x2`.
+fn gather(
+    x: &[f32],
+    (bi, h): (usize, usize),
+    (t, hd): (usize, usize),
+    width: usize,
+    tables: Option<(&[f32], &[f32])>,
+) -> Vec<f32> {
+    let mut out = vec![0f32; t * hd];
+    let half = hd / 2;
+    for (i, dst) in out.chunks_exact_mut(hd).enumerate() {
+        let at = (bi * t + i) * width + h * hd;
+        let src = &x[at..at + hd];
+        let Some((cos, sin)) = tables else {
+            dst.copy_from_slice(src);
+            continue;
+        };
+        let (c, s) = (&cos[i * half..][..half], &sin[i * half..][..half]);
+        let (x1, x2) = src.split_at(half);
+        let (d1, d2) = dst.split_at_mut(half);
+        for j in 0..half {
+            d1[j] = x1[j] * c[j] - x2[j] * s[j];
+            d2[j] = x1[j] * s[j] + x2[j] * c[j];
+        }
+    }
+    out
 }
 
 /// One (batch, head): the context `[seq, head]`.
@@ -276,6 +340,17 @@ mod tests {
             .unwrap()
     }
 
+    /// `[batch, heads, seq, head]` as its projection lays it out, `[batch, seq, heads x head]`.
+    fn merged(x: &Tensor) -> Tensor {
+        let (b, n, t, hd) = x.dims4().unwrap();
+        x.transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, n * hd))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    }
+
     #[test]
     fn matches_the_composed_form_with_gqa_padding_and_windows() {
         let dev = Device::Cpu;
@@ -297,31 +372,108 @@ mod tests {
                 window,
             };
             let scale = 1.0 / (hd as f32).sqrt();
-            let got = causal_attention(&q, &k, &v, scale, mask).unwrap();
+            let (mq, mk, mv) = (merged(&q), merged(&k), merged(&v));
+            let got = causal_attention(&mq, &mk, &mv, (nh, nkv), None, scale, mask).unwrap();
             let want = reference(&q, &k, &v, scale, mask);
             assert!(max_diff(&got, &want) < 1e-5, "{b} {nh} {nkv} {t} {hd}");
-            let open = causal_attention(&q, &k, &v, scale, CausalMask::default()).unwrap();
-            let want = reference(&q, &k, &v, scale, CausalMask::default());
-            assert!(max_diff(&open, &want) < 1e-5);
+            let open = CausalMask::default();
+            let got = causal_attention(&mq, &mk, &mv, (nh, nkv), None, scale, open).unwrap();
+            let want = reference(&q, &k, &v, scale, open);
+            assert!(max_diff(&got, &want) < 1e-5);
         }
+    }
+
+    #[test]
+    fn rotates_queries_and_keys_with_the_bits_of_candles_rope() {
+        let dev = Device::Cpu;
+        let (b, nh, nkv, t, hd) = (2, 6, 2, 19, 32);
+        let q = Tensor::randn(0f32, 1.0, (b, nh, t, hd), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b, nkv, t, hd), &dev).unwrap();
+        let angles = Tensor::randn(0f32, 3.0, (t, hd / 2), &dev).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let rotary = Rotary {
+            cos: &cos,
+            sin: &sin,
+        };
+        let mask = CausalMask::default();
+        let got = causal_attention(
+            &merged(&q),
+            &merged(&k),
+            &merged(&v),
+            (nh, nkv),
+            Some(rotary),
+            0.2,
+            mask,
+        )
+        .unwrap();
+        // The composed form: candle-nn's rope on the heads, then the kernel without it.
+        let rope = |x: &Tensor| merged(&candle_nn::rotary_emb::rope(x, &cos, &sin).unwrap());
+        let (rq, rk) = (rope(&q), rope(&k));
+        let want = causal_attention(&rq, &rk, &merged(&v), (nh, nkv), None, 0.2, mask).unwrap();
+        let (got, want) = (got.flatten_all().unwrap(), want.flatten_all().unwrap());
+        let bits = |x: &Tensor| -> Vec<u32> {
+            x.to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&got), bits(&want));
+        // And the rotation is not the identity: without it the context differs.
+        let plain = causal_attention(
+            &merged(&q),
+            &merged(&k),
+            &merged(&v),
+            (nh, nkv),
+            None,
+            0.2,
+            mask,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+        assert!(max_diff(&plain, &want) > 1e-3);
     }
 
     #[test]
     fn refuses_shapes_that_do_not_fit() {
         let dev = Device::Cpu;
-        let q = Tensor::zeros((1, 3, 4, 8), DType::F32, &dev).unwrap();
-        let k = Tensor::zeros((1, 2, 4, 8), DType::F32, &dev).unwrap();
-        assert!(causal_attention(&q, &k, &k, 1.0, CausalMask::default()).is_err());
-        let k = Tensor::zeros((1, 1, 5, 8), DType::F32, &dev).unwrap();
-        assert!(causal_attention(&q, &k, &k, 1.0, CausalMask::default()).is_err());
-        let k = Tensor::zeros((1, 1, 4, 8), DType::F32, &dev).unwrap();
+        let attend = |q: &Tensor, k: &Tensor, heads, rotary, mask| {
+            causal_attention(q, k, k, heads, rotary, 1.0, mask)
+        };
+        let open = CausalMask::default();
+        let q = Tensor::zeros((1, 4, 24), DType::F32, &dev).unwrap();
+        let k = Tensor::zeros((1, 4, 16), DType::F32, &dev).unwrap();
+        // 3 query heads of 8 over 2 key/value heads: not a multiple.
+        assert!(attend(&q, &k, (3, 2), None, open).is_err());
+        // Keys of another length.
+        let k5 = Tensor::zeros((1, 5, 8), DType::F32, &dev).unwrap();
+        assert!(attend(&q, &k5, (3, 1), None, open).is_err());
+        // Keys of another width than kv_heads x head.
+        assert!(attend(&q, &k, (3, 1), None, open).is_err());
+        let k = Tensor::zeros((1, 4, 8), DType::F32, &dev).unwrap();
+        assert!(attend(&q, &k, (3, 1), None, open).is_ok());
         let keep = [1u8; 3];
-        let mask = CausalMask {
+        let short = CausalMask {
             keep: Some(&keep),
             window: None,
         };
-        assert!(causal_attention(&q, &k, &k, 1.0, mask).is_err());
+        assert!(attend(&q, &k, (3, 1), None, short).is_err());
         let q16 = q.to_dtype(DType::F16).unwrap();
-        assert!(causal_attention(&q16, &k, &k, 1.0, CausalMask::default()).is_err());
+        assert!(attend(&q16, &k, (3, 1), None, open).is_err());
+        // Rotary tables of another length than the sequence.
+        let table = Tensor::zeros((5, 4), DType::F32, &dev).unwrap();
+        let rotary = Rotary {
+            cos: &table,
+            sin: &table,
+        };
+        assert!(attend(&q, &k, (3, 1), Some(rotary), open).is_err());
+        let table = Tensor::zeros((4, 4), DType::F32, &dev).unwrap();
+        let rotary = Rotary {
+            cos: &table,
+            sin: &table,
+        };
+        assert!(attend(&q, &k, (3, 1), Some(rotary), open).is_ok());
     }
 }

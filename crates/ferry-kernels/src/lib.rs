@@ -31,7 +31,7 @@ mod tests;
 
 pub use activation::Activation;
 pub use attention::{attention_inference, self_attention};
-pub use causal_attention::{causal_attention, CausalMask};
+pub use causal_attention::{causal_attention, CausalMask, Rotary};
 pub use embedding::{embedding, embedding_with_positions};
 pub use encoder_layer::{encoder_layer, EncoderLayerParams, EncoderLayerSpec};
 pub use inference::{erf_fast, gelu_erf, linear_in_out, linear_packed, linear_q8, silu_mul};

@@ -15,7 +15,7 @@ use candle_nn::rotary_emb::rope;
 use candle_transformers::utils::repeat_kv;
 use ferry_kernels::qgemm::PackedQ8;
 use ferry_kernels::{
-    causal_attention, linear_packed, linear_q8, silu_mul, CausalMask, PackedMatrix,
+    causal_attention, linear_packed, linear_q8, silu_mul, CausalMask, PackedMatrix, Rotary,
 };
 
 use crate::activations::{token_flags, ActivationStats};
@@ -352,28 +352,30 @@ impl Decoder {
         let (b, t) = (pass.b, pass.t);
         let scale = 1.0 / (hd as f64).sqrt();
         let (q, k, v) = (blk.q.forward(h)?, blk.k.forward(h)?, blk.v.forward(h)?);
-        let heads = |x: Tensor, n: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        // Q, K and V in the block's dtype; the attention itself (scores, softmax, their
-        // product with V) in f32, as PyTorch's fused attention accumulates in any dtype.
-        let f32 = |x: Tensor| x.to_dtype(DType::F32);
-        let q = f32(rope(&heads(q, nh)?, cos, sin)?)?;
-        let k = f32(rope(&heads(k, nkv)?, cos, sin)?)?;
-        let v = f32(heads(v, nkv)?)?;
         // bf16/f16 blocks keep the composed form their agreement with f32 was measured on
         // (docs/benchmarks.md): with ~60 probe tokens per language, one top-1 that flips
         // moves a language across the bf16 preset's 0.9, and the kernel's different (not
         // worse) f32 rounding flipped two in Portuguese.
         let y = if blk.device.is_cpu() && blk.dtype == DType::F32 {
-            // ferry's kernel: keys and values shared by their query heads in place, only
-            // the visible keys scored, the context written merged.
+            // ferry's kernel: the heads read from the projections and rotated as they are
+            // gathered (candle's rope, the same bits), keys and values shared by their query
+            // heads, only the visible keys scored, the context written merged.
             let mask = CausalMask {
                 keep: pass.keep,
                 window: c.sliding_window,
             };
-            causal_attention(&q, &k, &v, scale as f32, mask)?
+            let rotary = Rotary { cos, sin };
+            causal_attention(&q, &k, &v, (nh, nkv), Some(rotary), scale as f32, mask)?
         } else {
+            let heads = |x: Tensor, n: usize| -> Result<Tensor> {
+                Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            // Q, K and V in the block's dtype; the attention itself (scores, softmax, their
+            // product with V) in f32, as PyTorch's fused attention accumulates in any dtype.
+            let f32 = |x: Tensor| x.to_dtype(DType::F32);
+            let q = f32(rope(&heads(q, nh)?, cos, sin)?)?;
+            let k = f32(rope(&heads(k, nkv)?, cos, sin)?)?;
+            let v = f32(heads(v, nkv)?)?;
             let k = repeat_kv(k, nh / nkv)?.contiguous()?;
             let v = repeat_kv(v, nh / nkv)?.contiguous()?;
             let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
