@@ -63,6 +63,29 @@ pub fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The products `--shapes "m,k,n m,k,n"` names in `args`, else `default`. Panics on a
+/// malformed list (the benchmark's caller has to fix the command).
+pub fn shapes_arg(
+    args: &[String],
+    default: &[(usize, usize, usize)],
+) -> Vec<(usize, usize, usize)> {
+    let Some(list) = arg(args, "--shapes") else {
+        return default.to_vec();
+    };
+    list.split_whitespace()
+        .map(|t| {
+            match t
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<usize>, _>>()
+            {
+                Ok(v) if v.len() == 3 => (v[0], v[1], v[2]),
+                _ => panic!("--shapes: {t:?} is not m,k,n"),
+            }
+        })
+        .collect()
+}
+
 /// mimalloc v3's `mi_option_purge_delay` (its index in `mimalloc.h`; libmimalloc-sys 0.1.49
 /// names no constant for it).
 const MI_OPTION_PURGE_DELAY: i32 = 15;

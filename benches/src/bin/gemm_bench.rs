@@ -20,15 +20,9 @@ fn main() {
     println!("| m x k x n | candle matmul GFLOP/s | packed GFLOP/s | ratio |");
     println!("|---|---:|---:|---:|");
     // --shapes "m,k,n m,k,n": other shapes than the encoder's.
-    let shapes: Vec<(usize, usize, usize)> = match arg(&args, "--shapes") {
-        Some(list) => list
-            .split_whitespace()
-            .map(|t| {
-                let v: Vec<usize> = t.split(',').map(|x| x.parse().expect("m,k,n")).collect();
-                (v[0], v[1], v[2])
-            })
-            .collect(),
-        None => vec![
+    let shapes = ferry_benches::shapes_arg(
+        &args,
+        &[
             (1024, 384, 1152),
             (1024, 384, 384),
             (1024, 384, 1536),
@@ -36,7 +30,7 @@ fn main() {
             (2048, 128, 512),
             (2048, 512, 128),
         ],
-    };
+    );
     for (m, k, n) in shapes {
         let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
         let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu).unwrap();

@@ -5,7 +5,9 @@
 //! with AVX-512, else candle's `matmul`, the `gemm` crate). All three quantize nothing the others do not: the int8 kernel and
 //! candle quantize the activations to 8 bits per call, as llama.cpp's CPU path.
 //!
-//! `cargo run --release -p ferry-benches --bin qgemm_bench -- [--threads 2] [--runs 10]`
+//! `cargo run --release -p ferry-benches --bin qgemm_bench -- [--threads 2] [--runs 10]
+//! [--shapes "m,k,n ..."] [--types q8_0,q5_0,q4_k]` (the output head's `1024,576,49152` with
+//! `--types q8_0` takes a few seconds; candle's q5_0 on it, a minute).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -14,7 +16,7 @@ use ferry_kernels::qgemm::{qgemm, PackedQ8};
 use ferry_kernels::{gemm_packed, PackedMatrix};
 
 /// What `--help` prints.
-const USAGE: &str = "qgemm_bench [--threads 2] [--runs 10]: int8 GEMM against candle QMatMul and the f32 product ferry runs on SmolLM2-135M shapes (a Markdown table)";
+const USAGE: &str = "qgemm_bench [--threads 2] [--runs 10] [--shapes \"m,k,n ...\"] [--types q8_0,q5_0,q4_k]: int8 GEMM against candle QMatMul and the f32 product ferry runs on SmolLM2-135M shapes (a Markdown table)";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -26,8 +28,21 @@ fn main() {
     println!("| type | m x k x n | candle QMatMul GFLOP/s | ferry int8 GFLOP/s | ferry f32 GFLOP/s | int8 / f32 | int8 / candle |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     // (m, k, n): q/o projections, gate/up, down (k-quant rows need k % 256 == 0).
-    let shapes = [(1024, 576, 576), (1024, 576, 1536), (1024, 1536, 576)];
-    for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4K] {
+    let shapes = ferry_benches::shapes_arg(
+        &args,
+        &[(1024, 576, 576), (1024, 576, 1536), (1024, 1536, 576)],
+    );
+    let types: Vec<GgmlDType> = arg(&args, "--types")
+        .unwrap_or_else(|| "q8_0,q5_0,q4_k".into())
+        .split(',')
+        .map(|t| match t {
+            "q8_0" => GgmlDType::Q8_0,
+            "q5_0" => GgmlDType::Q5_0,
+            "q4_k" => GgmlDType::Q4K,
+            other => panic!("--types: {other} is not one of q8_0, q5_0, q4_k"),
+        })
+        .collect();
+    for dtype in types {
         for &(m, k, n) in &shapes {
             if dtype == GgmlDType::Q4K && k % 256 != 0 {
                 continue;

@@ -262,9 +262,12 @@ fn qgemm_on(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>, vnni: bool)
     let mut out = vec![0f32; m * w.n];
     let c = OutPtr(out.as_mut_ptr());
     let panels = w.n.div_ceil(NR);
-    let tasks: Vec<(usize, usize)> = (0..m)
-        .step_by(MC)
-        .flat_map(|r| (0..panels).step_by(PANELS_PER_TASK).map(move |p| (r, p)))
+    // Row blocks within panel groups: rayon hands each thread runs of consecutive tasks, so
+    // a thread reads each of its weight panels from memory once, for every row block in turn,
+    // rather than all the weights once per row block (as the f32 packed GEMM does).
+    let tasks: Vec<(usize, usize)> = (0..panels)
+        .step_by(PANELS_PER_TASK)
+        .flat_map(|p| (0..m).step_by(MC).map(move |r| (r, p)))
         .collect();
     let bytes = w.bytes();
     let nb = w.k / 32;
