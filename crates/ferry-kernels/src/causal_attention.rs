@@ -1,20 +1,21 @@
 //! Causal self-attention for decoders, inference only, with grouped keys and values (GQA):
-//! query head `h` reads key/value head `h / (heads / kv_heads)` in place, so the keys and
-//! values are never repeated per query head (`repeat_kv` copies them `heads / kv_heads`
-//! times); only the keys a query may see are scored (the causal triangle, a sliding window,
-//! padding left out), so the masked half of the score matrix is neither computed nor
-//! written; and the context is written merged, `[batch, seq, heads x head]`, ready for the
+//! query head `h` reads key/value head `h / (heads / kv_heads)`, so the keys and values are
+//! never repeated per query head (`repeat_kv` copies them `heads / kv_heads` times); only the
+//! keys a query may see are weighed (the causal triangle, a sliding window, padding left
+//! out); and the context is written merged, `[batch, seq, heads x head]`, ready for the
 //! output projection (no transpose copy).
 //!
 //! Queries, keys and values are read as they leave their projections (`[batch, seq, heads x
 //! head]`), each head gathered once per (batch, head), with the rotary embedding applied as
 //! it is gathered.
 //!
-//! Per (batch, head), on one thread: `K^T` packed once (`[head, seq]`), then per query row
-//! the visible scores `q K^T * scale` (vectorized over keys), a softmax over them, and
-//! `sum_j p_j v_j` (vectorized over the head). The loops are written for the compiler to
-//! vectorize; on CPUs with AVX-512F they are compiled with it and fused multiply-adds, on
-//! others with AVX2 and FMA where the CPU has them.
+//! Per (batch, head), on one thread. On CPUs with AVX-512F, blocks of 48 query rows as two
+//! register-tiled products of the packed GEMM (scores against the keys the block may see,
+//! then their softmax-weighted sum of values; the masked corner of each block is computed and
+//! dropped). Elsewhere, per query row, the visible scores `q K^T * scale` (vectorized over
+//! keys, `K^T` packed once), a softmax over them, and `sum_j p_j v_j` (vectorized over the
+//! head): loops written for the compiler to vectorize, compiled with AVX2 and FMA where the
+//! CPU has them. The tiles and the AVX2 loops sum in the same order: the same bits.
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -173,8 +174,8 @@ fn head(
     {
         let f = crate::cpu::features();
         if f.avx512f {
-            // SAFETY: the CPU has AVX-512F (which implies FMA), checked just above.
-            return unsafe { head_avx512(q, k, v, dims, scale, keep, window) };
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { head_tiled(q, k, v, dims, scale, keep, window) };
         }
         if f.avx2 && f.fma {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
@@ -203,8 +204,89 @@ macro_rules! fma_head {
         }
     };
 }
-fma_head!(head_avx512, "avx512f,fma");
 fma_head!(head_avx2, "avx2,fma");
+
+/// Query rows per block of [`head_tiled`] (a multiple of the GEMM's 12-row tile).
+#[cfg(target_arch = "x86_64")]
+const BLOCK_ROWS: usize = 48;
+
+/// One (batch, head) as register-tiled products on CPUs with AVX-512F
+/// ([`crate::packed_gemm`]), block by block of [`BLOCK_ROWS`] query rows: the scores against
+/// the keys the block may see (`q K^T`, with `K^T` packed once per head; a sliding window's
+/// earlier keys skipped 32 at a time), then per row scale, padding mask and softmax over its
+/// visible keys (zeros elsewhere), then `P V` with `V` read in place. Both products sum in the
+/// same order as [`head_with`] (depth in order, fused multiply-adds; a zero weight adds
+/// nothing), so the two give the same context; what the tiles add is the masked corner of each
+/// block, computed and dropped.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn head_tiled(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (t, hd): (usize, usize),
+    scale: f32,
+    keep: Option<&[u8]>,
+    window: Option<usize>,
+) -> Vec<f32> {
+    use crate::packed_gemm::{gemm_panels, pack_transposed, rows_rhs, Lhs, Rhs, NR};
+    // Key j's component c sits in panel j / 32 at row c, lane j % 32.
+    let mut kt = Vec::new();
+    pack_transposed(k, (0, hd), (t, hd), &mut kt);
+    let mut v_buf = Vec::new();
+    let mut ctx = vec![0f32; t * hd];
+    let mut scores = vec![0f32; BLOCK_ROWS.min(t) * t];
+    let first_key = |i: usize| window.map_or(0, |w| (i + 1).saturating_sub(w));
+    for r0 in (0..t).step_by(BLOCK_ROWS) {
+        let r1 = (r0 + BLOCK_ROWS).min(t);
+        let panel = first_key(r0) / NR;
+        // Columns of this block's scores: keys first..r1.
+        let first = panel * NR;
+        let (rows, n) = (r1 - r0, r1 - first);
+        let block = &mut scores[..rows * n];
+        let kt_from = Rhs::Panels(&kt[panel * hd * NR..]);
+        gemm_panels(
+            (rows, hd, n),
+            Lhs::Rows(&q[r0 * hd..], hd),
+            kt_from,
+            block,
+            n,
+        );
+        for (i, row) in (r0..r1).zip(block.chunks_exact_mut(n)) {
+            let lo = first_key(i);
+            let (before, rest) = row.split_at_mut(lo - first);
+            let (visible, after) = rest.split_at_mut(i + 1 - lo);
+            before.fill(0.0);
+            after.fill(0.0);
+            let mut any = false;
+            for (j, s) in visible.iter_mut().enumerate() {
+                if keep.is_some_and(|m| m[lo + j] == 0) {
+                    *s = f32::NEG_INFINITY;
+                } else {
+                    *s *= scale;
+                    any = true;
+                }
+            }
+            if any {
+                fast_exp::softmax_row_fma(visible);
+            } else {
+                visible.fill(0.0); // no key to see: a context of zeros
+            }
+        }
+        let vs = rows_rhs(v, (first * hd, hd), (n, hd), &mut v_buf);
+        gemm_panels(
+            (rows, n, hd),
+            Lhs::Rows(block, n),
+            vs,
+            &mut ctx[r0 * hd..],
+            hd,
+        );
+    }
+    ctx
+}
 
 #[inline(always)]
 fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
@@ -434,6 +516,41 @@ mod tests {
         .flatten_all()
         .unwrap();
         assert!(max_diff(&plain, &want) > 1e-3);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_tiled_head_sums_as_the_row_loop_does() {
+        if !crate::cpu::features().avx512f {
+            return; // the row loops are what runs on this CPU
+        }
+        let dev = Device::Cpu;
+        let values = |n: usize| -> Vec<f32> {
+            Tensor::randn(0f32, 1.0, n, &dev)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        // Lengths around the block (48 rows) and panel (32 keys) edges, windows that skip
+        // whole panels, padding.
+        for (t, hd, window) in [
+            (5, 8, None),
+            (100, 64, None),
+            (130, 32, Some(40)),
+            (97, 16, Some(3)),
+        ] {
+            let (q, k, v) = (values(t * hd), values(t * hd), values(t * hd));
+            let keep: Vec<u8> = (0..t).map(|j| u8::from(j % 7 != 3)).collect();
+            for keep in [None, Some(&keep[..])] {
+                let dims = (t, hd);
+                // SAFETY: the CPU has AVX-512F, checked above.
+                let tiled = unsafe { head_tiled(&q, &k, &v, dims, 0.3, keep, window) };
+                // SAFETY: as above (AVX-512F implies AVX2 and FMA).
+                let rows = unsafe { head_avx2(&q, &k, &v, dims, 0.3, keep, window) };
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&tiled), bits(&rows), "t {t} hd {hd} window {window:?}");
+            }
+        }
     }
 
     #[test]

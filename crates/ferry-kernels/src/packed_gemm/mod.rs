@@ -26,7 +26,7 @@ use pack::pack_rows;
 pub(crate) use pack::pack_transposed;
 
 /// Columns per packed panel: two 16-lane vectors.
-const NR: usize = 32;
+pub(crate) const NR: usize = 32;
 /// Rows per register tile.
 const MR: usize = 12;
 /// Rows of `A` per parallel task (a multiple of [`MR`]).
