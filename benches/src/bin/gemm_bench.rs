@@ -1,7 +1,8 @@
 //! GEMM throughput on the shapes of an encoder forward: ferry-kernels' packed AVX-512 kernel
 //! (weights packed once) against candle's matmul (the `gemm` crate, which packs per call).
 //!
-//! `cargo run --release -p ferry-benches --bin gemm_bench -- [--threads 2] [--runs 20]`
+//! `cargo run --release -p ferry-benches --bin gemm_bench -- [--threads 2] [--runs 20]
+//! [--shapes "m,k,n ..."]`
 
 use candle_core::{Device, Tensor};
 use ferry_benches::{arg, best_ms, set_threads};

@@ -1,13 +1,14 @@
 //! Causal self-attention for decoders, inference only, with grouped keys and values (GQA):
-//! query head `h` reads key/value head `h / (heads / kv_heads)`, so the keys and values are
-//! never repeated per query head (`repeat_kv` copies them `heads / kv_heads` times); only the
+//! query head `h` reads key/value head `h / (heads / kv_heads)`, so no tensor of keys and
+//! values repeated per query head is made (`repeat_kv` makes one, `heads / kv_heads` times
+//! their size; here each query head's task gathers its key/value head's copy); only the
 //! keys a query may see are weighed (the causal triangle, a sliding window, padding left
 //! out); and the context is written merged, `[batch, seq, heads x head]`, ready for the
 //! output projection (no transpose copy).
 //!
 //! Queries, keys and values are read as they leave their projections (`[batch, seq, heads x
-//! head]`), each head gathered once per (batch, head), with the rotary embedding applied as
-//! it is gathered.
+//! head]`), gathered per (batch, query head), with the rotary embedding applied as they are
+//! gathered.
 //!
 //! Per (batch, head), on one thread. On CPUs with AVX-512F, blocks of 48 query rows as two
 //! register-tiled products of the packed GEMM (scores against the keys the block may see,
@@ -15,7 +16,8 @@
 //! dropped). Elsewhere, per query row, the visible scores `q K^T * scale` (vectorized over
 //! keys, `K^T` packed once), a softmax over them, and `sum_j p_j v_j` (vectorized over the
 //! head): loops written for the compiler to vectorize, compiled with AVX2 and FMA where the
-//! CPU has them. The tiles and the AVX2 loops sum in the same order: the same bits.
+//! CPU has them. The tiles and the AVX2 loops sum in the same order: the same bits for finite
+//! values.
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -60,10 +62,10 @@ pub fn causal_attention(
     mask: CausalMask,
 ) -> candle_core::Result<Tensor> {
     let (b, t, width) = q.dims3()?;
-    if nh == 0 || nkv == 0 || nh % nkv != 0 || width % nh != 0 {
+    if nh == 0 || nkv == 0 || nh % nkv != 0 || width % nh != 0 || width == 0 {
         candle_core::bail!(
             "causal attention: {nh} query heads over {nkv} key/value heads do not fit queries \
-             {:?}",
+             {:?} (heads x a head of at least one value)",
             q.dims()
         );
     }
@@ -174,7 +176,7 @@ fn head(
     {
         let f = crate::cpu::features();
         if f.avx512f {
-            // SAFETY: the CPU has AVX-512F, checked just above.
+            // SAFETY: the CPU has AVX-512F (which implies FMA), checked just above.
             return unsafe { head_tiled(q, k, v, dims, scale, keep, window) };
         }
         if f.avx2 && f.fma {
@@ -214,13 +216,15 @@ const BLOCK_ROWS: usize = 48;
 /// ([`crate::packed_gemm`]), block by block of [`BLOCK_ROWS`] query rows: the scores against
 /// the keys the block may see (`q K^T`, with `K^T` packed once per head; a sliding window's
 /// earlier keys skipped 32 at a time), then per row scale, padding mask and softmax over its
-/// visible keys (zeros elsewhere), then `P V` with `V` read in place. Both products sum in the
-/// same order as [`head_with`] (depth in order, fused multiply-adds; a zero weight adds
-/// nothing), so the two give the same context; what the tiles add is the masked corner of each
-/// block, computed and dropped.
+/// visible keys (zeros elsewhere), then `P V` with the head's values read in place. Both
+/// products sum in the same order as [`head_with`] (depth in order, fused multiply-adds; a zero
+/// weight adds nothing to a finite value), so for finite values the two give the same context;
+/// what the tiles add is the masked corner of each block, computed and dropped (an infinite or
+/// NaN value there makes NaNs, as candle's composed attention does, where the row loops skip
+/// it).
 ///
 /// # Safety
-/// The CPU has AVX-512F.
+/// The CPU has AVX-512F (which implies FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn head_tiled(
@@ -532,16 +536,23 @@ mod tests {
                 .unwrap()
         };
         // Lengths around the block (48 rows) and panel (32 keys) edges, windows that skip
-        // whole panels, padding.
+        // whole panels, the scores' depth past 512 (summed in blocks), heads of 80 values (a
+        // partial panel) and 13, windows of t or more, one starting on a panel's edge.
         for (t, hd, window) in [
             (5, 8, None),
             (100, 64, None),
             (130, 32, Some(40)),
             (97, 16, Some(3)),
+            (600, 64, None),
+            (70, 80, Some(17)),
+            (50, 13, Some(50)),
+            (40, 16, Some(400)),
         ] {
             let (q, k, v) = (values(t * hd), values(t * hd), values(t * hd));
-            let keep: Vec<u8> = (0..t).map(|j| u8::from(j % 7 != 3)).collect();
-            for keep in [None, Some(&keep[..])] {
+            let holes: Vec<u8> = (0..t).map(|j| u8::from(j % 7 != 3)).collect();
+            // Left padding: the first 10 queries see no key at all.
+            let left: Vec<u8> = (0..t).map(|j| u8::from(j >= 10)).collect();
+            for keep in [None, Some(&holes[..]), Some(&left[..])] {
                 let dims = (t, hd);
                 // SAFETY: the CPU has AVX-512F, checked above.
                 let tiled = unsafe { head_tiled(&q, &k, &v, dims, 0.3, keep, window) };
@@ -564,6 +575,9 @@ mod tests {
         let k = Tensor::zeros((1, 4, 16), DType::F32, &dev).unwrap();
         // 3 query heads of 8 over 2 key/value heads: not a multiple.
         assert!(attend(&q, &k, (3, 2), None, open).is_err());
+        // Heads of no value.
+        let empty = Tensor::zeros((1, 4, 0), DType::F32, &dev).unwrap();
+        assert!(attend(&empty, &empty, (1, 1), None, open).is_err());
         // Keys of another length.
         let k5 = Tensor::zeros((1, 5, 8), DType::F32, &dev).unwrap();
         assert!(attend(&q, &k5, (3, 1), None, open).is_err());

@@ -359,7 +359,7 @@ impl Decoder {
         let y = if blk.device.is_cpu() && blk.dtype == DType::F32 {
             // ferry's kernel: the heads read from the projections and rotated as they are
             // gathered (candle's rope, the same bits), keys and values shared by their query
-            // heads, only the visible keys scored, the context written merged.
+            // heads, only the visible keys weighed, the context written merged.
             let mask = CausalMask {
                 keep: pass.keep,
                 window: c.sliding_window,

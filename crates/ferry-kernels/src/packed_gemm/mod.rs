@@ -373,7 +373,7 @@ pub(crate) fn gemm_new(
     // thread runs of consecutive tasks, so a thread reads each of its panel groups from
     // memory once, for every row block in turn (the left operand stays in cache), rather than
     // all of `b` once per row block: measured on the output head's 576 x 49152 (113 MB
-    // packed), 154-160 GFLOP/s before, 163-171 after; the blocks' shapes within noise.
+    // packed), 154-158 GFLOP/s before, 163-171 after; the blocks' shapes within noise.
     let row_blocks = m.div_ceil(mc);
     let task = |t: usize| {
         let (rb, g) = (t % row_blocks, t / row_blocks);

@@ -6,7 +6,9 @@ use rayon::prelude::*;
 use super::{MR, NR};
 
 /// Floats of packed output from which [`pack_transposed`] runs its panels in parallel (a
-/// weight packed per call: 48k floats at 128 x 384; an attention head's 2k stay serial).
+/// weight packed per call: 48k floats at 128 x 384; an encoder's attention head, 2k, stays
+/// serial; a decoder's causal head packs its keys in parallel from 512 positions of 64 values,
+/// inside the per-head tasks, where rayon's idle threads may take part).
 const PAR_PACK: usize = 1 << 15;
 
 /// Makes `out` `len` long, zero-filled when it changes length; a buffer already `len` long is

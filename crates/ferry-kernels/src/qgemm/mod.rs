@@ -264,7 +264,7 @@ fn qgemm_on(m: usize, x: &[f32], w: &PackedQ8, bias: Option<&[f32]>, vnni: bool)
     let panels = w.n.div_ceil(NR);
     // Row blocks within panel groups: rayon hands each thread runs of consecutive tasks, so
     // a thread reads each of its weight panels from memory once, for every row block in turn,
-    // rather than all the weights once per row block (as the f32 packed GEMM does).
+    // rather than all the weights once per row block (the f32 packed GEMM runs the same order).
     let tasks: Vec<(usize, usize)> = (0..panels)
         .step_by(PANELS_PER_TASK)
         .flat_map(|p| (0..m).step_by(MC).map(move |r| (r, p)))
