@@ -116,7 +116,16 @@ pub fn causal_attention(
                 let kh = gather(k, (bi, kvh), (t, hd), nkv * hd, tables);
                 let vh = gather(v, (bi, kvh), (t, hd), nkv * hd, None);
                 let keep = mask.keep.map(|m| &m[bi * t..(bi + 1) * t]);
-                head(&qh, &kh, &vh, (t, hd), scale, keep, mask.window)
+                let job = Head {
+                    q: &qh,
+                    k: &kh,
+                    v: &vh,
+                    dims: (t, hd),
+                    scale,
+                    keep,
+                    window: mask.window,
+                };
+                head(&job)
             })
             .collect()
     })?;
@@ -162,29 +171,58 @@ fn gather(
     out
 }
 
-/// One (batch, head): the context `[seq, head]`.
-fn head(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+/// One (batch, head)'s inputs: queries, keys and values `[seq, head]` each, with
+/// `dims = (seq, head)`, the scores' scale, and which keys its queries see: `keep` `[seq]`
+/// (this batch row's) and the sliding window.
+struct Head<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
     dims: (usize, usize),
     scale: f32,
-    keep: Option<&[u8]>,
+    keep: Option<&'a [u8]>,
     window: Option<usize>,
-) -> Vec<f32> {
+}
+
+impl Head<'_> {
+    /// The first key query `i` sees (the window's start).
+    #[inline(always)]
+    fn first_key(&self, i: usize) -> usize {
+        self.window.map_or(0, |w| (i + 1).saturating_sub(w))
+    }
+
+    /// Scales the scores `row` of keys `lo..` in place, padded keys to minus infinity, and
+    /// says whether any key is left to see.
+    #[inline(always)]
+    fn weigh(&self, row: &mut [f32], lo: usize) -> bool {
+        let mut any = false;
+        for (j, s) in row.iter_mut().enumerate() {
+            if self.keep.is_some_and(|m| m[lo + j] == 0) {
+                *s = f32::NEG_INFINITY;
+            } else {
+                *s *= self.scale;
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+/// One (batch, head): the context `[seq, head]`.
+fn head(job: &Head) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         let f = crate::cpu::features();
         if f.avx512f {
             // SAFETY: the CPU has AVX-512F (which implies FMA), checked just above.
-            return unsafe { head_tiled(q, k, v, dims, scale, keep, window) };
+            return unsafe { head_tiled(job) };
         }
         if f.avx2 && f.fma {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { head_avx2(q, k, v, dims, scale, keep, window) };
+            return unsafe { head_avx2(job) };
         }
     }
-    head_with::<false>(q, k, v, dims, scale, keep, window)
+    head_with::<false>(job)
 }
 
 /// `$name`: [`head_with`] with fused multiply-adds, compiled with the target features
@@ -193,16 +231,8 @@ macro_rules! fma_head {
     ($name:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $name(
-            q: &[f32],
-            k: &[f32],
-            v: &[f32],
-            dims: (usize, usize),
-            scale: f32,
-            keep: Option<&[u8]>,
-            window: Option<usize>,
-        ) -> Vec<f32> {
-            head_with::<true>(q, k, v, dims, scale, keep, window)
+        unsafe fn $name(job: &Head) -> Vec<f32> {
+            head_with::<true>(job)
         }
     };
 }
@@ -227,26 +257,19 @@ const BLOCK_ROWS: usize = 48;
 /// The CPU has AVX-512F (which implies FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn head_tiled(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    (t, hd): (usize, usize),
-    scale: f32,
-    keep: Option<&[u8]>,
-    window: Option<usize>,
-) -> Vec<f32> {
+unsafe fn head_tiled(job: &Head) -> Vec<f32> {
     use crate::packed_gemm::{gemm_panels, pack_transposed, rows_rhs, Lhs, Rhs, NR};
+    let Head { q, k, v, dims, .. } = *job;
+    let (t, hd) = dims;
     // Key j's component c sits in panel j / 32 at row c, lane j % 32.
     let mut kt = Vec::new();
     pack_transposed(k, (0, hd), (t, hd), &mut kt);
     let mut v_buf = Vec::new();
     let mut ctx = vec![0f32; t * hd];
     let mut scores = vec![0f32; BLOCK_ROWS.min(t) * t];
-    let first_key = |i: usize| window.map_or(0, |w| (i + 1).saturating_sub(w));
     for r0 in (0..t).step_by(BLOCK_ROWS) {
         let r1 = (r0 + BLOCK_ROWS).min(t);
-        let panel = first_key(r0) / NR;
+        let panel = job.first_key(r0) / NR;
         // Columns of this block's scores: keys first..r1.
         let first = panel * NR;
         let (rows, n) = (r1 - r0, r1 - first);
@@ -260,21 +283,12 @@ unsafe fn head_tiled(
             n,
         );
         for (i, row) in (r0..r1).zip(block.chunks_exact_mut(n)) {
-            let lo = first_key(i);
+            let lo = job.first_key(i);
             let (before, rest) = row.split_at_mut(lo - first);
             let (visible, after) = rest.split_at_mut(i + 1 - lo);
             before.fill(0.0);
             after.fill(0.0);
-            let mut any = false;
-            for (j, s) in visible.iter_mut().enumerate() {
-                if keep.is_some_and(|m| m[lo + j] == 0) {
-                    *s = f32::NEG_INFINITY;
-                } else {
-                    *s *= scale;
-                    any = true;
-                }
-            }
-            if any {
+            if job.weigh(visible, lo) {
                 fast_exp::softmax_row_fma(visible);
             } else {
                 visible.fill(0.0); // no key to see: a context of zeros
@@ -302,15 +316,9 @@ fn fma<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 #[inline(always)]
-fn head_with<const FMA: bool>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    (t, hd): (usize, usize),
-    scale: f32,
-    keep: Option<&[u8]>,
-    window: Option<usize>,
-) -> Vec<f32> {
+fn head_with<const FMA: bool>(job: &Head) -> Vec<f32> {
+    let Head { q, k, v, dims, .. } = *job;
+    let (t, hd) = dims;
     // K^T: key j's component c at c * t + j, so a query's scores run over contiguous keys.
     let mut kt = vec![0f32; hd * t];
     for j in 0..t {
@@ -321,7 +329,7 @@ fn head_with<const FMA: bool>(
     let mut ctx = vec![0f32; t * hd];
     let mut scores = vec![0f32; t];
     for i in 0..t {
-        let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+        let lo = job.first_key(i);
         let n = i + 1 - lo;
         let row = &mut scores[..n];
         row.fill(0.0);
@@ -332,16 +340,7 @@ fn head_with<const FMA: bool>(
                 *s = fma::<FMA>(qc, kk, *s);
             }
         }
-        let mut any = false;
-        for (j, s) in row.iter_mut().enumerate() {
-            if keep.is_some_and(|m| m[lo + j] == 0) {
-                *s = f32::NEG_INFINITY;
-            } else {
-                *s *= scale;
-                any = true;
-            }
-        }
-        if !any {
+        if !job.weigh(row, lo) {
             continue; // zeros
         }
         if FMA {
@@ -553,11 +552,19 @@ mod tests {
             // Left padding: the first 10 queries see no key at all.
             let left: Vec<u8> = (0..t).map(|j| u8::from(j >= 10)).collect();
             for keep in [None, Some(&holes[..]), Some(&left[..])] {
-                let dims = (t, hd);
+                let job = Head {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    dims: (t, hd),
+                    scale: 0.3,
+                    keep,
+                    window,
+                };
                 // SAFETY: the CPU has AVX-512F, checked above.
-                let tiled = unsafe { head_tiled(&q, &k, &v, dims, 0.3, keep, window) };
+                let tiled = unsafe { head_tiled(&job) };
                 // SAFETY: as above (AVX-512F implies AVX2 and FMA).
-                let rows = unsafe { head_avx2(&q, &k, &v, dims, 0.3, keep, window) };
+                let rows = unsafe { head_avx2(&job) };
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&tiled), bits(&rows), "t {t} hd {hd} window {window:?}");
             }
