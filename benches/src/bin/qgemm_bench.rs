@@ -27,7 +27,8 @@ fn main() {
     let runs: usize = arg(&args, "--runs").map_or(10, |r| r.parse().expect("--runs N"));
     println!("| type | m x k x n | candle QMatMul GFLOP/s | ferry int8 GFLOP/s | ferry f32 GFLOP/s | int8 / f32 | int8 / candle |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    // (m, k, n): q/o projections, gate/up, down (k-quant rows need k % 256 == 0).
+    // (m, k, n): q/o projections, gate/up, down (a shape whose k is not a whole number of the
+    // type's blocks is skipped: k-quants need k % 256 == 0).
     let shapes = ferry_benches::shapes_arg(
         &args,
         &[(1024, 576, 576), (1024, 576, 1536), (1024, 1536, 576)],
@@ -35,24 +36,23 @@ fn main() {
     let types: Vec<GgmlDType> = arg(&args, "--types")
         .unwrap_or_else(|| "q8_0,q5_0,q4_k".into())
         .split(',')
-        .map(|t| match t {
-            "q8_0" => GgmlDType::Q8_0,
-            "q5_0" => GgmlDType::Q5_0,
-            "q4_k" => GgmlDType::Q4K,
-            other => panic!("--types: {other} is not one of q8_0, q5_0, q4_k"),
+        .map(|t| {
+            let dtype = t.parse::<ferry_io::DType>().ok().and_then(|d| d.to_ggml());
+            dtype.unwrap_or_else(|| panic!("--types: {t} is not a GGML type"))
         })
         .collect();
     for dtype in types {
         for &(m, k, n) in &shapes {
-            if dtype == GgmlDType::Q4K && k % 256 != 0 {
+            if !k.is_multiple_of(dtype.block_size()) {
                 continue;
             }
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
             let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let bytes = q.data().unwrap().to_vec();
-            let packed =
-                PackedQ8::from_ggml(dtype, &bytes, n, k).expect("AVX-512 VNNI or AVX2 and FMA");
+            let packed = PackedQ8::from_ggml(dtype, &bytes, n, k).unwrap_or_else(|| {
+                panic!("the int8 GEMM reads no {dtype:?} here (or this CPU lacks AVX-512 VNNI and AVX2 + FMA)")
+            });
             let mm = QMatMul::from_qtensor(q).unwrap();
             let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let wt = w.t().unwrap().contiguous().unwrap();
