@@ -1,14 +1,13 @@
 //! Causal self-attention for decoders, inference only, with grouped keys and values (GQA):
-//! query head `h` reads key/value head `h / (heads / kv_heads)`, so no tensor of keys and
-//! values repeated per query head is made (`repeat_kv` makes one, `heads / kv_heads` times
-//! their size; here each query head's task gathers its key/value head's copy); only the
+//! query head `h` reads key/value head `h / (heads / kv_heads)`, so the keys and values are
+//! never repeated per query head (`repeat_kv` copies them `heads / kv_heads` times); only the
 //! keys a query may see are weighed (the causal triangle, a sliding window, padding left
 //! out); and the context is written merged, `[batch, seq, heads x head]`, ready for the
 //! output projection (no transpose copy).
 //!
 //! Queries, keys and values are read as they leave their projections (`[batch, seq, heads x
-//! head]`), gathered per (batch, query head), with the rotary embedding applied as they are
-//! gathered.
+//! head]`) and gathered into contiguous heads, each once, with the rotary embedding applied to
+//! queries and keys as they are gathered.
 //!
 //! Per (batch, head), on one thread. On CPUs with AVX-512F, blocks of 48 query rows as two
 //! register-tiled products of the packed GEMM (scores against the keys the block may see,
@@ -107,19 +106,26 @@ pub fn causal_attention(
     let heads: Vec<Vec<f32>> = super::host_slices(&inputs, |s| {
         let (q, k, v) = (s[0], s[1], s[2]);
         let tables = (s.len() == 5).then(|| (s[3], s[4]));
+        // Each key/value head once (keys rotated), shared by its group of query heads.
+        let kv: Vec<(Vec<f32>, Vec<f32>)> = (0..b * nkv)
+            .into_par_iter()
+            .map(|bk| {
+                let at = (bk / nkv, bk % nkv);
+                let kh = gather(k, at, (t, hd), nkv * hd, tables);
+                (kh, gather(v, at, (t, hd), nkv * hd, None))
+            })
+            .collect();
         (0..b * nh)
             .into_par_iter()
             .map(|bh| {
                 let (bi, h) = (bh / nh, bh % nh);
-                let kvh = h / group;
                 let qh = gather(q, (bi, h), (t, hd), nh * hd, tables);
-                let kh = gather(k, (bi, kvh), (t, hd), nkv * hd, tables);
-                let vh = gather(v, (bi, kvh), (t, hd), nkv * hd, None);
+                let (kh, vh) = &kv[bi * nkv + h / group];
                 let keep = mask.keep.map(|m| &m[bi * t..(bi + 1) * t]);
                 let job = Head {
                     q: &qh,
-                    k: &kh,
-                    v: &vh,
+                    k: kh,
+                    v: vh,
                     dims: (t, hd),
                     scale,
                     keep,
