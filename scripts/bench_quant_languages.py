@@ -1,12 +1,13 @@
 """Per-language evidence for multilingual-calibrated and budgeted quantization (issue 16, section
-3): the same model quantized five ways, each verified by `ferry verify` against the original on
+3): the same model quantized six ways, each verified by `ferry verify` against the original on
 the held-out UDHR probes (47 languages, one text of 64 tokens each), one Markdown table with a
 column per way and a row per language, then the worst, median and mean language.
 
 The ways: uniform q4_k (llama.cpp's fallbacks for rows that 256 does not divide), q4_k with an
 English-only importance matrix, q4_k with ferry's language-balanced one (`ferry calibrate`
-defaults), and `--quant auto` at the uniform q4_k's tensor-data size, without and with the
-balanced matrix. Decoders are judged by the mean KL divergence of the next-token distribution,
+defaults), and `--quant auto` at the uniform q4_k's tensor-data size three ways: quantizing
+without an importance matrix (`--auto-no-imatrix`), as it does by default (with the calibration
+it weighs the errors by), and with the balanced matrix (`--imatrix`). Decoders are judged by the mean KL divergence of the next-token distribution,
 encoders by 1 - cosine of the mean-pooled embeddings (lower is better for both).
 
     .venv/bin/python scripts/bench_quant_languages.py --model target/models/SmolLM2-135M
@@ -65,9 +66,10 @@ def run(args, work):
         ferry(args, "convert", m, out, "--quant", "q4_k", "--imatrix",
               work / f"{tag}.imatrix.gguf", "--json")
         ways[f"q4_k + {tag} imatrix"] = (out, 0.0, None)
-    for tag, extra in [("auto", []), ("auto + balanced imatrix",
-                                      ["--imatrix", work / "balanced.imatrix.gguf"])]:
-        out = work / f"{tag.replace(' ', '_').replace('+', '')}.gguf"
+    for tag, extra in [("auto, no imatrix", ["--auto-no-imatrix"]), ("auto", []),
+                       ("auto + balanced imatrix",
+                        ["--imatrix", work / "balanced.imatrix.gguf"])]:
+        out = work / f"{tag.replace(' ', '_').replace('+', '').replace(',', '')}.gguf"
         types = ["--auto-types", args.auto_types] if args.auto_types else []
         r, wall = ferry(args, "convert", m, out, "--quant", "auto", "--target-size", size,
                         *types, *extra, "--json")

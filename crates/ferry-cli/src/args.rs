@@ -34,6 +34,9 @@ pub struct TransformArgs {
     /// --quant auto: calibrate and judge on these languages only, comma-separated codes (default: all 47 of the embedded UDHR training articles).
     #[arg(long, value_name = "LANGS", value_delimiter = ',')]
     pub auto_languages: Vec<String>,
+    /// --quant auto without --imatrix: quantize without an importance matrix. By default auto quantizes with the calibration it weighs the errors by (the language-balanced UDHR sample), as --imatrix would, and records it in the GGUF (quantize.imatrix.*).
+    #[arg(long)]
+    pub auto_no_imatrix: bool,
     /// Per-tensor quantization override, e.g. --quant-rule q8_0:'.*attn.*' or --quant-rule f16:'embed' (repeatable, first match wins).
     #[arg(long, value_name = "TYPE:REGEX")]
     pub quant_rule: Vec<String>,
@@ -78,8 +81,13 @@ impl TransformArgs {
                 && self.target_size.is_none()
                 && self.target_bpw.is_none()
                 && self.auto_types.is_empty()
-                && self.auto_languages.is_empty()),
-            "--budget, --target-size, --target-bpw, --auto-types and --auto-languages go with --quant auto"
+                && self.auto_languages.is_empty()
+                && !self.auto_no_imatrix),
+            "--budget, --target-size, --target-bpw, --auto-types, --auto-languages and --auto-no-imatrix go with --quant auto"
+        );
+        anyhow::ensure!(
+            !(self.auto_no_imatrix && self.imatrix.is_some()),
+            "--auto-no-imatrix and --imatrix contradict each other: leave out one"
         );
         anyhow::ensure!(
             !auto || self.quant_rule.is_empty(),
@@ -133,7 +141,7 @@ impl TransformArgs {
             "keep_names": self.keep_names, "materialize_views": self.materialize_views,
             "dedupe_tied": self.dedupe_tied, "imatrix": self.imatrix, "budget": self.budget,
             "target_size": self.target_size, "target_bpw": self.target_bpw, "auto_types": self.auto_types,
-            "auto_languages": self.auto_languages,
+            "auto_languages": self.auto_languages, "auto_no_imatrix": self.auto_no_imatrix,
         })
     }
 }

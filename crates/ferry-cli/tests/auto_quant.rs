@@ -1,6 +1,7 @@
 //! `--quant auto` as a user runs it, on the real all-MiniLM-L6-v2 over three languages of
 //! three scripts (seconds per run): at the size of uniform q4_0 its worst language is closer
-//! to the original than uniform q4_0's; the file holds the chosen types and gguf-py reads it;
+//! to the original than uniform q4_0's; the file holds the chosen types, quantized with auto's
+//! calibration and saying so (`--auto-no-imatrix`: without), and gguf-py reads it;
 //! a budget gives a file that is verified on the held-out probes; goals out of reach and
 //! misplaced options are errors that say what to do.
 
@@ -49,14 +50,30 @@ fn auto_beats_uniform_at_equal_size_and_writes_what_it_chose() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Uniform q4_0: the only candidate, any size.
+    // Uniform q4_0: the only candidate, any size, quantized without an importance matrix as
+    // `--quant q4_0` would.
     let uniform = auto(
         &model,
         &d.join("q4_0.gguf"),
-        &["--auto-types", "q4_0", "--target-bpw", "32"],
+        &[
+            "--auto-types",
+            "q4_0",
+            "--target-bpw",
+            "32",
+            "--auto-no-imatrix",
+        ],
         d,
     );
     let u = &uniform["auto"];
+    assert_eq!(u["quantized_with_imatrix"], false);
+    let plain = Checkpoint::open(d.join("q4_0.gguf")).unwrap();
+    assert!(
+        !plain
+            .metadata
+            .keys()
+            .any(|k| k.starts_with("quantize.imatrix")),
+        "--auto-no-imatrix records no importance matrix"
+    );
     assert!(u["tensors"]
         .as_array()
         .unwrap()
@@ -92,8 +109,26 @@ fn auto_beats_uniform_at_equal_size_and_writes_what_it_chose() {
         );
         assert!(p < 3.0 * m && m < 3.0 * p, "{l}");
     }
-    // The file holds exactly the chosen types.
+    // By default auto quantizes with the calibration it weighed the errors by, and the file
+    // says so as llama-quantize's keys do (no file name: the matrix was made in memory).
+    assert_eq!(a["quantized_with_imatrix"], true);
     let ck = Checkpoint::open(d.join("auto.gguf")).unwrap();
+    let meta = &ck.metadata;
+    assert_eq!(
+        meta["quantize.imatrix.dataset"],
+        ferry_io::MetaValue::String("embedded:udhr-train".into())
+    );
+    assert_eq!(
+        meta["quantize.imatrix.languages"],
+        ferry_io::MetaValue::Array(
+            LANGS
+                .split(',')
+                .map(|l| ferry_io::MetaValue::String(l.into()))
+                .collect()
+        )
+    );
+    assert!(!meta.contains_key("quantize.imatrix.file"));
+    // The file holds exactly the chosen types.
     for t in a["tensors"].as_array().unwrap() {
         let name = t["name"].as_str().unwrap();
         let got = ck.get(name).unwrap_or_else(|| panic!("{name} missing"));
@@ -211,6 +246,23 @@ fn auto_options_out_of_place_are_refused() {
                 "q8_0:attn",
             ],
             "leave out --quant-rule",
+        ),
+        (
+            vec!["x.gguf", "--quant", "q4_0", "--auto-no-imatrix"],
+            "go with --quant auto",
+        ),
+        (
+            vec![
+                "x.gguf",
+                "--quant",
+                "auto",
+                "--budget",
+                "q4",
+                "--auto-no-imatrix",
+                "--imatrix",
+                "m.gguf",
+            ],
+            "contradict",
         ),
     ] {
         let mut all = vec!["convert", s(&model)];

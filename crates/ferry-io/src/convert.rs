@@ -737,7 +737,8 @@ pub fn output_metadata(ck: &Checkpoint, plan: &Plan) -> Result<Metadata> {
 }
 
 /// The keys `llama-quantize --imatrix` writes into the model it quantizes
-/// (`quantize.imatrix.file`, `.dataset`, `.entries_count`, `.chunks_count`), and ferry's
+/// (`quantize.imatrix.file` where the matrix came from one, `.dataset`, `.entries_count`,
+/// `.chunks_count`), and ferry's
 /// `quantize.imatrix.languages` when the matrix records them.
 fn imatrix_provenance(m: &mut Metadata, im: &Imatrix) {
     use crate::meta::MetaValue;
@@ -746,7 +747,10 @@ fn imatrix_provenance(m: &mut Metadata, im: &Imatrix) {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    m.insert("quantize.imatrix.file".into(), MetaValue::String(file));
+    // A matrix made in memory (`--quant auto`'s calibration) has no file to name.
+    if !file.is_empty() {
+        m.insert("quantize.imatrix.file".into(), MetaValue::String(file));
+    }
     // llama-quantize records the first dataset only.
     if let Some(d) = im.datasets.first() {
         m.insert(

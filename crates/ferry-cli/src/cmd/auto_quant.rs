@@ -54,6 +54,7 @@ fn options(t: &TransformArgs, conv: &ConvertOptions) -> Result<AutoOptions> {
             .collect::<Result<_>>()?;
     }
     o.imatrix = conv.imatrix.clone();
+    o.quantize_with_calibration = !t.auto_no_imatrix;
     o.languages = t.auto_languages.clone();
     Ok(o)
 }
@@ -89,6 +90,9 @@ pub fn apply(
     bar.finish_and_clear();
     conv.quant = Some(plan.main_type());
     conv.quant_rules = plan.rules();
+    // The file is written as the candidates were measured: with the calibration's matrix
+    // where auto made one.
+    conv.imatrix = plan.imatrix.clone();
     Ok(Some(plan))
 }
 
@@ -110,6 +114,15 @@ pub fn print(p: &AutoPlan) {
         p.seconds,
         p.rounds,
         if p.rounds == 1 { "" } else { "s" }
+    );
+    println!(
+        "  errors weighted by the {}; {}",
+        p.weights_from,
+        if p.quantized_with_imatrix {
+            "quantized with it"
+        } else {
+            "quantized without an importance matrix (--auto-no-imatrix)"
+        }
     );
     println!("  per group: {}", per_group(p));
     let factors: Vec<String> = p

@@ -46,11 +46,16 @@ pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<A
     let (dataset, all) = calibrate::texts(None, &opts.languages)?;
     let (weights, weights_from) =
         column_weights(&model, &tokenizer, &dataset, &all, opts, progress)?;
+    // The matrix the candidates are rounded with, as the file will be written.
+    let imatrix = match &opts.imatrix {
+        Some(m) => Some(m.clone()),
+        None => opts.quantize_with_calibration.then(|| weights.clone()),
+    };
     let table = table::build(
         path,
         &opts.candidates,
         opts.bands,
-        opts.imatrix.as_deref(),
+        imatrix.as_deref(),
         Some(&weights),
         |i, n| progress("errors", i, n),
     )?;
@@ -60,7 +65,6 @@ pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<A
     drop(model);
     // How the runtime's (checkpoint) names map to the table's llama.cpp names, read once.
     let layout = ferry_io::arch::detect(&ferry_io::Checkpoint::open(path)?)?;
-    let imatrix = opts.imatrix.clone();
     let run = |assignment: HashMap<String, DType>| {
         let n = langs.len();
         measure::measure(
@@ -98,6 +102,7 @@ pub fn plan(path: &Path, opts: &AutoOptions, progress: Progress<'_>) -> Result<A
         groups,
         Extras {
             weights_from,
+            imatrix,
             type_factors,
             seconds: start.elapsed().as_secs_f64(),
         },
@@ -335,6 +340,7 @@ fn choose_rounds(
 /// What the report adds besides the choice.
 struct Extras {
     weights_from: String,
+    imatrix: Option<Arc<Imatrix>>,
     type_factors: Vec<(DType, f64)>,
     seconds: f64,
 }
@@ -395,6 +401,8 @@ fn assemble(
         }
         .into(),
         weights_from: extras.weights_from,
+        quantized_with_imatrix: extras.imatrix.is_some(),
+        imatrix: extras.imatrix,
         bytes,
         bpw: bytes as f64 * 8.0 / table.params.max(1) as f64,
         types,
