@@ -74,6 +74,45 @@ fn auto_beats_uniform_at_equal_size_and_writes_what_it_chose() {
             .any(|k| k.starts_with("quantize.imatrix")),
         "--auto-no-imatrix records no importance matrix"
     );
+    // The same, quantized with auto's calibration (the default): the candidates it measures
+    // are rounded with the matrix, so their weighted error is lower.
+    let weighted = auto(
+        &model,
+        &d.join("q4_0-im.gguf"),
+        &["--auto-types", "q4_0", "--target-bpw", "32"],
+        d,
+    );
+    // The blocks' matrices have importance entries; the embeddings, as in llama.cpp's
+    // imatrix, have none and are rounded the same either way.
+    let error = |plan: &Value, blocks: bool| -> f64 {
+        plan["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["name"].as_str().unwrap().starts_with("blk.") == blocks)
+            .map(|t| t["error"].as_f64().unwrap())
+            .sum()
+    };
+    let (e_plain, e_weighted) = (error(u, true), error(&weighted["auto"], true));
+    assert!(
+        e_weighted < 0.95 * e_plain,
+        "q4_0 with auto's calibration: weighted error {e_weighted:.4e}, without {e_plain:.4e}"
+    );
+    let (o_plain, o_weighted) = (error(u, false), error(&weighted["auto"], false));
+    assert!(
+        (o_plain - o_weighted).abs() <= 1e-9 * o_plain,
+        "tensors without an entry: {o_plain:.6e} against {o_weighted:.6e}"
+    );
+    // A choice that quantizes nothing needs no matrix (and is no error).
+    let floats = auto(
+        &model,
+        &d.join("f16.gguf"),
+        &["--auto-types", "f16", "--target-bpw", "32"],
+        d,
+    );
+    assert_eq!(floats["auto"]["types"][0][0], "f16");
+    let f16 = Checkpoint::open(d.join("f16.gguf")).unwrap();
+    assert!(!f16.metadata.contains_key("quantize.imatrix.dataset"));
     assert!(u["tensors"]
         .as_array()
         .unwrap()

@@ -434,7 +434,7 @@ impl Plan {
 /// checking each entry's width against the tensor's columns. Refuses a matrix that names no
 /// tensor of the plan, and one given where nothing is quantized.
 fn plan_imatrix(entries: &mut [PlanEntry], m: &Imatrix) -> Result<()> {
-    let file = m.path.display();
+    let file = m.label();
     if !entries.iter().any(|e| e.action == Action::Quantize) {
         return Err(Error::Invalid(format!(
             "{file}: an importance matrix only applies to quantization, and this conversion \

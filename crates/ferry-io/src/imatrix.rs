@@ -343,6 +343,19 @@ impl Imatrix {
         crate::formats::gguf::write(path, &tensors, &self.metadata(), &mut |_, _| {})
     }
 
+    /// How messages name the matrix: its file, or for one made in memory (`--quant auto`'s
+    /// calibration) the text it was calibrated on.
+    pub fn label(&self) -> String {
+        if self.path.as_os_str().is_empty() {
+            format!(
+                "calibrated in memory on {}",
+                self.datasets.first().map_or("its sample", String::as_str)
+            )
+        } else {
+            self.path.display().to_string()
+        }
+    }
+
     /// The languages the matrix was calibrated on (`ferry.imatrix.languages`), if recorded.
     pub fn languages(&self) -> Vec<String> {
         match self.extra.get(KEY_LANGUAGES) {

@@ -129,7 +129,7 @@ fn plan_summary(plan: &Plan, target: TargetFormat) -> String {
             Some(m) => format!(
                 ", {} with the importance matrix {}",
                 plan.imatrix_uses().0.len(),
-                m.path.display()
+                m.label()
             ),
             None => String::new(),
         },

@@ -91,8 +91,9 @@ pub fn apply(
     conv.quant = Some(plan.main_type());
     conv.quant_rules = plan.rules();
     // The file is written as the candidates were measured: with the calibration's matrix
-    // where auto made one.
-    conv.imatrix = plan.imatrix.clone();
+    // where auto made one. A choice that quantizes nothing (f16 everywhere) needs none.
+    let quantizes = plan.tensors.iter().any(|c| c.dtype.is_quantized());
+    conv.imatrix = plan.imatrix.clone().filter(|_| quantizes);
     Ok(Some(plan))
 }
 

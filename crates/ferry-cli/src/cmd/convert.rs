@@ -261,17 +261,9 @@ pub(crate) fn print_imatrix(plan: &Plan) {
     } else {
         format!(", calibrated on {} languages", langs.len())
     };
-    // A matrix made in memory (`--quant auto`'s own calibration) has no file.
-    let name = if m.path.as_os_str().is_empty() {
-        format!(
-            "from --quant auto's calibration on {}",
-            m.datasets.first().map_or("its sample", String::as_str)
-        )
-    } else {
-        m.path.display().to_string()
-    };
     println!(
-        "importance matrix {name} ({} entries{from}): {} tensors quantized with it",
+        "importance matrix {} ({} entries{from}): {} tensors quantized with it",
+        m.label(),
         m.entries.len(),
         used.len()
     );

@@ -6,8 +6,10 @@
 //!    recorded with the type's bytes. The weights are the given importance matrix, or else a
 //!    calibration of the model on the language-balanced sample, which then also quantizes, as
 //!    `--imatrix` would (unless [`AutoOptions::quantize_with_calibration`] is off): measured on
-//!    SmolLM2-135M at uniform q4_k's size, the worst held-out language's KLD is 19.5% under
-//!    uniform q4_k's quantized without it, 36.4% under quantized with it (docs/benchmarks.md).
+//!    SmolLM2-135M at uniform q4_k's size (q5_1 among the candidates), the worst held-out
+//!    language's KLD is 19.5% under uniform q4_k's quantized without it and 59.0% under with
+//!    it; 36.4% under with it and neither q4_1 nor q5_1, which hold this model's Q4_1 grid
+//!    exactly (docs/benchmarks.md).
 //! 2. **Sensitivity** ([`measure`]): matrices are grouped by kind over bands of blocks
 //!    (`ffn_down[0-9]`, `attn_v[10-19]`, `token_embd`); for each group alone rounded to q4_0,
 //!    the model runs on calibration text in every language (the UDHR *training* articles, one
@@ -161,6 +163,10 @@ pub struct Choice {
     pub dtype: DType,
     /// Bytes in that type.
     pub bytes: u64,
+    /// Its squared rounding error in that type, each column weighted by its mean square input
+    /// (rounded as the file holds it: with the plan's importance matrix, if any), before the
+    /// type check's scaling.
+    pub error: f64,
 }
 
 /// One group's measured sensitivity.

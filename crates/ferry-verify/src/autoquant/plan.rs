@@ -375,6 +375,13 @@ fn assemble(
                 shape: e.shape.clone(),
                 dtype: o.dtype,
                 bytes: o.bytes,
+                // The table's errors were scaled by their type's factor (`correct_types`).
+                error: o.error
+                    / extras
+                        .type_factors
+                        .iter()
+                        .find(|(d, _)| *d == o.dtype)
+                        .map_or(1.0, |&(_, f)| f),
             }
         })
         .collect();
