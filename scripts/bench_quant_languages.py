@@ -7,8 +7,9 @@ The ways: uniform q4_k (llama.cpp's fallbacks for rows that 256 does not divide)
 English-only importance matrix, q4_k with ferry's language-balanced one (`ferry calibrate`
 defaults), and `--quant auto` at the uniform q4_k's tensor-data size three ways: quantizing
 without an importance matrix (`--auto-no-imatrix`), as it does by default (with the calibration
-it weighs the errors by), and with the balanced matrix (`--imatrix`). Decoders are judged by the mean KL divergence of the next-token distribution,
-encoders by 1 - cosine of the mean-pooled embeddings (lower is better for both).
+it weighs the errors by), and with the balanced matrix (`--imatrix`). Decoders are judged by
+the mean KL divergence of the next-token distribution, encoders by 1 - cosine of the
+mean-pooled embeddings (lower is better for both).
 
     .venv/bin/python scripts/bench_quant_languages.py --model target/models/SmolLM2-135M
     .venv/bin/python scripts/bench_quant_languages.py --model target/models/all-MiniLM-L6-v2

@@ -738,8 +738,7 @@ pub fn output_metadata(ck: &Checkpoint, plan: &Plan) -> Result<Metadata> {
 
 /// The keys `llama-quantize --imatrix` writes into the model it quantizes
 /// (`quantize.imatrix.file` where the matrix came from one, `.dataset`, `.entries_count`,
-/// `.chunks_count`), and ferry's
-/// `quantize.imatrix.languages` when the matrix records them.
+/// `.chunks_count`), and ferry's `quantize.imatrix.languages` when the matrix records them.
 fn imatrix_provenance(m: &mut Metadata, im: &Imatrix) {
     use crate::meta::MetaValue;
     let file = im

@@ -119,7 +119,7 @@ pub fn print(p: &AutoPlan) {
     println!(
         "  errors weighted by the {}; {}",
         p.weights_from,
-        if p.quantized_with_imatrix {
+        if p.imatrix.is_some() {
             "quantized with it"
         } else {
             "quantized without an importance matrix (--auto-no-imatrix)"

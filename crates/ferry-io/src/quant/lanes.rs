@@ -1,9 +1,9 @@
 //! Eight f32 lanes for the k-quant kernels, with two builds of the same operations: AVX2
 //! intrinsics ([`Avx2`], used only inside functions compiled with the `avx2` target feature,
 //! alone or with AVX-512F and VL, after the CPU was checked) and plain arrays ([`Portable`],
-//! any CPU). Each operation is one IEEE operation per lane (no fused multiply-add, no reassociation), so both builds give the
-//! same bits, and an expression such as `w * v * l` is evaluated in the order written, as in
-//! candle's scalar code.
+//! any CPU). Each operation is one IEEE operation per lane (no fused multiply-add, no
+//! reassociation), so both builds give the same bits, and an expression such as `w * v * l` is
+//! evaluated in the order written, as in candle's scalar code.
 
 use std::ops::{Add, BitAnd, BitOr, Div, Mul, Not, Sub};
 

@@ -133,6 +133,7 @@ mod tests {
                     dtype,
                     bytes,
                     error,
+                    rounding: error,
                 })
                 .collect(),
         }

@@ -207,11 +207,13 @@ pub struct AutoPlan {
     /// Where the errors' column weights came from.
     pub weights_from: String,
     /// The importance matrix the candidates were rounded with, and the file must be written
-    /// with (`--imatrix`'s, or the calibration's); `None`: quantized without one.
-    #[serde(skip)]
+    /// with (`--imatrix`'s, or the calibration's); `None`: quantized without one. In JSON,
+    /// `quantized_with_imatrix`: whether there is one.
+    #[serde(
+        rename = "quantized_with_imatrix",
+        serialize_with = "serialize_is_some"
+    )]
     pub imatrix: Option<Arc<Imatrix>>,
-    /// Whether the candidates were rounded with an importance matrix (`imatrix`).
-    pub quantized_with_imatrix: bool,
     /// Tensor data bytes (chosen types and the tensors that stay float).
     pub bytes: u64,
     /// Bits per weight over every tensor.
@@ -265,6 +267,14 @@ impl AutoPlan {
             .iter()
             .max_by(|a, b| a.measured.total_cmp(&b.measured))
     }
+}
+
+/// An option as whether it holds something (the matrix itself stays out of the JSON).
+fn serialize_is_some<T, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_bool(v.is_some())
 }
 
 fn regex_exact(name: &str) -> regex::Regex {

@@ -375,13 +375,7 @@ fn assemble(
                 shape: e.shape.clone(),
                 dtype: o.dtype,
                 bytes: o.bytes,
-                // The table's errors were scaled by their type's factor (`correct_types`).
-                error: o.error
-                    / extras
-                        .type_factors
-                        .iter()
-                        .find(|(d, _)| *d == o.dtype)
-                        .map_or(1.0, |&(_, f)| f),
+                error: o.rounding,
             }
         })
         .collect();
@@ -408,7 +402,6 @@ fn assemble(
         }
         .into(),
         weights_from: extras.weights_from,
-        quantized_with_imatrix: extras.imatrix.is_some(),
         imatrix: extras.imatrix,
         bytes,
         bpw: bytes as f64 * 8.0 / table.params.max(1) as f64,

@@ -20,8 +20,11 @@ pub struct Candidate {
     pub dtype: DType,
     /// Bytes the tensor takes in it.
     pub bytes: u64,
-    /// Squared rounding error, each column weighted by its mean square input.
+    /// Squared rounding error, each column weighted by its mean square input, as the
+    /// predictor uses it: `rounding`, scaled by the type check (`plan`'s `correct_types`).
     pub error: f64,
+    /// Squared rounding error, each column weighted by its mean square input, as measured.
+    pub rounding: f64,
 }
 
 /// A tensor whose type is chosen.
@@ -265,10 +268,12 @@ fn measure(
     let mut options = Vec::with_capacity(fitting.len());
     for dtype in fitting {
         let back = fake_quant(&data, columns, dtype, q.as_deref())?;
+        let rounding = weighted_error(&data, &back, columns, w.as_deref());
         options.push(Candidate {
             dtype,
             bytes: dtype.storage_bytes(n).unwrap_or(u64::MAX),
-            error: weighted_error(&data, &back, columns, w.as_deref()),
+            error: rounding,
+            rounding,
         });
     }
     options.sort_by(|a, b| a.bytes.cmp(&b.bytes).then(b.error.total_cmp(&a.error)));
